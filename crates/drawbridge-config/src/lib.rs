@@ -1,0 +1,630 @@
+//! Drawbridge's configuration: one YAML file shared by every binary (each reads the sections it
+//! needs), overridden by `DRAWBRIDGE_*` environment variables (nested keys joined by `__`,
+//! e.g. `DRAWBRIDGE_GATEWAY__LISTEN=127.0.0.1:9000`), plus `DRAWBRIDGE_ADMIN_TOKEN` for
+//! `admin.auth_token`. Unknown keys are errors. [`Config::validate`] runs before any port is
+//! bound, and every error names the key at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use serde::{Deserialize, Serialize};
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{0}")]
+    Load(String),
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A secret string (API key, token): usable, but never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Which binary is validating: each needs different sections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Gateway,
+    Engine,
+    Worker,
+    /// `drawbridge`: all three layers in one process.
+    AllInOne,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub gateway: GatewayConfig,
+    pub engine: EngineConfig,
+    pub worker: WorkerConfig,
+    pub accounts: Vec<AccountConfig>,
+    pub redis: Option<RedisConfig>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's id in the registry and in logs.
+    pub id: String,
+    /// The address other nodes reach this one at (defaults to the listen address).
+    pub address: Option<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: "node-1".to_owned(),
+            address: None,
+        }
+    }
+}
+
+/// A bearer key accepted by a layer (the config's bootstrap keys; the admin API adds more).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKey {
+    pub name: String,
+    pub key: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// Where the separate gateway finds the engine (unused by `drawbridge`).
+    pub engine_url: String,
+    /// The channel key the gateway presents to the engine.
+    pub engine_key: Option<Secret>,
+    /// Keys clients may use.
+    pub api_keys: Vec<StaticKey>,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            engine_url: "http://127.0.0.1:8081".to_owned(),
+            engine_key: None,
+            api_keys: Vec::new(),
+            max_body_bytes: 4 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    pub listen: SocketAddr,
+    /// gRPC addresses of the workers (static discovery).
+    pub workers: Vec<String>,
+    /// Keys accepted on the engine's OpenAI-compatible endpoint (the gateway's, NEW-API's).
+    /// Empty means the endpoint is open: bind it to a private address.
+    pub channel_keys: Vec<StaticKey>,
+    /// How often the engine refreshes what each worker serves.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            workers: vec!["http://127.0.0.1:50051".to_owned()],
+            channel_keys: Vec::new(),
+            refresh_interval: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// HTTP API (`/prompt`, `/health`, `/slots`, `/drain`).
+    pub http_listen: SocketAddr,
+    /// gRPC API for the engine.
+    pub grpc_listen: SocketAddr,
+    /// Per-account homes are created under this directory (`<data_dir>/<account>/home`).
+    pub data_dir: PathBuf,
+    /// The accounts this worker serves (empty: all of `accounts`).
+    pub accounts: Vec<String>,
+    /// How long an agent may take to start and answer `initialize`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// How long a request may wait for a free slot before it is refused.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// How many requests may wait per account before new ones are refused.
+    pub max_queue: usize,
+    /// The longest a single answer may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            data_dir: PathBuf::from(".drawbridge/accounts"),
+            accounts: Vec::new(),
+            handshake_timeout: Duration::from_secs(30),
+            queue_timeout: Duration::from_secs(30),
+            max_queue: 64,
+            request_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub id: String,
+    /// Agent processes kept warm for this account; each serves one request at a time.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Model names this account serves (`GET /v1/models` lists their union).
+    #[serde(default = "default_models")]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub agent: AgentConfig,
+}
+
+fn default_pool_size() -> u32 {
+    3
+}
+
+fn default_models() -> Vec<String> {
+    vec!["kiro".to_owned()]
+}
+
+/// How to start one of the account's agent processes. No shell is involved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// A path, or a name looked up on `PATH` and then beside the running binary.
+    pub command: String,
+    pub args: Vec<String>,
+    /// Working directory (default: `<data_dir>/<account>/work`).
+    pub cwd: Option<PathBuf>,
+    /// The account's HOME (default: `<data_dir>/<account>/home`): holds its credentials.
+    pub home: Option<PathBuf>,
+    /// Extra environment; nothing else of the worker's environment is passed on.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            command: "kiro-cli".to_owned(),
+            args: vec!["acp".to_owned()],
+            cwd: None,
+            home: None,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Enables the admin API; also `DRAWBRIDGE_ADMIN_TOKEN`.
+    pub auth_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `drawbridge_engine=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Load `path` (which must exist) and the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Load(format!(
+                "config file {}: not found",
+                path.display()
+            )));
+        }
+        Self::from_figment(
+            Figment::from(Yaml::file_exact(path))
+                .merge(env_provider())
+                .merge(
+                    Env::raw()
+                        .only(&["DRAWBRIDGE_ADMIN_TOKEN"])
+                        .map(|_| "admin.auth_token".into()),
+                ),
+        )
+    }
+
+    /// Parse a YAML document, without the environment (for tests and tools).
+    pub fn from_yaml(yaml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Yaml::string(yaml)))
+    }
+
+    /// Extract from any figment (tests layer overrides with `Serialized` pairs).
+    pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        figment
+            .extract()
+            .map_err(|err| ConfigError::Load(describe(err)))
+    }
+
+    /// Check what serde cannot, for the binary `role`.
+    pub fn validate(&self, role: Role) -> Result<(), ConfigError> {
+        if self.node.id.trim().is_empty() {
+            return Err(ConfigError::invalid("node.id", "must not be empty"));
+        }
+        let mut ids = BTreeSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            let key = |field: &str| format!("accounts[{i}].{field}");
+            if account.id.trim().is_empty() {
+                return Err(ConfigError::invalid(key("id"), "must not be empty"));
+            }
+            if !account
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                || account.id.starts_with('.')
+            {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    "use letters, digits, '-', '_' and '.' only (it names a directory)",
+                ));
+            }
+            if !ids.insert(account.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("id"),
+                    format!("duplicate account id '{}'", account.id),
+                ));
+            }
+            if account.pool_size == 0 {
+                return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
+            }
+            if account.models.is_empty() || account.models.iter().any(|m| m.trim().is_empty()) {
+                return Err(ConfigError::invalid(
+                    key("models"),
+                    "list at least one non-empty model name",
+                ));
+            }
+            if account.agent.command.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    key("agent.command"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if matches!(role, Role::Worker | Role::AllInOne) {
+            for (i, id) in self.worker.accounts.iter().enumerate() {
+                if !ids.contains(id.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("worker.accounts[{i}]"),
+                        format!("no account with id '{id}' in `accounts`"),
+                    ));
+                }
+            }
+            if self.worker_accounts().is_empty() {
+                return Err(ConfigError::invalid(
+                    "accounts",
+                    "list at least one account for this worker to serve",
+                ));
+            }
+        }
+        if matches!(role, Role::Gateway | Role::AllInOne) {
+            validate_keys("gateway.api_keys", &self.gateway.api_keys)?;
+            if self.gateway.max_body_bytes < 1024 {
+                return Err(ConfigError::invalid(
+                    "gateway.max_body_bytes",
+                    "must be at least 1024",
+                ));
+            }
+        }
+        if role == Role::Gateway && !self.gateway.engine_url.starts_with("http://") {
+            return Err(ConfigError::invalid(
+                "gateway.engine_url",
+                "must be an http:// URL of the engine",
+            ));
+        }
+        if role == Role::Engine {
+            validate_keys("engine.channel_keys", &self.engine.channel_keys)?;
+            if self.engine.workers.is_empty() {
+                return Err(ConfigError::invalid(
+                    "engine.workers",
+                    "list at least one worker gRPC address",
+                ));
+            }
+            for (i, url) in self.engine.workers.iter().enumerate() {
+                if !url.starts_with("http://") {
+                    return Err(ConfigError::invalid(
+                        format!("engine.workers[{i}]"),
+                        "must be an http:// URL of a worker's gRPC listener",
+                    ));
+                }
+            }
+            if self.engine.refresh_interval.is_zero() {
+                return Err(ConfigError::invalid(
+                    "engine.refresh_interval",
+                    "must be greater than zero",
+                ));
+            }
+        }
+        if let Some(token) = &self.admin.auth_token
+            && token.expose().len() < 16
+        {
+            return Err(ConfigError::invalid(
+                "admin.auth_token",
+                "must be at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The accounts this worker serves, in config order.
+    pub fn worker_accounts(&self) -> Vec<&AccountConfig> {
+        self.accounts
+            .iter()
+            .filter(|a| self.worker.accounts.is_empty() || self.worker.accounts.contains(&a.id))
+            .collect()
+    }
+}
+
+fn validate_keys(key: &str, keys: &[StaticKey]) -> Result<(), ConfigError> {
+    let mut seen = BTreeSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        if k.key.expose().len() < 8 {
+            return Err(ConfigError::invalid(
+                format!("{key}[{i}].key"),
+                "must be at least 8 characters",
+            ));
+        }
+        if !seen.insert(k.key.expose()) {
+            return Err(ConfigError::invalid(
+                format!("{key}[{i}].key"),
+                "the same key is listed twice",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `DRAWBRIDGE_A__B=v` → `a.b = v`. `DRAWBRIDGE_ADMIN_TOKEN` is mapped on its own.
+fn env_provider() -> Env {
+    Env::prefixed("DRAWBRIDGE_")
+        .ignore(&["admin_token", "config"])
+        .split("__")
+}
+
+/// figment's error, with the profile noise removed and every nested error listed. figment
+/// already names the key (`for key "default.accounts.0.pool_size"`); say it as `accounts.0...`.
+fn describe(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(source) => format!(" (in {source})"),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            if path.is_empty() {
+                format!("config: {}{source}", e.kind)
+            } else {
+                format!("config key `{path}`: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    const GOOD: &str = r#"
+node: { id: n1 }
+gateway:
+  listen: 127.0.0.1:0
+  api_keys: [{ name: demo, key: db-demo-key-123 }]
+accounts:
+  - id: pro-1
+    pool_size: 2
+    tier: pro
+    agent: { command: mock-acp-agent, args: [], env: { MOCK_ACP_DELAY_MS: "5" } }
+  - id: pro-2
+"#;
+
+    #[test]
+    fn parses_the_seed_shape_with_defaults() {
+        let config = Config::from_yaml(GOOD).unwrap();
+        config.validate(Role::AllInOne).unwrap();
+        assert_eq!(config.accounts[0].pool_size, 2);
+        assert_eq!(config.accounts[1].pool_size, 3);
+        assert_eq!(config.accounts[1].models, vec!["kiro"]);
+        assert_eq!(config.accounts[1].agent.command, "kiro-cli");
+        assert_eq!(config.accounts[1].agent.args, vec!["acp"]);
+        assert_eq!(config.worker.queue_timeout, Duration::from_secs(30));
+        assert_eq!(config.gateway.api_keys[0].key.expose(), "db-demo-key-123");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_yaml("gateway: { listne: 1 }")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listne"), "{err}");
+        let err = Config::from_yaml("accounts: [{ id: a, pool_size: many }]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("accounts.0.pool_size"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cases = [
+            (
+                "accounts: [{ id: a, pool_size: 0 }]",
+                "accounts[0].pool_size",
+            ),
+            ("accounts: [{ id: a }, { id: a }]", "accounts[1].id"),
+            ("accounts: [{ id: '../x' }]", "accounts[0].id"),
+            ("accounts: [{ id: a, models: [] }]", "accounts[0].models"),
+            ("accounts: []", "accounts"),
+            (
+                "accounts: [{ id: a }]\ngateway: { api_keys: [{ name: x, key: short }] }",
+                "gateway.api_keys[0].key",
+            ),
+            (
+                "accounts: [{ id: a }]\nworker: { accounts: [b] }",
+                "worker.accounts[0]",
+            ),
+            (
+                "accounts: [{ id: a }]\nadmin: { auth_token: tiny }",
+                "admin.auth_token",
+            ),
+        ];
+        for (yaml, key) in cases {
+            let err = Config::from_yaml(yaml)
+                .unwrap()
+                .validate(Role::AllInOne)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{yaml} → {err}");
+        }
+    }
+
+    #[test]
+    fn each_role_checks_its_own_sections() {
+        let gateway_only = Config::from_yaml("gateway: { engine_url: 'ftp://x' }").unwrap();
+        assert!(gateway_only.validate(Role::Engine).is_ok());
+        let err = gateway_only
+            .validate(Role::Gateway)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway.engine_url"), "{err}");
+        // A gateway needs no accounts; a worker does.
+        let empty = Config::default();
+        assert!(empty.validate(Role::Gateway).is_ok());
+        assert!(empty.validate(Role::Worker).is_err());
+    }
+
+    #[test]
+    fn overrides_layer_over_the_file() {
+        let figment = Figment::from(Yaml::string(GOOD))
+            .merge(Serialized::default("gateway.listen", "127.0.0.1:9999"));
+        let config = Config::from_figment(figment).unwrap();
+        assert_eq!(config.gateway.listen, "127.0.0.1:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(&dir.path().join("nope.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.yaml"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::from_yaml(GOOD).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("db-demo-key-123"), "{debug}");
+    }
+
+    #[test]
+    fn worker_accounts_filters_by_assignment() {
+        let mut config = Config::from_yaml(GOOD).unwrap();
+        assert_eq!(config.worker_accounts().len(), 2);
+        config.worker.accounts = vec!["pro-2".to_owned()];
+        let ids: Vec<&str> = config
+            .worker_accounts()
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["pro-2"]);
+    }
+}

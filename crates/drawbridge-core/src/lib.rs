@@ -1,0 +1,6 @@
+//! Drawbridge's domain logic. Nothing here does I/O or reads a clock: time, randomness and
+//! state come in as arguments, so every rule is tested without sockets or sleeps.
+
+pub mod prompt;
+pub mod schedule;
+pub mod tokens;

@@ -1,0 +1,23 @@
+//! Logging and the shutdown scope every Drawbridge process runs in.
+
+pub mod shutdown;
+
+pub use shutdown::Shutdown;
+
+use drawbridge_config::{LogConfig, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Install the global subscriber: `RUST_LOG` if set, else `log.level`; text or JSON lines on
+/// stderr. Calling it twice is harmless (the second call is ignored), so tests may too.
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _already_set = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

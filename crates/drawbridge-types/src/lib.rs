@@ -1,0 +1,13 @@
+//! OpenAI wire types, SSE framing, the classified API error and the completion event stream.
+//! Everything here is plain data and pure functions: no I/O, no runtime.
+
+pub mod error;
+pub mod openai;
+pub mod sse;
+pub mod stream;
+
+pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};
+pub use openai::{ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, Role, Usage};
+pub use stream::{
+    ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, unix_now,
+};

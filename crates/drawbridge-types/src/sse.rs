@@ -1,0 +1,138 @@
+//! Server-sent events as OpenAI uses them: `data: <one-line JSON>\n\n`, ending with
+//! `data: [DONE]\n\n`. A writer for our streams and a reader for a layer that consumes another
+//! layer's stream.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The last event of every OpenAI stream.
+pub const DONE: &str = "[DONE]";
+
+/// Frame one `data:` event. `payload` must be a single line (serde_json never writes a newline).
+pub fn data_frame(payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 8);
+    out.put_slice(b"data: ");
+    out.put_slice(payload);
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// `data: [DONE]\n\n`.
+pub fn done_frame() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
+}
+
+/// An SSE comment line: ignored by every client, keeps idle connections and proxies alive.
+pub fn keepalive_frame() -> Bytes {
+    Bytes::from_static(b": keep-alive\n\n")
+}
+
+/// Incremental SSE reader: feed it bytes as they arrive, take out complete `data` payloads.
+/// Follows the SSE rules that matter here: lines end in `\n`, `\r\n` or `\r`; an event ends at
+/// a blank line; several `data:` lines of one event are joined by `\n`; comments and other
+/// fields are skipped.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buf: Vec<u8>,
+    data: Option<String>,
+    /// The previous chunk ended in `\r`: a `\n` starting the next one belongs to it.
+    skip_lf: bool,
+}
+
+impl SseDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add bytes; return the payloads of the events they completed, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        let mut events = Vec::new();
+        let mut rest = chunk;
+        if self.skip_lf {
+            self.skip_lf = false;
+            if let Some(after) = rest.strip_prefix(b"\n") {
+                rest = after;
+            }
+        }
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, tail) = rest.split_at(pos);
+            self.buf.extend_from_slice(line);
+            let mut tail = &tail[1..];
+            if rest[pos] == b'\r' {
+                match tail.first() {
+                    Some(b'\n') => tail = &tail[1..],
+                    None => self.skip_lf = true,
+                    Some(_) => {}
+                }
+            }
+            let line = std::mem::take(&mut self.buf);
+            if let Some(event) = self.line(&line) {
+                events.push(event);
+            }
+            rest = tail;
+        }
+        self.buf.extend_from_slice(rest);
+        events
+    }
+
+    fn line(&mut self, line: &[u8]) -> Option<String> {
+        if line.is_empty() {
+            return self.data.take();
+        }
+        if line.starts_with(b":") {
+            return None;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        if field == b"data" {
+            let value = String::from_utf8_lossy(value);
+            match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(&value);
+                }
+                None => self.data = Some(value.into_owned()),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_what_the_sdks_read() {
+        assert_eq!(&data_frame(br#"{"a":1}"#)[..], b"data: {\"a\":1}\n\n");
+        assert_eq!(&done_frame()[..], b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn decodes_however_the_bytes_are_split() {
+        let stream = b"data: {\"a\":1}\n\n: comment\n\nevent: x\ndata: two\ndata: lines\n\ndata:[DONE]\r\n\r\n";
+        let whole = SseDecoder::new().push(stream);
+        assert_eq!(whole, vec!["{\"a\":1}", "two\nlines", "[DONE]"]);
+        for split in 0..stream.len() {
+            let mut decoder = SseDecoder::new();
+            let mut events = decoder.push(&stream[..split]);
+            events.extend(decoder.push(&stream[split..]));
+            assert_eq!(events, whole, "split at {split}");
+        }
+        let mut decoder = SseDecoder::new();
+        let byte_by_byte: Vec<String> = stream.iter().flat_map(|b| decoder.push(&[*b])).collect();
+        assert_eq!(byte_by_byte, whole);
+    }
+
+    #[test]
+    fn an_unfinished_event_is_held_back() {
+        let mut decoder = SseDecoder::new();
+        assert!(decoder.push(b"data: partial").is_empty());
+        assert!(decoder.push(b"\n").is_empty());
+        assert_eq!(decoder.push(b"\n"), vec!["partial"]);
+    }
+}

@@ -1,0 +1,430 @@
+//! The completion event stream between layers, and its two OpenAI renderings: the SSE chunk
+//! stream ([`ChunkEncoder`]) and the single JSON answer ([`Collector`]). [`ChunkReader`] turns
+//! an OpenAI chunk stream back into events, for a layer that consumes another one's stream.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::error::{ApiError, ErrorObject};
+use crate::openai::{
+    ChatCompletion, ChatCompletionChunk, Choice, FinishReason, ResponseMessage, Role, Usage,
+};
+use crate::sse;
+
+/// What a layer produces while answering: text in order, then exactly one `Finish`. Failures
+/// travel beside it as `Err(ApiError)` items of the same stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CompletionEvent {
+    Delta(String),
+    Finish(Finish),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finish {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+/// The identity shared by every chunk of one answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionMeta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl CompletionMeta {
+    /// A fresh `chatcmpl-…` id stamped with the current time.
+    pub fn new(model: impl Into<String>) -> Self {
+        CompletionMeta {
+            id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            created: unix_now(),
+            model: model.into(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChoiceOut<'a>],
+    /// Absent without `include_usage`; `null` on ordinary chunks with it; set on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<&'a Usage>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a ErrorObject>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    delta: DeltaOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<FinishReason>,
+}
+
+#[derive(Serialize)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+/// Writes one answer as OpenAI SSE: the same `id`/`created` on every chunk, `role` in the first
+/// delta, `finish_reason` on the last choice chunk, the usage chunk (`choices: []`) when asked
+/// for, then `[DONE]`.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    meta: CompletionMeta,
+    include_usage: bool,
+    role_sent: bool,
+}
+
+impl ChunkEncoder {
+    pub fn new(meta: CompletionMeta, include_usage: bool) -> Self {
+        ChunkEncoder {
+            meta,
+            include_usage,
+            role_sent: false,
+        }
+    }
+
+    pub fn meta(&self) -> &CompletionMeta {
+        &self.meta
+    }
+
+    fn frame(
+        &self,
+        choices: &[ChoiceOut<'_>],
+        usage: Option<&Usage>,
+        error: Option<&ErrorObject>,
+    ) -> Bytes {
+        let chunk = ChunkOut {
+            id: &self.meta.id,
+            object: "chat.completion.chunk",
+            created: self.meta.created,
+            model: &self.meta.model,
+            choices,
+            usage: self.include_usage.then_some(usage),
+            error,
+        };
+        // Serializing these plain structs cannot fail; an empty object keeps the stream valid
+        // if it ever did.
+        let json = serde_json::to_vec(&chunk).unwrap_or_else(|_| b"{}".to_vec());
+        sse::data_frame(&json)
+    }
+
+    fn role(&mut self) -> Option<&'static str> {
+        (!std::mem::replace(&mut self.role_sent, true)).then_some("assistant")
+    }
+
+    /// A content chunk.
+    pub fn delta(&mut self, text: &str) -> Bytes {
+        let role = self.role();
+        self.frame(
+            &[ChoiceOut {
+                index: 0,
+                delta: DeltaOut {
+                    role,
+                    content: Some(text),
+                },
+                logprobs: None,
+                finish_reason: None,
+            }],
+            None,
+            None,
+        )
+    }
+
+    /// The end of a successful answer: finish chunk, usage chunk if asked for, `[DONE]`.
+    pub fn finish(&mut self, finish: &Finish) -> Bytes {
+        let role = self.role();
+        let mut out = self
+            .frame(
+                &[ChoiceOut {
+                    index: 0,
+                    delta: DeltaOut {
+                        role,
+                        content: None,
+                    },
+                    logprobs: None,
+                    finish_reason: Some(finish.finish_reason),
+                }],
+                None,
+                None,
+            )
+            .to_vec();
+        if self.include_usage {
+            out.extend_from_slice(&self.frame(&[], Some(&finish.usage), None));
+        }
+        out.extend_from_slice(&sse::done_frame());
+        Bytes::from(out)
+    }
+
+    /// The end of an answer that could not be completed: a last choice chunk with
+    /// `finish_reason: "error"` carrying the error object (the SDKs raise it), then `[DONE]`.
+    pub fn error(&mut self, error: &ApiError) -> Bytes {
+        let role = self.role();
+        let object = error.to_object();
+        let mut out = self
+            .frame(
+                &[ChoiceOut {
+                    index: 0,
+                    delta: DeltaOut {
+                        role,
+                        content: None,
+                    },
+                    logprobs: None,
+                    finish_reason: Some(FinishReason::Error),
+                }],
+                None,
+                Some(&object),
+            )
+            .to_vec();
+        out.extend_from_slice(&sse::done_frame());
+        Bytes::from(out)
+    }
+}
+
+/// Gathers a stream into one `chat.completion`.
+#[derive(Debug)]
+pub struct Collector {
+    meta: CompletionMeta,
+    text: String,
+}
+
+impl Collector {
+    pub fn new(meta: CompletionMeta) -> Self {
+        Collector {
+            meta,
+            text: String::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    pub fn finish(self, finish: &Finish) -> ChatCompletion {
+        ChatCompletion {
+            id: self.meta.id,
+            object: "chat.completion".to_owned(),
+            created: self.meta.created,
+            model: self.meta.model,
+            choices: vec![Choice {
+                index: 0,
+                message: ResponseMessage {
+                    role: Role::Assistant,
+                    content: Some(self.text),
+                    refusal: None,
+                },
+                finish_reason: finish.finish_reason,
+                logprobs: None,
+            }],
+            usage: finish.usage,
+        }
+    }
+}
+
+/// Reads an OpenAI chunk stream (requested with `include_usage`) back into events. The finish
+/// reason arrives before the usage chunk, so `Finish` is emitted at `[DONE]`.
+#[derive(Debug, Default)]
+pub struct ChunkReader {
+    finish_reason: Option<FinishReason>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl ChunkReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `[DONE]` has been read.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Feed one SSE `data` payload; get the events it completes.
+    pub fn push(&mut self, data: &str) -> Result<Vec<CompletionEvent>, ApiError> {
+        if data.trim() == sse::DONE {
+            self.done = true;
+            let finish_reason = self.finish_reason.ok_or_else(|| {
+                ApiError::upstream("the upstream stream ended without a finish_reason")
+            })?;
+            return Ok(vec![CompletionEvent::Finish(Finish {
+                finish_reason,
+                usage: self.usage.unwrap_or_default(),
+            })]);
+        }
+        let chunk: ChatCompletionChunk = serde_json::from_str(data).map_err(|err| {
+            ApiError::upstream(format!("the upstream sent a malformed chunk: {err}"))
+        })?;
+        if let Some(error) = chunk.error {
+            return Err(ApiError::from_object(502, error));
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage);
+        }
+        let mut events = Vec::new();
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content
+                && !text.is_empty()
+            {
+                events.push(CompletionEvent::Delta(text));
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish_reason = Some(reason);
+            }
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::sse::SseDecoder;
+    use serde_json::Value;
+
+    fn meta() -> CompletionMeta {
+        CompletionMeta {
+            id: "chatcmpl-1".into(),
+            created: 1_716_000_000,
+            model: "kiro".into(),
+        }
+    }
+
+    fn frames(bytes: &[u8]) -> Vec<String> {
+        SseDecoder::new().push(bytes)
+    }
+
+    fn finish() -> Finish {
+        Finish {
+            finish_reason: FinishReason::Stop,
+            usage: Usage::new(3, 2),
+        }
+    }
+
+    #[test]
+    fn stream_without_usage_follows_openai() {
+        let mut enc = ChunkEncoder::new(meta(), false);
+        let mut out = enc.delta("Hel").to_vec();
+        out.extend_from_slice(&enc.delta("lo"));
+        out.extend_from_slice(&enc.finish(&finish()));
+        let events = frames(&out);
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[3], "[DONE]");
+        let chunks: Vec<Value> = events[..3]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        for c in &chunks {
+            assert_eq!(c["id"], "chatcmpl-1");
+            assert_eq!(c["created"], 1_716_000_000);
+            assert_eq!(c["object"], "chat.completion.chunk");
+            assert!(
+                c.get("usage").is_none(),
+                "no usage key without include_usage"
+            );
+        }
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "Hel");
+        assert!(chunks[1]["choices"][0]["delta"].get("role").is_none());
+        assert_eq!(chunks[0]["choices"][0]["finish_reason"], Value::Null);
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chunks[2]["choices"][0]["delta"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn include_usage_adds_a_usage_chunk_before_done() {
+        let mut enc = ChunkEncoder::new(meta(), true);
+        let mut out = enc.delta("x").to_vec();
+        out.extend_from_slice(&enc.finish(&finish()));
+        let events = frames(&out);
+        assert_eq!(events.len(), 4);
+        let first: Value = serde_json::from_str(&events[0]).unwrap();
+        assert_eq!(first["usage"], Value::Null);
+        assert!(first.get("usage").is_some());
+        let last: Value = serde_json::from_str(&events[2]).unwrap();
+        assert_eq!(last["choices"], serde_json::json!([]));
+        assert_eq!(last["usage"]["total_tokens"], 5);
+        assert_eq!(events[3], "[DONE]");
+    }
+
+    #[test]
+    fn an_error_ends_the_stream_cleanly() {
+        let mut enc = ChunkEncoder::new(meta(), false);
+        let out = enc.error(&ApiError::upstream("agent died"));
+        let events = frames(&out);
+        assert_eq!(events.len(), 2);
+        let chunk: Value = serde_json::from_str(&events[0]).unwrap();
+        assert_eq!(chunk["choices"][0]["finish_reason"], "error");
+        assert_eq!(chunk["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunk["error"]["code"], "upstream_error");
+        assert_eq!(events[1], "[DONE]");
+    }
+
+    #[test]
+    fn reader_inverts_encoder() {
+        let mut enc = ChunkEncoder::new(meta(), true);
+        let mut out = enc.delta("a").to_vec();
+        out.extend_from_slice(&enc.delta("b"));
+        out.extend_from_slice(&enc.finish(&finish()));
+        let mut reader = ChunkReader::new();
+        let events: Vec<CompletionEvent> = frames(&out)
+            .iter()
+            .flat_map(|d| reader.push(d).unwrap())
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                CompletionEvent::Delta("a".into()),
+                CompletionEvent::Delta("b".into()),
+                CompletionEvent::Finish(finish()),
+            ]
+        );
+        assert!(reader.is_done());
+    }
+
+    #[test]
+    fn reader_surfaces_errors() {
+        let mut enc = ChunkEncoder::new(meta(), true);
+        let out = enc.error(&ApiError::new(ErrorKind::Timeout, "slow"));
+        let mut reader = ChunkReader::new();
+        let err = reader.push(&frames(&out)[0]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(ChunkReader::new().push("{oops").is_err());
+        assert!(
+            ChunkReader::new().push("[DONE]").is_err(),
+            "no finish_reason"
+        );
+    }
+
+    #[test]
+    fn collector_builds_a_chat_completion() {
+        let mut c = Collector::new(meta());
+        c.push("Hello");
+        c.push(" world");
+        let completion = c.finish(&finish());
+        let json = serde_json::to_value(&completion).unwrap();
+        assert_eq!(json["object"], "chat.completion");
+        assert_eq!(json["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(json["choices"][0]["message"]["content"], "Hello world");
+        assert_eq!(json["choices"][0]["finish_reason"], "stop");
+        assert_eq!(json["usage"]["prompt_tokens"], 3);
+    }
+}
