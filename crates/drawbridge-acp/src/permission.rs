@@ -1,0 +1,108 @@
+//! How the client answers `session/request_permission`.
+
+use agent_client_protocol::v1::schema::{
+    PermissionOption, PermissionOptionKind, RequestPermissionOutcome, RequestPermissionResponse,
+    SelectedPermissionOutcome,
+};
+
+/// Which permission options the client may select on the agent's behalf.
+///
+/// The default allows nothing: Drawbridge runs agents headless, so every tool the agent wants
+/// to run is refused. `allow_kinds` holds ACP option kinds in their wire spelling
+/// (`"allow_once"`, `"allow_always"`); the first offered option whose kind is listed is
+/// selected. Otherwise a reject option is selected (`reject_once` preferred over
+/// `reject_always`), and if none is offered the request is answered `cancelled`.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
+pub struct PermissionPolicy {
+    /// Option kinds that may be selected, e.g. `["allow_once"]`.
+    pub allow_kinds: Vec<String>,
+}
+
+impl PermissionPolicy {
+    /// Refuse everything (the default).
+    pub fn reject_all() -> Self {
+        Self::default()
+    }
+
+    /// The answer to a permission request offering `options`.
+    pub(crate) fn decide(&self, options: &[PermissionOption]) -> RequestPermissionResponse {
+        let allowed = options.iter().find(|option| {
+            self.allow_kinds
+                .iter()
+                .any(|kind| *kind == kind_name(option.kind))
+        });
+        let chosen = allowed.or_else(|| {
+            [
+                PermissionOptionKind::RejectOnce,
+                PermissionOptionKind::RejectAlways,
+            ]
+            .iter()
+            .find_map(|kind| options.iter().find(|option| option.kind == *kind))
+        });
+        let outcome = match chosen {
+            Some(option) => RequestPermissionOutcome::Selected(SelectedPermissionOutcome::new(
+                option.option_id.clone(),
+            )),
+            None => RequestPermissionOutcome::Cancelled,
+        };
+        RequestPermissionResponse::new(outcome)
+    }
+}
+
+/// The wire spelling of an option kind (`allow_once`, ...), empty for a kind this crate
+/// version cannot name.
+fn kind_name(kind: PermissionOptionKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Vec<PermissionOption> {
+        vec![
+            PermissionOption::new("allow", "Allow", PermissionOptionKind::AllowOnce),
+            PermissionOption::new("always", "Always", PermissionOptionKind::RejectAlways),
+            PermissionOption::new("reject", "Reject", PermissionOptionKind::RejectOnce),
+        ]
+    }
+
+    fn selected(response: &RequestPermissionResponse) -> Option<String> {
+        match &response.outcome {
+            RequestPermissionOutcome::Selected(selected) => Some(selected.option_id.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn default_prefers_reject_once() {
+        let response = PermissionPolicy::default().decide(&options());
+        assert_eq!(selected(&response).as_deref(), Some("reject"));
+    }
+
+    #[test]
+    fn reject_always_when_it_is_the_only_reject() {
+        let response = PermissionPolicy::default().decide(&options()[..2]);
+        assert_eq!(selected(&response).as_deref(), Some("always"));
+    }
+
+    #[test]
+    fn cancelled_without_a_reject_option() {
+        let response = PermissionPolicy::default().decide(&options()[..1]);
+        assert_eq!(response.outcome, RequestPermissionOutcome::Cancelled);
+    }
+
+    #[test]
+    fn allowed_kinds_are_selected() {
+        let policy = PermissionPolicy {
+            allow_kinds: vec!["allow_once".to_owned()],
+        };
+        assert_eq!(
+            selected(&policy.decide(&options())).as_deref(),
+            Some("allow")
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! The directive grammar: `NAME key=value ...`, in prompts as `[[mock:NAME key=value ...]]`.
+
+use std::str::FromStr;
+
+const OPEN: &str = "[[mock:";
+const CLOSE: &str = "]]";
+
+/// What the agent does with a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Behavior {
+    /// Reply with the prompt text.
+    #[default]
+    Echo,
+    /// `n` numbered chunks.
+    Stream,
+    /// `n` numbered chunks, then stop `max_tokens`.
+    MaxTokens,
+    /// `after` chunks, then exit with status 3.
+    Crash,
+    /// `after` chunks, then never answer.
+    Hang,
+    /// A reply with leaked internal markup split across chunks.
+    Artifacts,
+    /// One chunk, then stop `refusal`.
+    Refusal,
+    /// Reply with the agent's cwd and environment as JSON.
+    Env,
+    /// Ask the client for permission and reply with its answer.
+    Permission,
+    /// One thought chunk, then one message chunk.
+    Thought,
+    /// Ask the client for a file and a terminal and reply with its answers.
+    Fs,
+    /// Notifications the client must ignore, then `ok`.
+    Noise,
+    /// Reply with the agent's counters as JSON.
+    Stats,
+}
+
+impl Behavior {
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "echo" => Self::Echo,
+            "stream" => Self::Stream,
+            "max_tokens" => Self::MaxTokens,
+            "crash" => Self::Crash,
+            "hang" => Self::Hang,
+            "artifacts" => Self::Artifacts,
+            "refusal" => Self::Refusal,
+            "env" => Self::Env,
+            "permission" => Self::Permission,
+            "thought" => Self::Thought,
+            "fs" => Self::Fs,
+            "noise" => Self::Noise,
+            "stats" => Self::Stats,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed directive: a behaviour and its keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Directive {
+    /// The behaviour.
+    pub behavior: Behavior,
+    /// `n=`: how many chunks (`stream`, `max_tokens`).
+    pub n: Option<u64>,
+    /// `after=`: chunks before crashing or hanging.
+    pub after: Option<u64>,
+    /// `delay_ms=`: delay between chunks.
+    pub delay_ms: Option<u64>,
+    /// `context=`: reported context usage percentage.
+    pub context: Option<f64>,
+    /// `credits=`: reported credits.
+    pub credits: Option<f64>,
+    /// `v3=1`: report metering the Kiro v3 way.
+    pub v3: bool,
+}
+
+/// A directive that does not parse.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum DirectiveError {
+    /// Nothing where a behaviour name was expected.
+    #[error("empty mock directive")]
+    Empty,
+    /// Not one of the behaviours.
+    #[error("unknown mock behaviour `{0}`")]
+    UnknownBehavior(String),
+    /// A word that is not `key=value`.
+    #[error("mock directive argument `{0}` is not key=value")]
+    NotKeyValue(String),
+    /// A key no behaviour takes.
+    #[error("unknown mock directive key `{0}`")]
+    UnknownKey(String),
+    /// A value of the wrong type.
+    #[error("bad value `{value}` for mock directive key `{key}`")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl FromStr for Directive {
+    type Err = DirectiveError;
+
+    /// Parse `NAME key=value ...` (no brackets).
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let mut words = spec.split_whitespace();
+        let name = words.next().ok_or(DirectiveError::Empty)?;
+        let behavior = Behavior::from_name(name)
+            .ok_or_else(|| DirectiveError::UnknownBehavior(name.to_owned()))?;
+        let mut directive = Self {
+            behavior,
+            ..Self::default()
+        };
+        for word in words {
+            let (key, value) = word
+                .split_once('=')
+                .ok_or_else(|| DirectiveError::NotKeyValue(word.to_owned()))?;
+            let bad = || DirectiveError::BadValue {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            };
+            let int = || value.parse::<u64>().map_err(|_| bad());
+            let float = || {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(bad)
+            };
+            match key {
+                "n" => directive.n = Some(int()?),
+                "after" => directive.after = Some(int()?),
+                "delay_ms" => directive.delay_ms = Some(int()?),
+                "context" => directive.context = Some(float()?),
+                "credits" => directive.credits = Some(float()?),
+                "v3" => {
+                    directive.v3 = match value {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => return Err(bad()),
+                    }
+                }
+                _ => return Err(DirectiveError::UnknownKey(key.to_owned())),
+            }
+        }
+        Ok(directive)
+    }
+}
+
+/// Cut every `[[mock:...]]` out of `text`; return the last one parsed (if any) and the rest of
+/// the text. A `[[mock:` without a closing `]]` is ordinary text.
+pub fn extract(text: &str) -> Result<(Option<Directive>, String), DirectiveError> {
+    let mut rest = String::with_capacity(text.len());
+    let mut last = None;
+    let mut remaining = text;
+    while let Some(start) = remaining.find(OPEN) {
+        let after_open = &remaining[start + OPEN.len()..];
+        let Some(end) = after_open.find(CLOSE) else {
+            break;
+        };
+        rest.push_str(&remaining[..start]);
+        last = Some(after_open[..end].parse::<Directive>()?);
+        remaining = &after_open[end + CLOSE.len()..];
+    }
+    rest.push_str(remaining);
+    Ok((last, rest))
+}
+
+/// Split `text` into chunks of one word plus its trailing whitespace (leading whitespace is a
+/// chunk of its own); the chunks concatenate back to `text` exactly.
+pub fn word_chunks(text: &str) -> Vec<&str> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut in_space = false;
+    for (index, ch) in text.char_indices() {
+        let space = ch.is_whitespace();
+        if in_space && !space {
+            chunks.push(&text[start..index]);
+            start = index;
+        }
+        in_space = space;
+    }
+    if start < text.len() {
+        chunks.push(&text[start..]);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_name_and_keys() {
+        let directive: Directive = "stream n=5 delay_ms=20".parse().unwrap();
+        assert_eq!(
+            directive,
+            Directive {
+                behavior: Behavior::Stream,
+                n: Some(5),
+                delay_ms: Some(20),
+                ..Directive::default()
+            }
+        );
+        let directive: Directive = "echo context=12.5 credits=0.5 v3=1".parse().unwrap();
+        assert_eq!(directive.context, Some(12.5));
+        assert_eq!(directive.credits, Some(0.5));
+        assert!(directive.v3);
+    }
+
+    #[test]
+    fn rejects_bad_directives() {
+        assert_eq!("".parse::<Directive>(), Err(DirectiveError::Empty));
+        assert!(matches!(
+            "dance".parse::<Directive>(),
+            Err(DirectiveError::UnknownBehavior(_))
+        ));
+        assert!(matches!(
+            "stream m=1".parse::<Directive>(),
+            Err(DirectiveError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            "stream n=x".parse::<Directive>(),
+            Err(DirectiveError::BadValue { .. })
+        ));
+        assert!(matches!(
+            "stream n".parse::<Directive>(),
+            Err(DirectiveError::NotKeyValue(_))
+        ));
+    }
+
+    #[test]
+    fn extract_removes_directives_and_the_last_wins() {
+        let (directive, rest) = extract("a [[mock:stream n=2]]b[[mock:max_tokens n=1]] c").unwrap();
+        assert_eq!(directive.unwrap().behavior, Behavior::MaxTokens);
+        assert_eq!(rest, "a b c");
+        let (directive, rest) = extract("plain [[mock:unclosed").unwrap();
+        assert_eq!(directive, None);
+        assert_eq!(rest, "plain [[mock:unclosed");
+        assert!(extract("[[mock:nope]]").is_err());
+    }
+
+    #[test]
+    fn word_chunks_round_trip() {
+        for text in [
+            "",
+            "one",
+            "hello world",
+            "  leading and trailing  ",
+            "multi\nline\n\ttext — ünïcødé 🦀 ok\n",
+        ] {
+            let chunks = word_chunks(text);
+            assert_eq!(chunks.concat(), text);
+            assert!(chunks.iter().all(|chunk| !chunk.is_empty()));
+        }
+        assert_eq!(word_chunks("a b  c\n"), ["a ", "b  ", "c\n"]);
+        assert_eq!(word_chunks(" a"), [" ", "a"]);
+    }
+}

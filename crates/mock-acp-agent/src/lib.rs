@@ -1,0 +1,69 @@
+//! `mock-acp-agent`: a scripted ACP agent for tests and the demo.
+//!
+//! It speaks real ACP (protocol v1, JSON-RPC lines) on stdin/stdout with the official
+//! `agent-client-protocol` crate, like `kiro-cli acp` does: stdout carries only ACP, logs go to
+//! stderr (filter with `MOCK_ACP_LOG`, default `warn`). It answers `initialize`,
+//! `authenticate` (always ok), `session/new` (a fresh UUID session id; the cwd is remembered),
+//! `session/prompt` (the turn runs in its own task, streaming `session/update` chunks, then
+//! answering with a stop reason) and `session/cancel` (the turn in progress stops and answers
+//! `stopReason: "cancelled"`). It exits with status 0 when stdin reaches EOF.
+//!
+//! # Choosing a behaviour
+//!
+//! Each prompt picks its behaviour from, in order:
+//!
+//! 1. a directive in the prompt text, `[[mock:NAME key=value ...]]`. The last directive wins;
+//!    every directive is cut out of the text (exactly the `[[...]]`, surrounding whitespace is
+//!    kept) before the behaviour sees it;
+//! 2. the environment variable `MOCK_ACP_BEHAVIOR`, same syntax without the brackets, e.g.
+//!    `MOCK_ACP_BEHAVIOR="stream n=5 delay_ms=20"`;
+//! 3. `echo`.
+//!
+//! An unknown behaviour, an unknown key or a bad value makes the prompt fail with JSON-RPC
+//! "invalid params" (or, in `MOCK_ACP_BEHAVIOR`, makes the agent exit with status 2 at start).
+//!
+//! | Directive                  | Reply                                                         | Stop reason  |
+//! |----------------------------|---------------------------------------------------------------|--------------|
+//! | `echo`                     | the prompt text (directives removed) exactly, one chunk per word with its trailing whitespace | `end_turn` |
+//! | `stream n=N delay_ms=D`    | N chunks `"chunk {i} "`, i from 0 (default n=3)               | `end_turn`   |
+//! | `max_tokens n=N`           | N chunks `"chunk {i} "` (default n=3)                         | `max_tokens` |
+//! | `crash after=N`            | N chunks, then "mock-acp-agent: crashing as asked" on stderr and exit status 3 (stdout flushed first) | none |
+//! | `hang after=N`             | N chunks, then nothing ever again for this turn; cancel is ignored | none    |
+//! | `artifacts`                | `Here is the answer.<thinking>internal reasoning</thinking> The result is 42.<tool_use>{"name":"fs_read"}</tool_use>`, chunks split inside the tags | `end_turn` |
+//! | `refusal`                  | one chunk `I can't help with that.`                           | `refusal`    |
+//! | `env`                      | one JSON object `{"cwd", "session_cwd", "home", "env": {sorted environment}}` | `end_turn` |
+//! | `permission`               | asks `session/request_permission` (options `allow-once` / `reject-once`), replies `permission: <option id or cancelled>` | `end_turn` |
+//! | `thought`                  | one `agent_thought_chunk` `thinking...`, then one chunk `done` | `end_turn`  |
+//! | `fs`                       | asks `fs/read_text_file` and `terminal/create`, replies `fs/read_text_file: <ok or error CODE>; terminal/create: <ok or error CODE>` | `end_turn` |
+//! | `noise`                    | unknown extension and `session/update` notifications, an update for another session, a `usage_update` (50 of 200), then one chunk `ok` | `end_turn` |
+//! | `stats`                    | one JSON object `{"prompts", "cancels", "active_turns"}` counted since start (`cancels`: `session/cancel` notifications received) | `end_turn` |
+//!
+//! Keys every behaviour takes:
+//!
+//! - `delay_ms=D`: delay between chunks (default: `MOCK_ACP_DELAY_MS`, else 0). A cancel
+//!   interrupts the delay.
+//! - `context=F`: the context usage percentage reported (default `min(100, prompt_chars/2000)`).
+//! - `credits=F`: the credits reported (default 0.01).
+//! - `v3=1`: report metering the Kiro v3 way (below) instead of v2.
+//!
+//! # Metering
+//!
+//! After every turn except `crash` and `hang`, before the prompt's answer, the agent reports
+//! usage like `kiro-cli` does. Kiro v2 (the default): the notification `_kiro.dev/metadata`
+//! `{"sessionId", "contextUsagePercentage", "meteringUsage": [{"value", "unit": "credit"}],
+//! "turnDurationMs"}`. Kiro v3 (`v3=1`): two `session_info_update`s, one whose `_meta.kiro` is
+//! `{"kind": "turn_completion", "promptTurnSummaries": [{"usage", "unit": "credit"}]}` and one
+//! with `{"kind": "context_usage", "usagePercentage"}`.
+//!
+//! # Start-up knobs
+//!
+//! - `MOCK_ACP_FAIL_START=<message>`: print the message to stderr (e.g. `You are not logged
+//!   in`) and exit with status 1 before reading anything.
+//! - `MOCK_ACP_START_DELAY_MS=<ms>`: sleep before serving.
+//! - `MOCK_ACP_DELAY_MS=<ms>`: the default delay between chunks.
+
+mod agent;
+pub mod directive;
+
+pub use agent::{MockConfig, serve};
+pub use directive::{Behavior, Directive, DirectiveError};

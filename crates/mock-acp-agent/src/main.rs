@@ -1,0 +1,98 @@
+//! `mock-acp-agent`: serve scripted ACP on stdin/stdout. See the library docs for the
+//! directive grammar and the environment knobs.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mock_acp_agent::{Directive, MockConfig};
+use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
+
+fn main() -> ExitCode {
+    if let Ok(message) = std::env::var("MOCK_ACP_FAIL_START") {
+        say(&message);
+        return ExitCode::from(1);
+    }
+    init_tracing();
+    let config = match config_from_env() {
+        Ok(config) => config,
+        Err(message) => {
+            say(&format!("mock-acp-agent: {message}"));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            say(&format!("mock-acp-agent: no runtime: {error}"));
+            return ExitCode::from(2);
+        }
+    };
+    let served = runtime.block_on(async {
+        if let Some(delay) = env_millis("MOCK_ACP_START_DELAY_MS").ok().flatten() {
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!("mock-acp-agent serving ACP on stdio");
+        mock_acp_agent::serve(
+            tokio::io::stdin().compat(),
+            tokio::io::stdout().compat_write(),
+            config,
+        )
+        .await
+    });
+    let code = match served {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!(%error, "ACP connection failed");
+            1
+        }
+    };
+    // Exit without dropping the runtime: a stdin read still in flight would block its
+    // shutdown.
+    std::process::exit(code)
+}
+
+fn config_from_env() -> Result<MockConfig, String> {
+    let default_directive = match std::env::var("MOCK_ACP_BEHAVIOR") {
+        Ok(spec) => spec
+            .parse::<Directive>()
+            .map_err(|error| format!("MOCK_ACP_BEHAVIOR: {error}"))?,
+        Err(_) => Directive::default(),
+    };
+    let delay = env_millis("MOCK_ACP_DELAY_MS")?.unwrap_or_default();
+    Ok(MockConfig {
+        default_directive,
+        delay,
+    })
+}
+
+fn env_millis(key: &str) -> Result<Option<Duration>, String> {
+    match std::env::var(key) {
+        Ok(value) => value
+            .trim()
+            .parse::<u64>()
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .map_err(|_| format!("{key}: `{value}` is not a number of milliseconds")),
+        Err(_) => Ok(None),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MOCK_ACP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// A line on stderr (stdout is reserved for ACP).
+fn say(message: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{message}");
+    let _ = stderr.flush();
+}
