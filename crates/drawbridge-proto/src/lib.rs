@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use drawbridge_types::{ApiError, ErrorKind};
 
-#[expect(clippy::all, reason = "generated code")]
+pub mod convert;
+
+#[expect(clippy::allow_attributes, reason = "tonic's generated code uses #[allow]")]
 pub mod worker {
     tonic::include_proto!("drawbridge.worker.v1");
 }

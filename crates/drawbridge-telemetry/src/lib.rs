@@ -1,8 +1,10 @@
 //! Logging and the shutdown scope every Drawbridge process runs in.
 
+pub mod boot;
 pub mod shutdown;
 
-pub use shutdown::Shutdown;
+pub use boot::{announce, boot};
+pub use shutdown::{Shutdown, signal};
 
 use drawbridge_config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
@@ -15,6 +17,7 @@ pub fn init_logging(config: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _already_set = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -2,11 +2,14 @@
 //! Everything here is plain data and pure functions: no I/O, no runtime.
 
 pub mod error;
+pub mod health;
 pub mod openai;
 pub mod sse;
 pub mod stream;
+pub mod worker;
 
 pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};
+pub use health::{HealthReport, HealthStatus};
 pub use openai::{ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, Role, Usage};
 pub use stream::{
     ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, unix_now,

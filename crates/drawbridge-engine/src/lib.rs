@@ -1,0 +1,345 @@
+//! Layer 2: the engine. It keeps a view of what every worker serves (refreshed from their
+//! `Slots`), picks the account for each request with the seeds' credit-aware score, sends the
+//! turn to that account's worker, and retries on the next-best account when a turn fails
+//! before its first byte. It serves an internal OpenAI-compatible endpoint (what the gateway
+//! and NEW-API call) through [`drawbridge_http`].
+
+pub mod workers;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use drawbridge_core::schedule::{self, Candidate};
+use drawbridge_http::{ChatBackend, ChatContext, EventStream};
+use drawbridge_telemetry::Shutdown;
+use drawbridge_types::worker::{
+    AccountSlots, AccountStatus, PromptBody, PromptInput, TurnSummary, WorkerEvent,
+};
+use drawbridge_types::{
+    ApiError, ChatCompletionRequest, CompletionEvent, Finish, HealthReport, Usage,
+};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+pub use workers::{GrpcWorkerConn, WorkerConn};
+
+/// Attempts per request before the first byte (each on a different account).
+const MAX_ATTEMPTS: usize = 3;
+/// How long one worker may take to answer `Slots`.
+const SLOTS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One account on one worker, as last reported.
+#[derive(Debug, Clone)]
+struct Route {
+    worker: usize,
+    draining: bool,
+    slots: AccountSlots,
+}
+
+type RouteKey = (usize, String);
+
+pub struct Engine {
+    workers: Vec<Arc<dyn WorkerConn>>,
+    routes: RwLock<Vec<Route>>,
+    /// Turns this engine has in flight per route, between two refreshes.
+    inflight: Arc<Mutex<HashMap<RouteKey, u32>>>,
+    rotation: AtomicUsize,
+    shutdown: Shutdown,
+}
+
+impl Engine {
+    pub fn new(workers: Vec<Arc<dyn WorkerConn>>, shutdown: Shutdown) -> Arc<Engine> {
+        Arc::new(Engine {
+            workers,
+            routes: RwLock::new(Vec::new()),
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+            rotation: AtomicUsize::new(0),
+            shutdown,
+        })
+    }
+
+    /// Ask every worker what it serves; a worker that does not answer drops out of the view
+    /// until it does.
+    pub async fn refresh(&self) {
+        let reports = futures::future::join_all(self.workers.iter().enumerate().map(
+            |(i, worker)| async move {
+                match tokio::time::timeout(SLOTS_TIMEOUT, worker.slots()).await {
+                    Ok(Ok(report)) => Some((i, report)),
+                    Ok(Err(error)) => {
+                        tracing::debug!(worker = worker.name(), %error, "worker did not report");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(worker = worker.name(), "worker slots timed out");
+                        None
+                    }
+                }
+            },
+        ))
+        .await;
+        let routes: Vec<Route> = reports
+            .into_iter()
+            .flatten()
+            .flat_map(|(worker, report)| {
+                let draining = report.draining;
+                report.accounts.into_iter().map(move |slots| Route {
+                    worker,
+                    draining,
+                    slots,
+                })
+            })
+            .collect();
+        if let Ok(mut current) = self.routes.write() {
+            *current = routes;
+        }
+    }
+
+    /// Refresh every `interval` until shutdown.
+    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) {
+        let engine = Arc::clone(self);
+        self.shutdown.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = engine.shutdown.cancelled() => break,
+                    _ = tick.tick() => engine.refresh().await,
+                }
+            }
+        });
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        self.routes.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn model_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .routes()
+            .into_iter()
+            .flat_map(|r| r.slots.models)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn health_report(&self) -> HealthReport {
+        let accounts: Vec<AccountSlots> = self.routes().into_iter().map(|r| r.slots).collect();
+        HealthReport::from_accounts(&accounts, self.shutdown.is_cancelled())
+    }
+
+    /// Pick the best route for `model`, skipping accounts already tried.
+    fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, ApiError> {
+        let routes = self.routes();
+        let serving: Vec<Route> = routes
+            .into_iter()
+            .filter(|r| r.slots.models.iter().any(|m| m == model))
+            .collect();
+        if serving.is_empty() {
+            if self.workers.is_empty() || self.model_ids().is_empty() {
+                return Err(ApiError::unavailable("No worker is reachable right now."));
+            }
+            return Err(ApiError::model_not_found(model));
+        }
+        let inflight = self.inflight.lock().map(|m| m.clone()).unwrap_or_default();
+        let candidates: Vec<Candidate<Route>> = serving
+            .into_iter()
+            .filter(|r| !r.draining && r.slots.status != AccountStatus::Unhealthy)
+            .filter(|r| !tried.contains(&(r.worker, r.slots.account.clone())))
+            .map(|route| {
+                let mine = inflight
+                    .get(&(route.worker, route.slots.account.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                let busy = route.slots.busy.max(mine);
+                Candidate {
+                    // Credits are tracked from the next milestone on; until then every account
+                    // counts as having the same balance, so slots and queues decide.
+                    credits: 1.0,
+                    available_slots: route.slots.size.saturating_sub(busy),
+                    queue_depth: route.slots.queue_depth + mine.saturating_sub(route.slots.size),
+                    key: route,
+                }
+            })
+            .collect();
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        schedule::pick(&candidates, rotation)
+            .map(|i| candidates[i].key.clone())
+            .ok_or_else(|| {
+                ApiError::unavailable(format!("No healthy account can serve '{model}' right now."))
+                    .with_retry_after(Duration::from_secs(1))
+            })
+    }
+
+    /// Answer a chat request: pick an account, run the turn there, retry on another account if
+    /// the turn fails before its first byte.
+    pub async fn chat(
+        &self,
+        request: ChatCompletionRequest,
+        ctx: &ChatContext,
+    ) -> Result<EventStream, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::unavailable("The engine is shutting down."));
+        }
+        let mut tried = HashSet::new();
+        let mut last_error = None;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let route = match self.pick(&request.model, &tried) {
+                Ok(route) => route,
+                Err(error) => return Err(last_error.unwrap_or(error)),
+            };
+            let key = (route.worker, route.slots.account.clone());
+            tried.insert(key.clone());
+            let input = PromptInput {
+                request_id: ctx.request_id.clone(),
+                model: request.model.clone(),
+                account: Some(route.slots.account.clone()),
+                body: PromptBody::Messages(request.messages.clone()),
+                max_output_tokens: request.max_output_tokens(),
+            };
+            let guard = InflightGuard::new(Arc::clone(&self.inflight), key);
+            let events = self.workers[route.worker].prompt(input);
+            match first_event(events).await {
+                Ok(stream) => {
+                    tracing::debug!(
+                        request_id = ctx.request_id,
+                        account = route.slots.account,
+                        attempt,
+                        "turn started"
+                    );
+                    return Ok(answer_stream(stream, guard));
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        request_id = ctx.request_id,
+                        account = route.slots.account,
+                        worker = self.workers[route.worker].name(),
+                        attempt,
+                        %error,
+                        "turn failed before its first byte"
+                    );
+                    if !error.retryable() {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ApiError::internal("no attempt was made")))
+    }
+}
+
+/// A stream whose first event is content (text or the finish), with everything before it
+/// consumed; or the error that came instead.
+type Started = (Option<WorkerEvent>, BoxStream<'static, WorkerEvent>);
+
+async fn first_event(mut events: BoxStream<'static, WorkerEvent>) -> Result<Started, ApiError> {
+    while let Some(event) = events.next().await {
+        match event {
+            WorkerEvent::Started { .. } => continue,
+            WorkerEvent::Error(error) => return Err(error),
+            event => return Ok((Some(event), events)),
+        }
+    }
+    Err(ApiError::upstream(
+        "The worker ended the turn without an answer.",
+    ))
+}
+
+/// Worker events as completion events. The in-flight guard lives as long as the stream.
+fn answer_stream((first, rest): Started, guard: InflightGuard) -> EventStream {
+    futures::stream::iter(first)
+        .chain(rest)
+        .scan((false, guard), |(done, _guard), event| {
+            if *done {
+                return futures::future::ready(None);
+            }
+            let item = match event {
+                WorkerEvent::Started { .. } => Some(None),
+                WorkerEvent::Text(text) => Some(Some(Ok(CompletionEvent::Delta(text)))),
+                WorkerEvent::Finished(summary) => {
+                    *done = true;
+                    Some(Some(Ok(CompletionEvent::Finish(finish(&summary)))))
+                }
+                WorkerEvent::Error(error) => {
+                    *done = true;
+                    Some(Some(Err(error)))
+                }
+            };
+            futures::future::ready(item)
+        })
+        .filter_map(futures::future::ready)
+        .boxed()
+}
+
+fn finish(summary: &TurnSummary) -> Finish {
+    Finish {
+        finish_reason: summary.finish_reason,
+        usage: Usage::new(summary.prompt_tokens, summary.completion_tokens),
+    }
+}
+
+struct InflightGuard {
+    map: Arc<Mutex<HashMap<RouteKey, u32>>>,
+    key: RouteKey,
+}
+
+impl InflightGuard {
+    fn new(map: Arc<Mutex<HashMap<RouteKey, u32>>>, key: RouteKey) -> Self {
+        if let Ok(mut m) = map.lock() {
+            *m.entry(key.clone()).or_default() += 1;
+        }
+        InflightGuard { map, key }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock()
+            && let Some(n) = m.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl ChatBackend for Engine {
+    fn chat(
+        &self,
+        request: ChatCompletionRequest,
+        ctx: ChatContext,
+    ) -> BoxFuture<'_, Result<EventStream, ApiError>> {
+        async move { Engine::chat(self, request, &ctx).await }.boxed()
+    }
+
+    fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>> {
+        futures::future::ready(Ok(self.model_ids())).boxed()
+    }
+
+    fn health(&self) -> BoxFuture<'_, HealthReport> {
+        futures::future::ready(self.health_report()).boxed()
+    }
+}
+
+/// The engine's internal OpenAI-compatible API.
+pub fn router(
+    engine: Arc<Engine>,
+    config: &drawbridge_config::Config,
+    draining: CancellationToken,
+) -> axum::Router {
+    drawbridge_http::openai_router(drawbridge_http::ApiState {
+        backend: engine,
+        keys: Arc::new(drawbridge_http::Keys::optional(&config.engine.channel_keys)),
+        max_body_bytes: config.gateway.max_body_bytes,
+        draining,
+    })
+}

@@ -1,0 +1,235 @@
+//! The engine as a [`ChatBackend`], over HTTP. The engine's internal endpoint speaks the same
+//! OpenAI API as the gateway; the gateway always asks it for a stream with usage and reads the
+//! chunks back into events, so it can answer its own client in either form.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drawbridge_config::Secret;
+use drawbridge_http::{ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
+use drawbridge_types::openai::{ModelList, StreamOptions};
+use drawbridge_types::sse::SseDecoder;
+use drawbridge_types::{
+    ApiError, ChatCompletionRequest, ChunkReader, CompletionEvent, ErrorBody, ErrorKind,
+    HealthReport, HealthStatus,
+};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Error bodies larger than this are not read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+pub struct HttpEngine {
+    base: String,
+    key: Option<Secret>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpEngine {
+    pub fn new(base: &str, key: Option<Secret>, connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        HttpEngine {
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        request_id: Option<&str>,
+    ) -> Result<Response<hyper::body::Incoming>, ApiError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(key) = &self.key {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| ApiError::internal(format!("cannot build the engine request: {e}")))?;
+        self.client.request(request).await.map_err(|error| {
+            tracing::warn!(engine = self.base, %error, "engine unreachable");
+            ApiError::unavailable("The engine is unreachable.")
+                .with_retry_after(Duration::from_secs(1))
+        })
+    }
+}
+
+/// A non-200 answer from the engine, as the error it carries.
+async fn error_from(response: Response<hyper::body::Incoming>) -> ApiError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut error = match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(body) => ApiError::from_object(status, body.error),
+        Err(_) => ApiError::upstream(format!("The engine answered with status {status}.")),
+    };
+    // 401 from the engine is our own misconfiguration (the channel key), not the client's.
+    if error.kind == ErrorKind::InvalidApiKey {
+        tracing::error!("the engine refused the gateway's engine_key");
+        error = ApiError::internal("The gateway is not authorized by the engine.");
+    }
+    if let Some(after) = retry_after {
+        error = error.with_retry_after(after);
+    }
+    error
+}
+
+struct Reader {
+    body: http_body_util::BodyDataStream<hyper::body::Incoming>,
+    decoder: SseDecoder,
+    chunks: ChunkReader,
+    pending: VecDeque<Result<CompletionEvent, ApiError>>,
+    finished: bool,
+}
+
+impl Reader {
+    /// The next event, reading more of the body as needed.
+    async fn next(&mut self) -> Option<Result<CompletionEvent, ApiError>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                if item.is_err() || matches!(item, Ok(CompletionEvent::Finish(_))) {
+                    self.finished = true;
+                    self.pending.clear();
+                }
+                return Some(item);
+            }
+            if self.finished {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(bytes)) => {
+                    for data in self.decoder.push(&bytes) {
+                        match self.chunks.push(&data) {
+                            Ok(events) => self.pending.extend(events.into_iter().map(Ok)),
+                            Err(error) => self.pending.push_back(Err(error)),
+                        }
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "engine stream broke off");
+                    self.pending
+                        .push_back(Err(ApiError::upstream("The engine stream broke off.")));
+                }
+                None => {
+                    self.pending.push_back(Err(ApiError::upstream(
+                        "The engine stream ended before the answer was complete.",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl ChatBackend for HttpEngine {
+    fn chat(
+        &self,
+        mut request: ChatCompletionRequest,
+        ctx: ChatContext,
+    ) -> BoxFuture<'_, Result<EventStream, ApiError>> {
+        async move {
+            request.stream = Some(true);
+            request.stream_options = Some(StreamOptions {
+                include_usage: Some(true),
+            });
+            let body = serde_json::to_vec(&request)
+                .map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+            let response = self
+                .send(
+                    Method::POST,
+                    "/v1/chat/completions",
+                    Bytes::from(body),
+                    Some(&ctx.request_id),
+                )
+                .await?;
+            if response.status() != StatusCode::OK {
+                return Err(error_from(response).await);
+            }
+            let reader = Reader {
+                body: response.into_body().into_data_stream(),
+                decoder: SseDecoder::new(),
+                chunks: ChunkReader::new(),
+                pending: VecDeque::new(),
+                finished: false,
+            };
+            let events = futures::stream::unfold(reader, |mut reader| async move {
+                let item = reader.next().await?;
+                Some((item, reader))
+            });
+            Ok(events.boxed())
+        }
+        .boxed()
+    }
+
+    fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>> {
+        async move {
+            let response = self
+                .send(Method::GET, "/v1/models", Bytes::new(), None)
+                .await?;
+            if response.status() != StatusCode::OK {
+                return Err(error_from(response).await);
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| ApiError::upstream("The engine's model list broke off."))?
+                .to_bytes();
+            let list: ModelList = serde_json::from_slice(&body)
+                .map_err(|_| ApiError::upstream("The engine sent a malformed model list."))?;
+            Ok(list.data.into_iter().map(|m| m.id).collect())
+        }
+        .boxed()
+    }
+
+    fn health(&self) -> BoxFuture<'_, HealthReport> {
+        async move {
+            let unhealthy = HealthReport {
+                status: HealthStatus::Unhealthy,
+                accounts: 0,
+                total_slots: 0,
+                available_slots: 0,
+            };
+            let ask = async {
+                let response = self
+                    .send(Method::GET, "/health", Bytes::new(), None)
+                    .await
+                    .ok()?;
+                let body = response.into_body().collect().await.ok()?.to_bytes();
+                serde_json::from_slice::<HealthReport>(&body).ok()
+            };
+            tokio::time::timeout(HEALTH_TIMEOUT, ask)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(unhealthy)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,148 @@
+//! Bearer-key authentication. Keys are compared in constant time and never logged; a caller
+//! is known by its key's name only.
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use drawbridge_config::StaticKey;
+use drawbridge_types::ApiError;
+use subtle::ConstantTimeEq;
+
+/// The authenticated caller: the name of the key it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub key_name: String,
+}
+
+/// The keys a listener accepts.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    keys: Vec<(String, Vec<u8>)>,
+    open: bool,
+}
+
+impl Keys {
+    /// Only these keys are accepted (none listed: every request is refused).
+    pub fn required(keys: &[StaticKey]) -> Self {
+        Keys {
+            keys: keys
+                .iter()
+                .map(|k| (k.name.clone(), k.key.expose().as_bytes().to_vec()))
+                .collect(),
+            open: false,
+        }
+    }
+
+    /// These keys when any are listed, otherwise no authentication (an internal listener).
+    pub fn optional(keys: &[StaticKey]) -> Self {
+        Keys {
+            open: keys.is_empty(),
+            ..Self::required(keys)
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Check `Authorization: Bearer <key>`.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if self.open {
+            return Ok(Caller {
+                key_name: "anonymous".to_owned(),
+            });
+        }
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|k| !k.is_empty())
+            .ok_or_else(ApiError::invalid_api_key)?;
+        // Check every key, so the time taken does not tell which one came closest.
+        let mut found = None;
+        for (name, key) in &self.keys {
+            if bool::from(key.as_slice().ct_eq(presented.as_bytes())) {
+                found = Some(name);
+            }
+        }
+        found
+            .map(|name| Caller {
+                key_name: name.clone(),
+            })
+            .ok_or_else(ApiError::invalid_api_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drawbridge_config::Secret;
+    use drawbridge_types::ErrorKind;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, auth.parse().unwrap());
+        h
+    }
+
+    fn keys() -> Vec<StaticKey> {
+        vec![StaticKey {
+            name: "team-a".into(),
+            key: Secret::new("db-secret-1234"),
+        }]
+    }
+
+    #[test]
+    fn bearer_keys_are_checked() {
+        let k = Keys::required(&keys());
+        assert_eq!(
+            k.authenticate(&headers("Bearer db-secret-1234"))
+                .unwrap()
+                .key_name,
+            "team-a"
+        );
+        assert_eq!(
+            k.authenticate(&headers("bearer  db-secret-1234 "))
+                .unwrap()
+                .key_name,
+            "team-a"
+        );
+        for bad in [
+            "Bearer db-secret-123",
+            "Bearer ",
+            "Basic db-secret-1234",
+            "db-secret-1234",
+        ] {
+            let err = k.authenticate(&headers(bad)).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidApiKey, "{bad}");
+            assert!(
+                !err.message.contains("db-secret"),
+                "the key must not be echoed"
+            );
+        }
+        assert!(k.authenticate(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn required_with_no_keys_refuses_everyone() {
+        assert!(
+            Keys::required(&[])
+                .authenticate(&headers("Bearer anything"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn optional_with_no_keys_is_open() {
+        let k = Keys::optional(&[]);
+        assert!(k.is_open());
+        assert!(k.authenticate(&HeaderMap::new()).is_ok());
+        assert!(
+            Keys::optional(&keys())
+                .authenticate(&HeaderMap::new())
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! The OpenAI-compatible HTTP surface. The gateway (public, behind client keys) and the engine
+//! (internal, behind channel keys) serve the same API; what answers is a [`ChatBackend`]:
+//! the engine's scheduler, or an HTTP client of a remote engine.
+//!
+//! Handlers are thin: authenticate, read and parse the body, call the backend, render its
+//! event stream as SSE or as one JSON answer. Every error leaves as the OpenAI error shape.
+
+pub mod auth;
+mod render;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use drawbridge_types::openai::ModelList;
+use drawbridge_types::{
+    ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, HealthReport, HealthStatus,
+};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{Caller, Keys};
+
+/// The answer to one chat request: text, then one `Finish`; failures as `Err` items.
+pub type EventStream = BoxStream<'static, Result<CompletionEvent, ApiError>>;
+
+/// Who is asking, for logs and routing.
+#[derive(Debug, Clone)]
+pub struct ChatContext {
+    pub request_id: String,
+    pub caller: Caller,
+}
+
+/// Whatever answers chat requests behind the HTTP surface.
+pub trait ChatBackend: Send + Sync + 'static {
+    /// Start answering. An `Err` here (before any text exists) becomes an HTTP error status;
+    /// a failure later arrives as an `Err` item of the stream.
+    fn chat(
+        &self,
+        request: ChatCompletionRequest,
+        ctx: ChatContext,
+    ) -> BoxFuture<'_, Result<EventStream, ApiError>>;
+
+    /// The model ids that can be served.
+    fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>>;
+
+    fn health(&self) -> BoxFuture<'_, HealthReport>;
+}
+
+/// What the router needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub backend: Arc<dyn ChatBackend>,
+    pub keys: Arc<Keys>,
+    pub max_body_bytes: usize,
+    /// Cancelled when shutdown begins: `/health` then says `draining`.
+    pub draining: CancellationToken,
+}
+
+/// `/v1/chat/completions`, `/v1/models`, `/health`; anything else is an OpenAI-shaped 404.
+pub fn openai_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves, then finish in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.is_ascii())
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+fn with_request_id(mut response: Response, id: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
+    let request_id = request_id(request.headers());
+    let started = tokio::time::Instant::now();
+    let response = match start_chat(&state, request, &request_id).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::info!(
+                request_id,
+                status = error.status(),
+                code = error.kind.code(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "chat completion refused"
+            );
+            error.into_response()
+        }
+    };
+    with_request_id(response, &request_id)
+}
+
+async fn start_chat(
+    state: &ApiState,
+    request: Request,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    let caller = state.keys.authenticate(request.headers())?;
+    let body = read_body(request.into_body(), state.max_body_bytes).await?;
+    let chat = ChatCompletionRequest::from_json(&body)?;
+    let stream = chat.is_stream();
+    let include_usage = chat.include_usage();
+    let model = chat.model.clone();
+    let ctx = ChatContext {
+        request_id: request_id.to_owned(),
+        caller,
+    };
+    let events = state.backend.chat(chat, ctx).await?;
+    tracing::info!(request_id, model, stream, "chat completion started");
+    if stream {
+        Ok(render::sse(model, include_usage, events))
+    } else {
+        render::json(model, events).await
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("The request body is larger than the limit of {limit} bytes."),
+            )
+        } else {
+            ApiError::invalid_request(format!("Could not read the request body: {err}"))
+        }
+    })
+}
+
+async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let result = async {
+        state.keys.authenticate(&headers)?;
+        let mut ids = state.backend.models().await?;
+        ids.sort();
+        ids.dedup();
+        Ok::<_, ApiError>(axum::Json(ModelList::new(ids, 0)))
+    }
+    .await;
+    result.into_response()
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    let mut report = state.backend.health().await;
+    if state.draining.is_cancelled() {
+        report.status = HealthStatus::Draining;
+    }
+    let status = if report.status.is_serving() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report)).into_response()
+}
+
+async fn not_found(request: Request) -> Response {
+    ApiError::new(
+        ErrorKind::NotFound,
+        format!(
+            "Unknown request URL: {} {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    let mut response = ApiError::invalid_request(format!(
+        "Method {} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// How long `/health` may take before a backend counts as unhealthy (used by backends that
+/// ask another process).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

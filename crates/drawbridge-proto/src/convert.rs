@@ -1,0 +1,187 @@
+//! The worker contract (`drawbridge_types::worker`) to and from its protobuf messages.
+
+use drawbridge_types::ApiError;
+use drawbridge_types::openai::{ChatMessage, FinishReason};
+use drawbridge_types::worker::{
+    AccountSlots, AccountStatus, PromptBody, PromptInput, SlotsReport, TurnSummary, WorkerEvent,
+};
+
+use crate::worker::{self as pb, prompt_event::Event};
+use crate::{error_info, from_error_info};
+
+pub fn prompt_request(input: &PromptInput) -> pb::PromptRequest {
+    let (messages_json, prompt) = match &input.body {
+        // Serializing our own message types cannot fail; an empty list is refused by the worker.
+        PromptBody::Messages(m) => (serde_json::to_string(m).unwrap_or_default(), String::new()),
+        PromptBody::Text(t) => (String::new(), t.clone()),
+    };
+    pb::PromptRequest {
+        request_id: input.request_id.clone(),
+        model: input.model.clone(),
+        account: input.account.clone().unwrap_or_default(),
+        messages_json,
+        prompt,
+        max_output_tokens: input.max_output_tokens.unwrap_or(0),
+    }
+}
+
+pub fn prompt_input(request: pb::PromptRequest) -> Result<PromptInput, ApiError> {
+    let body = if !request.prompt.is_empty() {
+        PromptBody::Text(request.prompt)
+    } else {
+        let messages: Vec<ChatMessage> = serde_json::from_str(&request.messages_json)
+            .map_err(|e| ApiError::invalid_request(format!("messages_json: {e}")))?;
+        if messages.is_empty() {
+            return Err(ApiError::invalid_request(
+                "either prompt or messages is required",
+            ));
+        }
+        PromptBody::Messages(messages)
+    };
+    Ok(PromptInput {
+        request_id: request.request_id,
+        model: request.model,
+        account: Some(request.account).filter(|a| !a.is_empty()),
+        body,
+        max_output_tokens: Some(request.max_output_tokens).filter(|n| *n > 0),
+    })
+}
+
+pub fn prompt_event(event: WorkerEvent) -> pb::PromptEvent {
+    let event = match event {
+        WorkerEvent::Started { account } => Event::Started(pb::Started { account }),
+        WorkerEvent::Text(text) => Event::Text(text),
+        WorkerEvent::Finished(s) => Event::Finished(pb::Finished {
+            finish_reason: s.finish_reason.as_str().to_owned(),
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
+            tokens_estimated: s.tokens_estimated,
+            credits: s.credits,
+            context_usage_percent: s.context_usage_percent.unwrap_or(-1.0),
+        }),
+        WorkerEvent::Error(e) => Event::Error(error_info(&e)),
+    };
+    pb::PromptEvent { event: Some(event) }
+}
+
+pub fn worker_event(event: pb::PromptEvent) -> WorkerEvent {
+    match event.event {
+        Some(Event::Started(s)) => WorkerEvent::Started { account: s.account },
+        Some(Event::Text(t)) => WorkerEvent::Text(t),
+        Some(Event::Finished(f)) => WorkerEvent::Finished(TurnSummary {
+            finish_reason: FinishReason::parse(&f.finish_reason).unwrap_or(FinishReason::Stop),
+            prompt_tokens: f.prompt_tokens,
+            completion_tokens: f.completion_tokens,
+            tokens_estimated: f.tokens_estimated,
+            credits: f.credits,
+            context_usage_percent: (f.context_usage_percent >= 0.0)
+                .then_some(f.context_usage_percent),
+        }),
+        Some(Event::Error(e)) => WorkerEvent::Error(from_error_info(e)),
+        None => WorkerEvent::Error(ApiError::upstream("the worker sent an empty event")),
+    }
+}
+
+pub fn slots_reply(report: &SlotsReport) -> pb::SlotsReply {
+    pb::SlotsReply {
+        worker_id: report.worker_id.clone(),
+        draining: report.draining,
+        accounts: report
+            .accounts
+            .iter()
+            .map(|a| pb::AccountSlots {
+                account: a.account.clone(),
+                models: a.models.clone(),
+                size: a.size,
+                busy: a.busy,
+                idle: a.idle,
+                starting: a.starting,
+                failed: a.failed,
+                queue_depth: a.queue_depth,
+                credits_used: a.credits_used,
+                last_error: a.last_error.clone().unwrap_or_default(),
+                status: a.status.as_str().to_owned(),
+            })
+            .collect(),
+    }
+}
+
+pub fn slots_report(reply: pb::SlotsReply) -> SlotsReport {
+    SlotsReport {
+        worker_id: reply.worker_id,
+        draining: reply.draining,
+        accounts: reply
+            .accounts
+            .into_iter()
+            .map(|a| AccountSlots {
+                account: a.account,
+                models: a.models,
+                size: a.size,
+                busy: a.busy,
+                idle: a.idle,
+                starting: a.starting,
+                failed: a.failed,
+                queue_depth: a.queue_depth,
+                credits_used: a.credits_used,
+                last_error: Some(a.last_error).filter(|e| !e.is_empty()),
+                status: AccountStatus::parse(&a.status),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drawbridge_types::openai::Role;
+
+    #[test]
+    fn prompt_requests_round_trip() {
+        let input = PromptInput {
+            request_id: "r1".into(),
+            model: "kiro".into(),
+            account: Some("a1".into()),
+            body: PromptBody::Messages(vec![ChatMessage::new(Role::User, "hi")]),
+            max_output_tokens: Some(16),
+        };
+        assert_eq!(prompt_input(prompt_request(&input)).unwrap(), input);
+        let text = PromptInput {
+            account: None,
+            body: PromptBody::Text("x".into()),
+            max_output_tokens: None,
+            ..input
+        };
+        assert_eq!(prompt_input(prompt_request(&text)).unwrap(), text);
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let events = [
+            WorkerEvent::Started {
+                account: "a".into(),
+            },
+            WorkerEvent::Text("hello".into()),
+            WorkerEvent::Finished(TurnSummary {
+                finish_reason: FinishReason::Length,
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                tokens_estimated: true,
+                credits: 0.25,
+                context_usage_percent: Some(12.5),
+            }),
+            WorkerEvent::Error(ApiError::upstream("died")),
+        ];
+        for event in events {
+            assert_eq!(worker_event(prompt_event(event.clone())), event);
+        }
+    }
+
+    #[test]
+    fn bad_messages_json_is_a_client_error() {
+        let request = pb::PromptRequest {
+            messages_json: "nope".into(),
+            ..Default::default()
+        };
+        assert!(prompt_input(request).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! The contract between the engine and a worker, independent of the wire (gRPC between
+//! processes, a direct call inside `drawbridge`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::openai::FinishReason;
+
+/// One chat turn for a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptInput {
+    pub request_id: String,
+    pub model: String,
+    /// The account to use; `None` lets the worker pick.
+    pub account: Option<String>,
+    pub body: PromptBody,
+    pub max_output_tokens: Option<u32>,
+}
+
+/// What to say to the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptBody {
+    /// OpenAI messages; the worker renders them.
+    Messages(Vec<crate::openai::ChatMessage>),
+    /// A ready prompt text.
+    Text(String),
+}
+
+/// What a worker streams back: `Started`, `Text`…, then exactly one `Finished` or `Error`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    Started { account: String },
+    Text(String),
+    Finished(TurnSummary),
+    Error(ApiError),
+}
+
+/// How a turn ended and what it cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnSummary {
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub tokens_estimated: bool,
+    pub credits: f64,
+    pub context_usage_percent: Option<f64>,
+}
+
+/// A pool's state, as `/slots` and the engine's registry see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountSlots {
+    pub account: String,
+    pub models: Vec<String>,
+    pub size: u32,
+    pub busy: u32,
+    pub idle: u32,
+    pub starting: u32,
+    pub failed: u32,
+    pub queue_depth: u32,
+    pub credits_used: f64,
+    pub last_error: Option<String>,
+    pub status: AccountStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Healthy => "healthy",
+            AccountStatus::Degraded => "degraded",
+            AccountStatus::Unhealthy => "unhealthy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "healthy" => AccountStatus::Healthy,
+            "degraded" => AccountStatus::Degraded,
+            _ => AccountStatus::Unhealthy,
+        }
+    }
+}
+
+/// Everything a worker serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotsReport {
+    pub worker_id: String,
+    pub draining: bool,
+    pub accounts: Vec<AccountSlots>,
+}

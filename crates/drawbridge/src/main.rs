@@ -1,0 +1,84 @@
+//! `drawbridge`: the three layers in one process, the single-node default. The gateway's
+//! public API answers from the engine directly, and the engine reaches the worker's pools by a
+//! direct call instead of gRPC. Config → logging → worker → engine → serve until a signal →
+//! drain.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use drawbridge_config::Role;
+use drawbridge_engine::{Engine, WorkerConn};
+use drawbridge_telemetry::{Shutdown, announce, boot, signal};
+use drawbridge_types::ApiError;
+use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use kiro_worker::Worker;
+
+/// The in-process worker, reached without a network hop.
+struct LocalWorker(Arc<Worker>);
+
+impl WorkerConn for LocalWorker {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn prompt(&self, input: PromptInput) -> BoxStream<'static, WorkerEvent> {
+        tokio_stream::wrappers::ReceiverStream::new(self.0.prompt(input)).boxed()
+    }
+
+    fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
+        futures::future::ready(Ok(self.0.slots())).boxed()
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match boot(Role::AllInOne) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.gateway.listen).await?;
+    let shutdown = Shutdown::new();
+    let worker = Worker::start(&config, Shutdown::new())?;
+    let engine = Engine::new(
+        vec![Arc::new(LocalWorker(worker.clone()))],
+        shutdown.child(),
+    );
+    engine.refresh().await;
+    // The worker is in process: its state is cheap to read, so keep the view fresh.
+    engine.spawn_refresher(std::time::Duration::from_millis(250));
+
+    announce("gateway", listener.local_addr()?);
+    let router = drawbridge_gateway::router(&config, engine, shutdown.token().clone());
+    let stopping = shutdown.clone();
+    let server =
+        drawbridge_http::serve(listener, router, async move { stopping.cancelled().await });
+    tokio::pin!(server);
+    let grace = config.gateway.shutdown_grace;
+    tokio::select! {
+        result = &mut server => result?,
+        () = signal() => {
+            tracing::info!("draining");
+            shutdown.cancel();
+            if tokio::time::timeout(grace, server).await.is_err() {
+                tracing::warn!("requests still in flight at the drain deadline");
+            }
+        }
+    }
+    worker.drain(grace).await;
+    shutdown.drain(grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}

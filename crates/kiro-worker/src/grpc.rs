@@ -1,0 +1,99 @@
+//! The worker's gRPC service for the engine: a thin mapping onto [`Worker`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drawbridge_proto::worker as pb;
+use drawbridge_proto::{WorkerServer, convert};
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+use crate::Worker;
+
+pub struct GrpcWorker {
+    worker: Arc<Worker>,
+    /// Asked by `Drain`: the binary begins its shutdown when this is cancelled.
+    drain_requested: tokio_util::sync::CancellationToken,
+}
+
+impl GrpcWorker {
+    pub fn new(worker: Arc<Worker>, drain_requested: tokio_util::sync::CancellationToken) -> Self {
+        GrpcWorker {
+            worker,
+            drain_requested,
+        }
+    }
+}
+
+type PromptStream = Pin<Box<dyn Stream<Item = Result<pb::PromptEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl drawbridge_proto::Worker for GrpcWorker {
+    type PromptStream = PromptStream;
+
+    async fn prompt(
+        &self,
+        request: Request<pb::PromptRequest>,
+    ) -> Result<Response<PromptStream>, Status> {
+        let input = convert::prompt_input(request.into_inner())
+            .map_err(|e| drawbridge_proto::to_status(&e))?;
+        let events = ReceiverStream::new(self.worker.prompt(input))
+            .map(|event| Ok(convert::prompt_event(event)));
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn slots(
+        &self,
+        _: Request<pb::SlotsRequest>,
+    ) -> Result<Response<pb::SlotsReply>, Status> {
+        Ok(Response::new(convert::slots_reply(&self.worker.slots())))
+    }
+
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthReply>, Status> {
+        let (status, reasons) = self.worker.health();
+        let status = serde_status(status);
+        Ok(Response::new(pb::HealthReply { status, reasons }))
+    }
+
+    async fn drain(
+        &self,
+        _: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainReply>, Status> {
+        self.drain_requested.cancel();
+        let busy = self.worker.slots().accounts.iter().map(|a| a.busy).sum();
+        Ok(Response::new(pb::DrainReply {
+            status: "draining".to_owned(),
+            in_flight: busy,
+        }))
+    }
+}
+
+fn serde_status(status: drawbridge_types::HealthStatus) -> String {
+    use drawbridge_types::HealthStatus as H;
+    match status {
+        H::Healthy => "healthy",
+        H::Degraded => "degraded",
+        H::Draining => "draining",
+        H::Unhealthy => "unhealthy",
+    }
+    .to_owned()
+}
+
+/// Serve gRPC on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    service: GrpcWorker,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .add_service(WorkerServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,243 @@
+//! Layer 3: the worker. For each account it serves it keeps a pool of warm ACP agent
+//! processes (`kiro-cli acp` by default), and runs each chat turn as a fresh ACP session on one
+//! of them, streaming the answer back as [`WorkerEvent`]s. The same [`Worker`] is served over
+//! gRPC to the engine ([`grpc`]), over HTTP for people and probes ([`http`]), and called
+//! directly by the single-process `drawbridge` binary.
+
+pub mod grpc;
+pub mod http;
+mod pool;
+mod turn;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drawbridge_acp::AgentSpec;
+use drawbridge_config::{AccountConfig, Config};
+use drawbridge_telemetry::Shutdown;
+use drawbridge_types::worker::{AccountStatus, PromptInput, SlotsReport, WorkerEvent};
+use drawbridge_types::{ApiError, HealthStatus};
+use tokio::sync::mpsc;
+
+pub use pool::{AccountPool, PoolSettings};
+
+/// Events buffered per request between the turn and its consumer.
+const EVENT_BUFFER: usize = 64;
+
+pub struct Worker {
+    id: String,
+    pools: BTreeMap<String, Arc<AccountPool>>,
+    request_timeout: Duration,
+    shutdown: Shutdown,
+    /// Turns in flight; drained before exit.
+    turns: tokio_util::task::TaskTracker,
+}
+
+impl Worker {
+    /// Build the pools for the accounts this worker serves and start warming them.
+    pub fn start(config: &Config, shutdown: Shutdown) -> Result<Arc<Worker>, anyhow::Error> {
+        let data_dir = absolute(&config.worker.data_dir)?;
+        let mut pools = BTreeMap::new();
+        for account in config.worker_accounts() {
+            let spec = agent_spec(account, &data_dir)?;
+            let settings = PoolSettings {
+                size: account.pool_size,
+                handshake_timeout: config.worker.handshake_timeout,
+                queue_timeout: config.worker.queue_timeout,
+                max_queue: config.worker.max_queue,
+            };
+            tracing::info!(
+                account = account.id,
+                pool_size = account.pool_size,
+                command = spec.command,
+                "starting account pool"
+            );
+            let pool = AccountPool::start(
+                account.id.clone(),
+                account.models.clone(),
+                spec,
+                settings,
+                shutdown.child(),
+            );
+            pools.insert(account.id.clone(), pool);
+        }
+        Ok(Arc::new(Worker {
+            id: config.node.id.clone(),
+            pools,
+            request_timeout: config.worker.request_timeout,
+            shutdown,
+            turns: tokio_util::task::TaskTracker::new(),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Run one chat turn. The events end with `Finished` or `Error`; dropping the receiver
+    /// cancels the turn.
+    pub fn prompt(&self, input: PromptInput) -> mpsc::Receiver<WorkerEvent> {
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        match self.choose_pool(&input) {
+            Err(error) => {
+                // The channel is fresh and has room: this cannot fail.
+                let _ = tx.try_send(WorkerEvent::Error(error));
+            }
+            Ok(pool) => {
+                let deadline = tokio::time::Instant::now() + self.request_timeout;
+                self.turns.spawn(turn::run(pool, input, tx, deadline));
+            }
+        }
+        rx
+    }
+
+    fn choose_pool(&self, input: &PromptInput) -> Result<Arc<AccountPool>, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::unavailable("This worker is draining."));
+        }
+        if let Some(account) = &input.account {
+            let pool = self.pools.get(account).ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "This worker does not serve account '{account}'."
+                ))
+            })?;
+            if !pool.serves(&input.model) {
+                return Err(ApiError::model_not_found(&input.model));
+            }
+            return Ok(Arc::clone(pool));
+        }
+        let serving: Vec<&Arc<AccountPool>> = self
+            .pools
+            .values()
+            .filter(|p| p.serves(&input.model))
+            .collect();
+        if serving.is_empty() {
+            return Err(ApiError::model_not_found(&input.model));
+        }
+        serving
+            .into_iter()
+            .map(|p| (p, p.slots()))
+            .filter(|(_, s)| s.status != AccountStatus::Unhealthy)
+            .max_by_key(|(_, s)| {
+                (
+                    i64::from(s.idle) - i64::from(s.queue_depth),
+                    std::cmp::Reverse(s.busy),
+                )
+            })
+            .map(|(p, _)| Arc::clone(p))
+            .ok_or_else(|| {
+                ApiError::upstream(format!("No healthy account serves '{}'.", input.model))
+            })
+    }
+
+    pub fn slots(&self) -> SlotsReport {
+        SlotsReport {
+            worker_id: self.id.clone(),
+            draining: self.is_draining(),
+            accounts: self.pools.values().map(|p| p.slots()).collect(),
+        }
+    }
+
+    /// Overall status and the reasons for anything short of healthy.
+    pub fn health(&self) -> (HealthStatus, Vec<String>) {
+        let slots = self.slots();
+        let reasons: Vec<String> = slots
+            .accounts
+            .iter()
+            .filter(|a| a.status != AccountStatus::Healthy)
+            .map(|a| {
+                format!(
+                    "account {} is {}: {}",
+                    a.account,
+                    a.status.as_str(),
+                    a.last_error.as_deref().unwrap_or("no detail")
+                )
+            })
+            .collect();
+        let report = drawbridge_types::HealthReport::from_accounts(&slots.accounts, slots.draining);
+        (report.status, reasons)
+    }
+
+    /// Stop admitting, wait up to `grace` for turns in flight, then stop every agent process.
+    pub async fn drain(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.turns.close();
+        if tokio::time::timeout(grace, self.turns.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("turns still running after the drain deadline; stopping their agents");
+        }
+        let closing = self.pools.values().map(|p| p.close(Duration::from_secs(2)));
+        futures::future::join_all(closing).await;
+    }
+}
+
+/// The agent spec for `account`: its command resolved, its own HOME and working directory
+/// under `data_dir` unless configured.
+fn agent_spec(account: &AccountConfig, data_dir: &Path) -> Result<AgentSpec, anyhow::Error> {
+    let base = data_dir.join(&account.id);
+    let home = absolute(
+        &account
+            .agent
+            .home
+            .clone()
+            .unwrap_or_else(|| base.join("home")),
+    )?;
+    let cwd = absolute(
+        &account
+            .agent
+            .cwd
+            .clone()
+            .unwrap_or_else(|| base.join("work")),
+    )?;
+    std::fs::create_dir_all(&cwd).map_err(|e| {
+        anyhow::anyhow!(
+            "accounts[{}]: cannot create {}: {e}",
+            account.id,
+            cwd.display()
+        )
+    })?;
+    Ok(AgentSpec {
+        command: resolve_command(&account.agent.command),
+        args: account.agent.args.clone(),
+        cwd,
+        env: account.agent.env.clone(),
+        home: Some(home),
+    })
+}
+
+/// A bare name that is not on `PATH` but sits beside the running binary (as `mock-acp-agent`
+/// does next to `drawbridge` in `target/`) is taken from there; anything else is unchanged.
+fn resolve_command(command: &str) -> String {
+    if command.contains('/') {
+        return absolute(Path::new(command))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| command.to_owned());
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()));
+    if on_path {
+        return command.to_owned();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(command)))
+        .filter(|candidate| candidate.is_file())
+        .map(|candidate| candidate.display().to_string())
+        .unwrap_or_else(|| command.to_owned())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, anyhow::Error> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}

@@ -1,0 +1,63 @@
+//! `kiro-worker`: Layer 3 as its own process. Config → logging → account pools → serve gRPC
+//! (engine) and HTTP (probes) until a signal or a `Drain` call → drain → exit 0.
+
+use std::process::ExitCode;
+
+use drawbridge_config::Role;
+use drawbridge_telemetry::{Shutdown, announce, boot, signal};
+use kiro_worker::Worker;
+use kiro_worker::grpc::GrpcWorker;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match boot(Role::Worker) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+    let grpc_listener = tokio::net::TcpListener::bind(config.worker.grpc_listen).await?;
+    let http_listener = tokio::net::TcpListener::bind(config.worker.http_listen).await?;
+    let servers = Shutdown::new();
+    let worker = Worker::start(&config, Shutdown::new())?;
+    announce("grpc", grpc_listener.local_addr()?);
+    announce("http", http_listener.local_addr()?);
+
+    let drain_requested = CancellationToken::new();
+    let grpc = GrpcWorker::new(worker.clone(), drain_requested.clone());
+    let stop = servers.clone();
+    servers.spawn(async move {
+        if let Err(error) = kiro_worker::grpc::serve(grpc_listener, grpc, stop.cancelled()).await {
+            tracing::error!(%error, "gRPC server failed");
+        }
+    });
+    let stop = servers.clone();
+    let router = kiro_worker::http::router(worker.clone());
+    servers.spawn(async move {
+        let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {
+            stop.cancelled().await;
+        });
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+
+    tokio::select! {
+        () = signal() => {}
+        () = drain_requested.cancelled() => tracing::info!("drain requested"),
+    }
+    tracing::info!("draining");
+    worker.drain(config.worker.shutdown_grace).await;
+    servers.drain(std::time::Duration::from_secs(5)).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! One account's pool of warm agent processes.
+//!
+//! The pool has `size` slots. A slot is always in exactly one place: starting (a task is
+//! spawning its process, retrying with backoff), idle (its process waits in the idle queue),
+//! or leased (serving one request). So there are never more than `size` processes, and a
+//! process that dies is replaced by a starting slot. Requests wait for an idle process in
+//! arrival order (a fair mutex around the queue's receiver), up to `queue_timeout`, and at most
+//! `max_queue` wait at once.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drawbridge_acp::{AgentProcess, AgentSpec};
+use drawbridge_telemetry::Shutdown;
+use drawbridge_types::worker::{AccountSlots, AccountStatus};
+use drawbridge_types::{ApiError, ErrorKind};
+use tokio::sync::mpsc;
+
+/// Consecutive start failures after which an account with no live process is unhealthy.
+const UNHEALTHY_AFTER: u32 = 3;
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: u32,
+    pub handshake_timeout: Duration,
+    pub queue_timeout: Duration,
+    pub max_queue: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    idle: AtomicU32,
+    busy: AtomicU32,
+    starting: AtomicU32,
+    waiting: AtomicU32,
+    /// Consecutive failed starts (reset by a successful one).
+    failures: AtomicU32,
+}
+
+pub struct AccountPool {
+    pub id: String,
+    pub models: Vec<String>,
+    spec: AgentSpec,
+    settings: PoolSettings,
+    idle_tx: mpsc::Sender<AgentProcess>,
+    idle_rx: tokio::sync::Mutex<mpsc::Receiver<AgentProcess>>,
+    counters: Counters,
+    last_error: Mutex<Option<String>>,
+    credits_used: Mutex<f64>,
+    shutdown: Shutdown,
+}
+
+impl AccountPool {
+    /// Create the pool and start warming every slot.
+    pub fn start(
+        id: String,
+        models: Vec<String>,
+        spec: AgentSpec,
+        settings: PoolSettings,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        let (idle_tx, idle_rx) = mpsc::channel(settings.size.max(1) as usize);
+        let pool = Arc::new(AccountPool {
+            id,
+            models,
+            spec,
+            idle_tx,
+            idle_rx: tokio::sync::Mutex::new(idle_rx),
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+            credits_used: Mutex::new(0.0),
+            shutdown,
+            settings,
+        });
+        for _ in 0..pool.settings.size {
+            pool.start_slot(Duration::ZERO);
+        }
+        pool
+    }
+
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == model)
+    }
+
+    /// Spawn a process for one slot, retrying with exponential backoff until it starts or the
+    /// worker shuts down; then put it in the idle queue.
+    fn start_slot(self: &Arc<Self>, first_delay: Duration) {
+        let pool = Arc::clone(self);
+        self.counters.starting.fetch_add(1, Ordering::SeqCst);
+        self.shutdown.spawn(async move {
+            let mut delay = first_delay;
+            loop {
+                if !delay.is_zero() {
+                    tokio::select! {
+                        () = pool.shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                if pool.shutdown.is_cancelled() {
+                    break;
+                }
+                let started = tokio::select! {
+                    () = pool.shutdown.cancelled() => break,
+                    started = AgentProcess::start(&pool.spec, pool.settings.handshake_timeout) => started,
+                };
+                match started {
+                    Ok(process) => {
+                        pool.counters.failures.store(0, Ordering::SeqCst);
+                        tracing::debug!(account = pool.id, pid = process.pid(), "agent ready");
+                        pool.put_idle(process);
+                        break;
+                    }
+                    Err(error) => {
+                        let failures = pool.counters.failures.fetch_add(1, Ordering::SeqCst) + 1;
+                        tracing::warn!(account = pool.id, failures, %error, "agent failed to start");
+                        pool.set_error(error.to_string());
+                        delay = backoff(failures);
+                    }
+                }
+            }
+            pool.counters.starting.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    fn put_idle(&self, process: AgentProcess) {
+        if self.shutdown.is_cancelled() {
+            return; // dropped: the process group is killed
+        }
+        self.counters.idle.fetch_add(1, Ordering::SeqCst);
+        if self.idle_tx.try_send(process).is_err() {
+            // Cannot happen while slots are accounted for; never leak a process if it does.
+            self.counters.idle.fetch_sub(1, Ordering::SeqCst);
+            tracing::error!(
+                account = self.id,
+                "idle queue full; dropping an agent process"
+            );
+        }
+    }
+
+    fn set_error(&self, message: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(message);
+        }
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub fn add_credits(&self, credits: f64) {
+        if let Ok(mut used) = self.credits_used.lock() {
+            *used += credits;
+        }
+    }
+
+    pub fn status(&self) -> AccountStatus {
+        let failures = self.counters.failures.load(Ordering::SeqCst);
+        let live =
+            self.counters.idle.load(Ordering::SeqCst) + self.counters.busy.load(Ordering::SeqCst);
+        if failures >= UNHEALTHY_AFTER && live == 0 {
+            AccountStatus::Unhealthy
+        } else if failures > 0 {
+            AccountStatus::Degraded
+        } else {
+            AccountStatus::Healthy
+        }
+    }
+
+    pub fn slots(&self) -> AccountSlots {
+        let c = &self.counters;
+        AccountSlots {
+            account: self.id.clone(),
+            models: self.models.clone(),
+            size: self.settings.size,
+            busy: c.busy.load(Ordering::SeqCst),
+            idle: c.idle.load(Ordering::SeqCst),
+            starting: c.starting.load(Ordering::SeqCst),
+            failed: c.failures.load(Ordering::SeqCst),
+            queue_depth: c.waiting.load(Ordering::SeqCst),
+            credits_used: self.credits_used.lock().map(|c| *c).unwrap_or(0.0),
+            last_error: self.last_error(),
+            status: self.status(),
+        }
+    }
+
+    /// Wait for an idle process, in arrival order.
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::unavailable("This worker is draining."));
+        }
+        if self.status() == AccountStatus::Unhealthy {
+            return Err(ApiError::upstream(format!(
+                "Account '{}' has no working agent process: {}",
+                self.id,
+                self.last_error()
+                    .unwrap_or_else(|| "unknown error".to_owned())
+            )));
+        }
+        let waiting = self.counters.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Decrement(&self.counters.waiting);
+        if waiting as usize >= self.settings.max_queue
+            && self.counters.idle.load(Ordering::SeqCst) == 0
+        {
+            return Err(no_capacity(format!(
+                "All {} slots of account '{}' are busy and its queue is full.",
+                self.settings.size, self.id
+            )));
+        }
+        let wait = async {
+            let mut idle = self.idle_rx.lock().await;
+            loop {
+                let process = idle.recv().await?;
+                self.counters.idle.fetch_sub(1, Ordering::SeqCst);
+                if process.is_alive() {
+                    return Some(process);
+                }
+                tracing::warn!(
+                    account = self.id,
+                    stderr = process.stderr_tail(),
+                    "idle agent died; replacing it"
+                );
+                drop(process);
+                self.start_slot(BACKOFF_START);
+            }
+        };
+        let process = tokio::select! {
+            () = self.shutdown.cancelled() => None,
+            leased = tokio::time::timeout(self.settings.queue_timeout, wait) => match leased {
+                Ok(process) => process,
+                Err(_) => return Err(no_capacity(format!(
+                    "No slot of account '{}' became free within {:?}.",
+                    self.id, self.settings.queue_timeout
+                ))),
+            },
+        };
+        let process = process.ok_or_else(|| ApiError::unavailable("This worker is draining."))?;
+        self.counters.busy.fetch_add(1, Ordering::SeqCst);
+        Ok(Lease {
+            pool: Arc::clone(self),
+            process: Some(process),
+            reusable: true,
+        })
+    }
+
+    /// Stop the idle processes (leased ones stop when their lease ends).
+    pub async fn close(&self, grace: Duration) {
+        let mut idle = self.idle_rx.lock().await;
+        idle.close();
+        let mut stopping = Vec::new();
+        while let Ok(process) = idle.try_recv() {
+            self.counters.idle.fetch_sub(1, Ordering::SeqCst);
+            stopping.push(process.shutdown(grace));
+        }
+        futures::future::join_all(stopping).await;
+    }
+}
+
+fn no_capacity(message: String) -> ApiError {
+    ApiError::new(ErrorKind::NoCapacity, message).with_retry_after(Duration::from_secs(1))
+}
+
+fn backoff(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+struct Decrement<'a>(&'a AtomicU32);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One leased process. Dropping the lease returns the process to the pool if it is still
+/// fit to serve, and otherwise replaces it.
+pub struct Lease {
+    pool: Arc<AccountPool>,
+    process: Option<AgentProcess>,
+    reusable: bool,
+}
+
+impl Lease {
+    pub fn process(&self) -> Option<&AgentProcess> {
+        self.process.as_ref()
+    }
+
+    pub fn pool(&self) -> &Arc<AccountPool> {
+        &self.pool
+    }
+
+    /// The process must not serve again (it hung, was cut off mid-turn, or misbehaved).
+    pub fn discard(&mut self) {
+        self.reusable = false;
+    }
+
+    /// The process finished its turn cleanly and may serve again.
+    pub fn keep(&mut self) {
+        self.reusable = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.counters.busy.fetch_sub(1, Ordering::SeqCst);
+        let Some(process) = self.process.take() else {
+            return;
+        };
+        if self.reusable && process.is_alive() {
+            self.pool.put_idle(process);
+        } else {
+            if !process.is_alive() {
+                tracing::warn!(
+                    account = self.pool.id,
+                    stderr = process.stderr_tail(),
+                    "agent process died"
+                );
+            }
+            drop(process);
+            if !self.pool.shutdown.is_cancelled() {
+                self.pool.start_slot(Duration::ZERO);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(20), BACKOFF_MAX);
+    }
+}
