@@ -7,7 +7,10 @@ use drawbridge_types::{ApiError, ErrorKind};
 
 pub mod convert;
 
-#[expect(clippy::allow_attributes, reason = "tonic's generated code uses #[allow]")]
+#[expect(
+    clippy::allow_attributes,
+    reason = "tonic's generated code uses #[allow]"
+)]
 pub mod worker {
     tonic::include_proto!("drawbridge.worker.v1");
 }

@@ -1,0 +1,41 @@
+# Drawbridge: the two commands a newcomer needs are `make run` and `make test`.
+CARGO ?= cargo
+DEMO_CONFIG ?= config/demo.yaml
+DEMO_KEY := db-demo-key-change-me
+
+.PHONY: run test build release lint fmt deps clean
+
+## Build and start the single-node gateway with two mock accounts on :8080.
+run: build
+	@printf '\n  Drawbridge demo on http://localhost:8080 (API key: %s)\n\n' '$(DEMO_KEY)'
+	@printf '  curl -N http://localhost:8080/v1/chat/completions \\\n'
+	@printf '    -H "Authorization: Bearer %s" -H "Content-Type: application/json" \\\n' '$(DEMO_KEY)'
+	@printf '    -d '"'"'{"model":"kiro","stream":true,"messages":[{"role":"user","content":"Hello, Drawbridge!"}]}'"'"'\n\n'
+	@printf '  python -c "from openai import OpenAI; c = OpenAI(base_url=\x27http://localhost:8080/v1\x27, api_key=\x27%s\x27); print(c.chat.completions.create(model=\x27kiro\x27, messages=[{\x27role\x27: \x27user\x27, \x27content\x27: \x27hi\x27}]).choices[0].message.content)"\n\n' '$(DEMO_KEY)'
+	./target/debug/drawbridge --config $(DEMO_CONFIG)
+
+## Install test dependencies if missing, check formatting and lints, run every test.
+test: deps build
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	SDK_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test --workspace --locked
+
+## The four binaries and the mock agent (debug profile, as the tests use them).
+build:
+	$(CARGO) build --workspace --bins --locked
+
+release:
+	$(CARGO) build --workspace --bins --release --locked
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+deps:
+	./scripts/test-deps.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf .venv .run

@@ -1,0 +1,17 @@
+//! Test harness for Drawbridge's end-to-end tests: real binaries, real agent processes, real
+//! HTTP. Panics are how it reports trouble: it is only ever used by tests.
+#![expect(
+    clippy::expect_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "a test harness fails loudly and shows the logs of what it started"
+)]
+
+pub mod http;
+pub use ::http::Method;
+pub mod process;
+pub mod stack;
+
+pub use http::{Client, Reply};
+pub use process::{Process, binary, processes_under};
+pub use stack::{Stack, StackOptions};

@@ -1,0 +1,184 @@
+//! A whole Drawbridge on this machine, in either shape, with `mock-acp-agent` accounts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::http::Client;
+use crate::process::{Process, binary, processes_under};
+
+/// The client key every test stack accepts.
+pub const API_KEY: &str = "db-test-key-0123456789";
+const CHANNEL_KEY: &str = "test-channel-key-0123";
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Accounts, each `pool_size` mock agents.
+    pub accounts: usize,
+    pub pool_size: u32,
+    /// `MOCK_ACP_DELAY_MS` for the agents.
+    pub delay_ms: u32,
+    pub queue_timeout: &'static str,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            accounts: 2,
+            pool_size: 3,
+            delay_ms: 0,
+            queue_timeout: "30s",
+        }
+    }
+}
+
+/// A running stack: `drawbridge` alone, or worker + engine + gateway as three processes.
+pub struct Stack {
+    pub dir: TempDir,
+    pub processes: Vec<Process>,
+    pub base_url: String,
+}
+
+fn accounts_yaml(options: &StackOptions) -> String {
+    let agent = binary("mock-acp-agent");
+    (1..=options.accounts)
+        .map(|i| {
+            format!(
+                "  - id: acct-{i}\n    pool_size: {}\n    models: [kiro]\n    agent:\n      command: {}\n      args: []\n      env: {{ MOCK_ACP_DELAY_MS: \"{}\" }}\n",
+                options.pool_size,
+                agent.display(),
+                options.delay_ms
+            )
+        })
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+impl Stack {
+    /// `drawbridge` alone.
+    pub async fn single(options: StackOptions) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "node: {{ id: single }}\n\
+             gateway:\n  listen: 127.0.0.1:0\n  api_keys: [{{ name: test, key: {API_KEY} }}]\n  shutdown_grace: 20s\n\
+             worker:\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n\
+             accounts:\n{}",
+            dir.path().join("accounts").display(),
+            options.queue_timeout,
+            accounts_yaml(&options)
+        );
+        let config = write(dir.path(), "drawbridge.yaml", &yaml);
+        let process = Process::start("drawbridge", &config, &[], &["gateway"]).await;
+        let base_url = format!("http://{}", process.addr("gateway"));
+        let stack = Stack {
+            dir,
+            processes: vec![process],
+            base_url,
+        };
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// `kiro-worker`, `drawbridge-engine` and `drawbridge-gateway` as separate processes.
+    pub async fn three(options: StackOptions) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let worker_yaml = format!(
+            "node: {{ id: worker-1 }}\n\
+             worker:\n  http_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n\
+             accounts:\n{}",
+            dir.path().join("accounts").display(),
+            options.queue_timeout,
+            accounts_yaml(&options)
+        );
+        let worker = Process::start(
+            "kiro-worker",
+            &write(dir.path(), "worker.yaml", &worker_yaml),
+            &[],
+            &["grpc", "http"],
+        )
+        .await;
+        let engine_yaml = format!(
+            "node: {{ id: engine-1 }}\n\
+             engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY} }}]\n",
+            worker.addr("grpc")
+        );
+        let engine = Process::start(
+            "drawbridge-engine",
+            &write(dir.path(), "engine.yaml", &engine_yaml),
+            &[],
+            &["engine"],
+        )
+        .await;
+        let gateway_yaml = format!(
+            "node: {{ id: gateway-1 }}\n\
+             gateway:\n  listen: 127.0.0.1:0\n  engine_url: http://{}\n  engine_key: {CHANNEL_KEY}\n  shutdown_grace: 20s\n  api_keys: [{{ name: test, key: {API_KEY} }}]\n",
+            engine.addr("engine")
+        );
+        let gateway = Process::start(
+            "drawbridge-gateway",
+            &write(dir.path(), "gateway.yaml", &gateway_yaml),
+            &[],
+            &["gateway"],
+        )
+        .await;
+        let base_url = format!("http://{}", gateway.addr("gateway"));
+        let stack = Stack {
+            dir,
+            processes: vec![worker, engine, gateway],
+            base_url,
+        };
+        stack.wait_ready().await;
+        stack
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.base_url.clone(), Some(API_KEY))
+    }
+
+    /// Wait until every agent process is warm: `/health` reports all slots available.
+    pub async fn wait_ready(&self) {
+        let client = self.client();
+        let ready = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let reply = client.get("/health").await;
+                if reply.status == 200 {
+                    let health: Value = reply.json();
+                    let total = health["total_slots"].as_u64().unwrap_or(0);
+                    if total > 0 && health["available_slots"].as_u64() == Some(total) {
+                        return;
+                    }
+                }
+                // Polling an observable condition, with a deadline around the whole loop.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        if ready.is_err() {
+            for p in &self.processes {
+                eprintln!("---- log ----\n{}", p.log());
+            }
+            panic!("the stack did not become ready");
+        }
+    }
+
+    /// Pids of agent processes (anything running in the stack's account directories).
+    pub fn agent_pids(&self) -> Vec<u32> {
+        processes_under(self.dir.path())
+    }
+
+    /// Stop every process gracefully (front to back) and return whether each exited 0.
+    pub async fn stop(&mut self) -> Vec<bool> {
+        let mut ok = Vec::new();
+        while let Some(mut process) = self.processes.pop() {
+            ok.push(process.terminate().await.success());
+        }
+        ok
+    }
+}

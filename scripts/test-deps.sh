@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what the tests need and are not part of the Rust toolchain: a Python venv with the
+# official OpenAI SDK (tests/sdk). Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+requirements=tests/sdk/requirements.txt
+stamp="$venv/.requirements"
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing $*; install them (needs root): apt-get install -y $*" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # A fresh machine may have no package lists yet: update once if the first try fails.
+  apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; }
+}
+
+if ! command -v python3 >/dev/null 2>&1; then
+  apt_install python3 python3-venv python3-pip
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    rm -rf "$venv"
+    apt_install python3-venv
+    python3 -m venv "$venv"
+  fi
+fi
+if ! cmp -s "$requirements" "$stamp"; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+fi
