@@ -13,3 +13,28 @@ async fn single_node_serves_the_openai_api() {
     .await;
     common::full_suite(stack).await;
 }
+
+/// Even a binary killed without a chance to clean up leaves no agent behind: each agent's stdin
+/// closes with its parent, and an ACP agent ends at EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_do_not_outlive_a_killed_binary() {
+    let mut stack = Stack::single(StackOptions::default()).await;
+    let reply = stack.client().chat(&common::user("before the kill")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        stack.agent_pids().len(),
+        6,
+        "two accounts × three warm agents"
+    );
+
+    let mut process = stack.processes.pop().unwrap();
+    process.signal(test_support::process::Signal::SIGKILL);
+    process.wait().await;
+    let gone = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !stack.agent_pids().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "agents left behind: {:?}", stack.agent_pids());
+}
