@@ -1,6 +1,8 @@
 //! Drawbridge's domain logic. Nothing here does I/O or reads a clock: time, randomness and
 //! state come in as arguments, so every rule is tested without sockets or sleeps.
 
+pub mod continuation;
 pub mod prompt;
+pub mod sanitize;
 pub mod schedule;
 pub mod tokens;
