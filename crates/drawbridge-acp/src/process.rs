@@ -222,6 +222,7 @@ struct Turn<'a> {
     session_id: SessionId,
     closed: CancellationToken,
     finished: bool,
+    cancel_sent: bool,
 }
 
 impl<'a> Turn<'a> {
@@ -244,6 +245,23 @@ impl<'a> Turn<'a> {
             session_id,
             closed,
             finished: false,
+            cancel_sent: false,
+        }
+    }
+
+    /// Ask the agent to stop the turn (`session/cancel`). The turn stays registered: the agent
+    /// still answers the prompt (with `cancelled`) and may send updates until then.
+    fn cancel(&mut self) {
+        if self.cancel_sent {
+            return;
+        }
+        self.cancel_sent = true;
+        tracing::debug!(session_id = %self.session_id, "cancelling the turn");
+        if let Err(error) = self
+            .cx
+            .send_notification(CancelNotification::new(self.session_id.clone()))
+        {
+            tracing::debug!(%error, "could not send session/cancel");
         }
     }
 
@@ -264,13 +282,8 @@ impl Drop for Turn<'_> {
             return;
         }
         lock(&self.shared.sessions).remove(&self.session_id);
-        tracing::debug!(session_id = %self.session_id, "prompt dropped, cancelling the turn");
-        if let Err(error) = self
-            .cx
-            .send_notification(CancelNotification::new(self.session_id.clone()))
-        {
-            tracing::debug!(%error, "could not send session/cancel");
-        }
+        tracing::debug!(session_id = %self.session_id, "prompt dropped");
+        self.cancel();
     }
 }
 
@@ -645,16 +658,39 @@ impl AgentProcess {
         text: String,
         events: mpsc::Sender<AgentEvent>,
     ) -> Result<PromptOutcome, AcpError> {
+        self.prompt_until(text, events, std::future::pending())
+            .await
+    }
+
+    /// [`prompt`](Self::prompt), cancelled the ACP way when `cancel` resolves: `session/cancel`
+    /// is sent and the prompt keeps waiting for the agent's answer (normally `stopReason:
+    /// "cancelled"`), so the process can serve again once it has answered. Keep reading
+    /// `events` until this returns; bound the wait with a timeout of your own.
+    pub async fn prompt_until(
+        &self,
+        text: String,
+        events: mpsc::Sender<AgentEvent>,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<PromptOutcome, AcpError> {
         if !self.is_alive() {
             return Err(self.core.death_report().await);
         }
         let new_session = NewSessionRequest::new(self.cwd.clone()).mcp_servers(Vec::new());
         let session_id = self.request("session/new", new_session).await?.session_id;
         tracing::debug!(%session_id, "session created");
-        let turn = Turn::register(&self.core.shared, &self.cx, session_id.clone(), events);
+        let mut turn = Turn::register(&self.core.shared, &self.cx, session_id.clone(), events);
         let prompt =
             PromptRequest::new(session_id, vec![ContentBlock::Text(TextContent::new(text))]);
-        let reply = self.request("session/prompt", PromptCall(prompt)).await;
+        let reply = self.request("session/prompt", PromptCall(prompt));
+        tokio::pin!(reply);
+        tokio::pin!(cancel);
+        let reply = tokio::select! {
+            reply = &mut reply => reply,
+            () = &mut cancel => {
+                turn.cancel();
+                reply.await
+            }
+        };
         let usage = turn.finish();
         let reply = reply?;
         Ok(PromptOutcome {

@@ -191,6 +191,14 @@ pub struct WorkerConfig {
     /// The longest a single answer may take.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The longest an agent may stay silent (no text, no thought) during a turn before the
+    /// turn fails and the process is replaced.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// After a client goes away: how long the agent has to answer `session/cancel` before its
+    /// process is replaced instead of reused.
+    #[serde(with = "humantime_serde")]
+    pub cancel_grace: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
@@ -206,6 +214,8 @@ impl Default for WorkerConfig {
             queue_timeout: Duration::from_secs(30),
             max_queue: 64,
             request_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(300),
+            cancel_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
         }
     }

@@ -12,17 +12,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use drawbridge_core::schedule::{self, Candidate};
-use drawbridge_http::{ChatBackend, ChatContext, EventStream};
+use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
 use drawbridge_telemetry::Shutdown;
-use drawbridge_types::worker::{
-    AccountSlots, AccountStatus, PromptBody, PromptInput, TurnSummary, WorkerEvent,
-};
-use drawbridge_types::{
-    ApiError, ChatCompletionRequest, CompletionEvent, Finish, HealthReport, Usage,
-};
+use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
+use drawbridge_types::{ApiError, ChatCompletionRequest, HealthReport};
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 pub use workers::{GrpcWorkerConn, WorkerConn};
@@ -205,7 +200,7 @@ impl Engine {
             };
             let guard = InflightGuard::new(Arc::clone(&self.inflight), key);
             let events = self.workers[route.worker].prompt(input);
-            match first_event(events).await {
+            match events::first_content(events).await {
                 Ok(stream) => {
                     tracing::debug!(
                         request_id = ctx.request_id,
@@ -213,7 +208,7 @@ impl Engine {
                         attempt,
                         "turn started"
                     );
-                    return Ok(answer_stream(stream, guard));
+                    return Ok(events::completion_stream(stream, guard));
                 }
                 Err(error) => {
                     tracing::warn!(
@@ -232,56 +227,6 @@ impl Engine {
             }
         }
         Err(last_error.unwrap_or_else(|| ApiError::internal("no attempt was made")))
-    }
-}
-
-/// A stream whose first event is content (text or the finish), with everything before it
-/// consumed; or the error that came instead.
-type Started = (Option<WorkerEvent>, BoxStream<'static, WorkerEvent>);
-
-async fn first_event(mut events: BoxStream<'static, WorkerEvent>) -> Result<Started, ApiError> {
-    while let Some(event) = events.next().await {
-        match event {
-            WorkerEvent::Started { .. } => continue,
-            WorkerEvent::Error(error) => return Err(error),
-            event => return Ok((Some(event), events)),
-        }
-    }
-    Err(ApiError::upstream(
-        "The worker ended the turn without an answer.",
-    ))
-}
-
-/// Worker events as completion events. The in-flight guard lives as long as the stream.
-fn answer_stream((first, rest): Started, guard: InflightGuard) -> EventStream {
-    futures::stream::iter(first)
-        .chain(rest)
-        .scan((false, guard), |(done, _guard), event| {
-            if *done {
-                return futures::future::ready(None);
-            }
-            let item = match event {
-                WorkerEvent::Started { .. } => Some(None),
-                WorkerEvent::Text(text) => Some(Some(Ok(CompletionEvent::Delta(text)))),
-                WorkerEvent::Finished(summary) => {
-                    *done = true;
-                    Some(Some(Ok(CompletionEvent::Finish(finish(&summary)))))
-                }
-                WorkerEvent::Error(error) => {
-                    *done = true;
-                    Some(Some(Err(error)))
-                }
-            };
-            futures::future::ready(item)
-        })
-        .filter_map(futures::future::ready)
-        .boxed()
-}
-
-fn finish(summary: &TurnSummary) -> Finish {
-    Finish {
-        finish_reason: summary.finish_reason,
-        usage: Usage::new(summary.prompt_tokens, summary.completion_tokens),
     }
 }
 

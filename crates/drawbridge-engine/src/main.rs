@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use drawbridge_config::Role;
 use drawbridge_engine::{Engine, GrpcWorkerConn, WorkerConn};
-use drawbridge_telemetry::{Shutdown, announce, boot, signal};
+use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,6 +24,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let shutdown = Shutdown::new();
     let mut workers: Vec<Arc<dyn WorkerConn>> = Vec::new();
     for url in &config.engine.workers {
@@ -50,7 +51,7 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result?,
-        () = signal() => {
+        () = signals.recv() => {
             tracing::info!("draining");
             shutdown.cancel();
             if tokio::time::timeout(config.engine.shutdown_grace, server).await.is_err() {

@@ -6,7 +6,8 @@
 //! event stream as SSE or as one JSON answer. Every error leaves as the OpenAI error shape.
 
 pub mod auth;
-mod render;
+pub mod events;
+pub mod render;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@ pub mod boot;
 pub mod shutdown;
 
 pub use boot::{announce, boot};
-pub use shutdown::{Shutdown, signal};
+pub use shutdown::{Shutdown, Signals};
 
 use drawbridge_config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use drawbridge_config::Role;
 use drawbridge_engine::{Engine, WorkerConn};
-use drawbridge_telemetry::{Shutdown, announce, boot, signal};
+use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
 use drawbridge_types::ApiError;
 use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
 use futures::future::BoxFuture;
@@ -49,6 +49,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let listener = tokio::net::TcpListener::bind(config.gateway.listen).await?;
     let shutdown = Shutdown::new();
     let worker = Worker::start(&config, Shutdown::new())?;
@@ -69,7 +70,7 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
     let grace = config.gateway.shutdown_grace;
     tokio::select! {
         result = &mut server => result?,
-        () = signal() => {
+        () = signals.recv() => {
             tracing::info!("draining");
             shutdown.cancel();
             if tokio::time::timeout(grace, server).await.is_err() {

@@ -15,16 +15,11 @@ use crate::Worker;
 
 pub struct GrpcWorker {
     worker: Arc<Worker>,
-    /// Asked by `Drain`: the binary begins its shutdown when this is cancelled.
-    drain_requested: tokio_util::sync::CancellationToken,
 }
 
 impl GrpcWorker {
-    pub fn new(worker: Arc<Worker>, drain_requested: tokio_util::sync::CancellationToken) -> Self {
-        GrpcWorker {
-            worker,
-            drain_requested,
-        }
+    pub fn new(worker: Arc<Worker>) -> Self {
+        GrpcWorker { worker }
     }
 }
 
@@ -63,13 +58,12 @@ impl drawbridge_proto::Worker for GrpcWorker {
 
     async fn drain(
         &self,
-        _: Request<pb::DrainRequest>,
+        request: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainReply>, Status> {
-        self.drain_requested.cancel();
-        let busy = self.worker.slots().accounts.iter().map(|a| a.busy).sum();
+        let in_flight = self.worker.request_drain(request.into_inner().keep_running);
         Ok(Response::new(pb::DrainReply {
             status: "draining".to_owned(),
-            in_flight: busy,
+            in_flight,
         }))
     }
 }

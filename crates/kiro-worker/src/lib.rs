@@ -29,10 +29,14 @@ const EVENT_BUFFER: usize = 64;
 pub struct Worker {
     id: String,
     pools: BTreeMap<String, Arc<AccountPool>>,
-    request_timeout: Duration,
+    turn_settings: turn::TurnSettings,
     shutdown: Shutdown,
     /// Turns in flight; drained before exit.
     turns: tokio_util::task::TaskTracker,
+    /// Cancelled by a `Drain` call (gRPC or HTTP); the binary then drains.
+    drain_requested: tokio_util::sync::CancellationToken,
+    /// The `Drain` call asked to stay up, drained, instead of exiting.
+    keep_running: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -66,14 +70,27 @@ impl Worker {
         Ok(Arc::new(Worker {
             id: config.node.id.clone(),
             pools,
-            request_timeout: config.worker.request_timeout,
+            turn_settings: turn::TurnSettings {
+                request_timeout: config.worker.request_timeout,
+                idle_timeout: config.worker.idle_timeout,
+                cancel_grace: config.worker.cancel_grace,
+            },
             shutdown,
             turns: tokio_util::task::TaskTracker::new(),
+            drain_requested: tokio_util::sync::CancellationToken::new(),
+            keep_running: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The first model `account` serves.
+    pub fn default_model(&self, account: &str) -> Option<String> {
+        self.pools
+            .get(account)
+            .and_then(|p| p.models.first().cloned())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -90,8 +107,8 @@ impl Worker {
                 let _ = tx.try_send(WorkerEvent::Error(error));
             }
             Ok(pool) => {
-                let deadline = tokio::time::Instant::now() + self.request_timeout;
-                self.turns.spawn(turn::run(pool, input, tx, deadline));
+                self.turns
+                    .spawn(turn::run(pool, input, tx, self.turn_settings));
             }
         }
         rx
@@ -162,6 +179,21 @@ impl Worker {
             .collect();
         let report = drawbridge_types::HealthReport::from_accounts(&slots.accounts, slots.draining);
         (report.status, reasons)
+    }
+
+    /// Ask the binary to drain (what `POST /drain` and the gRPC `Drain` do). Returns the number
+    /// of turns in flight.
+    pub fn request_drain(&self, keep_running: bool) -> u32 {
+        self.keep_running
+            .store(keep_running, std::sync::atomic::Ordering::SeqCst);
+        self.drain_requested.cancel();
+        self.slots().accounts.iter().map(|a| a.busy).sum()
+    }
+
+    /// Resolves once a drain has been requested; whether to stay up afterwards.
+    pub async fn drain_requested(&self) -> bool {
+        self.drain_requested.cancelled().await;
+        self.keep_running.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stop admitting, wait up to `grace` for turns in flight, then stop every agent process.

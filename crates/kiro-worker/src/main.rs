@@ -4,10 +4,9 @@
 use std::process::ExitCode;
 
 use drawbridge_config::Role;
-use drawbridge_telemetry::{Shutdown, announce, boot, signal};
+use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
 use kiro_worker::Worker;
 use kiro_worker::grpc::GrpcWorker;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,6 +24,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     let grpc_listener = tokio::net::TcpListener::bind(config.worker.grpc_listen).await?;
     let http_listener = tokio::net::TcpListener::bind(config.worker.http_listen).await?;
     let servers = Shutdown::new();
@@ -32,8 +32,7 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
     announce("grpc", grpc_listener.local_addr()?);
     announce("http", http_listener.local_addr()?);
 
-    let drain_requested = CancellationToken::new();
-    let grpc = GrpcWorker::new(worker.clone(), drain_requested.clone());
+    let grpc = GrpcWorker::new(worker.clone());
     let stop = servers.clone();
     servers.spawn(async move {
         if let Err(error) = kiro_worker::grpc::serve(grpc_listener, grpc, stop.cancelled()).await {
@@ -51,12 +50,19 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
         }
     });
 
-    tokio::select! {
-        () = signal() => {}
-        () = drain_requested.cancelled() => tracing::info!("drain requested"),
-    }
+    let keep_running = tokio::select! {
+        () = signals.recv() => false,
+        keep_running = worker.drain_requested() => {
+            tracing::info!(keep_running, "drain requested");
+            keep_running
+        }
+    };
     tracing::info!("draining");
     worker.drain(config.worker.shutdown_grace).await;
+    if keep_running {
+        tracing::info!("drained; staying up until a signal");
+        signals.recv().await;
+    }
     servers.drain(std::time::Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())

@@ -1,6 +1,14 @@
 //! One chat turn on one leased agent process.
+//!
+//! The turn streams the agent's text to the consumer as it comes. Three things end it early:
+//! - the consumer goes away: `session/cancel` is sent and the agent gets `cancel_grace` to
+//!   answer; if it does, the process serves again, otherwise it is replaced;
+//! - the agent stays silent longer than `idle_timeout`: the turn fails (a silent agent is a
+//!   failure, not a wait) and the process is replaced;
+//! - the total deadline passes: the turn fails and the process is replaced.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use drawbridge_acp::{AcpError, AgentEvent, StopReason};
 use drawbridge_core::{prompt, tokens};
@@ -9,21 +17,27 @@ use drawbridge_types::worker::{PromptBody, PromptInput, TurnSummary, WorkerEvent
 use drawbridge_types::{ApiError, ErrorKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::pool::AccountPool;
 
-/// Lease a process, run the turn, stream its events to `out`. Ends early, cancelling the ACP
-/// turn, when `out` is dropped (the client went away) or the deadline passes.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnSettings {
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub cancel_grace: Duration,
+}
+
+/// Lease a process, run the turn, stream its events to `out`, ending with `Finished` or
+/// `Error` (nothing when the consumer has gone).
 pub async fn run(
     pool: Arc<AccountPool>,
     input: PromptInput,
     out: mpsc::Sender<WorkerEvent>,
-    deadline: Instant,
+    settings: TurnSettings,
 ) {
-    let result = tokio::select! {
-        () = out.closed() => return,
-        result = tokio::time::timeout_at(deadline, serve(&pool, &input, &out)) => result,
-    };
+    let deadline = Instant::now() + settings.request_timeout;
+    let result = tokio::time::timeout_at(deadline, serve(&pool, &input, &out, settings)).await;
     let event = match result {
         Ok(Ok(Some(summary))) => WorkerEvent::Finished(summary),
         Ok(Ok(None)) => return, // the consumer left
@@ -43,56 +57,84 @@ async fn serve(
     pool: &Arc<AccountPool>,
     input: &PromptInput,
     out: &mpsc::Sender<WorkerEvent>,
+    settings: TurnSettings,
 ) -> Result<Option<TurnSummary>, ApiError> {
     let text = match &input.body {
         PromptBody::Messages(messages) => prompt::render(messages),
         PromptBody::Text(text) => text.clone(),
     };
-    let mut lease = pool.lease().await?;
-    // Until the turn ends normally, the process is not fit to serve again: if this future is
-    // dropped (deadline, client gone) mid-turn, the agent may still be working on it.
-    lease.discard();
-    if out
-        .send(WorkerEvent::Started {
-            account: pool.id.clone(),
-        })
-        .await
-        .is_err()
-    {
-        return Ok(None);
+    let lease = tokio::select! {
+        lease = pool.lease() => lease?,
+        () = out.closed() => return Ok(None),
+    };
+    let mut lease = lease;
+    let started = WorkerEvent::Started {
+        account: pool.id.clone(),
+    };
+    if out.send(started).await.is_err() {
+        return Ok(None); // nothing was sent to the agent: the process is still fit
     }
+    // Until the turn ends with an answer from the agent, the process is not fit to serve
+    // again: if this future is dropped mid-turn, the agent may still be working.
+    lease.discard();
 
     let mut answer = String::new();
+    let mut consumer_gone = false;
     let outcome = {
         let Some(process) = lease.process() else {
             return Err(ApiError::internal("leased a slot without a process"));
         };
+        let cancel = CancellationToken::new();
         let (agent_tx, mut agent_rx) = mpsc::channel(32);
-        let turn = process.prompt(text.clone(), agent_tx);
+        let turn = process.prompt_until(text.clone(), agent_tx, cancel.clone().cancelled_owned());
         tokio::pin!(turn);
-        let outcome = loop {
+        let silence = tokio::time::sleep(settings.idle_timeout);
+        tokio::pin!(silence);
+        loop {
             tokio::select! {
                 biased;
                 event = agent_rx.recv() => {
-                    if let Some(AgentEvent::Text(chunk)) = event
-                        && !forward(out, &mut answer, chunk).await
+                    let Some(event) = event else { continue };
+                    if !consumer_gone {
+                        silence.as_mut().reset(Instant::now() + settings.idle_timeout);
+                    }
+                    if let AgentEvent::Text(chunk) = event
+                        && !consumer_gone
                     {
-                        return Ok(None);
+                        answer.push_str(&chunk);
+                        if out.send(WorkerEvent::Text(chunk)).await.is_err() {
+                            consumer_gone = true;
+                            cancel.cancel();
+                            silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+                        }
                     }
                 }
                 outcome = &mut turn => break outcome,
-            }
-        };
-        // The turn is over: forward what the agent sent just before answering.
-        while let Ok(event) = agent_rx.try_recv() {
-            if let AgentEvent::Text(chunk) = event
-                && !forward(out, &mut answer, chunk).await
-            {
-                return Ok(None);
+                () = out.closed(), if !consumer_gone => {
+                    consumer_gone = true;
+                    cancel.cancel();
+                    silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+                }
+                () = &mut silence => {
+                    if consumer_gone {
+                        tracing::info!(account = pool.id, "agent did not answer the cancel in time; replacing it");
+                        return Ok(None);
+                    }
+                    return Err(ApiError::new(
+                        ErrorKind::Timeout,
+                        format!("The agent sent nothing for {:?}.", settings.idle_timeout),
+                    ));
+                }
             }
         }
-        outcome
     };
+    if consumer_gone {
+        if outcome.is_ok() {
+            // The agent answered the cancel: the process can serve the next request.
+            lease.keep();
+        }
+        return Ok(None);
+    }
     let outcome = outcome.map_err(|error| acp_error(&pool.id, &error))?;
     let finish_reason = match outcome.stop_reason {
         StopReason::EndTurn => FinishReason::Stop,
@@ -114,12 +156,6 @@ async fn serve(
         credits,
         context_usage_percent: outcome.usage.context_usage_percent,
     }))
-}
-
-/// Send one chunk on; false when the consumer is gone.
-async fn forward(out: &mpsc::Sender<WorkerEvent>, answer: &mut String, chunk: String) -> bool {
-    answer.push_str(&chunk);
-    out.send(WorkerEvent::Text(chunk)).await.is_ok()
 }
 
 /// An agent failure as the client sees it. The details (stderr tail) go to the log, not to

@@ -303,6 +303,53 @@ async fn dropping_a_prompt_cancels_its_turn_and_the_process_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_cancelled_prompt_waits_for_the_agents_cancelled_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = start(&spec(dir.path())).await;
+    let (tx, mut rx) = mpsc::channel(4);
+    let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+    let prompt = process.prompt_until(
+        "[[mock:stream n=1000 delay_ms=10]]".to_owned(),
+        tx,
+        async move {
+            let _ = cancel_rx.await;
+        },
+    );
+    tokio::pin!(prompt);
+    let mut cancel_tx = Some(cancel_tx);
+    let mut seen = 0;
+    let outcome = timeout(GUARD, async {
+        loop {
+            tokio::select! {
+                outcome = &mut prompt => break outcome,
+                event = rx.recv() => {
+                    if event.is_some() {
+                        seen += 1;
+                        // Cancel after the first chunk; keep draining until the answer.
+                        if let Some(tx) = cancel_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the agent answers a cancel");
+    assert_eq!(outcome.unwrap().stop_reason, StopReason::Cancelled);
+    assert!(seen < 1000, "the turn stopped early ({seen} chunks)");
+
+    let (events, outcome) = run(&process, "[[mock:stats]]").await;
+    assert_eq!(outcome.unwrap().stop_reason, StopReason::EndTurn);
+    let stats: serde_json::Value = serde_json::from_str(&text_of(&events)).unwrap();
+    assert_eq!(stats["cancels"], 1, "exactly one session/cancel: {stats}");
+    assert_eq!(
+        stats["active_turns"], 1,
+        "only the stats turn is running: {stats}"
+    );
+}
+
+#[tokio::test]
 async fn a_hung_turn_does_not_block_other_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let process = start(&spec(dir.path())).await;

@@ -104,6 +104,29 @@ impl Client {
         }
     }
 
+    /// Send a POST and return as soon as the headers are in, with the body still streaming:
+    /// read what you need, then drop it to hang up mid-answer.
+    pub async fn post_streaming(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (u16, http_body_util::BodyDataStream<hyper::body::Incoming>) {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(key) = &self.key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let body = serde_json::to_vec(body).expect("json");
+        let request = request.body(Full::new(Bytes::from(body))).expect("request");
+        let response = self.inner.request(request).await.expect("send request");
+        (
+            response.status().as_u16(),
+            response.into_body().into_data_stream(),
+        )
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, path, Bytes::new()).await
     }

@@ -14,4 +14,4 @@ pub mod stack;
 
 pub use http::{Client, Reply};
 pub use process::{Process, binary, processes_under};
-pub use stack::{Stack, StackOptions};
+pub use stack::{Stack, StackOptions, WorkerUnderTest};

@@ -182,3 +182,74 @@ impl Stack {
         ok
     }
 }
+
+/// A `kiro-worker` on its own, for the worker's HTTP surface.
+pub struct WorkerUnderTest {
+    pub dir: TempDir,
+    pub process: Process,
+    /// `http://127.0.0.1:PORT` of the worker's HTTP API.
+    pub base_url: String,
+}
+
+impl WorkerUnderTest {
+    /// Start a worker with `accounts_yaml` (the `accounts:` list, agent command written as
+    /// `__AGENT__`) and extra `worker:` settings, then wait until every slot is warm.
+    pub async fn start(worker_yaml: &str, accounts_yaml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts =
+            accounts_yaml.replace("__AGENT__", &binary("mock-acp-agent").display().to_string());
+        let yaml = format!(
+            "node: {{ id: worker-under-test }}\n\
+             worker:\n  http_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  data_dir: {}\n{worker_yaml}\n\
+             accounts:\n{accounts}",
+            dir.path().join("accounts").display(),
+        );
+        let config = write(dir.path(), "worker.yaml", &yaml);
+        let process = Process::start("kiro-worker", &config, env, &["http", "grpc"]).await;
+        let base_url = format!("http://{}", process.addr("http"));
+        let worker = WorkerUnderTest {
+            dir,
+            process,
+            base_url,
+        };
+        worker
+            .wait_for_slots(|s| {
+                s["accounts"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|a| a["idle"] == a["size"]))
+            })
+            .await;
+        worker
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.base_url.clone(), None)
+    }
+
+    /// Poll `/slots` until `ready` holds (deadline 20 s); returns the last report.
+    pub async fn wait_for_slots(&self, ready: impl Fn(&Value) -> bool) -> Value {
+        let client = self.client();
+        let mut last = Value::Null;
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                last = client.get("/slots").await.json();
+                if ready(&last) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if found.is_err() {
+            panic!(
+                "/slots never reached the expected state; last: {last}\nlog:\n{}",
+                self.process.log()
+            );
+        }
+        last
+    }
+
+    pub fn agent_pids(&self) -> Vec<u32> {
+        processes_under(self.dir.path())
+    }
+}

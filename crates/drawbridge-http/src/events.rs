@@ -1,0 +1,63 @@
+//! A worker's event stream as the completion events the HTTP surface renders.
+
+use drawbridge_types::worker::{TurnSummary, WorkerEvent};
+use drawbridge_types::{ApiError, CompletionEvent, Finish, Usage};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::EventStream;
+
+/// A turn whose first content event (text or the finish) has arrived: that event, and the rest.
+pub type Started = (WorkerEvent, BoxStream<'static, WorkerEvent>);
+
+/// Wait for the first content event, skipping `Started`. An error before it is returned as
+/// the `Err`: nothing has reached the client yet, so it can still become an HTTP status or a
+/// retry elsewhere.
+pub async fn first_content(
+    mut events: BoxStream<'static, WorkerEvent>,
+) -> Result<Started, ApiError> {
+    while let Some(event) = events.next().await {
+        match event {
+            WorkerEvent::Started { .. } => continue,
+            WorkerEvent::Error(error) => return Err(error),
+            event => return Ok((event, events)),
+        }
+    }
+    Err(ApiError::upstream(
+        "The worker ended the turn without an answer.",
+    ))
+}
+
+/// The rest of a started turn as completion events, ending after the finish or the error.
+/// `guard` lives as long as the stream (e.g. an in-flight counter).
+pub fn completion_stream<G: Send + 'static>((first, rest): Started, guard: G) -> EventStream {
+    futures::stream::iter([first])
+        .chain(rest)
+        .scan((false, guard), |(done, _guard), event| {
+            if *done {
+                return futures::future::ready(None);
+            }
+            let item = match event {
+                WorkerEvent::Started { .. } => Some(None),
+                WorkerEvent::Text(text) => Some(Some(Ok(CompletionEvent::Delta(text)))),
+                WorkerEvent::Finished(summary) => {
+                    *done = true;
+                    Some(Some(Ok(CompletionEvent::Finish(finish(&summary)))))
+                }
+                WorkerEvent::Error(error) => {
+                    *done = true;
+                    Some(Some(Err(error)))
+                }
+            };
+            futures::future::ready(item)
+        })
+        .filter_map(futures::future::ready)
+        .boxed()
+}
+
+fn finish(summary: &TurnSummary) -> Finish {
+    Finish {
+        finish_reason: summary.finish_reason,
+        usage: Usage::new(summary.prompt_tokens, summary.completion_tokens),
+    }
+}
