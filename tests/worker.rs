@@ -372,3 +372,88 @@ async fn bad_prompt_requests_get_clear_errors() {
         .await;
     assert_eq!(reply.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaked_internal_markup_is_stripped_from_the_stream() {
+    let worker = WorkerUnderTest::start("", ONE_ACCOUNT, &[]).await;
+    let reply = worker
+        .client()
+        .post_json("/prompt", &prompt("[[mock:artifacts]]", true))
+        .await;
+    let (text, last) = streamed(&reply);
+    // The agent split its tags across chunks; none of them reaches the client.
+    assert_eq!(text, "Here is the answer. The result is 42.");
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_mode_passes_everything_through() {
+    let accounts = format!("{ONE_ACCOUNT}sanitize: {{ mode: identity }}\n");
+    let worker = WorkerUnderTest::start("", &accounts, &[]).await;
+    let reply = worker
+        .client()
+        .post_json("/prompt", &prompt("[[mock:artifacts]]", false))
+        .await;
+    let content = reply.json()["choices"][0]["message"]["content"].clone();
+    assert_eq!(
+        content,
+        "Here is the answer.<thinking>internal reasoning</thinking> The result is 42.<tool_use>{\"name\":\"fs_read\"}</tool_use>"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_answer_is_continued_on_the_same_session_seamlessly() {
+    let worker = WorkerUnderTest::start("", ONE_ACCOUNT, &[]).await;
+    let client = worker.client();
+    // The agent stops with max_tokens twice; the third round ends the answer.
+    let reply = client
+        .post_json("/prompt", &prompt("[[mock:max_tokens n=3 rounds=3]]", true))
+        .await;
+    let (text, last) = streamed(&reply);
+    let expected: String = (0..9).map(|i| format!("chunk {i} ")).collect();
+    assert_eq!(
+        text, expected,
+        "one seamless answer, nothing repeated or dropped"
+    );
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    let finish_chunks = reply
+        .sse_chunks()
+        .iter()
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .count();
+    assert_eq!(finish_chunks, 1, "one finish_reason for the whole answer");
+
+    // Bounded: past max_rounds (5) the answer ends as it is, with `length`.
+    let reply = client
+        .post_json(
+            "/prompt",
+            &prompt("[[mock:max_tokens n=2 rounds=50]]", false),
+        )
+        .await;
+    let body = reply.json();
+    let expected: String = (0..12).map(|i| format!("chunk {i} ")).collect();
+    assert_eq!(
+        body["choices"][0]["message"]["content"], expected,
+        "1 + 5 rounds of 2 chunks"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuation_can_be_turned_off() {
+    let accounts = format!("{ONE_ACCOUNT}continuation: {{ enabled: false }}\n");
+    let worker = WorkerUnderTest::start("", &accounts, &[]).await;
+    let reply = worker
+        .client()
+        .post_json(
+            "/prompt",
+            &prompt("[[mock:max_tokens n=3 rounds=3]]", false),
+        )
+        .await;
+    let body = reply.json();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "chunk 0 chunk 1 chunk 2 "
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+}

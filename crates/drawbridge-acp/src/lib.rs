@@ -30,6 +30,6 @@ mod usage;
 
 pub use error::AcpError;
 pub use permission::PermissionPolicy;
-pub use process::{AgentEvent, AgentProcess, PromptOutcome, StopReason};
+pub use process::{AgentEvent, AgentProcess, PromptOutcome, Session, StopReason};
 pub use spec::AgentSpec;
 pub use usage::UsageReport;

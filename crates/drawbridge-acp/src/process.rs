@@ -99,6 +99,10 @@ impl StopReason {
     }
 }
 
+/// An ACP session opened on one agent process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session(SessionId);
+
 /// How a prompt turn ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptOutcome {
@@ -672,12 +676,35 @@ impl AgentProcess {
         events: mpsc::Sender<AgentEvent>,
         cancel: impl std::future::Future<Output = ()>,
     ) -> Result<PromptOutcome, AcpError> {
+        let session = self.new_session().await?;
+        self.prompt_in(&session, text, events, cancel).await
+    }
+
+    /// Open a fresh ACP session (`session/new` with the spec's cwd and no MCP servers).
+    pub async fn new_session(&self) -> Result<Session, AcpError> {
         if !self.is_alive() {
             return Err(self.core.death_report().await);
         }
         let new_session = NewSessionRequest::new(self.cwd.clone()).mcp_servers(Vec::new());
         let session_id = self.request("session/new", new_session).await?.session_id;
         tracing::debug!(%session_id, "session created");
+        Ok(Session(session_id))
+    }
+
+    /// One more turn on an existing session: the agent keeps the session's earlier turns in
+    /// its context (how a truncated answer is continued). Events, usage and cancellation as
+    /// in [`prompt_until`](Self::prompt_until).
+    pub async fn prompt_in(
+        &self,
+        session: &Session,
+        text: String,
+        events: mpsc::Sender<AgentEvent>,
+        cancel: impl std::future::Future<Output = ()>,
+    ) -> Result<PromptOutcome, AcpError> {
+        if !self.is_alive() {
+            return Err(self.core.death_report().await);
+        }
+        let session_id = session.0.clone();
         let mut turn = Turn::register(&self.core.shared, &self.cx, session_id.clone(), events);
         let prompt =
             PromptRequest::new(session_id, vec![ContentBlock::Text(TextContent::new(text))]);

@@ -77,6 +77,8 @@ pub struct Config {
     pub engine: EngineConfig,
     pub worker: WorkerConfig,
     pub accounts: Vec<AccountConfig>,
+    pub continuation: ContinuationConfig,
+    pub sanitize: SanitizeConfig,
     pub redis: Option<RedisConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -272,6 +274,59 @@ impl Default for AgentConfig {
     }
 }
 
+/// Auto-continuation of truncated answers (the worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContinuationConfig {
+    pub enabled: bool,
+    /// Continuation prompts per request at most.
+    pub max_rounds: u32,
+    /// Context use (0–1) above which an answer counts as cut off.
+    pub context_threshold: f64,
+    /// Answers longer than this (characters) that end mid-sentence count as cut off.
+    pub min_chars: usize,
+}
+
+impl Default for ContinuationConfig {
+    fn default() -> Self {
+        ContinuationConfig {
+            enabled: true,
+            max_rounds: 5,
+            context_threshold: 0.95,
+            min_chars: 4000,
+        }
+    }
+}
+
+/// Output sanitization (the worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SanitizeConfig {
+    /// `identity` (passthrough), `xml` (strip leaked internal XML blocks) or `full` (also
+    /// built-in tool markers and identity lines).
+    pub mode: SanitizeModeConfig,
+    pub strip_xml_tags: bool,
+    pub strip_builtin_tools: bool,
+}
+
+impl Default for SanitizeConfig {
+    fn default() -> Self {
+        SanitizeConfig {
+            mode: SanitizeModeConfig::Full,
+            strip_xml_tags: true,
+            strip_builtin_tools: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SanitizeModeConfig {
+    Identity,
+    Xml,
+    Full,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
@@ -439,6 +494,19 @@ impl Config {
                 ));
             }
         }
+        let c = &self.continuation;
+        if !(c.context_threshold > 0.0 && c.context_threshold <= 1.0) {
+            return Err(ConfigError::invalid(
+                "continuation.context_threshold",
+                "must be a fraction in (0, 1], e.g. 0.95",
+            ));
+        }
+        if c.max_rounds > 20 {
+            return Err(ConfigError::invalid(
+                "continuation.max_rounds",
+                "must be at most 20",
+            ));
+        }
         if let Some(token) = &self.admin.auth_token
             && token.expose().len() < 16
         {
@@ -538,6 +606,15 @@ accounts:
         assert_eq!(config.accounts[1].agent.args, vec!["acp"]);
         assert_eq!(config.worker.queue_timeout, Duration::from_secs(30));
         assert_eq!(config.gateway.api_keys[0].key.expose(), "db-demo-key-123");
+        assert_eq!(config.continuation.max_rounds, 5);
+        assert_eq!(config.continuation.context_threshold, 0.95);
+        assert_eq!(config.sanitize.mode, SanitizeModeConfig::Full);
+        let seeds = Config::from_yaml(
+            "continuation: { enabled: true, max_rounds: 5, context_threshold: 0.95 }\n\
+             sanitize: { mode: xml, strip_xml_tags: true, strip_builtin_tools: true }",
+        )
+        .unwrap();
+        assert_eq!(seeds.sanitize.mode, SanitizeModeConfig::Xml);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub fn prompt_event(event: WorkerEvent) -> pb::PromptEvent {
             tokens_estimated: s.tokens_estimated,
             credits: s.credits,
             context_usage_percent: s.context_usage_percent.unwrap_or(-1.0),
+            continuation_rounds: s.continuation_rounds,
         }),
         WorkerEvent::Error(e) => Event::Error(error_info(&e)),
     };
@@ -76,6 +77,7 @@ pub fn worker_event(event: pb::PromptEvent) -> WorkerEvent {
             credits: f.credits,
             context_usage_percent: (f.context_usage_percent >= 0.0)
                 .then_some(f.context_usage_percent),
+            continuation_rounds: f.continuation_rounds,
         }),
         Some(Event::Error(e)) => WorkerEvent::Error(from_error_info(e)),
         None => WorkerEvent::Error(ApiError::upstream("the worker sent an empty event")),
@@ -168,6 +170,7 @@ mod tests {
                 tokens_estimated: true,
                 credits: 0.25,
                 context_usage_percent: Some(12.5),
+                continuation_rounds: 2,
             }),
             WorkerEvent::Error(ApiError::upstream("died")),
         ];

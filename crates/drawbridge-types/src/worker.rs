@@ -44,6 +44,8 @@ pub struct TurnSummary {
     pub tokens_estimated: bool,
     pub credits: f64,
     pub context_usage_percent: Option<f64>,
+    /// Continuation prompts sent to complete a truncated answer (0: none needed).
+    pub continuation_rounds: u32,
 }
 
 /// A pool's state, as `/slots` and the engine's registry see it.

@@ -74,6 +74,8 @@ impl Worker {
                 request_timeout: config.worker.request_timeout,
                 idle_timeout: config.worker.idle_timeout,
                 cancel_grace: config.worker.cancel_grace,
+                continuation: continuation_options(&config.continuation),
+                sanitize: sanitize_options(&config.sanitize),
             },
             shutdown,
             turns: tokio_util::task::TaskTracker::new(),
@@ -208,6 +210,33 @@ impl Worker {
         }
         let closing = self.pools.values().map(|p| p.close(Duration::from_secs(2)));
         futures::future::join_all(closing).await;
+    }
+}
+
+fn continuation_options(
+    c: &drawbridge_config::ContinuationConfig,
+) -> drawbridge_core::continuation::ContinuationOptions {
+    drawbridge_core::continuation::ContinuationOptions {
+        enabled: c.enabled,
+        max_rounds: c.max_rounds,
+        context_threshold: c.context_threshold,
+        min_chars: c.min_chars,
+    }
+}
+
+fn sanitize_options(
+    s: &drawbridge_config::SanitizeConfig,
+) -> drawbridge_core::sanitize::SanitizeOptions {
+    use drawbridge_config::SanitizeModeConfig as C;
+    use drawbridge_core::sanitize::SanitizeMode as M;
+    drawbridge_core::sanitize::SanitizeOptions {
+        mode: match s.mode {
+            C::Identity => M::Identity,
+            C::Xml => M::Xml,
+            C::Full => M::Full,
+        },
+        strip_xml_tags: s.strip_xml_tags,
+        strip_builtin_tools: s.strip_builtin_tools,
     }
 }
 

@@ -1,16 +1,21 @@
-//! One chat turn on one leased agent process.
+//! One chat request on one leased agent process: a fresh ACP session, the prompt, and as many
+//! continuation rounds on that same session as a truncated answer needs.
 //!
-//! The turn streams the agent's text to the consumer as it comes. Three things end it early:
+//! Text streams to the consumer as it comes, through the splicer (a continuation must not
+//! repeat what was already sent) and the sanitizer (leaked internal markup is dropped). Three
+//! things end a request early:
 //! - the consumer goes away: `session/cancel` is sent and the agent gets `cancel_grace` to
 //!   answer; if it does, the process serves again, otherwise it is replaced;
-//! - the agent stays silent longer than `idle_timeout`: the turn fails (a silent agent is a
+//! - the agent stays silent longer than `idle_timeout`: the request fails (a silent agent is a
 //!   failure, not a wait) and the process is replaced;
-//! - the total deadline passes: the turn fails and the process is replaced.
+//! - the total deadline passes: the request fails and the process is replaced.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use drawbridge_acp::{AcpError, AgentEvent, StopReason};
+use drawbridge_acp::{AcpError, AgentEvent, AgentProcess, PromptOutcome, Session, StopReason};
+use drawbridge_core::continuation::{self, ContinuationOptions, Splicer, StopKind};
+use drawbridge_core::sanitize::{SanitizeOptions, Sanitizer};
 use drawbridge_core::{prompt, tokens};
 use drawbridge_types::openai::FinishReason;
 use drawbridge_types::worker::{PromptBody, PromptInput, TurnSummary, WorkerEvent};
@@ -26,9 +31,11 @@ pub struct TurnSettings {
     pub request_timeout: Duration,
     pub idle_timeout: Duration,
     pub cancel_grace: Duration,
+    pub continuation: ContinuationOptions,
+    pub sanitize: SanitizeOptions,
 }
 
-/// Lease a process, run the turn, stream its events to `out`, ending with `Finished` or
+/// Lease a process, run the request, stream its events to `out`, ending with `Finished` or
 /// `Error` (nothing when the consumer has gone).
 pub async fn run(
     pool: Arc<AccountPool>,
@@ -53,6 +60,60 @@ pub async fn run(
     let _ = out.send(event).await;
 }
 
+/// How one round on the session ended.
+enum Round {
+    Answered(PromptOutcome),
+    ConsumerGone { agent_answered: bool },
+}
+
+/// Where text goes: splicer → sanitizer → consumer.
+struct Output<'a> {
+    out: &'a mpsc::Sender<WorkerEvent>,
+    sanitizer: Sanitizer,
+    splicer: Option<Splicer>,
+    /// Everything the agent said, as it said it (what continuation reasons about).
+    raw: String,
+}
+
+impl Output<'_> {
+    /// Pass one agent chunk on; false when the consumer is gone.
+    async fn text(&mut self, chunk: String) -> bool {
+        let chunk = match &mut self.splicer {
+            Some(splicer) => splicer.push(&chunk).into_owned(),
+            None => chunk,
+        };
+        self.raw.push_str(&chunk);
+        self.emit(chunk).await
+    }
+
+    async fn emit(&mut self, chunk: String) -> bool {
+        let clean = if self.sanitizer.is_identity() {
+            chunk // no copy, no delay
+        } else {
+            self.sanitizer.push(&chunk).into_owned()
+        };
+        clean.is_empty() || self.out.send(WorkerEvent::Text(clean)).await.is_ok()
+    }
+
+    /// The round is over: release what the splicer still held.
+    async fn end_round(&mut self) -> bool {
+        match self.splicer.take() {
+            Some(mut splicer) => {
+                let rest = splicer.finish();
+                self.raw.push_str(&rest);
+                self.emit(rest).await
+            }
+            None => true,
+        }
+    }
+
+    /// The answer is over: release what the sanitizer still held.
+    async fn end(&mut self) -> bool {
+        let rest = self.sanitizer.finish();
+        rest.is_empty() || self.out.send(WorkerEvent::Text(rest)).await.is_ok()
+    }
+}
+
 async fn serve(
     pool: &Arc<AccountPool>,
     input: &PromptInput,
@@ -63,80 +124,88 @@ async fn serve(
         PromptBody::Messages(messages) => prompt::render(messages),
         PromptBody::Text(text) => text.clone(),
     };
-    let lease = tokio::select! {
+    let mut lease = tokio::select! {
         lease = pool.lease() => lease?,
         () = out.closed() => return Ok(None),
     };
-    let mut lease = lease;
     let started = WorkerEvent::Started {
         account: pool.id.clone(),
     };
     if out.send(started).await.is_err() {
         return Ok(None); // nothing was sent to the agent: the process is still fit
     }
-    // Until the turn ends with an answer from the agent, the process is not fit to serve
+    // Until the request ends with an answer from the agent, the process is not fit to serve
     // again: if this future is dropped mid-turn, the agent may still be working.
     lease.discard();
+    let Some(process) = lease.process() else {
+        return Err(ApiError::internal("leased a slot without a process"));
+    };
+    let session = process
+        .new_session()
+        .await
+        .map_err(|e| acp_error(&pool.id, &e))?;
 
-    let mut answer = String::new();
-    let mut consumer_gone = false;
-    let outcome = {
-        let Some(process) = lease.process() else {
-            return Err(ApiError::internal("leased a slot without a process"));
-        };
-        let cancel = CancellationToken::new();
-        let (agent_tx, mut agent_rx) = mpsc::channel(32);
-        let turn = process.prompt_until(text.clone(), agent_tx, cancel.clone().cancelled_owned());
-        tokio::pin!(turn);
-        let silence = tokio::time::sleep(settings.idle_timeout);
-        tokio::pin!(silence);
-        loop {
-            tokio::select! {
-                biased;
-                event = agent_rx.recv() => {
-                    let Some(event) = event else { continue };
-                    if !consumer_gone {
-                        silence.as_mut().reset(Instant::now() + settings.idle_timeout);
-                    }
-                    if let AgentEvent::Text(chunk) = event
-                        && !consumer_gone
-                    {
-                        answer.push_str(&chunk);
-                        if out.send(WorkerEvent::Text(chunk)).await.is_err() {
-                            consumer_gone = true;
-                            cancel.cancel();
-                            silence.as_mut().reset(Instant::now() + settings.cancel_grace);
-                        }
-                    }
+    let mut output = Output {
+        out,
+        sanitizer: Sanitizer::new(settings.sanitize),
+        splicer: None,
+        raw: String::new(),
+    };
+    let mut prompt_tokens = tokens::estimate_tokens(&text);
+    let mut credits = 0.0;
+    let mut context = None;
+    let mut rounds = 0;
+    let mut next_prompt = text;
+    let stop = loop {
+        let round = run_round(process, &session, next_prompt, &mut output, settings).await?;
+        let outcome = match round {
+            Round::Answered(outcome) => outcome,
+            Round::ConsumerGone { agent_answered } => {
+                if agent_answered {
+                    // The agent answered the cancel: the process can serve the next request.
+                    lease.keep();
                 }
-                outcome = &mut turn => break outcome,
-                () = out.closed(), if !consumer_gone => {
-                    consumer_gone = true;
-                    cancel.cancel();
-                    silence.as_mut().reset(Instant::now() + settings.cancel_grace);
-                }
-                () = &mut silence => {
-                    if consumer_gone {
-                        tracing::info!(account = pool.id, "agent did not answer the cancel in time; replacing it");
-                        return Ok(None);
-                    }
-                    return Err(ApiError::new(
-                        ErrorKind::Timeout,
-                        format!("The agent sent nothing for {:?}.", settings.idle_timeout),
-                    ));
-                }
+                return Ok(None);
             }
+        };
+        credits += outcome.usage.credits.unwrap_or(0.0);
+        context = outcome.usage.context_usage_percent.or(context);
+        if !output.end_round().await {
+            return Ok(None);
+        }
+        let stop_kind = match outcome.stop_reason {
+            StopReason::EndTurn => StopKind::EndTurn,
+            StopReason::MaxTokens | StopReason::MaxTurnRequests => StopKind::MaxTokens,
+            _ => StopKind::Other,
+        };
+        let truncated = continuation::looks_truncated(
+            &settings.continuation,
+            rounds,
+            &output.raw,
+            stop_kind,
+            outcome.usage.context_usage_percent,
+        );
+        match truncated {
+            Some(reason) => {
+                rounds += 1;
+                tracing::info!(
+                    request_id = input.request_id,
+                    account = pool.id,
+                    round = rounds,
+                    reason = reason.as_str(),
+                    "answer looks truncated; continuing on the same session"
+                );
+                next_prompt = continuation::continuation_prompt(&output.raw);
+                prompt_tokens += tokens::estimate_tokens(&next_prompt);
+                output.splicer = Some(Splicer::new(&output.raw));
+            }
+            None => break outcome.stop_reason,
         }
     };
-    if consumer_gone {
-        if outcome.is_ok() {
-            // The agent answered the cancel: the process can serve the next request.
-            lease.keep();
-        }
+    if !output.end().await {
         return Ok(None);
     }
-    let outcome = outcome.map_err(|error| acp_error(&pool.id, &error))?;
-    let finish_reason = match outcome.stop_reason {
+    let finish_reason = match stop {
         StopReason::EndTurn => FinishReason::Stop,
         StopReason::MaxTokens | StopReason::MaxTurnRequests => FinishReason::Length,
         StopReason::Refusal => FinishReason::ContentFilter,
@@ -144,18 +213,85 @@ async fn serve(
             return Err(ApiError::upstream("The agent cancelled the turn."));
         }
     };
-    let credits = outcome.usage.credits.unwrap_or(0.0);
     pool.add_credits(credits);
     // The agent answered: the process is idle again and may serve the next request.
     lease.keep();
     Ok(Some(TurnSummary {
         finish_reason,
-        prompt_tokens: tokens::estimate_tokens(&text),
-        completion_tokens: tokens::estimate_tokens(&answer),
+        prompt_tokens,
+        completion_tokens: tokens::estimate_tokens(&output.raw),
         tokens_estimated: true,
         credits,
-        context_usage_percent: outcome.usage.context_usage_percent,
+        context_usage_percent: context,
+        continuation_rounds: rounds,
     }))
+}
+
+/// One prompt on the session, streaming its text to `output`.
+async fn run_round(
+    process: &AgentProcess,
+    session: &Session,
+    text: String,
+    output: &mut Output<'_>,
+    settings: TurnSettings,
+) -> Result<Round, ApiError> {
+    let cancel = CancellationToken::new();
+    let (agent_tx, mut agent_rx) = mpsc::channel(32);
+    let turn = process.prompt_in(session, text, agent_tx, cancel.clone().cancelled_owned());
+    tokio::pin!(turn);
+    let silence = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(silence);
+    let mut consumer_gone = false;
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            event = agent_rx.recv() => {
+                let Some(event) = event else { continue };
+                if consumer_gone {
+                    continue; // drain until the agent answers the cancel
+                }
+                silence.as_mut().reset(Instant::now() + settings.idle_timeout);
+                if let AgentEvent::Text(chunk) = event
+                    && !output.text(chunk).await
+                {
+                    consumer_gone = true;
+                    cancel.cancel();
+                    silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+                }
+            }
+            outcome = &mut turn => break outcome,
+            () = output.out.closed(), if !consumer_gone => {
+                consumer_gone = true;
+                cancel.cancel();
+                silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+            }
+            () = &mut silence => {
+                if consumer_gone {
+                    tracing::info!("agent did not answer the cancel in time; replacing it");
+                    return Ok(Round::ConsumerGone { agent_answered: false });
+                }
+                return Err(ApiError::new(
+                    ErrorKind::Timeout,
+                    format!("The agent sent nothing for {:?}.", settings.idle_timeout),
+                ));
+            }
+        }
+    };
+    // The round is over: pass on what the agent sent just before answering.
+    while let Ok(event) = agent_rx.try_recv() {
+        if let AgentEvent::Text(chunk) = event
+            && !consumer_gone
+            && !output.text(chunk).await
+        {
+            consumer_gone = true;
+        }
+    }
+    if consumer_gone {
+        return Ok(Round::ConsumerGone {
+            agent_answered: outcome.is_ok(),
+        });
+    }
+    Ok(Round::Answered(outcome.map_err(|e| acp_error("", &e))?))
 }
 
 /// An agent failure as the client sees it. The details (stderr tail) go to the log, not to

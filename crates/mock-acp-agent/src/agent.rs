@@ -77,6 +77,16 @@ struct SessionState {
     cwd: PathBuf,
     /// The turn in progress: its id and its cancel token.
     turn: Option<(u64, CancellationToken)>,
+    /// A `max_tokens ... rounds=R` answer still to be continued on this session.
+    truncated: Option<Truncated>,
+}
+
+/// An answer cut by `max_tokens rounds=R`: where the next turn resumes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Truncated {
+    next: u64,
+    n: u64,
+    rounds_left: u64,
 }
 
 #[derive(Default)]
@@ -174,6 +184,7 @@ where
                     SessionState {
                         cwd: request.cwd,
                         turn: None,
+                        truncated: None,
                     },
                 );
                 responder.respond(NewSessionResponse::new(session_id))
@@ -225,8 +236,9 @@ fn start_turn(
             _ => None,
         })
         .collect();
-    let (directive, rest) = match directive::extract(&text) {
+    let (explicit, directive, rest) = match directive::extract(&text) {
         Ok((directive, rest)) => (
+            directive.is_some(),
             directive.unwrap_or_else(|| state.config.default_directive.clone()),
             rest,
         ),
@@ -247,8 +259,28 @@ fn start_turn(
             );
         };
         session.turn = Some((turn_id, stop.clone()));
-        session.cwd.clone()
+        // A multi-round truncated answer: a new one starts, or a plain prompt continues it.
+        let resume = match (&directive, explicit) {
+            (d, true) if d.behavior == Behavior::MaxTokens && d.rounds.is_some() => {
+                Some(Truncated {
+                    next: 0,
+                    n: d.n.unwrap_or(DEFAULT_CHUNKS),
+                    rounds_left: d.rounds.unwrap_or(1).max(1),
+                })
+            }
+            (_, true) => None,
+            (_, false) => session.truncated,
+        };
+        session.truncated = resume
+            .map(|t| Truncated {
+                next: t.next + t.n,
+                rounds_left: t.rounds_left - 1,
+                ..t
+            })
+            .filter(|t| t.rounds_left > 0);
+        (session.cwd.clone(), resume)
     };
+    let (cwd, resume) = cwd;
     tracing::debug!(session_id = %request.session_id, ?directive, "session/prompt");
     let turn = Turn {
         delay: directive
@@ -262,6 +294,7 @@ fn start_turn(
         prompt_chars: text.chars().count(),
         text: rest,
         directive,
+        resume,
         stop,
         request_cancel: responder.cancellation(),
         started: Instant::now(),
@@ -289,6 +322,8 @@ struct Turn {
     turn_id: u64,
     cwd: PathBuf,
     directive: Directive,
+    /// Part of a multi-round truncated answer, when set.
+    resume: Option<Truncated>,
     text: String,
     prompt_chars: usize,
     delay: Duration,
@@ -342,6 +377,17 @@ impl Turn {
                 .map(|i| format!("chunk {i} "))
                 .collect::<Vec<_>>()
         };
+        if let Some(resume) = self.resume {
+            let chunks: Vec<String> = (resume.next..resume.next + resume.n)
+                .map(|i| format!("chunk {i} "))
+                .collect();
+            let stop = if resume.rounds_left > 1 {
+                StopReason::MaxTokens
+            } else {
+                StopReason::EndTurn
+            };
+            return self.stream_or_cancel(chunks, stop).await;
+        }
         let finish = match directive.behavior {
             Behavior::Echo => {
                 let chunks = directive::word_chunks(&self.text);

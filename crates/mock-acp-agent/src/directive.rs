@@ -75,6 +75,9 @@ pub struct Directive {
     pub credits: Option<f64>,
     /// `v3=1`: report metering the Kiro v3 way.
     pub v3: bool,
+    /// `rounds=`: with `max_tokens`, the answer is `rounds × n` chunks long and each turn gives
+    /// `n` of them; a later directive-less prompt on the same session continues it.
+    pub rounds: Option<u64>,
 }
 
 /// A directive that does not parse.
@@ -137,6 +140,7 @@ impl FromStr for Directive {
                 "delay_ms" => directive.delay_ms = Some(int()?),
                 "context" => directive.context = Some(float()?),
                 "credits" => directive.credits = Some(float()?),
+                "rounds" => directive.rounds = Some(int()?),
                 "v3" => {
                     directive.v3 = match value {
                         "1" | "true" => true,
