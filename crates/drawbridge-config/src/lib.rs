@@ -696,6 +696,17 @@ accounts:
     }
 
     #[test]
+    fn the_shipped_configs_are_valid() {
+        let demo = Config::from_yaml(include_str!("../../../config/demo.yaml")).unwrap();
+        demo.validate(Role::AllInOne).unwrap();
+        let kiro = Config::from_yaml(include_str!("../../../config/kiro.example.yaml")).unwrap();
+        for role in [Role::AllInOne, Role::Gateway, Role::Engine, Role::Worker] {
+            kiro.validate(role).unwrap();
+        }
+        assert_eq!(kiro.accounts[0].agent.command, "kiro-cli");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         let config = Config::from_yaml(GOOD).unwrap();
         let debug = format!("{config:?}");
