@@ -457,3 +457,27 @@ async fn continuation_can_be_turned_off() {
     );
     assert_eq!(body["choices"][0]["finish_reason"], "length");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_requests_follow_the_accounts_policy() {
+    let accounts = "  - id: strict\n    pool_size: 1\n    agent: { command: __AGENT__, args: [] }\n\
+                    \x20 - id: reader\n    pool_size: 1\n    agent: { command: __AGENT__, args: [], allow_tools: [read] }\n";
+    let worker = WorkerUnderTest::start("", accounts, &[]).await;
+    let client = worker.client();
+    for (account, expected) in [
+        ("strict", "permission: reject-once"),
+        ("reader", "permission: allow-once"),
+    ] {
+        let reply = client
+            .post_json(
+                "/prompt",
+                &json!({"account": account, "prompt": "[[mock:permission]]"}),
+            )
+            .await;
+        assert_eq!(
+            reply.json()["choices"][0]["message"]["content"],
+            expected,
+            "{account}"
+        );
+    }
+}

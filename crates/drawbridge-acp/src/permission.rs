@@ -2,7 +2,7 @@
 
 use agent_client_protocol::v1::schema::{
     PermissionOption, PermissionOptionKind, RequestPermissionOutcome, RequestPermissionResponse,
-    SelectedPermissionOutcome,
+    SelectedPermissionOutcome, ToolCallUpdate,
 };
 
 /// Which permission options the client may select on the agent's behalf.
@@ -12,10 +12,16 @@ use agent_client_protocol::v1::schema::{
 /// (`"allow_once"`, `"allow_always"`); the first offered option whose kind is listed is
 /// selected. Otherwise a reject option is selected (`reject_once` preferred over
 /// `reject_always`), and if none is offered the request is answered `cancelled`.
+///
+/// `allow_tools` allows by what the agent wants to run: a tool call whose ACP kind (`read`,
+/// `edit`, `delete`, `move`, `search`, `execute`, `think`, `fetch`, `switch_mode`, `other`) or
+/// exact title is listed gets an allow option (`allow_once` preferred over `allow_always`).
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
 pub struct PermissionPolicy {
     /// Option kinds that may be selected, e.g. `["allow_once"]`.
     pub allow_kinds: Vec<String>,
+    /// Tool kinds or exact tool titles that are allowed, e.g. `["read", "search"]`.
+    pub allow_tools: Vec<String>,
 }
 
 impl PermissionPolicy {
@@ -24,12 +30,41 @@ impl PermissionPolicy {
         Self::default()
     }
 
-    /// The answer to a permission request offering `options`.
-    pub(crate) fn decide(&self, options: &[PermissionOption]) -> RequestPermissionResponse {
-        let allowed = options.iter().find(|option| {
-            self.allow_kinds
-                .iter()
-                .any(|kind| *kind == kind_name(option.kind))
+    /// Whether `tool_call` is one `allow_tools` lets run.
+    fn allows_tool(&self, tool_call: &ToolCallUpdate) -> bool {
+        let kind = tool_call
+            .fields
+            .kind
+            .and_then(|k| match serde_json::to_value(k) {
+                Ok(serde_json::Value::String(name)) => Some(name),
+                _ => None,
+            });
+        let title = tool_call.fields.title.as_deref();
+        self.allow_tools.iter().any(|allowed| {
+            Some(allowed.as_str()) == kind.as_deref() || Some(allowed.as_str()) == title
+        })
+    }
+
+    /// The answer to a permission request for `tool_call` offering `options`.
+    pub(crate) fn decide(
+        &self,
+        tool_call: &ToolCallUpdate,
+        options: &[PermissionOption],
+    ) -> RequestPermissionResponse {
+        let by_tool = self.allows_tool(tool_call).then(|| {
+            [
+                PermissionOptionKind::AllowOnce,
+                PermissionOptionKind::AllowAlways,
+            ]
+            .iter()
+            .find_map(|kind| options.iter().find(|option| option.kind == *kind))
+        });
+        let allowed = by_tool.flatten().or_else(|| {
+            options.iter().find(|option| {
+                self.allow_kinds
+                    .iter()
+                    .any(|kind| *kind == kind_name(option.kind))
+            })
         });
         let chosen = allowed.or_else(|| {
             [
@@ -70,6 +105,39 @@ mod tests {
         ]
     }
 
+    fn tool() -> ToolCallUpdate {
+        use agent_client_protocol::v1::schema::{ToolCallUpdateFields, ToolKind};
+        ToolCallUpdate::new(
+            "t1",
+            ToolCallUpdateFields::new()
+                .kind(ToolKind::Read)
+                .title("Read README.md"),
+        )
+    }
+
+    #[test]
+    fn allow_tools_matches_kind_or_exact_title() {
+        for allow in ["read", "Read README.md"] {
+            let policy = PermissionPolicy {
+                allow_tools: vec![allow.to_owned()],
+                ..PermissionPolicy::default()
+            };
+            assert_eq!(
+                selected(&policy.decide(&tool(), &options())).as_deref(),
+                Some("allow"),
+                "{allow}"
+            );
+        }
+        let policy = PermissionPolicy {
+            allow_tools: vec!["execute".to_owned(), "Read".to_owned()],
+            ..PermissionPolicy::default()
+        };
+        assert_eq!(
+            selected(&policy.decide(&tool(), &options())).as_deref(),
+            Some("reject")
+        );
+    }
+
     fn selected(response: &RequestPermissionResponse) -> Option<String> {
         match &response.outcome {
             RequestPermissionOutcome::Selected(selected) => Some(selected.option_id.to_string()),
@@ -79,19 +147,19 @@ mod tests {
 
     #[test]
     fn default_prefers_reject_once() {
-        let response = PermissionPolicy::default().decide(&options());
+        let response = PermissionPolicy::default().decide(&tool(), &options());
         assert_eq!(selected(&response).as_deref(), Some("reject"));
     }
 
     #[test]
     fn reject_always_when_it_is_the_only_reject() {
-        let response = PermissionPolicy::default().decide(&options()[..2]);
+        let response = PermissionPolicy::default().decide(&tool(), &options()[..2]);
         assert_eq!(selected(&response).as_deref(), Some("always"));
     }
 
     #[test]
     fn cancelled_without_a_reject_option() {
-        let response = PermissionPolicy::default().decide(&options()[..1]);
+        let response = PermissionPolicy::default().decide(&tool(), &options()[..1]);
         assert_eq!(response.outcome, RequestPermissionOutcome::Cancelled);
     }
 
@@ -99,9 +167,10 @@ mod tests {
     fn allowed_kinds_are_selected() {
         let policy = PermissionPolicy {
             allow_kinds: vec!["allow_once".to_owned()],
+            ..PermissionPolicy::default()
         };
         assert_eq!(
-            selected(&policy.decide(&options())).as_deref(),
+            selected(&policy.decide(&tool(), &options())).as_deref(),
             Some("allow")
         );
     }

@@ -479,7 +479,7 @@ async fn run_connection(
         )
         .on_receive_request(
             async move |request: RequestPermissionRequest, responder, _cx| {
-                let answer = policy.decide(&request.options);
+                let answer = policy.decide(&request.tool_call, &request.options);
                 tracing::debug!(session_id = %request.session_id, outcome = ?answer.outcome, "answered a permission request");
                 responder.respond(answer)
             },

@@ -260,6 +260,10 @@ pub struct AgentConfig {
     pub home: Option<PathBuf>,
     /// Extra environment; nothing else of the worker's environment is passed on.
     pub env: BTreeMap<String, String>,
+    /// Tools the agent may run when it asks (`session/request_permission`): ACP tool kinds
+    /// (`read`, `search`, `fetch`, `edit`, `execute`, ...) or exact tool titles. Empty (the
+    /// default): every request is rejected.
+    pub allow_tools: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -270,6 +274,7 @@ impl Default for AgentConfig {
             cwd: None,
             home: None,
             env: BTreeMap::new(),
+            allow_tools: Vec::new(),
         }
     }
 }

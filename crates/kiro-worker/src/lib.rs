@@ -51,6 +51,10 @@ impl Worker {
                 handshake_timeout: config.worker.handshake_timeout,
                 queue_timeout: config.worker.queue_timeout,
                 max_queue: config.worker.max_queue,
+                permissions: drawbridge_acp::PermissionPolicy {
+                    allow_tools: account.agent.allow_tools.clone(),
+                    ..drawbridge_acp::PermissionPolicy::default()
+                },
             };
             tracing::info!(
                 account = account.id,

@@ -28,6 +28,8 @@ pub struct PoolSettings {
     pub handshake_timeout: Duration,
     pub queue_timeout: Duration,
     pub max_queue: usize,
+    /// How the account's agents' permission requests are answered.
+    pub permissions: drawbridge_acp::PermissionPolicy,
 }
 
 #[derive(Default)]
@@ -104,7 +106,7 @@ impl AccountPool {
                 }
                 let started = tokio::select! {
                     () = pool.shutdown.cancelled() => break,
-                    started = AgentProcess::start(&pool.spec, pool.settings.handshake_timeout) => started,
+                    started = AgentProcess::start_with_policy(&pool.spec, pool.settings.handshake_timeout, pool.settings.permissions.clone()) => started,
                 };
                 match started {
                     Ok(process) => {

@@ -532,7 +532,9 @@ impl Turn {
             self.session_id.clone(),
             ToolCallUpdate::new(
                 "mock-tool-1",
-                ToolCallUpdateFields::new().title("mock tool wants to run"),
+                ToolCallUpdateFields::new()
+                    .title("mock tool wants to run")
+                    .kind(agent_client_protocol::v1::schema::ToolKind::Read),
             ),
             vec![
                 PermissionOption::new("allow-once", "Allow once", PermissionOptionKind::AllowOnce),

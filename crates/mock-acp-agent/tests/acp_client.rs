@@ -399,6 +399,7 @@ async fn permission_policy_can_allow_a_kind() {
     let dir = tempfile::tempdir().unwrap();
     let policy = PermissionPolicy {
         allow_kinds: vec!["allow_once".to_owned()],
+        ..PermissionPolicy::default()
     };
     let process = AgentProcess::start_with_policy(&spec(dir.path()), HANDSHAKE, policy)
         .await
