@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and are not part of the Rust toolchain: a Python venv with the
-# official OpenAI SDK (tests/sdk). Idempotent and quick when everything is already there.
+# official OpenAI SDK (tests/sdk), and redis-server (the ValKey tests of drawbridge-state start
+# their own). Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ apt_install() {
   apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; }
 }
 
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt_install redis-server
+fi
 if ! command -v python3 >/dev/null 2>&1; then
   apt_install python3 python3-venv python3-pip
 fi

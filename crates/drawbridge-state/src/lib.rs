@@ -1,0 +1,18 @@
+//! Drawbridge's shared state, behind traits with two implementations each: ValKey (any
+//! Redis-compatible server, through fred) when `redis.url` is set, and an embedded one in process
+//! otherwise. Both pass one conformance suite (`tests/registry.rs`). This crate is the only place
+//! that knows the ValKey key layout (see `valkey/keys.rs`).
+//!
+//! So far: the worker registry ([`Registry`]) and the worker's heartbeat ([`heartbeat_loop`]).
+
+mod embedded;
+mod error;
+mod heartbeat;
+mod registry;
+mod valkey;
+
+pub use embedded::EmbeddedRegistry;
+pub use error::StateError;
+pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
+pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
+pub use valkey::{ValkeyOptions, ValkeyRegistry, redact_url};

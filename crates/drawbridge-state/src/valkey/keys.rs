@@ -1,0 +1,27 @@
+//! The ValKey key layout. Nothing outside this crate knows it; inside, only this module and the
+//! Lua scripts (which take prefixes from here as arguments) spell a key.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `pod:{pod_id}` | string, TTL | the pod's JSON record ([`crate::PodRecord`]) |
+//! | `pods` | set | every registered pod id (expired ones until a reader prunes them) |
+//! | `model:{name}:pods` | set | the pods serving the model (pruned the same way) |
+//! | `drawbridge:topology` | channel | `{"kind":"join"\|"leave"\|"drain"\|"update","pod_id":…}` |
+
+/// Prefix of a pod's record.
+pub(crate) const POD_PREFIX: &str = "pod:";
+/// The set of every registered pod id.
+pub(crate) const PODS: &str = "pods";
+/// A model's set of pods is `MODEL_PREFIX + name + MODEL_SUFFIX`.
+pub(crate) const MODEL_PREFIX: &str = "model:";
+pub(crate) const MODEL_SUFFIX: &str = ":pods";
+/// The pub/sub channel of topology events.
+pub(crate) const TOPOLOGY_CHANNEL: &str = "drawbridge:topology";
+
+pub(crate) fn pod(pod_id: &str) -> String {
+    format!("{POD_PREFIX}{pod_id}")
+}
+
+pub(crate) fn model_pods(model: &str) -> String {
+    format!("{MODEL_PREFIX}{model}{MODEL_SUFFIX}")
+}
