@@ -1,6 +1,7 @@
 //! Drawbridge's domain logic. Nothing here does I/O or reads a clock: time, randomness and
 //! state come in as arguments, so every rule is tested without sockets or sleeps.
 
+pub mod breaker;
 pub mod continuation;
 pub mod prompt;
 pub mod sanitize;
