@@ -156,6 +156,11 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Accounts one request may use in all: the first, retries before the first byte, and
+    /// resumptions after it.
+    pub max_attempts: u32,
+    /// When an answer breaks off after its first byte, continue it on another account.
+    pub resume_after_first_byte: bool,
 }
 
 impl Default for EngineConfig {
@@ -167,6 +172,8 @@ impl Default for EngineConfig {
             refresh_interval: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
+            max_attempts: 3,
+            resume_after_first_byte: true,
         }
     }
 }
@@ -203,6 +210,12 @@ pub struct WorkerConfig {
     pub cancel_grace: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// With `redis.url`: how often the worker renews its `pod:{id}` registry entry …
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// … and how long the entry lives without renewal.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_ttl: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -219,6 +232,8 @@ impl Default for WorkerConfig {
             idle_timeout: Duration::from_secs(300),
             cancel_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -498,6 +513,28 @@ impl Config {
                     "must be greater than zero",
                 ));
             }
+        }
+        if matches!(role, Role::Worker | Role::AllInOne)
+            && self.worker.heartbeat_ttl <= self.worker.heartbeat_interval
+        {
+            return Err(ConfigError::invalid(
+                "worker.heartbeat_ttl",
+                "must be longer than worker.heartbeat_interval (e.g. 3×)",
+            ));
+        }
+        if let Some(redis) = &self.redis
+            && !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        if !(1..=10).contains(&self.engine.max_attempts) {
+            return Err(ConfigError::invalid(
+                "engine.max_attempts",
+                "must be between 1 and 10",
+            ));
         }
         let c = &self.continuation;
         if !(c.context_threshold > 0.0 && c.context_threshold <= 1.0) {

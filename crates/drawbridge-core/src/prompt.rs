@@ -15,6 +15,11 @@
 //!     only a name is known).
 //!
 //!   Text is passed through as is (no escaping): the agent reads it as prose.
+//!
+//! When an answer broke off on one account and is resumed on another ([`render_resume`]), the
+//! fresh agent gets the transcript (always in the block form), then the partial answer as a
+//! block headed `[Assistant (cut off)]`, then the continuation instruction of
+//! [`crate::continuation::continuation_prompt`].
 
 use drawbridge_types::openai::{ChatMessage, Role};
 
@@ -26,6 +31,23 @@ pub fn render(messages: &[ChatMessage]) -> String {
     {
         return only.text();
     }
+    transcript(messages)
+}
+
+/// The header of the partial answer in a resume prompt.
+pub const CUT_OFF_HEADER: &str = "[Assistant (cut off)]";
+
+/// The prompt that asks a fresh agent to finish an answer that `partial` began elsewhere.
+pub fn render_resume(messages: &[ChatMessage], partial: &str) -> String {
+    let mut out = transcript(messages);
+    block(&mut out, CUT_OFF_HEADER, partial);
+    out.push_str("\n\n");
+    out.push_str(&crate::continuation::continuation_prompt(partial));
+    out
+}
+
+/// Every message as a block.
+fn transcript(messages: &[ChatMessage]) -> String {
     let mut out = String::new();
     for message in messages {
         match message.role {
@@ -119,6 +141,17 @@ mod tests {
         let m = messages(r#"[{"role":"system","content":"s"},{"role":"user","content":"u"}]"#);
         assert_eq!(render(&m), render(&m.clone()));
         assert_eq!(render(&m), "[System]\ns\n\n[User]\nu");
+    }
+
+    #[test]
+    fn a_resume_prompt_carries_the_conversation_and_the_partial_answer() {
+        let m = [ChatMessage::new(Role::User, "Count to ten.")];
+        let prompt = render_resume(&m, "one two three");
+        assert!(
+            prompt.starts_with("[User]\nCount to ten.\n\n[Assistant (cut off)]\none two three\n\n"),
+            "{prompt}"
+        );
+        assert!(prompt.ends_with(&crate::continuation::continuation_prompt("one two three")));
     }
 
     #[test]

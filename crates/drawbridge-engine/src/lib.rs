@@ -4,11 +4,12 @@
 //! before its first byte. It serves an internal OpenAI-compatible endpoint (what the gateway
 //! and NEW-API call) through [`drawbridge_http`].
 
+mod answer;
 pub mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use drawbridge_core::schedule::{self, Candidate};
@@ -22,8 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use workers::{GrpcWorkerConn, WorkerConn};
 
-/// Attempts per request before the first byte (each on a different account).
-const MAX_ATTEMPTS: usize = 3;
 /// How long one worker may take to answer `Slots`.
 const SLOTS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -35,9 +34,39 @@ struct Route {
     slots: AccountSlots,
 }
 
-type RouteKey = (usize, String);
+pub(crate) type RouteKey = (usize, String);
+
+/// How the engine retries and resumes.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// Accounts one request may use in all: first try, retries before the first byte, and
+    /// resumptions after it.
+    pub max_attempts: usize,
+    /// Resume an answer that broke off after its first byte on another account.
+    pub resume_after_first_byte: bool,
+}
+
+impl EngineSettings {
+    pub fn from_config(config: &drawbridge_config::EngineConfig) -> Self {
+        EngineSettings {
+            max_attempts: config.max_attempts as usize,
+            resume_after_first_byte: config.resume_after_first_byte,
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_attempts: 3,
+            resume_after_first_byte: true,
+        }
+    }
+}
 
 pub struct Engine {
+    me: Weak<Engine>,
+    settings: EngineSettings,
     workers: Vec<Arc<dyn WorkerConn>>,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
@@ -47,8 +76,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(workers: Vec<Arc<dyn WorkerConn>>, shutdown: Shutdown) -> Arc<Engine> {
-        Arc::new(Engine {
+    pub fn new(
+        workers: Vec<Arc<dyn WorkerConn>>,
+        settings: EngineSettings,
+        shutdown: Shutdown,
+    ) -> Arc<Engine> {
+        Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
+            settings,
             workers,
             routes: RwLock::new(Vec::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
@@ -173,7 +208,7 @@ impl Engine {
     }
 
     /// Answer a chat request: pick an account, run the turn there, retry on another account if
-    /// the turn fails before its first byte.
+    /// the turn fails before its first byte, and resume on another account if it fails after.
     pub async fn chat(
         &self,
         request: ChatCompletionRequest,
@@ -182,40 +217,63 @@ impl Engine {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::unavailable("The engine is shutting down."));
         }
-        let mut tried = HashSet::new();
+        let engine = self
+            .me
+            .upgrade()
+            .ok_or_else(|| ApiError::unavailable("The engine is shutting down."))?;
+        let mut attempts = answer::Attempts::new(self.settings.max_attempts);
+        let body = PromptBody::Messages(request.messages.clone());
+        let turn = self.start_turn(&request, ctx, &mut attempts, body).await?;
+        Ok(answer::stream(engine, request, ctx.clone(), attempts, turn))
+    }
+
+    /// Start a turn on the best account not tried yet, moving on to the next one while the
+    /// turn fails before its first content event with an error another account could avoid.
+    async fn start_turn(
+        &self,
+        request: &ChatCompletionRequest,
+        ctx: &ChatContext,
+        attempts: &mut answer::Attempts,
+        body: PromptBody,
+    ) -> Result<answer::Turn, ApiError> {
         let mut last_error = None;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let route = match self.pick(&request.model, &tried) {
+        while attempts.left() {
+            let route = match self.pick(&request.model, &attempts.tried) {
                 Ok(route) => route,
                 Err(error) => return Err(last_error.unwrap_or(error)),
             };
             let key = (route.worker, route.slots.account.clone());
-            tried.insert(key.clone());
+            attempts.record(key.clone());
             let input = PromptInput {
                 request_id: ctx.request_id.clone(),
                 model: request.model.clone(),
                 account: Some(route.slots.account.clone()),
-                body: PromptBody::Messages(request.messages.clone()),
+                body: body.clone(),
                 max_output_tokens: request.max_output_tokens(),
             };
             let guard = InflightGuard::new(Arc::clone(&self.inflight), key);
             let events = self.workers[route.worker].prompt(input);
             match events::first_content(events).await {
-                Ok(stream) => {
+                Ok((first, rest)) => {
                     tracing::debug!(
                         request_id = ctx.request_id,
                         account = route.slots.account,
-                        attempt,
+                        attempt = attempts.used(),
                         "turn started"
                     );
-                    return Ok(events::completion_stream(stream, guard));
+                    return Ok(answer::Turn {
+                        account: route.slots.account,
+                        first: Some(first),
+                        rest,
+                        _guard: guard,
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(
                         request_id = ctx.request_id,
                         account = route.slots.account,
                         worker = self.workers[route.worker].name(),
-                        attempt,
+                        attempt = attempts.used(),
                         %error,
                         "turn failed before its first byte"
                     );
@@ -226,11 +284,11 @@ impl Engine {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| ApiError::internal("no attempt was made")))
+        Err(last_error.unwrap_or_else(|| ApiError::unavailable("No account is left to try.")))
     }
 }
 
-struct InflightGuard {
+pub(crate) struct InflightGuard {
     map: Arc<Mutex<HashMap<RouteKey, u32>>>,
     key: RouteKey,
 }

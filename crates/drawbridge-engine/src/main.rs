@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use drawbridge_config::Role;
-use drawbridge_engine::{Engine, GrpcWorkerConn, WorkerConn};
+use drawbridge_engine::{Engine, EngineSettings, GrpcWorkerConn, WorkerConn};
 use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
 
 #[tokio::main]
@@ -33,7 +33,11 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
             config.engine.connect_timeout,
         )?));
     }
-    let engine = Engine::new(workers, shutdown.child());
+    let engine = Engine::new(
+        workers,
+        EngineSettings::from_config(&config.engine),
+        shutdown.child(),
+    );
     engine.refresh().await;
     engine.spawn_refresher(config.engine.refresh_interval);
     if config.engine.channel_keys.is_empty() {

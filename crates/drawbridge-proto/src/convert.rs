@@ -10,10 +10,14 @@ use crate::worker::{self as pb, prompt_event::Event};
 use crate::{error_info, from_error_info};
 
 pub fn prompt_request(input: &PromptInput) -> pb::PromptRequest {
-    let (messages_json, prompt) = match &input.body {
-        // Serializing our own message types cannot fail; an empty list is refused by the worker.
-        PromptBody::Messages(m) => (serde_json::to_string(m).unwrap_or_default(), String::new()),
-        PromptBody::Text(t) => (String::new(), t.clone()),
+    // Serializing our own message types cannot fail; an empty list is refused by the worker.
+    let json = |m: &Vec<ChatMessage>| serde_json::to_string(m).unwrap_or_default();
+    let (messages_json, prompt, partial_answer) = match &input.body {
+        PromptBody::Messages(m) => (json(m), String::new(), String::new()),
+        PromptBody::Text(t) => (String::new(), t.clone(), String::new()),
+        PromptBody::Resume { messages, partial } => {
+            (json(messages), String::new(), partial.clone())
+        }
     };
     pb::PromptRequest {
         request_id: input.request_id.clone(),
@@ -22,6 +26,7 @@ pub fn prompt_request(input: &PromptInput) -> pb::PromptRequest {
         messages_json,
         prompt,
         max_output_tokens: input.max_output_tokens.unwrap_or(0),
+        partial_answer,
     }
 }
 
@@ -36,7 +41,14 @@ pub fn prompt_input(request: pb::PromptRequest) -> Result<PromptInput, ApiError>
                 "either prompt or messages is required",
             ));
         }
-        PromptBody::Messages(messages)
+        if request.partial_answer.is_empty() {
+            PromptBody::Messages(messages)
+        } else {
+            PromptBody::Resume {
+                messages,
+                partial: request.partial_answer,
+            }
+        }
     };
     Ok(PromptInput {
         request_id: request.request_id,
@@ -147,6 +159,14 @@ mod tests {
             max_output_tokens: Some(16),
         };
         assert_eq!(prompt_input(prompt_request(&input)).unwrap(), input);
+        let resume = PromptInput {
+            body: PromptBody::Resume {
+                messages: vec![ChatMessage::new(Role::User, "count")],
+                partial: "one two".into(),
+            },
+            ..input.clone()
+        };
+        assert_eq!(prompt_input(prompt_request(&resume)).unwrap(), resume);
         let text = PromptInput {
             account: None,
             body: PromptBody::Text("x".into()),

@@ -24,6 +24,12 @@ pub enum PromptBody {
     Messages(Vec<crate::openai::ChatMessage>),
     /// A ready prompt text.
     Text(String),
+    /// Finish an answer that broke off on another account: the conversation and the part of
+    /// the answer the client already has. Only the rest is streamed back.
+    Resume {
+        messages: Vec<crate::openai::ChatMessage>,
+        partial: String,
+    },
 }
 
 /// What a worker streams back: `Started`, `Text`…, then exactly one `Finished` or `Error`.

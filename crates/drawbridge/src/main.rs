@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use drawbridge_config::Role;
-use drawbridge_engine::{Engine, WorkerConn};
+use drawbridge_engine::{Engine, EngineSettings, WorkerConn};
 use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
 use drawbridge_types::ApiError;
 use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
@@ -55,6 +55,7 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
     let worker = Worker::start(&config, Shutdown::new())?;
     let engine = Engine::new(
         vec![Arc::new(LocalWorker(worker.clone()))],
+        EngineSettings::from_config(&config.engine),
         shutdown.child(),
     );
     engine.refresh().await;

@@ -120,9 +120,13 @@ async fn serve(
     out: &mpsc::Sender<WorkerEvent>,
     settings: TurnSettings,
 ) -> Result<Option<TurnSummary>, ApiError> {
-    let text = match &input.body {
-        PromptBody::Messages(messages) => prompt::render(messages),
-        PromptBody::Text(text) => text.clone(),
+    let (text, resumed) = match &input.body {
+        PromptBody::Messages(messages) => (prompt::render(messages), None),
+        PromptBody::Text(text) => (text.clone(), None),
+        PromptBody::Resume { messages, partial } => (
+            prompt::render_resume(messages, partial),
+            Some(partial.as_str()),
+        ),
     };
     let mut lease = tokio::select! {
         lease = pool.lease() => lease?,
@@ -148,7 +152,8 @@ async fn serve(
     let mut output = Output {
         out,
         sanitizer: Sanitizer::new(settings.sanitize),
-        splicer: None,
+        // A resumed answer must not repeat what the client already has.
+        splicer: resumed.map(Splicer::new),
         raw: String::new(),
     };
     let mut prompt_tokens = tokens::estimate_tokens(&text);

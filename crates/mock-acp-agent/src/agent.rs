@@ -394,8 +394,12 @@ impl Turn {
                 self.stream_or_cancel(chunks, StopReason::EndTurn).await?
             }
             Behavior::Stream => {
-                self.stream_or_cancel(numbered(directive.n), StopReason::EndTurn)
-                    .await?
+                // Asked to finish an answer another agent began: carry on from its last chunk.
+                let start = resume_offset(&self.text);
+                let chunks: Vec<String> = (start..directive.n.unwrap_or(DEFAULT_CHUNKS))
+                    .map(|i| format!("chunk {i} "))
+                    .collect();
+                self.stream_or_cancel(chunks, StopReason::EndTurn).await?
             }
             Behavior::MaxTokens => {
                 self.stream_or_cancel(numbered(directive.n), StopReason::MaxTokens)
@@ -631,6 +635,21 @@ impl Turn {
     }
 }
 
+/// The header under which Drawbridge puts a partial answer it asks an agent to finish
+/// (`drawbridge_core::prompt::CUT_OFF_HEADER`).
+const CUT_OFF_HEADER: &str = "[Assistant (cut off)]\n";
+
+/// How many `chunk N ` pieces the partial answer in a resume prompt already holds (0 when the
+/// prompt is not a resume).
+fn resume_offset(text: &str) -> u64 {
+    let Some(start) = text.find(CUT_OFF_HEADER) else {
+        return 0;
+    };
+    let block = &text[start + CUT_OFF_HEADER.len()..];
+    let block = block.split("\n\n").next().unwrap_or_default();
+    block.matches("chunk ").count() as u64
+}
+
 fn chunk(text: &str) -> ContentChunk {
     ContentChunk::new(ContentBlock::Text(TextContent::new(text)))
 }
@@ -638,6 +657,13 @@ fn chunk(text: &str) -> ContentChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_prompt_continues_the_numbering() {
+        assert_eq!(resume_offset("plain prompt"), 0);
+        let prompt = "[User]\ngo\n\n[Assistant (cut off)]\nchunk 0 chunk 1 \n\nYour previous reply...chunk 1";
+        assert_eq!(resume_offset(prompt), 2);
+    }
 
     #[test]
     fn crash_sentinel_method_matches_the_type() {

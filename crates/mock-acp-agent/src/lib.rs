@@ -25,7 +25,7 @@
 //! | Directive                  | Reply                                                         | Stop reason  |
 //! |----------------------------|---------------------------------------------------------------|--------------|
 //! | `echo`                     | the prompt text (directives removed) exactly, one chunk per word with its trailing whitespace | `end_turn` |
-//! | `stream n=N delay_ms=D`    | N chunks `"chunk {i} "`, i from 0 (default n=3)               | `end_turn`   |
+//! | `stream n=N delay_ms=D`    | N chunks `"chunk {i} "`, i from 0 (default n=3); asked to finish a cut-off answer (a prompt with an `[Assistant (cut off)]` block holding K chunks), it gives chunks K..N | `end_turn` |
 //! | `max_tokens n=N`           | N chunks `"chunk {i} "` (default n=3)                         | `max_tokens` |
 //! | `max_tokens n=N rounds=R`  | an answer of R×N chunks, N per turn: this turn gives chunks 0..N; each later prompt **on the same session without a directive** (a continuation request) gives the next N | `max_tokens`, `end_turn` on the last round |
 //! | `crash after=N`            | N chunks, then "mock-acp-agent: crashing as asked" on stderr and exit status 3 (stdout flushed first) | none |

@@ -10,8 +10,9 @@
 pub mod http;
 pub use ::http::Method;
 pub mod process;
+pub mod redis;
 pub mod stack;
 
 pub use http::{Client, Reply};
 pub use process::{Process, binary, processes_under};
-pub use stack::{Stack, StackOptions, WorkerUnderTest};
+pub use stack::{AccountSpec, Stack, StackOptions, WorkerUnderTest};

@@ -13,11 +13,34 @@ use crate::process::{Process, binary, processes_under};
 pub const API_KEY: &str = "db-test-key-0123456789";
 const CHANNEL_KEY: &str = "test-channel-key-0123";
 
+/// One account of a test stack: its pool and extra agent environment (e.g.
+/// `MOCK_ACP_BEHAVIOR`).
+#[derive(Debug, Clone)]
+pub struct AccountSpec {
+    pub pool_size: u32,
+    pub env: Vec<(String, String)>,
+}
+
+impl AccountSpec {
+    pub fn new(pool_size: u32) -> Self {
+        AccountSpec {
+            pool_size,
+            env: Vec::new(),
+        }
+    }
+
+    /// The mock agent's behaviour for every prompt without a directive.
+    pub fn behaviour(mut self, behaviour: &str) -> Self {
+        self.env
+            .push(("MOCK_ACP_BEHAVIOR".to_owned(), behaviour.to_owned()));
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StackOptions {
-    /// Accounts, each `pool_size` mock agents.
-    pub accounts: usize,
-    pub pool_size: u32,
+    /// The accounts, named `acct-1`, `acct-2`, ... in order.
+    pub accounts: Vec<AccountSpec>,
     /// `MOCK_ACP_DELAY_MS` for the agents.
     pub delay_ms: u32,
     pub queue_timeout: &'static str,
@@ -26,8 +49,7 @@ pub struct StackOptions {
 impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
-            accounts: 2,
-            pool_size: 3,
+            accounts: vec![AccountSpec::new(3), AccountSpec::new(3)],
             delay_ms: 0,
             queue_timeout: "30s",
         }
@@ -43,13 +65,20 @@ pub struct Stack {
 
 fn accounts_yaml(options: &StackOptions) -> String {
     let agent = binary("mock-acp-agent");
-    (1..=options.accounts)
-        .map(|i| {
+    options
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(i, account)| {
+            let mut env = format!("MOCK_ACP_DELAY_MS: \"{}\"", options.delay_ms);
+            for (key, value) in &account.env {
+                env.push_str(&format!(", {key}: \"{value}\""));
+            }
             format!(
-                "  - id: acct-{i}\n    pool_size: {}\n    models: [kiro]\n    agent:\n      command: {}\n      args: []\n      env: {{ MOCK_ACP_DELAY_MS: \"{}\" }}\n",
-                options.pool_size,
+                "  - id: acct-{}\n    pool_size: {}\n    models: [kiro]\n    agent:\n      command: {}\n      args: []\n      env: {{ {env} }}\n",
+                i + 1,
+                account.pool_size,
                 agent.display(),
-                options.delay_ms
             )
         })
         .collect()
@@ -166,6 +195,17 @@ impl Stack {
             }
             panic!("the stack did not become ready");
         }
+    }
+
+    /// Wait (up to 5 s) until some process of the stack has logged a line containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !self.processes.iter().any(|p| p.log().contains(needle)) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok()
     }
 
     /// Pids of agent processes (anything running in the stack's account directories).

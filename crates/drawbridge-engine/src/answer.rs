@@ -1,0 +1,169 @@
+//! One answer as the client sees it, across accounts: text from the account serving it, and,
+//! when that account fails after the first byte, the rest from the next-best account, which
+//! is given the conversation and the partial answer and asked to continue it (the worker
+//! splices its output so nothing is repeated). Only when no account can resume does the
+//! answer end with the error.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use drawbridge_core::tokens;
+use drawbridge_http::{ChatContext, EventStream};
+use drawbridge_types::worker::{PromptBody, WorkerEvent};
+use drawbridge_types::{ApiError, ChatCompletionRequest, CompletionEvent, Finish, Usage};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::{Engine, InflightGuard, RouteKey};
+
+/// The accounts one request has used, and how many more it may use.
+pub struct Attempts {
+    pub tried: HashSet<RouteKey>,
+    max: usize,
+}
+
+impl Attempts {
+    pub fn new(max: usize) -> Self {
+        Attempts {
+            tried: HashSet::new(),
+            max: max.max(1),
+        }
+    }
+
+    pub fn left(&self) -> bool {
+        self.tried.len() < self.max
+    }
+
+    pub fn used(&self) -> usize {
+        self.tried.len()
+    }
+
+    pub fn record(&mut self, key: RouteKey) {
+        self.tried.insert(key);
+    }
+}
+
+/// A started turn: its first content event, the rest, and its place in the in-flight count.
+pub struct Turn {
+    pub account: String,
+    pub first: Option<WorkerEvent>,
+    pub rest: BoxStream<'static, WorkerEvent>,
+    pub _guard: InflightGuard,
+}
+
+struct Answer {
+    engine: Arc<Engine>,
+    request: ChatCompletionRequest,
+    ctx: ChatContext,
+    attempts: Attempts,
+    turn: Turn,
+    /// Everything the client has received.
+    text: String,
+    done: bool,
+}
+
+pub fn stream(
+    engine: Arc<Engine>,
+    request: ChatCompletionRequest,
+    ctx: ChatContext,
+    attempts: Attempts,
+    turn: Turn,
+) -> EventStream {
+    let answer = Answer {
+        engine,
+        request,
+        ctx,
+        attempts,
+        turn,
+        text: String::new(),
+        done: false,
+    };
+    futures::stream::unfold(answer, |mut answer| async move {
+        let item = answer.next().await?;
+        Some((item, answer))
+    })
+    .boxed()
+}
+
+impl Answer {
+    async fn next(&mut self) -> Option<Result<CompletionEvent, ApiError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let event = match self.turn.first.take() {
+                Some(event) => event,
+                None => self.turn.rest.next().await.unwrap_or_else(|| {
+                    WorkerEvent::Error(ApiError::upstream(
+                        "The worker ended the answer before it was complete.",
+                    ))
+                }),
+            };
+            match event {
+                WorkerEvent::Started { .. } => continue,
+                WorkerEvent::Text(text) => {
+                    self.text.push_str(&text);
+                    return Some(Ok(CompletionEvent::Delta(text)));
+                }
+                WorkerEvent::Finished(summary) => {
+                    self.done = true;
+                    let completion_tokens = if self.attempts.used() > 1 {
+                        tokens::estimate_tokens(&self.text)
+                    } else {
+                        summary.completion_tokens
+                    };
+                    return Some(Ok(CompletionEvent::Finish(Finish {
+                        finish_reason: summary.finish_reason,
+                        usage: Usage::new(summary.prompt_tokens, completion_tokens),
+                    })));
+                }
+                WorkerEvent::Error(error) => match self.resume(error).await {
+                    Ok(turn) => self.turn = turn,
+                    Err(error) => {
+                        self.done = true;
+                        return Some(Err(error));
+                    }
+                },
+            }
+        }
+    }
+
+    /// The turn failed after its first byte: continue the answer on another account, or give
+    /// back the error when none can.
+    async fn resume(&mut self, error: ApiError) -> Result<Turn, ApiError> {
+        tracing::warn!(
+            request_id = self.ctx.request_id,
+            account = self.turn.account,
+            sent_chars = self.text.len(),
+            %error,
+            "answer broke off after its first byte"
+        );
+        let settings = self.engine.settings;
+        if !settings.resume_after_first_byte || !error.retryable() || !self.attempts.left() {
+            return Err(error);
+        }
+        let body = PromptBody::Resume {
+            messages: self.request.messages.clone(),
+            partial: self.text.clone(),
+        };
+        let engine = Arc::clone(&self.engine);
+        match engine
+            .start_turn(&self.request, &self.ctx, &mut self.attempts, body)
+            .await
+        {
+            Ok(turn) => {
+                tracing::info!(
+                    request_id = self.ctx.request_id,
+                    from = self.turn.account,
+                    to = turn.account,
+                    "answer resumed on another account"
+                );
+                Ok(turn)
+            }
+            Err(resume_error) => {
+                tracing::warn!(request_id = self.ctx.request_id, %resume_error, "no account could resume the answer");
+                Err(error)
+            }
+        }
+    }
+}

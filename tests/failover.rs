@@ -1,0 +1,131 @@
+//! Failover in both shapes: an account that fails before the first byte is replaced silently;
+//! one that fails after it is replaced by another account that continues the answer in the same
+//! client stream; only when no account can continue does the stream end with an error chunk.
+
+use serde_json::{Value, json};
+use test_support::{AccountSpec, Reply, Stack, StackOptions};
+
+fn go(stream: bool) -> Value {
+    json!({"model": "kiro", "stream": stream, "messages": [{"role": "user", "content": "count for me"}]})
+}
+
+fn streamed_text(reply: &Reply) -> (String, Vec<Value>) {
+    let chunks = reply.sse_chunks();
+    let text = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (text, chunks)
+}
+
+fn finishes(chunks: &[Value]) -> Vec<Value> {
+    chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .map(|c| c["choices"][0]["finish_reason"].clone())
+        .collect()
+}
+
+/// The first account (three slots, so it scores highest) breaks as `first` says; the second
+/// (one slot) answers with six numbered chunks, continuing a cut-off answer where it stopped.
+fn options(first: &str, second: &str) -> StackOptions {
+    StackOptions {
+        accounts: vec![
+            AccountSpec::new(3).behaviour(first),
+            AccountSpec::new(1).behaviour(second),
+        ],
+        ..StackOptions::default()
+    }
+}
+
+const ALL_SIX: &str = "chunk 0 chunk 1 chunk 2 chunk 3 chunk 4 chunk 5 ";
+
+async fn resumes_after_the_first_byte(stack: Stack) {
+    let client = stack.client();
+    let reply = client.chat(&go(true)).await;
+    assert_eq!(reply.status, 200);
+    let (text, chunks) = streamed_text(&reply);
+    assert_eq!(
+        text, ALL_SIX,
+        "the text before and after the splice arrives once each"
+    );
+    assert_eq!(finishes(&chunks), vec![json!("stop")]);
+    assert!(
+        chunks.iter().all(|c| c.get("error").is_none()),
+        "{chunks:?}"
+    );
+    assert!(
+        stack
+            .wait_for_log("answer resumed on another account")
+            .await,
+        "the first account really broke off and another resumed"
+    );
+
+    let reply = client.chat(&go(false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
+}
+
+async fn ends_with_an_error_chunk_when_nobody_can_resume(stack: Stack) {
+    let reply = stack.client().chat(&go(true)).await;
+    assert_eq!(reply.status, 200);
+    let (text, chunks) = streamed_text(&reply);
+    assert_eq!(
+        text, "chunk 0 chunk 1 ",
+        "what was sent stays sent, nothing is repeated"
+    );
+    assert_eq!(finishes(&chunks), vec![json!("error")]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error");
+    assert_eq!(reply.sse_data().last().map(String::as_str), Some("[DONE]"));
+    assert!(
+        stack
+            .wait_for_log("no account could resume the answer")
+            .await
+    );
+}
+
+async fn retries_before_the_first_byte(stack: Stack) {
+    let reply = stack.client().chat(&go(true)).await;
+    let (text, chunks) = streamed_text(&reply);
+    assert_eq!(text, ALL_SIX);
+    assert_eq!(finishes(&chunks), vec![json!("stop")]);
+    assert!(
+        stack
+            .wait_for_log("turn failed before its first byte")
+            .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_resumes_after_the_first_byte() {
+    resumes_after_the_first_byte(Stack::single(options("crash after=2", "stream n=6")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_resume_after_the_first_byte() {
+    resumes_after_the_first_byte(Stack::three(options("crash after=2", "stream n=6")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_ends_cleanly_when_no_account_can_resume() {
+    ends_with_an_error_chunk_when_nobody_can_resume(
+        Stack::single(options("crash after=2", "crash after=2")).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_end_cleanly_when_no_account_can_resume() {
+    ends_with_an_error_chunk_when_nobody_can_resume(
+        Stack::three(options("crash after=2", "crash after=2")).await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_before_the_first_byte_is_invisible() {
+    retries_before_the_first_byte(Stack::single(options("crash after=0", "stream n=6")).await)
+        .await;
+    retries_before_the_first_byte(Stack::three(options("crash after=0", "stream n=6")).await).await;
+}
