@@ -481,3 +481,56 @@ async fn permission_requests_follow_the_accounts_policy() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_registers_in_valkey_and_leaves_on_drain() {
+    let redis = test_support::redis::RedisServer::start();
+    let settings = format!(
+        "  heartbeat_interval: 200ms\n  heartbeat_ttl: 1s\nredis: {{ url: \"{}\" }}\n",
+        redis.url()
+    );
+    let mut worker = WorkerUnderTest::start(&settings, ONE_ACCOUNT, &[]).await;
+    let registry = drawbridge_state::ValkeyRegistry::connect(&redis.url())
+        .await
+        .unwrap();
+    use drawbridge_state::Registry as _;
+
+    // Registered, with its pools, and kept alive past several TTLs.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let pods = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let pods = registry.pods().await.unwrap();
+                if pods.iter().any(|p| {
+                    p.id == "worker-under-test"
+                        && p.updated_at_ms > seen.last().copied().unwrap_or(0)
+                }) {
+                    return pods;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the worker keeps heartbeating");
+        let pod = pods.iter().find(|p| p.id == "worker-under-test").unwrap();
+        assert_eq!(pod.models, vec!["kiro"]);
+        assert_eq!(pod.accounts[0].account, "solo");
+        assert_eq!(pod.accounts[0].size, 3);
+        assert!(pod.address.starts_with("http://127.0.0.1:"));
+        seen.push(pod.updated_at_ms);
+    }
+    assert_eq!(registry.pods_for_model("kiro").await.unwrap().len(), 1);
+
+    // Drain: the entry is gone before the process exits.
+    let drain = worker
+        .client()
+        .request(test_support::Method::POST, "/drain", "")
+        .await;
+    assert_eq!(drain.status, 202);
+    assert!(worker.process.wait().await.success());
+    assert!(
+        registry.pods().await.unwrap().is_empty(),
+        "deregistered on drain"
+    );
+    assert!(registry.pods_for_model("kiro").await.unwrap().is_empty());
+}

@@ -7,6 +7,7 @@
 pub mod grpc;
 pub mod http;
 mod pool;
+pub mod registration;
 mod turn;
 
 use std::collections::BTreeMap;
@@ -185,6 +186,44 @@ impl Worker {
             .collect();
         let report = drawbridge_types::HealthReport::from_accounts(&slots.accounts, slots.draining);
         (report.status, reasons)
+    }
+
+    /// This worker as a registry entry. `grpc_url` and `http_url` are where others reach it.
+    pub fn pod_record(
+        &self,
+        grpc_url: &str,
+        http_url: &str,
+        draining: bool,
+    ) -> drawbridge_state::PodRecord {
+        use drawbridge_state::PodStatus;
+        let slots = self.slots();
+        let mut models: Vec<String> = slots
+            .accounts
+            .iter()
+            .flat_map(|a| a.models.iter().cloned())
+            .collect();
+        models.sort();
+        models.dedup();
+        let (health, _) = self.health();
+        let status = if draining || slots.draining {
+            PodStatus::Draining
+        } else {
+            match health {
+                drawbridge_types::HealthStatus::Healthy => PodStatus::Healthy,
+                drawbridge_types::HealthStatus::Degraded => PodStatus::Degraded,
+                drawbridge_types::HealthStatus::Draining => PodStatus::Draining,
+                drawbridge_types::HealthStatus::Unhealthy => PodStatus::Unhealthy,
+            }
+        };
+        drawbridge_state::PodRecord {
+            id: self.id.clone(),
+            address: grpc_url.to_owned(),
+            http_address: http_url.to_owned(),
+            accounts: slots.accounts,
+            models,
+            status,
+            updated_at_ms: 0,
+        }
     }
 
     /// Ask the binary to drain (what `POST /drain` and the gRPC `Drain` do). Returns the number

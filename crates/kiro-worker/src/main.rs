@@ -7,6 +7,7 @@ use drawbridge_config::Role;
 use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
 use kiro_worker::Worker;
 use kiro_worker::grpc::GrpcWorker;
+use kiro_worker::registration::Registration;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,8 +30,10 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(config.worker.http_listen).await?;
     let servers = Shutdown::new();
     let worker = Worker::start(&config, Shutdown::new())?;
-    announce("grpc", grpc_listener.local_addr()?);
-    announce("http", http_listener.local_addr()?);
+    let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+    let registration = Registration::valkey(&config, worker.clone(), grpc_addr, http_addr).await?;
+    announce("grpc", grpc_addr);
+    announce("http", http_addr);
 
     let grpc = GrpcWorker::new(worker.clone());
     let stop = servers.clone();
@@ -58,6 +61,9 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
         }
     };
     tracing::info!("draining");
+    if let Some(registration) = registration {
+        registration.leave().await;
+    }
     worker.drain(config.worker.shutdown_grace).await;
     if keep_running {
         tracing::info!("drained; staying up until a signal");
