@@ -3,7 +3,7 @@ CARGO ?= cargo
 DEMO_CONFIG ?= config/demo.yaml
 DEMO_KEY := db-demo-key-change-me
 
-.PHONY: run test build release lint fmt deps clean
+.PHONY: run test build release bench lint fmt deps clean
 
 ## Build and start the single-node gateway with two mock accounts on :8080.
 run: build
@@ -26,6 +26,12 @@ build:
 
 release:
 	$(CARGO) build --workspace --bins --release --locked
+
+## Worker throughput and first-byte latency with the mock agent (release build); see BENCHMARKS.md.
+## Extra flags: make bench BENCH_ARGS="--duration 10" (drawbridge-bench --help lists them).
+bench:
+	$(CARGO) build --release --workspace --bins --locked
+	./target/release/drawbridge-bench $(BENCH_ARGS)
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

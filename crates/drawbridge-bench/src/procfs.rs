@@ -1,0 +1,125 @@
+//! CPU time and resident memory of processes, read from `/proc`.
+
+use std::collections::BTreeMap;
+
+use tokio::time::Instant;
+
+/// `/proc/<pid>/stat` counts CPU time in clock ticks of `USER_HZ`, which Linux fixes at 100
+/// for user space on every architecture we run on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One process at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStat {
+    /// User + system CPU time of all its threads, in ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size (`VmRSS`), KiB.
+    pub rss_kib: u64,
+}
+
+impl ProcStat {
+    /// The process `pid` now; `None` if it is gone.
+    pub fn read(pid: u32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: count fields after the last ')'.
+        // Field 3 (state) comes first there, so utime (14) and stime (15) are at 11 and 12.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss_kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        Some(ProcStat {
+            cpu_ticks: utime + stime,
+            rss_kib,
+        })
+    }
+}
+
+/// The processes of one scenario at one moment: the server under test (if any), its agents,
+/// and this benchmark process itself (the load generator).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    at: Instant,
+    server: Option<ProcStat>,
+    agents: BTreeMap<u32, ProcStat>,
+    bench: ProcStat,
+}
+
+impl Snapshot {
+    pub fn take(server: Option<u32>, agents: &[u32]) -> Snapshot {
+        Snapshot {
+            at: Instant::now(),
+            server: server.and_then(ProcStat::read),
+            agents: agents
+                .iter()
+                .filter_map(|&pid| ProcStat::read(pid).map(|stat| (pid, stat)))
+                .collect(),
+            bench: ProcStat::read(std::process::id()).unwrap_or_default(),
+        }
+    }
+
+    /// What was spent between `self` and `later`.
+    pub fn until(&self, later: &Snapshot) -> Usage {
+        let ticks =
+            |before: u64, after: u64| after.saturating_sub(before) as f64 / TICKS_PER_SECOND;
+        // Agents present at both ends; an agent replaced during the run is left out (the
+        // counts before and after show it).
+        let agents_cpu = self
+            .agents
+            .iter()
+            .filter_map(|(pid, before)| {
+                later
+                    .agents
+                    .get(pid)
+                    .map(|after| ticks(before.cpu_ticks, after.cpu_ticks))
+            })
+            .sum();
+        Usage {
+            seconds: later.at.duration_since(self.at).as_secs_f64(),
+            server_cpu: match (self.server, later.server) {
+                (Some(before), Some(after)) => ticks(before.cpu_ticks, after.cpu_ticks),
+                _ => 0.0,
+            },
+            agents_cpu,
+            bench_cpu: ticks(self.bench.cpu_ticks, later.bench.cpu_ticks),
+            server_rss_kib: (
+                self.server.map_or(0, |s| s.rss_kib),
+                later.server.map_or(0, |s| s.rss_kib),
+            ),
+            agents_rss_kib: (
+                self.agents.values().map(|a| a.rss_kib).sum(),
+                later.agents.values().map(|a| a.rss_kib).sum(),
+            ),
+            agents_count: (self.agents.len(), later.agents.len()),
+        }
+    }
+}
+
+/// CPU seconds spent and memory held over one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Wall-clock seconds between the two snapshots.
+    pub seconds: f64,
+    pub server_cpu: f64,
+    pub agents_cpu: f64,
+    pub bench_cpu: f64,
+    /// Before, after.
+    pub server_rss_kib: (u64, u64),
+    pub agents_rss_kib: (u64, u64),
+    pub agents_count: (usize, usize),
+}
+
+impl Usage {
+    /// CPU seconds as a percentage of one core over the run.
+    pub fn percent(&self, cpu_seconds: f64) -> f64 {
+        if self.seconds > 0.0 {
+            100.0 * cpu_seconds / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
