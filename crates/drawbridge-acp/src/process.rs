@@ -326,6 +326,9 @@ impl Core {
             .flatten();
         // The child's last words may still be in the pipe.
         let _ = tokio::time::timeout_at(deadline, self.stderr_done.cancelled()).await;
+        // And so may its last ACP messages: let the connection dispatch everything it read
+        // before EOF, so a prompt that fails here has delivered every chunk the agent sent.
+        let _ = tokio::time::timeout_at(deadline, self.connection_done.cancelled()).await;
         AcpError::Exited {
             status,
             stderr_tail: self.stderr_tail(),

@@ -229,6 +229,28 @@ async fn unknown_notifications_and_other_sessions_are_ignored() {
     assert_eq!(text_of(&events), "still fine");
 }
 
+/// The agent's exit can be noticed before its last stdout lines are read; the prompt must still
+/// deliver every chunk the agent wrote before dying. Repeated, because it is a race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_chunk_written_before_a_crash_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..15 {
+        let process = start(&spec(dir.path())).await;
+        let (events, outcome) = run(&process, "[[mock:crash after=5]]").await;
+        assert_eq!(texts(&events).len(), 5, "round {round}: {events:?}");
+        assert!(
+            matches!(
+                outcome,
+                Err(AcpError::Exited {
+                    status: Some(3),
+                    ..
+                })
+            ),
+            "round {round}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn crash_reports_exit_status_and_stderr() {
     let dir = tempfile::tempdir().unwrap();
