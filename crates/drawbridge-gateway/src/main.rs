@@ -3,51 +3,29 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use drawbridge_config::Role;
+use drawbridge_config::{Config, Role};
 use drawbridge_gateway::HttpEngine;
-use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
+use drawbridge_telemetry::{Shutdown, Signals, announce};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = match boot(Role::Gateway) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    drawbridge_telemetry::run_binary(Role::Gateway, run)
 }
 
-async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let shutdown = Shutdown::new();
     let backend = Arc::new(HttpEngine::new(
         &config.gateway.engine_url,
         config.gateway.engine_key.clone(),
-        std::time::Duration::from_secs(2),
+        Duration::from_secs(2),
     ));
     let listener = tokio::net::TcpListener::bind(config.gateway.listen).await?;
     announce("gateway", listener.local_addr()?);
     let router = drawbridge_gateway::router(&config, backend, shutdown.token().clone());
-    let stopping = shutdown.clone();
-    let server =
-        drawbridge_http::serve(listener, router, async move { stopping.cancelled().await });
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result?,
-        () = signals.recv() => {
-            tracing::info!("draining");
-            shutdown.cancel();
-            if tokio::time::timeout(config.gateway.shutdown_grace, server).await.is_err() {
-                tracing::warn!("requests still in flight at the drain deadline");
-            }
-        }
-    }
+    let grace = config.gateway.shutdown_grace;
+    drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -209,6 +209,32 @@ async fn method_not_allowed(request: Request) -> Response {
     response
 }
 
+/// Serve `router` until a SIGTERM/SIGINT (or until `shutdown` is cancelled elsewhere), then
+/// drain: `/health` says draining (the `ApiState::draining` token is `shutdown`'s), no new
+/// connection is accepted, and in-flight requests get `grace` to finish.
+pub async fn serve_until_signal(
+    listener: TcpListener,
+    router: Router,
+    shutdown: &drawbridge_telemetry::Shutdown,
+    signals: &mut drawbridge_telemetry::Signals,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let stopping = shutdown.clone();
+    let server = serve(listener, router, async move { stopping.cancelled().await });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = signals.recv() => {
+            tracing::info!("draining");
+            shutdown.cancel();
+            if tokio::time::timeout(grace, server).await.is_err() {
+                tracing::warn!("requests still in flight at the drain deadline");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How long `/health` may take before a backend counts as unhealthy (used by backends that
 /// ask another process).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

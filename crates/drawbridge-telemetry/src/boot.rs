@@ -47,6 +47,37 @@ pub fn boot(role: Role) -> Result<Config, ExitCode> {
     }
 }
 
+/// A binary's whole `main`: boot for `role` (config, validation, logging), run `run` on a
+/// multi-threaded runtime, and turn its result into the exit code (0, 1 on a runtime error, 2
+/// on a bad configuration).
+pub fn run_binary<F, Fut>(role: Role, run: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match boot(role) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Log a bound address in the one shape scripts and tests look for: `listening NAME=ADDR`.
 pub fn announce(name: &str, addr: SocketAddr) {
     tracing::info!(target: "drawbridge::listen", "listening {name}={addr}");

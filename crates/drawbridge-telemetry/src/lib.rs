@@ -3,7 +3,7 @@
 pub mod boot;
 pub mod shutdown;
 
-pub use boot::{announce, boot};
+pub use boot::{announce, boot, run_binary};
 pub use shutdown::{Shutdown, Signals};
 
 use drawbridge_config::{LogConfig, LogFormat};

@@ -6,9 +6,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use drawbridge_config::Role;
+use drawbridge_config::{Config, Role};
 use drawbridge_engine::{Engine, EngineSettings, WorkerConn};
-use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
+use drawbridge_telemetry::{Shutdown, Signals, announce};
 use drawbridge_types::ApiError;
 use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
 use futures::future::BoxFuture;
@@ -33,22 +33,11 @@ impl WorkerConn for LocalWorker {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = match boot(Role::AllInOne) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    drawbridge_telemetry::run_binary(Role::AllInOne, run)
 }
 
-async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let listener = tokio::net::TcpListener::bind(config.gateway.listen).await?;
     let shutdown = Shutdown::new();
@@ -64,21 +53,8 @@ async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
 
     announce("gateway", listener.local_addr()?);
     let router = drawbridge_gateway::router(&config, engine, shutdown.token().clone());
-    let stopping = shutdown.clone();
-    let server =
-        drawbridge_http::serve(listener, router, async move { stopping.cancelled().await });
-    tokio::pin!(server);
     let grace = config.gateway.shutdown_grace;
-    tokio::select! {
-        result = &mut server => result?,
-        () = signals.recv() => {
-            tracing::info!("draining");
-            shutdown.cancel();
-            if tokio::time::timeout(grace, server).await.is_err() {
-                tracing::warn!("requests still in flight at the drain deadline");
-            }
-        }
-    }
+    drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
     worker.drain(grace).await;
     shutdown.drain(grace).await;
     tracing::info!("stopped");

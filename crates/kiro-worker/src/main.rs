@@ -3,28 +3,17 @@
 
 use std::process::ExitCode;
 
-use drawbridge_config::Role;
-use drawbridge_telemetry::{Shutdown, Signals, announce, boot};
+use drawbridge_config::{Config, Role};
+use drawbridge_telemetry::{Shutdown, Signals, announce};
 use kiro_worker::Worker;
 use kiro_worker::grpc::GrpcWorker;
 use kiro_worker::registration::Registration;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = match boot(Role::Worker) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    drawbridge_telemetry::run_binary(Role::Worker, run)
 }
 
-async fn run(config: drawbridge_config::Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let grpc_listener = tokio::net::TcpListener::bind(config.worker.grpc_listen).await?;
     let http_listener = tokio::net::TcpListener::bind(config.worker.http_listen).await?;
