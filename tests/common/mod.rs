@@ -196,9 +196,18 @@ pub async fn errors(client: &Client) {
     assert_eq!(unknown_model.status, 404, "{}", unknown_model.text());
     assert_eq!(error_code(&unknown_model), "model_not_found");
 
-    let huge = "x".repeat(5 * 1024 * 1024);
-    let too_large = client.chat(&user(&huge)).await;
-    assert_eq!(too_large.status, 413);
+    // Over the 4 MiB limit, several times and sizes: the client must get the 413 every time,
+    // never a connection closed mid-upload.
+    for size in [
+        4 * 1024 * 1024 + 1,
+        5 * 1024 * 1024,
+        9 * 1024 * 1024,
+        6 * 1024 * 1024,
+    ] {
+        let too_large = client.chat(&user(&"x".repeat(size))).await;
+        assert_eq!(too_large.status, 413, "{size} bytes");
+        assert_eq!(error_code(&too_large), "payload_too_large");
+    }
 
     let nowhere = client.get("/v1/nowhere").await;
     assert_eq!(nowhere.status, 404);

@@ -146,19 +146,51 @@ async fn start_chat(
     }
 }
 
+/// How much of an over-long body is read and thrown away before answering 413, so the client
+/// finishes sending and then reads the answer (a server that answers and closes mid-upload makes
+/// clients see a broken connection instead of the 413).
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// How long reading a request body may take in all.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
-        let too_large = std::error::Error::source(&err)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
-                ErrorKind::PayloadTooLarge,
-                format!("The request body is larger than the limit of {limit} bytes."),
-            )
-        } else {
-            ApiError::invalid_request(format!("Could not read the request body: {err}"))
+    use futures::StreamExt;
+    let mut frames = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let read = async {
+        while let Some(frame) = frames.next().await {
+            let frame = frame.map_err(|err| {
+                ApiError::invalid_request(format!("Could not read the request body: {err}"))
+            })?;
+            seen = seen.saturating_add(frame.len());
+            if seen > limit {
+                buf.clear(); // over the limit: drain, keep nothing
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            } else {
+                buf.extend_from_slice(&frame);
+            }
         }
-    })
+        Ok::<_, ApiError>(())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorKind::Timeout,
+                "The request body took too long to arrive.",
+            ));
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        ));
+    }
+    Ok(buf.freeze())
 }
 
 async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Response {
