@@ -18,6 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use drawbridge_types::openai::ModelList;
 use drawbridge_types::{
     ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, HealthReport, HealthStatus,
@@ -82,7 +83,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    axum::serve(listener.tap_io(set_nodelay), router)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -239,6 +240,14 @@ async fn method_not_allowed(request: Request) -> Response {
     .into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
+}
+
+/// Turn Nagle's algorithm off on an accepted connection: SSE chunks are small and must leave at
+/// once (with Nagle and delayed ACKs, a stream stalls about 40 ms per chunk).
+pub fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
 }
 
 /// Serve `router` until a SIGTERM/SIGINT (or until `shutdown` is cancelled elsewhere), then

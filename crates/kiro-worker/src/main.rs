@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt as _;
 use drawbridge_config::{Config, Role};
 use drawbridge_telemetry::{Shutdown, Signals, announce};
 use kiro_worker::Worker;
@@ -34,7 +35,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stop = servers.clone();
     let router = kiro_worker::http::router(worker.clone());
     servers.spawn(async move {
-        let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {
+        let listener = http_listener.tap_io(drawbridge_http::set_nodelay);
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             stop.cancelled().await;
         });
         if let Err(error) = serve.await {
