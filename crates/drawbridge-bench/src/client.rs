@@ -245,3 +245,49 @@ pub async fn client(addr: SocketAddr, body: Bytes, expect: Expect, until: Until)
     }
     load
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_content_skips_role_only_chunks() {
+        let role = br#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        let text = br#"data: {"choices":[{"index":0,"delta":{"content":"hello "}}]}"#;
+        assert!(!has_content(role));
+        assert!(has_content(text));
+        assert!(!has_content(b"data: [DONE]"));
+        assert!(!has_content(b": keep-alive"));
+    }
+
+    #[test]
+    fn answers_are_checked() {
+        let json = Expect::Json(Bytes::from_static(br#""content":"hi there""#));
+        assert!(
+            json.check(
+                200,
+                br#"{"choices":[{"message":{"role":"assistant","content":"hi there"}}]}"#
+            )
+            .is_ok()
+        );
+        assert!(json.check(200, br#"{"content":"hi"}"#).is_err());
+        assert!(json.check(503, br#""content":"hi there""#).is_err());
+        let stream = Expect::Stream;
+        assert!(
+            stream
+                .check(
+                    200,
+                    b"data: {\"finish_reason\":\"stop\"}\n\ndata: [DONE]\n\n"
+                )
+                .is_ok()
+        );
+        assert!(
+            stream
+                .check(
+                    200,
+                    b"data: {\"finish_reason\":\"error\"}\n\ndata: [DONE]\n\n"
+                )
+                .is_err()
+        );
+    }
+}
