@@ -129,3 +129,39 @@ async fn a_failure_before_the_first_byte_is_invisible() {
         .await;
     retries_before_the_first_byte(Stack::three(options("crash after=0", "stream n=6")).await).await;
 }
+
+/// An account whose agent always fails is isolated after `failure_threshold` failures: later
+/// requests go straight to the healthy account, and no client ever sees an error.
+async fn a_failing_account_is_isolated(stack: Stack) {
+    let client = stack.client();
+    for i in 0..6 {
+        let reply = client.chat(&go(false)).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+        assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
+    }
+    assert!(stack.wait_for_log("circuit breaker transition").await);
+    let opened = stack.count_log_lines(&["circuit breaker transition", "acct-1", "to=\"open\""]);
+    assert_eq!(opened, 1, "the failing account's breaker opened once");
+    let failures = stack.count_log_lines(&["turn failed before its first byte", "acct-1"]);
+    assert_eq!(
+        failures, 2,
+        "after two failures the account got no more traffic"
+    );
+}
+
+fn breaker_options() -> StackOptions {
+    StackOptions {
+        engine_yaml: "health: { circuit_breaker: { failure_threshold: 2, window_size: 10, reset_timeout: 60s } }\n".to_owned(),
+        ..options("crash after=0", "stream n=6")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_isolates_a_failing_account() {
+    a_failing_account_is_isolated(Stack::single(breaker_options()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_isolate_a_failing_account() {
+    a_failing_account_is_isolated(Stack::three(breaker_options()).await).await;
+}

@@ -79,6 +79,7 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     pub continuation: ContinuationConfig,
     pub sanitize: SanitizeConfig,
+    pub health: HealthConfig,
     pub redis: Option<RedisConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -290,6 +291,36 @@ impl Default for AgentConfig {
             home: None,
             env: BTreeMap::new(),
             allow_tools: Vec::new(),
+        }
+    }
+}
+
+/// Account health as the engine judges it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// Per-account circuit breaker: `failure_threshold` failures among the last `window_size`
+/// outcomes open it; after `reset_timeout`, `half_open_probes` requests test the account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub reset_timeout: Duration,
+    pub window_size: u32,
+    pub half_open_probes: u32,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 3,
+            reset_timeout: Duration::from_secs(60),
+            window_size: 10,
+            half_open_probes: 1,
         }
     }
 }
@@ -530,6 +561,20 @@ impl Config {
                 "must be a redis:// or rediss:// URL",
             ));
         }
+        let cb = &self.health.circuit_breaker;
+        if cb.window_size == 0 || cb.failure_threshold == 0 || cb.failure_threshold > cb.window_size
+        {
+            return Err(ConfigError::invalid(
+                "health.circuit_breaker.failure_threshold",
+                "must be between 1 and health.circuit_breaker.window_size",
+            ));
+        }
+        if cb.half_open_probes == 0 {
+            return Err(ConfigError::invalid(
+                "health.circuit_breaker.half_open_probes",
+                "must be at least 1",
+            ));
+        }
         if !(1..=10).contains(&self.engine.max_attempts) {
             return Err(ConfigError::invalid(
                 "engine.max_attempts",
@@ -657,6 +702,14 @@ accounts:
         )
         .unwrap();
         assert_eq!(seeds.sanitize.mode, SanitizeModeConfig::Xml);
+        let breaker = Config::from_yaml(
+            "health: { circuit_breaker: { failure_threshold: 3, reset_timeout: 60s, window_size: 10 } }",
+        )
+        .unwrap();
+        assert_eq!(
+            breaker.health.circuit_breaker.reset_timeout,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]

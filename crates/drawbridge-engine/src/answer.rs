@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use drawbridge_core::breaker::{Outcome, classify};
 use drawbridge_core::tokens;
 use drawbridge_http::{ChatContext, EventStream};
 use drawbridge_types::worker::{PromptBody, WorkerEvent};
@@ -48,6 +49,8 @@ pub struct Turn {
     pub account: String,
     pub first: Option<WorkerEvent>,
     pub rest: BoxStream<'static, WorkerEvent>,
+    /// The account's circuit-breaker ticket, resolved when the turn ends.
+    pub ticket: Option<crate::breakers::Ticket>,
     pub _guard: InflightGuard,
 }
 
@@ -107,6 +110,9 @@ impl Answer {
                 }
                 WorkerEvent::Finished(summary) => {
                     self.done = true;
+                    if let Some(ticket) = self.turn.ticket.take() {
+                        ticket.record(Outcome::Success);
+                    }
                     let completion_tokens = if self.attempts.used() > 1 {
                         tokens::estimate_tokens(&self.text)
                     } else {
@@ -131,6 +137,9 @@ impl Answer {
     /// The turn failed after its first byte: continue the answer on another account, or give
     /// back the error when none can.
     async fn resume(&mut self, error: ApiError) -> Result<Turn, ApiError> {
+        if let Some(ticket) = self.turn.ticket.take() {
+            ticket.record(classify(error.kind));
+        }
         tracing::warn!(
             request_id = self.ctx.request_id,
             account = self.turn.account,

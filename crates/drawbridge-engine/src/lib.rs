@@ -5,6 +5,7 @@
 //! and NEW-API call) through [`drawbridge_http`].
 
 mod answer;
+mod breakers;
 pub mod workers;
 
 use std::collections::{HashMap, HashSet};
@@ -44,13 +45,21 @@ pub struct EngineSettings {
     pub max_attempts: usize,
     /// Resume an answer that broke off after its first byte on another account.
     pub resume_after_first_byte: bool,
+    pub breaker: drawbridge_core::breaker::BreakerConfig,
 }
 
 impl EngineSettings {
-    pub fn from_config(config: &drawbridge_config::EngineConfig) -> Self {
+    pub fn from_config(config: &drawbridge_config::Config) -> Self {
+        let cb = &config.health.circuit_breaker;
         EngineSettings {
-            max_attempts: config.max_attempts as usize,
-            resume_after_first_byte: config.resume_after_first_byte,
+            max_attempts: config.engine.max_attempts as usize,
+            resume_after_first_byte: config.engine.resume_after_first_byte,
+            breaker: drawbridge_core::breaker::BreakerConfig {
+                failure_threshold: cb.failure_threshold,
+                window_size: cb.window_size,
+                reset_timeout: cb.reset_timeout,
+                half_open_probes: cb.half_open_probes,
+            },
         }
     }
 }
@@ -60,6 +69,7 @@ impl Default for EngineSettings {
         EngineSettings {
             max_attempts: 3,
             resume_after_first_byte: true,
+            breaker: drawbridge_core::breaker::BreakerConfig::default(),
         }
     }
 }
@@ -67,6 +77,7 @@ impl Default for EngineSettings {
 pub struct Engine {
     me: Weak<Engine>,
     settings: EngineSettings,
+    breakers: Arc<breakers::Breakers>,
     workers: Vec<Arc<dyn WorkerConn>>,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
@@ -83,6 +94,7 @@ impl Engine {
     ) -> Arc<Engine> {
         Arc::new_cyclic(|me| Engine {
             me: me.clone(),
+            breakers: breakers::Breakers::new(settings.breaker),
             settings,
             workers,
             routes: RwLock::new(Vec::new()),
@@ -181,6 +193,7 @@ impl Engine {
         let candidates: Vec<Candidate<Route>> = serving
             .into_iter()
             .filter(|r| !r.draining && r.slots.status != AccountStatus::Unhealthy)
+            .filter(|r| !self.breakers.is_open(&r.slots.account))
             .filter(|r| !tried.contains(&(r.worker, r.slots.account.clone())))
             .map(|route| {
                 let mine = inflight
@@ -244,6 +257,9 @@ impl Engine {
             };
             let key = (route.worker, route.slots.account.clone());
             attempts.record(key.clone());
+            let Some(ticket) = self.breakers.admit(&route.slots.account) else {
+                continue; // its breaker has no probe slot left: the next account
+            };
             let input = PromptInput {
                 request_id: ctx.request_id.clone(),
                 model: request.model.clone(),
@@ -265,6 +281,7 @@ impl Engine {
                         account: route.slots.account,
                         first: Some(first),
                         rest,
+                        ticket: Some(ticket),
                         _guard: guard,
                     });
                 }
@@ -277,6 +294,7 @@ impl Engine {
                         %error,
                         "turn failed before its first byte"
                     );
+                    ticket.record(drawbridge_core::breaker::classify(error.kind));
                     if !error.retryable() {
                         return Err(error);
                     }

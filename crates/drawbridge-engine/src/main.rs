@@ -22,7 +22,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.engine.connect_timeout,
         )?));
     }
-    let settings = EngineSettings::from_config(&config.engine);
+    let settings = EngineSettings::from_config(&config);
     let engine = Engine::new(workers, settings, shutdown.child());
     engine.refresh().await;
     engine.spawn_refresher(config.engine.refresh_interval);

@@ -44,7 +44,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let worker = Worker::start(&config, Shutdown::new())?;
     let engine = Engine::new(
         vec![Arc::new(LocalWorker(worker.clone()))],
-        EngineSettings::from_config(&config.engine),
+        EngineSettings::from_config(&config),
         shutdown.child(),
     );
     engine.refresh().await;

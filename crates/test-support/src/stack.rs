@@ -44,6 +44,8 @@ pub struct StackOptions {
     /// `MOCK_ACP_DELAY_MS` for the agents.
     pub delay_ms: u32,
     pub queue_timeout: &'static str,
+    /// More top-level YAML for the process that runs the engine (e.g. `health:`).
+    pub engine_yaml: String,
 }
 
 impl Default for StackOptions {
@@ -52,6 +54,7 @@ impl Default for StackOptions {
             accounts: vec![AccountSpec::new(3), AccountSpec::new(3)],
             delay_ms: 0,
             queue_timeout: "30s",
+            engine_yaml: String::new(),
         }
     }
 }
@@ -98,10 +101,11 @@ impl Stack {
             "node: {{ id: single }}\n\
              gateway:\n  listen: 127.0.0.1:0\n  api_keys: [{{ name: test, key: {API_KEY} }}]\n  shutdown_grace: 20s\n\
              worker:\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n\
-             accounts:\n{}",
+             accounts:\n{}{}",
             dir.path().join("accounts").display(),
             options.queue_timeout,
-            accounts_yaml(&options)
+            accounts_yaml(&options),
+            options.engine_yaml
         );
         let config = write(dir.path(), "drawbridge.yaml", &yaml);
         let process = Process::start("drawbridge", &config, &[], &["gateway"]).await;
@@ -135,8 +139,9 @@ impl Stack {
         .await;
         let engine_yaml = format!(
             "node: {{ id: engine-1 }}\n\
-             engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY} }}]\n",
-            worker.addr("grpc")
+             engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY} }}]\n{}",
+            worker.addr("grpc"),
+            options.engine_yaml
         );
         let engine = Process::start(
             "drawbridge-engine",
@@ -206,6 +211,19 @@ impl Stack {
         })
         .await
         .is_ok()
+    }
+
+    /// How many log lines of the stack's processes contain every one of `needles`.
+    pub fn count_log_lines(&self, needles: &[&str]) -> usize {
+        self.processes
+            .iter()
+            .map(|p| {
+                p.log()
+                    .lines()
+                    .filter(|line| needles.iter().all(|n| line.contains(n)))
+                    .count()
+            })
+            .sum()
     }
 
     /// Pids of agent processes (anything running in the stack's account directories).
