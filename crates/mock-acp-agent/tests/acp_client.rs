@@ -237,7 +237,11 @@ async fn every_chunk_written_before_a_crash_is_delivered() {
     for round in 0..15 {
         let process = start(&spec(dir.path())).await;
         let (events, outcome) = run(&process, "[[mock:crash after=5]]").await;
-        assert_eq!(texts(&events).len(), 5, "round {round}: {events:?}");
+        assert_eq!(
+            texts(&events).len(),
+            5,
+            "round {round}: {events:?} {outcome:?}"
+        );
         assert!(
             matches!(
                 outcome,
