@@ -147,6 +147,13 @@ async fn a_failing_account_is_isolated(stack: Stack) {
         failures, 2,
         "after two failures the account got no more traffic"
     );
+    // On-call sees it: one of two accounts is out, so the service is degraded, and only the
+    // healthy account's slot counts as available.
+    let health = client.with_key(None).get("/health").await;
+    assert_eq!(health.status, 200);
+    let health = health.json();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["available_slots"], 1, "{health}");
 }
 
 fn breaker_options() -> StackOptions {

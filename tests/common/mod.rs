@@ -166,7 +166,11 @@ pub async fn errors(client: &Client) {
     assert_eq!(no_key.status, 401);
 
     let bad_json = client
-        .request(http_post(), "/v1/chat/completions", "{\"model\": ")
+        .request(
+            test_support::Method::POST,
+            "/v1/chat/completions",
+            "{\"model\": ",
+        )
         .await;
     assert_eq!(bad_json.status, 400, "{}", bad_json.text());
     assert_eq!(bad_json.json()["error"]["type"], "invalid_request_error");
@@ -212,10 +216,6 @@ pub async fn errors(client: &Client) {
     let nowhere = client.get("/v1/nowhere").await;
     assert_eq!(nowhere.status, 404);
     error_code(&nowhere);
-}
-
-fn http_post() -> test_support::Method {
-    test_support::Method::POST
 }
 
 pub async fn models_and_health(client: &Client) {

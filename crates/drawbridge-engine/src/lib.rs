@@ -171,8 +171,20 @@ impl Engine {
         ids
     }
 
+    /// Health as the engine sees it: an account whose circuit breaker is open counts as
+    /// unhealthy (and its slots as unavailable), whatever its worker reports.
     pub fn health_report(&self) -> HealthReport {
-        let accounts: Vec<AccountSlots> = self.routes().into_iter().map(|r| r.slots).collect();
+        let accounts: Vec<AccountSlots> = self
+            .routes()
+            .into_iter()
+            .map(|r| {
+                let mut slots = r.slots;
+                if self.breakers.is_open(&slots.account) {
+                    slots.status = AccountStatus::Unhealthy;
+                }
+                slots
+            })
+            .collect();
         HealthReport::from_accounts(&accounts, self.shutdown.is_cancelled())
     }
 

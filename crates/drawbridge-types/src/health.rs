@@ -16,6 +16,15 @@ pub enum HealthStatus {
 }
 
 impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Draining => "draining",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+
     /// Whether a load balancer should send traffic here.
     pub fn is_serving(self) -> bool {
         matches!(self, HealthStatus::Healthy | HealthStatus::Degraded)
@@ -113,5 +122,13 @@ mod tests {
         let h = HealthReport::from_accounts(&[account(AccountStatus::Healthy, 1, 1)], true);
         assert_eq!(h.status, HealthStatus::Draining);
         assert!(!h.status.is_serving());
+        for status in [
+            HealthStatus::Healthy,
+            HealthStatus::Degraded,
+            HealthStatus::Draining,
+            HealthStatus::Unhealthy,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
     }
 }

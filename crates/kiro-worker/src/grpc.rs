@@ -53,8 +53,10 @@ impl drawbridge_proto::Worker for GrpcWorker {
         _: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthReply>, Status> {
         let (status, reasons) = self.worker.health();
-        let status = serde_status(status);
-        Ok(Response::new(pb::HealthReply { status, reasons }))
+        Ok(Response::new(pb::HealthReply {
+            status: status.as_str().to_owned(),
+            reasons,
+        }))
     }
 
     async fn drain(
@@ -67,17 +69,6 @@ impl drawbridge_proto::Worker for GrpcWorker {
             in_flight,
         }))
     }
-}
-
-fn serde_status(status: drawbridge_types::HealthStatus) -> String {
-    use drawbridge_types::HealthStatus as H;
-    match status {
-        H::Healthy => "healthy",
-        H::Degraded => "degraded",
-        H::Draining => "draining",
-        H::Unhealthy => "unhealthy",
-    }
-    .to_owned()
 }
 
 /// Serve gRPC on `listener` until `shutdown` resolves.
