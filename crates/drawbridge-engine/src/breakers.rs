@@ -41,6 +41,15 @@ impl Breakers {
         })
     }
 
+    /// The breaker's state as `closed`, `open` or `half_open` (an account never seen is closed).
+    pub fn state_of(&self, account: &str) -> &'static str {
+        self.by_account
+            .lock()
+            .ok()
+            .and_then(|m| m.get(account).map(|b| b.state().as_str()))
+            .unwrap_or(drawbridge_core::breaker::BreakerState::Closed.as_str())
+    }
+
     /// Admit a request to `account`: a ticket that must be resolved with its outcome, or `None`
     /// when the breaker refuses it.
     pub fn admit(self: &Arc<Self>, account: &str) -> Option<Ticket> {

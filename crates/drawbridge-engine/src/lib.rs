@@ -17,7 +17,7 @@ use drawbridge_core::schedule::{self, Candidate};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
-use drawbridge_types::{ApiError, ChatCompletionRequest, HealthReport};
+use drawbridge_types::{AccountView, ApiError, ChatCompletionRequest, HealthReport};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -186,6 +186,33 @@ impl Engine {
             })
             .collect();
         HealthReport::from_accounts(&accounts, self.shutdown.is_cancelled())
+    }
+
+    /// Every account as the engine sees it, for `/admin/accounts` and the per-account metrics.
+    pub fn account_views(&self) -> Vec<AccountView> {
+        self.routes()
+            .into_iter()
+            .map(|r| {
+                let open = self.breakers.is_open(&r.slots.account);
+                AccountView {
+                    worker: self.workers[r.worker].name().to_owned(),
+                    breaker: self.breakers.state_of(&r.slots.account).to_owned(),
+                    status: if open {
+                        AccountStatus::Unhealthy
+                    } else {
+                        r.slots.status
+                    },
+                    credits: None,
+                    slots: r.slots.size,
+                    busy: r.slots.busy,
+                    queue_depth: r.slots.queue_depth,
+                    draining: r.draining,
+                    models: r.slots.models,
+                    last_error: r.slots.last_error,
+                    account: r.slots.account,
+                }
+            })
+            .collect()
     }
 
     /// Pick the best route for `model`, skipping accounts already tried.
@@ -361,6 +388,10 @@ impl ChatBackend for Engine {
     fn health(&self) -> BoxFuture<'_, HealthReport> {
         futures::future::ready(self.health_report()).boxed()
     }
+
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
+        futures::future::ready(Ok(self.account_views())).boxed()
+    }
 }
 
 /// The engine's internal OpenAI-compatible API.
@@ -369,7 +400,7 @@ pub fn router(
     config: &drawbridge_config::Config,
     draining: CancellationToken,
 ) -> axum::Router {
-    drawbridge_http::openai_router(drawbridge_http::ApiState {
+    drawbridge_http::internal_router(drawbridge_http::ApiState {
         backend: engine,
         keys: Arc::new(drawbridge_http::Keys::optional(&config.engine.channel_keys)),
         max_body_bytes: config.gateway.max_body_bytes,

@@ -11,8 +11,8 @@ use drawbridge_http::{ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
 use drawbridge_types::openai::{ModelList, StreamOptions};
 use drawbridge_types::sse::SseDecoder;
 use drawbridge_types::{
-    ApiError, ChatCompletionRequest, ChunkReader, CompletionEvent, ErrorBody, ErrorKind,
-    HealthReport, HealthStatus,
+    AccountView, ApiError, ChatCompletionRequest, ChunkReader, CompletionEvent, ErrorBody,
+    ErrorKind, HealthReport, HealthStatus,
 };
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -229,6 +229,31 @@ impl ChatBackend for HttpEngine {
                 .ok()
                 .flatten()
                 .unwrap_or(unhealthy)
+        }
+        .boxed()
+    }
+
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            accounts: Vec<AccountView>,
+        }
+        async move {
+            let response = self
+                .send(Method::GET, "/internal/accounts", Bytes::new(), None)
+                .await?;
+            if response.status() != StatusCode::OK {
+                return Err(error_from(response).await);
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| ApiError::upstream("The engine's account list broke off."))?
+                .to_bytes();
+            let list: List = serde_json::from_slice(&body)
+                .map_err(|_| ApiError::upstream("The engine sent a malformed account list."))?;
+            Ok(list.accounts)
         }
         .boxed()
     }

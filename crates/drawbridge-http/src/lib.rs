@@ -21,7 +21,8 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use drawbridge_types::openai::ModelList;
 use drawbridge_types::{
-    ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, HealthReport, HealthStatus,
+    AccountView, ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, HealthReport,
+    HealthStatus,
 };
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -54,6 +55,9 @@ pub trait ChatBackend: Send + Sync + 'static {
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>>;
 
     fn health(&self) -> BoxFuture<'_, HealthReport>;
+
+    /// Every account as the engine sees it (`GET /internal/accounts` on the engine).
+    fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>>;
 }
 
 /// What the router needs.
@@ -75,6 +79,16 @@ pub fn openai_router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// The engine's internal API: [`openai_router`] plus `GET /internal/accounts` (behind the same
+/// channel keys), which the gateway's admin API reads. Not for the public side: a client key
+/// must not see the accounts.
+pub fn internal_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/internal/accounts", get(list_accounts))
+        .with_state(state.clone())
+        .merge(openai_router(state))
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves, then finish in-flight requests.
@@ -201,6 +215,18 @@ async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Respo
         ids.sort();
         ids.dedup();
         Ok::<_, ApiError>(axum::Json(ModelList::new(ids, 0)))
+    }
+    .await;
+    result.into_response()
+}
+
+/// The accounts behind this API, for operators (the gateway's `/admin/accounts` reads the
+/// engine's through it). Behind the same keys as the rest of the API.
+async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let result = async {
+        state.keys.authenticate(&headers)?;
+        let accounts = state.backend.accounts().await?;
+        Ok::<_, ApiError>(axum::Json(serde_json::json!({ "accounts": accounts })))
     }
     .await;
     result.into_response()

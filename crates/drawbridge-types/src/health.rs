@@ -132,3 +132,26 @@ mod tests {
         }
     }
 }
+
+/// One account as the engine sees it: what `GET /admin/accounts` lists and what the
+/// per-account metrics export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub account: String,
+    /// The worker holding the account's pool.
+    pub worker: String,
+    pub models: Vec<String>,
+    /// The account's status after the engine's own judgement (an open breaker makes it
+    /// unhealthy whatever the worker reports).
+    pub status: crate::worker::AccountStatus,
+    pub slots: u32,
+    pub busy: u32,
+    pub queue_depth: u32,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+    /// Credits left; `None` when the account's credits are not tracked.
+    pub credits: Option<i64>,
+    pub last_error: Option<String>,
+    /// The worker is draining: it takes no new turns.
+    pub draining: bool,
+}
