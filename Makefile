@@ -3,7 +3,7 @@ CARGO ?= cargo
 DEMO_CONFIG ?= config/demo.yaml
 DEMO_KEY := db-demo-key-change-me
 
-.PHONY: run test build release bench lint fmt deps clean
+.PHONY: run test build release bench lint fmt deps clean prepare-docker up up-multi up-monitoring down
 
 ## Build and start the single-node gateway with two mock accounts on :8080.
 run: build
@@ -32,6 +32,29 @@ release:
 bench:
 	$(CARGO) build --release --workspace --bins --locked
 	./target/release/drawbridge-bench $(BENCH_ARGS)
+
+## Docker Compose (compose/docker-compose.yml; see README "Deploying").
+COMPOSE ?= docker compose -f compose/docker-compose.yml
+WORKERS ?= 3
+
+prepare-docker:
+	$(COMPOSE) --profile multi build
+	docker build -f compose/Dockerfile --target drawbridge -t drawbridge:latest .
+
+## ValKey, an engine, $(WORKERS) workers and a gateway on :8080.
+up:
+	$(COMPOSE) up -d --scale kiro-worker=$(WORKERS)
+
+## Two gateways and two engines behind nginx on :8000.
+up-multi:
+	$(COMPOSE) --profile multi up -d --scale kiro-worker=$(WORKERS)
+
+## The stack plus Prometheus (:9090) and Grafana (:3000, dashboard "Drawbridge").
+up-monitoring:
+	$(COMPOSE) --profile monitoring up -d --scale kiro-worker=$(WORKERS)
+
+down:
+	$(COMPOSE) --profile multi --profile monitoring down
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -21,7 +21,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.gateway.engine_key.clone(),
         Duration::from_secs(2),
     ));
-    let listener = tokio::net::TcpListener::bind(config.gateway.listen).await?;
+    let listener = drawbridge_http::bind_or_inherit(config.gateway.listen).await?;
     announce("gateway", listener.local_addr()?);
     let router = drawbridge_gateway::router(&config, backend, shutdown.token().clone());
     let grace = config.gateway.shutdown_grace;

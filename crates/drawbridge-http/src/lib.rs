@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod events;
+mod listen;
 pub mod render;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Caller, Keys};
+pub use listen::bind_or_inherit;
 
 /// The answer to one chat request: text, then one `Finish`; failures as `Err` items.
 pub type EventStream = BoxStream<'static, Result<CompletionEvent, ApiError>>;

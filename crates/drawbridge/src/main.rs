@@ -39,7 +39,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
-    let listener = tokio::net::TcpListener::bind(config.gateway.listen).await?;
+    let listener = drawbridge_http::bind_or_inherit(config.gateway.listen).await?;
     let shutdown = Shutdown::new();
     let worker = Worker::start(&config, Shutdown::new())?;
     let engine = Engine::new(

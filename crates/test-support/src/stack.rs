@@ -11,7 +11,7 @@ use crate::process::{Process, binary, processes_under};
 
 /// The client key every test stack accepts.
 pub const API_KEY: &str = "db-test-key-0123456789";
-const CHANNEL_KEY: &str = "test-channel-key-0123";
+pub const CHANNEL_KEY: &str = "test-channel-key-0123";
 
 /// One account of a test stack: its pool and extra agent environment (e.g.
 /// `MOCK_ACP_BEHAVIOR`).
