@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod events;
+mod inflight;
 mod listen;
 pub mod render;
 
@@ -145,6 +146,12 @@ async fn start_chat(
     request_id: &str,
 ) -> Result<Response, ApiError> {
     let caller = state.keys.authenticate(request.headers())?;
+    if state.draining.is_cancelled() {
+        return Err(ApiError::unavailable(
+            "This node is shutting down; send the request to another one.",
+        )
+        .with_retry_after(Duration::from_secs(1)));
+    }
     let body = read_body(request.into_body(), state.max_body_bytes).await?;
     let chat = ChatCompletionRequest::from_json(&body)?;
     let stream = chat.is_stream();
@@ -279,8 +286,10 @@ pub fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
 }
 
 /// Serve `router` until a SIGTERM/SIGINT (or until `shutdown` is cancelled elsewhere), then
-/// drain: `/health` says draining (the `ApiState::draining` token is `shutdown`'s), no new
-/// connection is accepted, and in-flight requests get `grace` to finish.
+/// drain: shutdown is cancelled, so `/health` says draining (the `ApiState::draining` token is
+/// `shutdown`'s) and new work is refused with 503, while connections are still accepted; once
+/// every request in flight (streamed answers included) is done, or `grace` has passed, the
+/// listener closes.
 pub async fn serve_until_signal(
     listener: TcpListener,
     router: Router,
@@ -288,20 +297,43 @@ pub async fn serve_until_signal(
     signals: &mut drawbridge_telemetry::Signals,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let stopping = shutdown.clone();
-    let server = serve(listener, router, async move { stopping.cancelled().await });
+    let inflight = tokio_util::task::TaskTracker::new();
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        inflight.clone(),
+        inflight::track,
+    ));
+    let stop_accepting = CancellationToken::new();
+    let server = serve(listener, router, stop_accepting.clone().cancelled_owned());
     tokio::pin!(server);
+    // The server keeps accepting (and answering `/health` with draining) while this waits.
+    let drain = async {
+        tokio::select! {
+            () = signals.recv() => {}
+            () = shutdown.cancelled() => {}
+        }
+        tracing::info!("draining");
+        shutdown.cancel();
+        inflight.close();
+        if tokio::time::timeout(grace, inflight.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = inflight.len(),
+                "requests still in flight at the drain deadline"
+            );
+        }
+        stop_accepting.cancel();
+    };
     tokio::select! {
-        result = &mut server => result?,
-        () = signals.recv() => {
-            tracing::info!("draining");
-            shutdown.cancel();
-            if tokio::time::timeout(grace, server).await.is_err() {
-                tracing::warn!("requests still in flight at the drain deadline");
-            }
+        result = &mut server => return result,
+        () = drain => {}
+    }
+    // Only idle keep-alive connections are left to close.
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::debug!("connections still open after the drain");
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// How long `/health` may take before a backend counts as unhealthy (used by backends that
