@@ -111,7 +111,10 @@ async fn sigterm_under_load(client: &Client, process: &mut Process, health: Opti
         .await
         .expect("health turns to draining while the streams finish");
         // New work is refused with a retryable status while it drains.
-        assert!(tasks.iter().any(|t| !t.is_finished()), "streams still in flight");
+        assert!(
+            tasks.iter().any(|t| !t.is_finished()),
+            "streams still in flight"
+        );
         let refused = client
             .chat(&json!({"model": "kiro", "messages": [{"role": "user", "content": "late"}]}))
             .await;

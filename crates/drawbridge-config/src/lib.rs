@@ -69,6 +69,18 @@ pub enum Role {
     AllInOne,
 }
 
+impl Role {
+    /// The binary's name, as traces call the service.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Role::Gateway => "drawbridge-gateway",
+            Role::Engine => "drawbridge-engine",
+            Role::Worker => "kiro-worker",
+            Role::AllInOne => "drawbridge",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -397,6 +409,10 @@ pub struct LogConfig {
     /// A `tracing` filter, e.g. `info` or `drawbridge_engine=debug,info`; `RUST_LOG` wins.
     pub level: String,
     pub format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (e.g. `http://otel-collector:4317`).
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces recorded (0.0–1.0); a trace begun upstream keeps its decision.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -404,6 +420,8 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".to_owned(),
             format: LogFormat::Text,
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -451,6 +469,20 @@ impl Config {
     pub fn validate(&self, role: Role) -> Result<(), ConfigError> {
         if self.node.id.trim().is_empty() {
             return Err(ConfigError::invalid("node.id", "must not be empty"));
+        }
+        if !(0.0..=1.0).contains(&self.log.trace_sample_ratio) {
+            return Err(ConfigError::invalid(
+                "log.trace_sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if let Some(endpoint) = &self.log.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "log.otlp_endpoint",
+                "must be an http:// or https:// URL of an OTLP/gRPC collector",
+            ));
         }
         let mut ids = BTreeSet::new();
         for (i, account) in self.accounts.iter().enumerate() {

@@ -21,6 +21,7 @@ use drawbridge_types::{AccountView, ApiError, ChatCompletionRequest, HealthRepor
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use workers::{GrpcWorkerConn, WorkerConn};
 
@@ -307,8 +308,14 @@ impl Engine {
                 max_output_tokens: request.max_output_tokens(),
             };
             let guard = InflightGuard::new(Arc::clone(&self.inflight), key);
-            let events = self.workers[route.worker].prompt(input);
-            match events::first_content(events).await {
+            // One span per attempt; the worker's spans continue it.
+            let span = tracing::info_span!(
+                "attempt",
+                account = %route.slots.account,
+                attempt = attempts.used()
+            );
+            let events = span.in_scope(|| self.workers[route.worker].prompt(input));
+            match events::first_content(events).instrument(span).await {
                 Ok((first, rest)) => {
                     tracing::debug!(
                         request_id = ctx.request_id,

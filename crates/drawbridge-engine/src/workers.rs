@@ -51,7 +51,16 @@ impl WorkerConn for GrpcWorkerConn {
 
     fn prompt(&self, input: PromptInput) -> BoxStream<'static, WorkerEvent> {
         let mut client = self.client.clone();
-        let request = convert::prompt_request(&input);
+        let mut request = tonic::Request::new(convert::prompt_request(&input));
+        // The trace continues on the worker (W3C trace context in the gRPC metadata).
+        for (name, value) in drawbridge_telemetry::current_context_headers() {
+            if let (Ok(name), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.as_str()),
+            ) {
+                request.metadata_mut().insert(name, value);
+            }
+        }
         stream::once(async move {
             match client.prompt(request).await {
                 Ok(response) => response

@@ -61,6 +61,9 @@ impl HttpEngine {
         if let Some(id) = request_id {
             request = request.header("x-request-id", id);
         }
+        for (name, value) in drawbridge_telemetry::current_context_headers() {
+            request = request.header(name, value);
+        }
         let request = request
             .body(Full::new(body))
             .map_err(|e| ApiError::internal(format!("cannot build the engine request: {e}")))?;

@@ -61,3 +61,18 @@ fn finish(summary: &TurnSummary) -> Finish {
         usage: Usage::new(summary.prompt_tokens, summary.completion_tokens),
     }
 }
+
+/// `events`, polled inside the span that is current now (a stream has no `Instrument`).
+pub fn in_current_span(events: EventStream) -> EventStream {
+    let span = tracing::Span::current();
+    Box::pin(futures::stream::unfold(
+        (events, span),
+        |(mut events, span)| async move {
+            let next = {
+                let polled = futures::StreamExt::next(&mut events);
+                tracing::Instrument::instrument(polled, span.clone()).await
+            };
+            next.map(|item| (item, (events, span)))
+        },
+    ))
+}

@@ -30,6 +30,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use auth::{Caller, Keys};
 pub use listen::bind_or_inherit;
@@ -124,7 +125,24 @@ fn with_request_id(mut response: Response, id: &str) -> Response {
 async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
     let request_id = request_id(request.headers());
     let started = tokio::time::Instant::now();
-    let response = match start_chat(&state, request, &request_id).await {
+    // One span per request, continuing the caller's trace (the gateway's, when this is the
+    // engine); its fields, the trace id among them, are on every log line inside it.
+    let span = tracing::info_span!(
+        "chat",
+        request_id = %request_id,
+        trace_id = tracing::field::Empty
+    );
+    drawbridge_telemetry::continue_trace(&span, |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let response = match start_chat(&state, request, &request_id)
+        .instrument(span.clone())
+        .await
+    {
         Ok(response) => response,
         Err(error) => {
             tracing::info!(
@@ -162,6 +180,9 @@ async fn start_chat(
         caller,
     };
     let events = state.backend.chat(chat, ctx).await?;
+    // The answer is produced while the body streams, after this handler returned: keep its
+    // work (retries, resumptions) inside the request's span.
+    let events = events::in_current_span(events);
     tracing::info!(request_id, model, stream, "chat completion started");
     if stream {
         Ok(render::sse(model, include_usage, events))

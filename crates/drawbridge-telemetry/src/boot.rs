@@ -19,21 +19,17 @@ struct Args {
     config: PathBuf,
 }
 
-/// Load and validate the configuration for `role` and start logging. A bad configuration is
-/// reported on stderr, naming the key, and the process should exit with the returned code
-/// before binding any port.
-pub fn boot(role: Role) -> Result<Config, ExitCode> {
+/// Load and validate the configuration for `role` (and say from which file). A bad
+/// configuration is reported on stderr, naming the key, and the process should exit with the
+/// returned code before binding any port.
+pub fn boot(role: Role) -> Result<(Config, PathBuf), ExitCode> {
     let args = Args::parse();
     let config = Config::load(&args.config).and_then(|config| {
         config.validate(role)?;
         Ok(config)
     });
     match config {
-        Ok(config) => {
-            crate::init_logging(&config.log);
-            tracing::info!(config = %args.config.display(), node = config.node.id, "configuration loaded");
-            Ok(config)
-        }
+        Ok(config) => Ok((config, args.config)),
         Err(error) => {
             #[expect(
                 clippy::print_stderr,
@@ -47,16 +43,16 @@ pub fn boot(role: Role) -> Result<Config, ExitCode> {
     }
 }
 
-/// A binary's whole `main`: boot for `role` (config, validation, logging), run `run` on a
-/// multi-threaded runtime, and turn its result into the exit code (0, 1 on a runtime error, 2
-/// on a bad configuration).
+/// A binary's whole `main`: boot for `role` (config, validation), start the multi-threaded
+/// runtime, logging and tracing, run `run`, export the last spans, and turn its result into
+/// the exit code (0, 1 on a runtime error, 2 on a bad configuration).
 pub fn run_binary<F, Fut>(role: Role, run: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let config = match boot(role) {
-        Ok(config) => config,
+    let (config, path) = match boot(role) {
+        Ok(booted) => booted,
         Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -65,17 +61,34 @@ where
     {
         Ok(runtime) => runtime,
         Err(error) => {
+            crate::init_logging(&config.log, None);
             tracing::error!(%error, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
+    runtime.block_on(async move {
+        let tracing = match crate::Tracing::new(&config.log, role.service_name()) {
+            Ok(tracing) => Some(tracing),
+            Err(error) => {
+                crate::init_logging(&config.log, None);
+                tracing::error!(%error, "cannot set up trace export (log.otlp_endpoint)");
+                return ExitCode::FAILURE;
+            }
+        };
+        crate::init_logging(&config.log, tracing.as_ref().map(crate::Tracing::tracer));
+        tracing::info!(config = %path.display(), node = config.node.id, "configuration loaded");
+        let result = run(config).await;
+        if let Some(tracing) = tracing {
+            tracing.shutdown().await;
         }
-    }
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// Log a bound address in the one shape scripts and tests look for: `listening NAME=ADDR`.

@@ -1,26 +1,43 @@
 //! Logging and the shutdown scope every Drawbridge process runs in.
 
 pub mod boot;
+pub mod otel;
 pub mod shutdown;
 
 pub use boot::{announce, boot, run_binary};
+pub use otel::{Tracing, continue_trace, current_context_headers};
 pub use shutdown::{Shutdown, Signals};
 
 use drawbridge_config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Install the global subscriber: `RUST_LOG` if set, else `log.level`; text or JSON lines on
-/// stderr. Calling it twice is harmless (the second call is ignored), so tests may too.
-pub fn init_logging(config: &LogConfig) {
+/// stderr (JSON lines carry the fields of the current span, the request's `trace_id` among
+/// them); and, with `tracer`, every span also as an OpenTelemetry span. Calling it twice is
+/// harmless (the second call is ignored), so tests may too.
+pub fn init_logging(config: &LogConfig, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let _already_set = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = match config.format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let otel = tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
+    let _already_set = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
 }

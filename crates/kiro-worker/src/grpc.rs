@@ -34,9 +34,18 @@ impl drawbridge_proto::Worker for GrpcWorker {
         &self,
         request: Request<pb::PromptRequest>,
     ) -> Result<Response<PromptStream>, Status> {
+        let span = tracing::info_span!("worker", trace_id = tracing::field::Empty);
+        drawbridge_telemetry::continue_trace(&span, |name| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
         let input = convert::prompt_input(request.into_inner())
             .map_err(|e| drawbridge_proto::to_status(&e))?;
-        let events = ReceiverStream::new(self.worker.prompt(input))
+        let events = span
+            .in_scope(|| ReceiverStream::new(self.worker.prompt(input)))
             .map(|event| Ok(convert::prompt_event(event)));
         Ok(Response::new(Box::pin(events)))
     }

@@ -21,6 +21,7 @@ use drawbridge_telemetry::Shutdown;
 use drawbridge_types::worker::{AccountStatus, PromptInput, SlotsReport, WorkerEvent};
 use drawbridge_types::{ApiError, HealthStatus};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 pub use pool::{AccountPool, PoolSettings};
 
@@ -114,8 +115,13 @@ impl Worker {
                 let _ = tx.try_send(WorkerEvent::Error(error));
             }
             Ok(pool) => {
+                let span = tracing::info_span!(
+                    "turn",
+                    request_id = %input.request_id,
+                    account = %pool.id,
+                );
                 self.turns
-                    .spawn(turn::run(pool, input, tx, self.turn_settings));
+                    .spawn(turn::run(pool, input, tx, self.turn_settings).instrument(span));
             }
         }
         rx

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use drawbridge_acp::{AcpError, AgentEvent, AgentProcess, PromptOutcome, Session, StopReason};
 use drawbridge_core::continuation::{self, ContinuationOptions, Splicer, StopKind};
@@ -162,7 +163,9 @@ async fn serve(
     let mut rounds = 0;
     let mut next_prompt = text;
     let stop = loop {
-        let round = run_round(process, &session, next_prompt, &mut output, settings).await?;
+        let round = run_round(process, &session, next_prompt, &mut output, settings)
+            .instrument(tracing::info_span!("round", round = rounds))
+            .await?;
         let outcome = match round {
             Round::Answered(outcome) => outcome,
             Round::ConsumerGone { agent_answered } => {

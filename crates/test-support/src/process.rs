@@ -74,7 +74,12 @@ impl Process {
             while let Ok(Some(line)) = reader.next_line().await {
                 if let Some(rest) = line.split("listening ").nth(1)
                     && let Some((name, addr)) = rest.trim().split_once('=')
-                    && let Ok(addr) = addr.parse::<SocketAddr>()
+                    // A JSON log line goes on after the address (`…:8080","target":…`).
+                    && let Ok(addr) = addr
+                        .split(|c: char| c == '"' || c.is_whitespace())
+                        .next()
+                        .unwrap_or_default()
+                        .parse::<SocketAddr>()
                 {
                     let _ = tx.send((name.to_owned(), addr));
                 }

@@ -46,6 +46,8 @@ pub struct StackOptions {
     pub queue_timeout: &'static str,
     /// More top-level YAML for the process that runs the engine (e.g. `health:`).
     pub engine_yaml: String,
+    /// Environment added to every process of the stack (e.g. `DRAWBRIDGE_LOG__...`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -55,6 +57,7 @@ impl Default for StackOptions {
             delay_ms: 0,
             queue_timeout: "30s",
             engine_yaml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -87,6 +90,14 @@ fn accounts_yaml(options: &StackOptions) -> String {
         .collect()
 }
 
+fn env(options: &StackOptions) -> Vec<(&str, &str)> {
+    options
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 fn write(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, yaml).expect("write config");
@@ -108,7 +119,7 @@ impl Stack {
             options.engine_yaml
         );
         let config = write(dir.path(), "drawbridge.yaml", &yaml);
-        let process = Process::start("drawbridge", &config, &[], &["gateway"]).await;
+        let process = Process::start("drawbridge", &config, &env(&options), &["gateway"]).await;
         let base_url = format!("http://{}", process.addr("gateway"));
         let stack = Stack {
             dir,
@@ -133,7 +144,7 @@ impl Stack {
         let worker = Process::start(
             "kiro-worker",
             &write(dir.path(), "worker.yaml", &worker_yaml),
-            &[],
+            &env(&options),
             &["grpc", "http"],
         )
         .await;
@@ -146,7 +157,7 @@ impl Stack {
         let engine = Process::start(
             "drawbridge-engine",
             &write(dir.path(), "engine.yaml", &engine_yaml),
-            &[],
+            &env(&options),
             &["engine"],
         )
         .await;
@@ -158,7 +169,7 @@ impl Stack {
         let gateway = Process::start(
             "drawbridge-gateway",
             &write(dir.path(), "gateway.yaml", &gateway_yaml),
-            &[],
+            &env(&options),
             &["gateway"],
         )
         .await;
