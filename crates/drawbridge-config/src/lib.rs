@@ -95,6 +95,10 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// The file this configuration was loaded from (set by [`Config::load`]; what a reload
+    /// reads again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -442,7 +446,7 @@ impl Config {
                 path.display()
             )));
         }
-        Self::from_figment(
+        let mut config = Self::from_figment(
             Figment::from(Yaml::file_exact(path))
                 .merge(env_provider())
                 .merge(
@@ -450,7 +454,9 @@ impl Config {
                         .only(&["DRAWBRIDGE_ADMIN_TOKEN"])
                         .map(|_| "admin.auth_token".into()),
                 ),
-        )
+        )?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parse a YAML document, without the environment (for tests and tools).

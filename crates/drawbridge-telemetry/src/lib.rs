@@ -2,10 +2,12 @@
 
 pub mod boot;
 pub mod otel;
+pub mod reload;
 pub mod shutdown;
 
 pub use boot::{announce, boot, run_binary};
 pub use otel::{Tracing, continue_trace, current_context_headers};
+pub use reload::{LiveConfig, Reloaded};
 pub use shutdown::{Shutdown, Signals};
 
 use drawbridge_config::{LogConfig, LogFormat};
