@@ -81,6 +81,7 @@ pub struct Config {
     pub sanitize: SanitizeConfig,
     pub health: HealthConfig,
     pub redis: Option<RedisConfig>,
+    pub cluster: ClusterConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -378,6 +379,64 @@ pub enum SanitizeModeConfig {
     Full,
 }
 
+/// Several nodes on one ValKey (`redis.url`): how engines discover workers, elect the leader
+/// that reconciles, and how workers learn which accounts to serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Engine: re-read the whole registry this often, besides following its topology events.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Engine: take part in the election of the controller and, as leader, reconcile.
+    pub reconcile: bool,
+    /// Engine: the leader's lease (`leader:controller`) lives this long without renewal …
+    #[serde(with = "humantime_serde")]
+    pub leader_ttl: Duration,
+    /// … and is renewed this often (a follower tries to take it as often).
+    #[serde(with = "humantime_serde")]
+    pub leader_renew_interval: Duration,
+    /// Engine (leader): compare desired and actual accounts this often (and on topology events).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// Engine (leader): how workers come to exist. `static`: someone else starts them; the
+    /// reconciler only assigns accounts.
+    pub fleet_driver: FleetDriverKind,
+    /// Engine (leader): accounts one worker is assigned at most (0: no limit).
+    pub max_accounts_per_worker: u32,
+    /// Worker: serve the accounts of its config (`config`), or those the leader assigns it in
+    /// the registry (`registry`, needs `redis.url`; the agent settings still come from
+    /// `accounts`).
+    pub assignment: AssignmentMode,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            sync_interval: Duration::from_secs(60),
+            reconcile: true,
+            leader_ttl: Duration::from_secs(60),
+            leader_renew_interval: Duration::from_secs(20),
+            reconcile_interval: Duration::from_secs(30),
+            fleet_driver: FleetDriverKind::Static,
+            max_accounts_per_worker: 0,
+            assignment: AssignmentMode::Config,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetDriverKind {
+    Static,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignmentMode {
+    Config,
+    Registry,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
@@ -524,10 +583,10 @@ impl Config {
         }
         if role == Role::Engine {
             validate_keys("engine.channel_keys", &self.engine.channel_keys)?;
-            if self.engine.workers.is_empty() {
+            if self.engine.workers.is_empty() && self.redis.is_none() {
                 return Err(ConfigError::invalid(
                     "engine.workers",
-                    "list at least one worker gRPC address",
+                    "list at least one worker gRPC address (or set redis.url to discover them)",
                 ));
             }
             for (i, url) in self.engine.workers.iter().enumerate() {
@@ -561,6 +620,7 @@ impl Config {
                 "must be a redis:// or rediss:// URL",
             ));
         }
+        self.validate_cluster(role)?;
         let cb = &self.health.circuit_breaker;
         if cb.window_size == 0 || cb.failure_threshold == 0 || cb.failure_threshold > cb.window_size
         {
@@ -600,6 +660,39 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin.auth_token",
                 "must be at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self, role: Role) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        for (key, value) in [
+            ("cluster.sync_interval", c.sync_interval),
+            ("cluster.leader_renew_interval", c.leader_renew_interval),
+            ("cluster.reconcile_interval", c.reconcile_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        if c.leader_ttl <= c.leader_renew_interval {
+            return Err(ConfigError::invalid(
+                "cluster.leader_ttl",
+                "must be longer than cluster.leader_renew_interval (e.g. 3×)",
+            ));
+        }
+        if role == Role::Worker && c.assignment == AssignmentMode::Registry && self.redis.is_none()
+        {
+            return Err(ConfigError::invalid(
+                "cluster.assignment",
+                "`registry` needs redis.url (the assignments are in the registry)",
+            ));
+        }
+        if role == Role::AllInOne && c.assignment == AssignmentMode::Registry {
+            return Err(ConfigError::invalid(
+                "cluster.assignment",
+                "`registry` is for separate kiro-worker processes; drawbridge serves its accounts",
             ));
         }
         Ok(())
@@ -819,5 +912,43 @@ accounts:
             .map(|a| a.id.as_str())
             .collect();
         assert_eq!(ids, vec!["pro-2"]);
+    }
+
+    #[test]
+    fn an_engine_with_redis_needs_no_static_workers() {
+        let yaml = format!(
+            "{GOOD}redis: {{ url: \"redis://127.0.0.1:6379\" }}\nengine: {{ workers: [] }}\n"
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        config.validate(Role::Engine).unwrap();
+        let config = Config::from_yaml(&format!("{GOOD}engine: {{ workers: [] }}\n")).unwrap();
+        let err = config.validate(Role::Engine).unwrap_err().to_string();
+        assert!(err.contains("engine.workers"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let config = Config::from_yaml(&format!(
+            "{GOOD}cluster: {{ leader_ttl: 10s, leader_renew_interval: 10s }}\n"
+        ))
+        .unwrap();
+        let err = config.validate(Role::Engine).unwrap_err().to_string();
+        assert!(err.contains("cluster.leader_ttl"), "{err}");
+        let config =
+            Config::from_yaml(&format!("{GOOD}cluster: {{ assignment: registry }}\n")).unwrap();
+        let err = config.validate(Role::Worker).unwrap_err().to_string();
+        assert!(err.contains("cluster.assignment"), "{err}");
+        let config = Config::from_yaml(&format!(
+            "{GOOD}cluster: {{ assignment: registry }}\nredis: {{ url: \"redis://h:6379\" }}\n"
+        ))
+        .unwrap();
+        config.validate(Role::Worker).unwrap();
+        assert_eq!(config.cluster.sync_interval, Duration::from_secs(60));
+        assert_eq!(config.cluster.leader_ttl, Duration::from_secs(60));
+        assert_eq!(
+            config.cluster.leader_renew_interval,
+            Duration::from_secs(20)
+        );
+        assert_eq!(config.cluster.reconcile_interval, Duration::from_secs(30));
     }
 }
