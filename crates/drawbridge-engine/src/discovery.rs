@@ -2,7 +2,9 @@
 //!
 //! One task per engine keeps a local cache (the [`crate::fleet::WorkerSet`] of the pods seen
 //! last): it re-reads `pods()` on every topology event, and every `cluster.sync_interval` in any
-//! case (expired pods produce no event). While the store is unreachable, routing goes on from
+//! case (expired pods produce no event). A pod leaves the cache when it deregisters (`Leave`),
+//! or when it is absent from the registry and its last call failed: a pod that is absent but
+//! still answers (the store restarted empty and it has not heartbeated since) is kept. While the store is unreachable, routing goes on from
 //! the cache and the task retries with a doubling backoff (100 ms up to 5 s); the first
 //! successful read after an outage resynchronises (logged). After each change the engine polls
 //! the workers' `Slots` at once, and then every `engine.refresh_interval` as with static
@@ -12,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drawbridge_state::{PodRecord, Registry, TopologyStream};
+use drawbridge_state::{PodRecord, Registry, TopologyEvent, TopologyStream};
 use drawbridge_telemetry::Shutdown;
 use futures::StreamExt;
 
@@ -80,6 +82,16 @@ pub fn spawn(
                 () = scope.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
                 event = next_event => match event {
+                    Some(TopologyEvent::Resync) => {
+                        tracing::info!("topology events may have been missed; resynchronising");
+                        failing = true;
+                    }
+                    Some(TopologyEvent::Leave(pod_id)) => {
+                        if engine.workers.remove(&pod_id) {
+                            tracing::info!(%pod_id, "worker left the registry");
+                            engine.refresh().await;
+                        }
+                    }
                     Some(event) => tracing::debug!(?event, "topology event"),
                     None => events = None,
                 },

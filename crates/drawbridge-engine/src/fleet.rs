@@ -86,8 +86,21 @@ impl WorkerSet {
         self.get(index).is_some_and(|w| w.reachable())
     }
 
+    /// Drop the pod `pod_id` (it deregistered). Whether it was present.
+    pub fn remove(&self, pod_id: &str) -> bool {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(index) = inner.by_pod.get(pod_id).copied() else {
+            return false;
+        };
+        inner
+            .slots
+            .get_mut(index)
+            .is_some_and(|slot| slot.take().is_some())
+    }
+
     /// Make the set match the registry's live pods: connect (lazily, through `connect`) to new
-    /// pods and to pods whose address changed, drop the connections of pods that left.
+    /// pods and to pods whose address changed, drop the connections of pods that are gone
+    /// (absent and unreachable).
     pub fn sync(
         &self,
         pods: &[PodRecord],
@@ -102,8 +115,12 @@ impl WorkerSet {
             .map(|(id, i)| (id.clone(), *i))
             .collect();
         for (id, index) in known {
+            // Absent from the registry and not answering either: gone. Absent but answering
+            // (the store lost its data, or the pod has not re-registered yet): kept until its
+            // `Slots` fails or it leaves for good.
             if !live.contains_key(id.as_str())
                 && let Some(slot) = inner.slots.get_mut(index)
+                && slot.as_ref().is_some_and(|m| !m.conn.reachable())
                 && slot.take().is_some()
             {
                 changes.left.push(id);
