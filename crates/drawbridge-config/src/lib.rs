@@ -892,6 +892,11 @@ accounts:
             kiro.validate(role).unwrap();
         }
         assert_eq!(kiro.accounts[0].agent.command, "kiro-cli");
+        let cluster = Config::from_yaml(include_str!("../../../config/cluster.yaml")).unwrap();
+        for role in [Role::Gateway, Role::Engine, Role::Worker] {
+            cluster.validate(role).unwrap();
+        }
+        assert_eq!(cluster.cluster.assignment, AssignmentMode::Registry);
     }
 
     #[test]
