@@ -179,3 +179,89 @@ impl FleetDriver for StaticDriver {
         Box::pin(std::future::ready(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use drawbridge_state::PodStatus;
+    use drawbridge_types::ApiError;
+    use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
+    use futures::stream::BoxStream;
+
+    use super::*;
+
+    struct Fake {
+        name: String,
+        up: Arc<AtomicBool>,
+    }
+
+    impl WorkerConn for Fake {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn prompt(&self, _input: PromptInput) -> BoxStream<'static, WorkerEvent> {
+            Box::pin(futures::stream::empty())
+        }
+        fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
+            Box::pin(std::future::ready(Err(ApiError::unavailable("fake"))))
+        }
+        fn reachable(&self) -> bool {
+            self.up.load(Ordering::SeqCst)
+        }
+    }
+
+    fn pod(id: &str, address: &str) -> PodRecord {
+        PodRecord {
+            id: id.into(),
+            address: address.into(),
+            http_address: String::new(),
+            accounts: Vec::new(),
+            models: Vec::new(),
+            status: PodStatus::Healthy,
+            assignable: false,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn pods_join_keep_their_index_and_leave_when_gone_and_silent() {
+        let set = WorkerSet::default();
+        let up = Arc::new(AtomicBool::new(true));
+        let connect = |p: &PodRecord| {
+            Some(Arc::new(Fake {
+                name: p.address.clone(),
+                up: Arc::clone(&up),
+            }) as Arc<dyn WorkerConn>)
+        };
+        let changes = set.sync(&[pod("b", "http://b"), pod("a", "http://a")], connect);
+        assert_eq!(changes.joined, ["a", "b"]);
+        let index_of = |name: &str| {
+            set.snapshot()
+                .into_iter()
+                .find(|(_, w)| w.name() == name)
+                .map(|(i, _)| i)
+        };
+        let b = index_of("http://b").unwrap();
+
+        // Absent but answering (the store lost its data): kept.
+        let changes = set.sync(&[pod("a", "http://a")], connect);
+        assert!(changes.left.is_empty());
+        assert_eq!(set.snapshot().len(), 2);
+        // Absent and silent: gone.
+        up.store(false, Ordering::SeqCst);
+        let changes = set.sync(&[pod("a", "http://a")], connect);
+        assert_eq!(changes.left, ["b"]);
+        assert!(set.get(b).is_none());
+        // Back at a new address: same index, new connection.
+        up.store(true, Ordering::SeqCst);
+        let changes = set.sync(&[pod("a", "http://a"), pod("b", "http://b2")], connect);
+        assert_eq!(changes.joined, ["b"]);
+        assert_eq!(index_of("http://b2"), Some(b));
+        // Deregistered: gone at once.
+        assert!(set.remove("a"));
+        assert!(!set.remove("a"));
+        assert_eq!(set.snapshot().len(), 1);
+        assert!(!set.is_empty());
+    }
+}

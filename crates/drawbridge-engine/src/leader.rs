@@ -112,3 +112,79 @@ pub fn spawn(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drawbridge_state::EmbeddedControl;
+
+    const SETTINGS: ElectionSettings = ElectionSettings {
+        ttl: Duration::from_secs(3),
+        renew_interval: Duration::from_secs(1),
+    };
+
+    async fn leads(rx: &mut watch::Receiver<Option<Lease>>) -> Lease {
+        loop {
+            if let Some(lease) = rx.borrow_and_update().clone() {
+                return lease;
+            }
+            rx.changed().await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_engine_leads_and_keeps_the_lease() {
+        let store = Arc::new(EmbeddedControl::new());
+        let (a_scope, b_scope) = (Shutdown::new(), Shutdown::new());
+        let mut a = spawn(store.clone(), "a".into(), SETTINGS, &a_scope);
+        let lease = leads(&mut a).await;
+        let b = spawn(store.clone(), "b".into(), SETTINGS, &b_scope);
+        // Many TTLs later, a still leads (it renews) and b follows.
+        tokio::time::sleep(SETTINGS.ttl * 5).await;
+        assert_eq!(a.borrow().clone(), Some(lease.clone()));
+        assert_eq!(*b.borrow(), None);
+        assert_eq!(store.holder(CONTROLLER_LEASE).await.unwrap(), Some(lease));
+        a_scope.cancel();
+        b_scope.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_leaders_lease_is_taken_within_one_ttl() {
+        let store = Arc::new(EmbeddedControl::new());
+        // A leader that renews no more (its process died): its lease runs out after one TTL.
+        let dead = store
+            .acquire(CONTROLLER_LEASE, "dead", SETTINGS.ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        let scope = Shutdown::new();
+        let mut b = spawn(store.clone(), "b".into(), SETTINGS, &scope);
+        let lease = leads(&mut b).await;
+        let took = started.elapsed();
+        assert!(
+            took >= SETTINGS.ttl && took <= SETTINGS.ttl + SETTINGS.renew_interval / 4,
+            "{took:?}"
+        );
+        assert_eq!(lease.holder, "b");
+        assert!(lease.token > dead);
+        scope.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_stops_releases_and_the_next_leads_at_once() {
+        let store = Arc::new(EmbeddedControl::new());
+        let (a_scope, b_scope) = (Shutdown::new(), Shutdown::new());
+        let mut a = spawn(store.clone(), "a".into(), SETTINGS, &a_scope);
+        let first = leads(&mut a).await;
+        let mut b = spawn(store.clone(), "b".into(), SETTINGS, &b_scope);
+        a_scope.cancel();
+        a_scope.drain(Duration::from_secs(5)).await;
+        let started = Instant::now();
+        let second = leads(&mut b).await;
+        assert!(started.elapsed() <= SETTINGS.renew_interval / 4);
+        assert_eq!(second.holder, "b");
+        assert!(second.token > first.token);
+        b_scope.cancel();
+    }
+}

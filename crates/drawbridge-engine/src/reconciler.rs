@@ -120,3 +120,165 @@ impl Reconciler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use drawbridge_state::{EmbeddedControl, EmbeddedRegistry, LeaseStore, PodRecord};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::fleet::StaticDriver;
+
+    const INTERVAL: Duration = Duration::from_secs(30);
+    const POD_TTL: Duration = Duration::from_secs(15);
+
+    fn pod(id: &str, accounts: &[&str]) -> PodRecord {
+        PodRecord {
+            id: id.into(),
+            address: format!("http://{id}"),
+            http_address: String::new(),
+            accounts: accounts
+                .iter()
+                .map(|a| drawbridge_types::worker::AccountSlots {
+                    account: (*a).to_owned(),
+                    models: vec!["kiro".into()],
+                    size: 1,
+                    busy: 0,
+                    idle: 1,
+                    starting: 0,
+                    failed: 0,
+                    queue_depth: 0,
+                    credits_used: 0.0,
+                    last_error: None,
+                    status: drawbridge_types::worker::AccountStatus::Healthy,
+                })
+                .collect(),
+            models: vec!["kiro".into()],
+            status: PodStatus::Healthy,
+            assignable: true,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn desired(id: &str) -> AccountRecord {
+        AccountRecord {
+            id: id.into(),
+            models: vec!["kiro".into()],
+            pool_size: 1,
+            assigned_pod: None,
+        }
+    }
+
+    async fn assignment(control: &EmbeddedControl) -> Vec<(String, Option<String>)> {
+        control
+            .accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.id, a.assigned_pod))
+            .collect()
+    }
+
+    /// Poll (on paused time) until `check` holds; how long it took.
+    async fn until<F, Fut>(mut check: F) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !check().await {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "never happened"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_leader_assigns_and_moves_a_dead_pods_accounts_within_one_period() {
+        let registry = Arc::new(EmbeddedRegistry::new());
+        let control = Arc::new(EmbeddedControl::new());
+        registry.heartbeat(&pod("w1", &[]), POD_TTL).await.unwrap();
+        registry.heartbeat(&pod("w2", &[]), POD_TTL).await.unwrap();
+        let token = control
+            .acquire(CONTROLLER_LEASE, "e1", Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        let (_tx, rx) = watch::channel(Some(Lease {
+            holder: "e1".into(),
+            token,
+        }));
+        let scope = Shutdown::new();
+        Reconciler {
+            registry: registry.clone(),
+            accounts: control.clone(),
+            driver: Arc::new(StaticDriver),
+            desired: vec![desired("a"), desired("b")],
+            interval: INTERVAL,
+            max_per_pod: 0,
+        }
+        .spawn(rx, &scope);
+
+        until(|| async {
+            assignment(&control).await
+                == vec![
+                    ("a".to_owned(), Some("w1".to_owned())),
+                    ("b".to_owned(), Some("w2".to_owned())),
+                ]
+        })
+        .await;
+
+        // w1 dies (no more heartbeats); w2 lives on.
+        let keep_alive = {
+            let registry = registry.clone();
+            scope.spawn(async move {
+                loop {
+                    registry
+                        .heartbeat(&pod("w2", &["b"]), POD_TTL)
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            })
+        };
+        let took = until(|| async {
+            assignment(&control)
+                .await
+                .iter()
+                .all(|(_, pod)| pod.as_deref() == Some("w2"))
+        })
+        .await;
+        assert!(
+            took <= POD_TTL + INTERVAL + Duration::from_millis(200),
+            "{took:?}"
+        );
+        keep_alive.abort();
+        scope.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_writes_nothing() {
+        let registry = Arc::new(EmbeddedRegistry::new());
+        let control = Arc::new(EmbeddedControl::new());
+        registry.heartbeat(&pod("w1", &[]), POD_TTL).await.unwrap();
+        let (_tx, rx) = watch::channel(None);
+        let scope = Shutdown::new();
+        Reconciler {
+            registry,
+            accounts: control.clone(),
+            driver: Arc::new(StaticDriver),
+            desired: vec![desired("a")],
+            interval: INTERVAL,
+            max_per_pod: 0,
+        }
+        .spawn(rx, &scope);
+        // The desired state is written at start; the assignment is the leader's business.
+        until(|| async { !control.accounts().await.unwrap().is_empty() }).await;
+        tokio::time::sleep(INTERVAL * 3).await;
+        assert_eq!(assignment(&control).await, vec![("a".to_owned(), None)]);
+        scope.cancel();
+    }
+}
