@@ -409,3 +409,51 @@ async fn the_reconciler_moves_a_dead_workers_accounts() {
     }
     state.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_driver_keeps_the_worker_count() {
+    use test_support::cluster::{logged_pids, pid_alive, signal_pid};
+    use test_support::process::Signal;
+
+    let mut cluster = Cluster::new();
+    let catalogue = [
+        ("acct-1", AccountSpec::new(1)),
+        ("acct-2", AccountSpec::new(1)),
+    ];
+    let config = cluster.worker_config("workers.yaml", &catalogue);
+    let driver = format!(
+        ", fleet_driver: process, process: {{ workers: 2, config: {}, data_dir: {}, shutdown_grace: 5s }}",
+        config.display(),
+        cluster.dir.path().join("workers").display()
+    );
+    cluster.add_engine_with("e1", &catalogue, &driver, "").await;
+    // The leader starts two workers, assigns them the accounts, and routes to them.
+    cluster.wait_serving(0, 2).await;
+    let started = logged_pids(&cluster.engines[0], "worker process started");
+    assert_eq!(started.len(), 2, "{started:?}");
+    let reply = cluster.engine(0).chat(&ask("from a child", false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // One dies: it is replaced, and both accounts are served again.
+    signal_pid(started[0], Signal::SIGKILL);
+    assert!(
+        wait_for_lines(
+            &cluster.engines[0],
+            &["worker process started"],
+            3,
+            WORKER_TTL + RECONCILE_INTERVAL + Duration::from_secs(5)
+        )
+        .await,
+        "a replacement was started"
+    );
+    cluster.wait_serving(0, 2).await;
+    let reply = cluster.engine(0).chat(&ask("after the loss", false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // The engine's shutdown stops its workers.
+    let children = logged_pids(&cluster.engines[0], "worker process started");
+    assert!(cluster.engines[0].terminate().await.success());
+    for pid in children {
+        assert!(!pid_alive(pid), "worker {pid} outlived the engine");
+    }
+}

@@ -399,8 +399,11 @@ pub struct ClusterConfig {
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
     /// Engine (leader): how workers come to exist. `static`: someone else starts them; the
-    /// reconciler only assigns accounts.
+    /// reconciler only assigns accounts. `process`: the leader starts local `kiro-worker`
+    /// processes until `process.workers` workers are registered.
     pub fleet_driver: FleetDriverKind,
+    /// The `process` fleet driver's settings.
+    pub process: ProcessDriverConfig,
     /// Engine (leader): accounts one worker is assigned at most (0: no limit).
     pub max_accounts_per_worker: u32,
     /// Worker: serve the accounts of its config (`config`), or those the leader assigns it in
@@ -418,6 +421,7 @@ impl Default for ClusterConfig {
             leader_renew_interval: Duration::from_secs(20),
             reconcile_interval: Duration::from_secs(30),
             fleet_driver: FleetDriverKind::Static,
+            process: ProcessDriverConfig::default(),
             max_accounts_per_worker: 0,
             assignment: AssignmentMode::Config,
         }
@@ -428,6 +432,38 @@ impl Default for ClusterConfig {
 #[serde(rename_all = "lowercase")]
 pub enum FleetDriverKind {
     Static,
+    Process,
+}
+
+/// `cluster.fleet_driver: process`: local `kiro-worker` processes started by the leader. Each
+/// runs with `config` and, as overrides, its own `node.id` (`<engine id>-worker-<n>`), loopback
+/// ports chosen by the system, `worker.data_dir` under `data_dir`, `cluster.assignment:
+/// registry` and this engine's `redis.url`; its log goes to `<data_dir>/<id>.log`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessDriverConfig {
+    /// How many workers the cluster should have (registered ones count, whoever started them).
+    pub workers: u32,
+    /// The worker binary: a path, or a name looked up beside the engine's binary, then on PATH.
+    pub command: String,
+    /// The config file the workers read (their `accounts` give the agents' settings).
+    pub config: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// How long a stopped worker may take to drain.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProcessDriverConfig {
+    fn default() -> Self {
+        ProcessDriverConfig {
+            workers: 1,
+            command: "kiro-worker".to_owned(),
+            config: None,
+            data_dir: PathBuf::from(".drawbridge/workers"),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -688,6 +724,26 @@ impl Config {
                 "cluster.assignment",
                 "`registry` needs redis.url (the assignments are in the registry)",
             ));
+        }
+        if role == Role::Engine && c.fleet_driver == FleetDriverKind::Process {
+            if self.redis.is_none() {
+                return Err(ConfigError::invalid(
+                    "cluster.fleet_driver",
+                    "`process` needs redis.url (its workers register there)",
+                ));
+            }
+            if c.process.config.is_none() {
+                return Err(ConfigError::invalid(
+                    "cluster.process.config",
+                    "name the config file the started workers read",
+                ));
+            }
+            if c.process.workers == 0 || c.process.workers > 64 {
+                return Err(ConfigError::invalid(
+                    "cluster.process.workers",
+                    "must be between 1 and 64",
+                ));
+            }
         }
         if role == Role::AllInOne && c.assignment == AssignmentMode::Registry {
             return Err(ConfigError::invalid(
@@ -955,5 +1011,19 @@ accounts:
             Duration::from_secs(20)
         );
         assert_eq!(config.cluster.reconcile_interval, Duration::from_secs(30));
+
+        let redis = "redis: { url: \"redis://h:6379\" }\n";
+        let config = Config::from_yaml(&format!(
+            "{GOOD}{redis}cluster: {{ fleet_driver: process }}\n"
+        ))
+        .unwrap();
+        let err = config.validate(Role::Engine).unwrap_err().to_string();
+        assert!(err.contains("cluster.process.config"), "{err}");
+        let config = Config::from_yaml(&format!(
+            "{GOOD}{redis}cluster: {{ fleet_driver: process, process: {{ config: w.yaml, workers: 3 }} }}\n"
+        ))
+        .unwrap();
+        config.validate(Role::Engine).unwrap();
+        assert_eq!(config.cluster.process.command, "kiro-worker");
     }
 }

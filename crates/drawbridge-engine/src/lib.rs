@@ -9,6 +9,7 @@ mod breakers;
 pub mod discovery;
 pub mod fleet;
 pub mod leader;
+pub mod process_driver;
 pub mod reconciler;
 pub mod workers;
 

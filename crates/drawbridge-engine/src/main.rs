@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use drawbridge_config::{Config, FleetDriverKind, Role};
 use drawbridge_engine::fleet::{FleetDriver, StaticDriver};
+use drawbridge_engine::process_driver::ProcessDriver;
 use drawbridge_engine::reconciler::Reconciler;
 use drawbridge_engine::{Engine, EngineSettings, GrpcWorkerConn, WorkerConn, discovery, leader};
 use drawbridge_state::{ValkeyRegistry, redact_url};
@@ -56,6 +57,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 config.engine.connect_timeout,
                 &cluster,
             );
+            let mut processes = None;
             if config.cluster.reconcile {
                 let leadership = leader::spawn(
                     valkey.clone(),
@@ -68,6 +70,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 );
                 let driver: Arc<dyn FleetDriver> = match config.cluster.fleet_driver {
                     FleetDriverKind::Static => Arc::new(StaticDriver),
+                    FleetDriverKind::Process => {
+                        let driver = Arc::new(ProcessDriver::new(
+                            config.cluster.process.clone(),
+                            &config.node.id,
+                            &redis.url,
+                        ));
+                        processes = Some(Arc::clone(&driver));
+                        driver
+                    }
                 };
                 Reconciler {
                     registry: valkey.clone(),
@@ -79,7 +90,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 .spawn(leadership, &cluster);
             }
-            store = Some((valkey, cluster));
+            store = Some((valkey, cluster, processes));
             engine
         }
     };
@@ -95,9 +106,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let router = drawbridge_engine::router(Arc::clone(&engine), &config, shutdown.token().clone());
     let grace = config.engine.shutdown_grace;
     drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
-    if let Some((valkey, cluster)) = store {
+    if let Some((valkey, cluster, processes)) = store {
         cluster.cancel();
         cluster.drain(std::time::Duration::from_secs(5)).await;
+        if let Some(processes) = processes {
+            processes.stop_all().await;
+        }
         valkey.close().await;
     }
     shutdown.drain(grace).await;

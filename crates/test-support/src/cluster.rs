@@ -114,6 +114,17 @@ impl Cluster {
         accounts: &[(&str, AccountSpec)],
         extra: &str,
     ) -> &Process {
+        self.add_engine_with(id, accounts, "", extra).await
+    }
+
+    /// [`Cluster::add_engine`] with more `cluster:` keys (`, fleet_driver: process, ...`).
+    pub async fn add_engine_with(
+        &mut self,
+        id: &str,
+        accounts: &[(&str, AccountSpec)],
+        cluster: &str,
+        extra: &str,
+    ) -> &Process {
         let accounts = if accounts.is_empty() {
             "accounts: []\n".to_owned()
         } else {
@@ -123,7 +134,7 @@ impl Cluster {
             "node: {{ id: {id} }}\n\
              engine:\n  listen: 127.0.0.1:0\n  workers: []\n  refresh_interval: 200ms\n  shutdown_grace: 10s\n  channel_keys: [{{ name: test, key: {CLUSTER_CHANNEL_KEY} }}]\n\
              redis: {{ url: \"{}\" }}\n\
-             cluster: {{ sync_interval: 2s, leader_ttl: {}ms, leader_renew_interval: 300ms, reconcile_interval: {}ms }}\n\
+             cluster: {{ sync_interval: 2s, leader_ttl: {}ms, leader_renew_interval: 300ms, reconcile_interval: {}ms{cluster} }}\n\
              {accounts}{extra}",
             self.redis.url(),
             LEADER_TTL.as_millis(),
@@ -133,6 +144,21 @@ impl Cluster {
         let process = Process::start("drawbridge-engine", &config, &[], &["engine"]).await;
         self.engines.push(process);
         self.engines.last().expect("just pushed")
+    }
+
+    /// A worker config file for workers someone else starts (the `process` fleet driver): the
+    /// cluster's Redis, short heartbeats, `accounts` as the catalogue. Returns its path.
+    pub fn worker_config(&self, name: &str, accounts: &[(&str, AccountSpec)]) -> PathBuf {
+        let yaml = format!(
+            "worker:\n  shutdown_grace: 5s\n  heartbeat_interval: 200ms\n  heartbeat_ttl: {}ms\n\
+             redis: {{ url: \"{}\" }}\n\
+             cluster: {{ assignment: registry }}\n\
+             accounts:\n{}",
+            WORKER_TTL.as_millis(),
+            self.redis.url(),
+            accounts_yaml(accounts)
+        );
+        self.write(name, &yaml)
     }
 
     /// A client of engine `i`'s OpenAI endpoint.
@@ -219,4 +245,30 @@ pub async fn wait_for_lines(
     })
     .await
     .is_ok()
+}
+
+/// Send `signal` to `pid` (a process a test started, directly or through a binary).
+pub fn signal_pid(pid: u32, signal: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The pids of every log line of `process` containing `needle` and a `pid=N` field, in order.
+pub fn logged_pids(process: &Process, needle: &str) -> Vec<u32> {
+    process
+        .log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| l.split("pid=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
 }
