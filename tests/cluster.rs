@@ -88,6 +88,9 @@ async fn a_worker_killed_mid_stream_is_resumed_elsewhere_and_routed_around() {
     cluster
         .add_worker("w2", Assignment::Config, &[("acct-2", slow(1))])
         .await;
+    // Slots polls far apart: what keeps requests off the dead worker below is the failed
+    // stream itself, not a poll that happens to come in between.
+    cluster.refresh_interval = Duration::from_secs(4);
     cluster.add_engine("e1", &[], "").await;
     cluster.wait_serving(0, 2).await;
 
@@ -137,13 +140,23 @@ async fn a_worker_killed_mid_stream_is_resumed_elsewhere_and_routed_around() {
         .await
     );
 
-    // New requests go to the live worker straight away, long before w1's record expires.
+    // New requests go to the live worker straight away, long before w1's record expires: the
+    // broken stream marked w1 unreachable, so none of them even tries it.
     let engine = cluster.engine(0);
+    let failed_before = |c: &Cluster| {
+        c.engines[0]
+            .log()
+            .lines()
+            .filter(|l| l.contains("turn failed before its first byte"))
+            .count()
+    };
+    let before = failed_before(&cluster);
     for _ in 0..3 {
         let reply = engine.chat(&ask("[[mock:echo]] after", false)).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(content(&reply), " after");
     }
+    assert_eq!(failed_before(&cluster), before, "no request was sent to w1");
     // And w1 leaves the engine's view when its record expires.
     assert!(
         wait_for_lines(

@@ -38,6 +38,8 @@ pub struct Cluster {
     pub redis: RedisServer,
     pub workers: Vec<Process>,
     pub engines: Vec<Process>,
+    /// `engine.refresh_interval` of the engines started from now on (200 ms by default).
+    pub refresh_interval: Duration,
 }
 
 /// `accounts:` entries with `mock-acp-agent`.
@@ -69,6 +71,7 @@ impl Cluster {
             redis: RedisServer::start(),
             workers: Vec::new(),
             engines: Vec::new(),
+            refresh_interval: Duration::from_millis(200),
         }
     }
 
@@ -132,10 +135,11 @@ impl Cluster {
         };
         let yaml = format!(
             "node: {{ id: {id} }}\n\
-             engine:\n  listen: 127.0.0.1:0\n  workers: []\n  refresh_interval: 200ms\n  shutdown_grace: 10s\n  channel_keys: [{{ name: test, key: {CLUSTER_CHANNEL_KEY} }}]\n\
+             engine:\n  listen: 127.0.0.1:0\n  workers: []\n  refresh_interval: {}ms\n  shutdown_grace: 10s\n  channel_keys: [{{ name: test, key: {CLUSTER_CHANNEL_KEY} }}]\n\
              redis: {{ url: \"{}\" }}\n\
              cluster: {{ sync_interval: 2s, leader_ttl: {}ms, leader_renew_interval: 300ms, reconcile_interval: {}ms{cluster} }}\n\
              {accounts}{extra}",
+            self.refresh_interval.as_millis(),
             self.redis.url(),
             LEADER_TTL.as_millis(),
             RECONCILE_INTERVAL.as_millis(),
