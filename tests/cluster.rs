@@ -355,6 +355,11 @@ async fn the_reconciler_moves_a_dead_workers_accounts() {
     cluster
         .add_worker("w2", Assignment::Registry, &catalogue)
         .await;
+    // No engine yet, so nothing is assigned: an empty worker is healthy (it has room).
+    let health = cluster.worker_http(0).get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "healthy");
+    assert_eq!(health.json()["accounts"], 0);
     cluster.add_engine("e1", &catalogue, "").await;
     cluster.wait_serving(0, 2).await;
 

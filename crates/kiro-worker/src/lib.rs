@@ -244,6 +244,13 @@ impl Worker {
                 )
             })
             .collect();
+        if self.assignable && slots.accounts.is_empty() && !slots.draining {
+            // Waiting for an assignment is healthy: it has room.
+            return (
+                HealthStatus::Healthy,
+                vec!["no account assigned yet".to_owned()],
+            );
+        }
         let report = drawbridge_types::HealthReport::from_accounts(&slots.accounts, slots.draining);
         (report.status, reasons)
     }
@@ -267,9 +274,6 @@ impl Worker {
         let (health, _) = self.health();
         let status = if draining || slots.draining {
             PodStatus::Draining
-        } else if self.assignable && slots.accounts.is_empty() {
-            // Waiting for an assignment is healthy: it has room.
-            PodStatus::Healthy
         } else {
             match health {
                 drawbridge_types::HealthStatus::Healthy => PodStatus::Healthy,
