@@ -245,10 +245,12 @@ async fn two_engines_elect_one_leader_and_the_other_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_under_load_hangs_nothing_and_the_engine_resyncs() {
     let mut cluster = Cluster::new();
+    // The worker serves what the leader assigned it: a store that comes back empty must not
+    // make it drop its pool.
     cluster
         .add_worker(
             "w1",
-            Assignment::Config,
+            Assignment::Registry,
             &[(
                 "acct-1",
                 AccountSpec::new(2).behaviour("stream n=3 delay_ms=20"),
@@ -335,6 +337,19 @@ async fn a_redis_restart_under_load_hangs_nothing_and_the_engine_resyncs() {
     .await
     .expect("the desired accounts are written again");
     assert_eq!(accounts[0].id, "acct-1");
+    // The assignment is rebuilt from what runs: acct-1 stays on w1, whose pool never stopped.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while state.accounts().await.unwrap()[0].assigned_pod.as_deref() != Some("w1") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("acct-1 is assigned to w1 again");
+    assert!(
+        !cluster.workers[0].log().contains("account unassigned"),
+        "{}",
+        cluster.workers[0].log()
+    );
     stop.store(true, Ordering::SeqCst);
     for task in load {
         task.await.unwrap();

@@ -6,6 +6,8 @@
 //!   assigned is left alone: someone else placed it.
 //! - An account assigned to a live, assignable pod that takes work (not draining, not
 //!   unhealthy) stays there.
+//! - An unassigned account that such a pod already serves is assigned to it (after the store
+//!   lost its data, the assignment is rebuilt from what runs, without moving anything).
 //! - Any other account (unassigned, or its pod is gone, draining, unhealthy, or no longer takes
 //!   assignments) moves to the assignable pod that takes work and holds the fewest accounts
 //!   (ties: smallest id), while it has room (`max_per_pod`, 0 = no limit).
@@ -56,9 +58,18 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
         .filter(|p| p.assignable && p.accepting)
         .map(|p| (p.id.as_str(), 0))
         .collect();
+    // The pod that already serves an unassigned account, if one can keep it.
+    let adopter = |account: &AccountView| -> Option<&str> {
+        if account.assigned_pod.is_some() {
+            return None;
+        }
+        pods.iter()
+            .find(|p| p.assignable && p.accepting && p.serving.contains(&account.id))
+            .map(|p| p.id.as_str())
+    };
     for account in accounts {
-        if let Some(pod) = account.assigned_pod.as_deref()
-            && keeps(pod)
+        let stays = account.assigned_pod.as_deref().filter(|pod| keeps(pod));
+        if let Some(pod) = stays.or_else(|| adopter(account))
             && let Some(n) = load.get_mut(pod)
         {
             *n += 1;
@@ -68,6 +79,14 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
     for account in accounts {
         let current = account.assigned_pod.as_deref();
         if current.is_some_and(keeps) {
+            continue;
+        }
+        if let Some(pod) = adopter(account) {
+            moves.push(Move {
+                account: account.id.clone(),
+                from: None,
+                to: Some(pod.to_owned()),
+            });
             continue;
         }
         if current.is_none() && statically_served.contains(account.id.as_str()) {
@@ -174,6 +193,24 @@ mod tests {
         let pods = [pod("draining", true, false, &["b"])];
         let accounts = [account("a", Some("dead")), account("b", Some("draining"))];
         assert_eq!(plan(&accounts, &pods, 0), vec![mv("a", Some("dead"), None)]);
+    }
+
+    #[test]
+    fn unassigned_accounts_stay_where_they_run() {
+        // The store lost its data: nothing is assigned, the pods still serve their accounts.
+        let pods = [
+            pod("w1", true, true, &["a", "b"]),
+            pod("w2", true, true, &[]),
+        ];
+        let accounts = [account("a", None), account("b", None), account("c", None)];
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![
+                mv("a", None, Some("w1")),
+                mv("b", None, Some("w1")),
+                mv("c", None, Some("w2")),
+            ]
+        );
     }
 
     #[test]

@@ -189,10 +189,10 @@ impl Worker {
         }
         let pools = self.pools();
         if let Some(account) = &input.account {
+            // Retryable: in a cluster an account moves between workers, and an engine may send
+            // a turn here before it has seen the move.
             let pool = pools.get(account).ok_or_else(|| {
-                ApiError::invalid_request(format!(
-                    "This worker does not serve account '{account}'."
-                ))
+                ApiError::unavailable(format!("This worker does not serve account '{account}'."))
             })?;
             if !pool.serves(&input.model) {
                 return Err(ApiError::model_not_found(&input.model));
