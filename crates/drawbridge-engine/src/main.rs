@@ -46,6 +46,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 registry = valkey.target(),
                 "discovering workers from the registry"
             );
+            let listed = &config.engine.workers;
+            if !listed.is_empty() && *listed != drawbridge_config::EngineConfig::default().workers {
+                tracing::warn!("engine.workers is ignored: with redis.url, workers are discovered");
+            }
             let engine = Engine::discovering(settings, shutdown.child());
             // The cluster's tasks have their own scope, stopped before the store connection
             // closes, so that the leader releases its lease.
