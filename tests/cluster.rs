@@ -490,3 +490,52 @@ async fn the_process_driver_keeps_the_worker_count() {
         assert!(!pid_alive(pid), "worker {pid} outlived the engine");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_workers_accounts_move_at_once() {
+    let mut cluster = Cluster::new();
+    let catalogue = [
+        ("acct-1", AccountSpec::new(1)),
+        ("acct-2", AccountSpec::new(1)),
+    ];
+    cluster
+        .add_worker("w1", Assignment::Registry, &catalogue)
+        .await;
+    cluster
+        .add_worker("w2", Assignment::Registry, &catalogue)
+        .await;
+    // A reconcile period far longer than the test: only the drain's topology events can
+    // trigger the move in time.
+    cluster.reconcile_interval = Duration::from_secs(120);
+    cluster.add_engine("e1", &catalogue, "").await;
+    cluster.wait_serving(0, 2).await;
+    let state = store(&cluster).await;
+    let holder = state.accounts().await.unwrap()[0]
+        .assigned_pod
+        .clone()
+        .unwrap();
+    let (draining, live) = if holder == "w1" { (0, "w2") } else { (1, "w1") };
+    let drain = cluster
+        .worker_http(draining)
+        .request(test_support::Method::POST, "/drain", "")
+        .await;
+    assert_eq!(drain.status, 202);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !state
+            .accounts()
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.assigned_pod.as_deref() == Some(live))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the accounts left the draining worker");
+    assert!(cluster.workers[draining].wait().await.success());
+    cluster.wait_serving(0, 2).await;
+    let reply = cluster.engine(0).chat(&ask("moved", false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    state.close().await;
+}

@@ -40,6 +40,9 @@ pub struct Cluster {
     pub engines: Vec<Process>,
     /// `engine.refresh_interval` of the engines started from now on (200 ms by default).
     pub refresh_interval: Duration,
+    /// `cluster.reconcile_interval` of the engines started from now on
+    /// ([`RECONCILE_INTERVAL`] by default).
+    pub reconcile_interval: Duration,
 }
 
 /// `accounts:` entries with `mock-acp-agent`.
@@ -72,6 +75,7 @@ impl Cluster {
             workers: Vec::new(),
             engines: Vec::new(),
             refresh_interval: Duration::from_millis(200),
+            reconcile_interval: RECONCILE_INTERVAL,
         }
     }
 
@@ -142,7 +146,7 @@ impl Cluster {
             self.refresh_interval.as_millis(),
             self.redis.url(),
             LEADER_TTL.as_millis(),
-            RECONCILE_INTERVAL.as_millis(),
+            self.reconcile_interval.as_millis(),
         );
         let config = self.write(&format!("{id}.yaml"), &yaml);
         let process = Process::start("drawbridge-engine", &config, &[], &["engine"]).await;
