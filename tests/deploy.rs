@@ -162,6 +162,12 @@ fn the_compose_config_is_valid_for_every_service_that_loads_it() {
             .validate(role)
             .unwrap_or_else(|e| panic!("compose/drawbridge.yaml as {role:?}: {e}"));
     }
+    // Replicas of the worker take their accounts from the leading engine, so scaling them
+    // needs no config change.
+    assert_eq!(
+        config.cluster.assignment,
+        drawbridge_config::AssignmentMode::Registry
+    );
     let compose = compose();
     let names = services(&compose);
     // What the config points at must be services of the stack.

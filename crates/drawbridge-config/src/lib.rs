@@ -93,6 +93,7 @@ pub struct Config {
     pub sanitize: SanitizeConfig,
     pub health: HealthConfig,
     pub redis: Option<RedisConfig>,
+    pub cluster: ClusterConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
     /// The file this configuration was loaded from (set by [`Config::load`]; what a reload
@@ -394,6 +395,100 @@ pub enum SanitizeModeConfig {
     Full,
 }
 
+/// Several nodes on one ValKey (`redis.url`): how engines discover workers, elect the leader
+/// that reconciles, and how workers learn which accounts to serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Engine: re-read the whole registry this often, besides following its topology events.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Engine: take part in the election of the controller and, as leader, reconcile.
+    pub reconcile: bool,
+    /// Engine: the leader's lease (`leader:controller`) lives this long without renewal …
+    #[serde(with = "humantime_serde")]
+    pub leader_ttl: Duration,
+    /// … and is renewed this often (a follower tries to take it as often).
+    #[serde(with = "humantime_serde")]
+    pub leader_renew_interval: Duration,
+    /// Engine (leader): compare desired and actual accounts this often (and on topology events).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// Engine (leader): how workers come to exist. `static`: someone else starts them; the
+    /// reconciler only assigns accounts. `process`: the leader starts local `kiro-worker`
+    /// processes until `process.workers` workers are registered.
+    pub fleet_driver: FleetDriverKind,
+    /// The `process` fleet driver's settings.
+    pub process: ProcessDriverConfig,
+    /// Engine (leader): accounts one worker is assigned at most (0: no limit).
+    pub max_accounts_per_worker: u32,
+    /// Worker: serve the accounts of its config (`config`), or those the leader assigns it in
+    /// the registry (`registry`, needs `redis.url`; the agent settings still come from
+    /// `accounts`).
+    pub assignment: AssignmentMode,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            sync_interval: Duration::from_secs(60),
+            reconcile: true,
+            leader_ttl: Duration::from_secs(60),
+            leader_renew_interval: Duration::from_secs(20),
+            reconcile_interval: Duration::from_secs(30),
+            fleet_driver: FleetDriverKind::Static,
+            process: ProcessDriverConfig::default(),
+            max_accounts_per_worker: 0,
+            assignment: AssignmentMode::Config,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetDriverKind {
+    Static,
+    Process,
+}
+
+/// `cluster.fleet_driver: process`: local `kiro-worker` processes started by the leader. Each
+/// runs with `config` and, as overrides, its own `node.id` (`<engine id>-worker-<n>`), loopback
+/// ports chosen by the system, `worker.data_dir` under `data_dir`, `cluster.assignment:
+/// registry` and this engine's `redis.url`; its log goes to `<data_dir>/<id>.log`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessDriverConfig {
+    /// How many workers the cluster should have (registered ones count, whoever started them).
+    pub workers: u32,
+    /// The worker binary: a path, or a name looked up beside the engine's binary, then on PATH.
+    pub command: String,
+    /// The config file the workers read (their `accounts` give the agents' settings).
+    pub config: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// How long a stopped worker may take to drain.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProcessDriverConfig {
+    fn default() -> Self {
+        ProcessDriverConfig {
+            workers: 1,
+            command: "kiro-worker".to_owned(),
+            config: None,
+            data_dir: PathBuf::from(".drawbridge/workers"),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssignmentMode {
+    Config,
+    Registry,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
@@ -562,10 +657,10 @@ impl Config {
         }
         if role == Role::Engine {
             validate_keys("engine.channel_keys", &self.engine.channel_keys)?;
-            if self.engine.workers.is_empty() {
+            if self.engine.workers.is_empty() && self.redis.is_none() {
                 return Err(ConfigError::invalid(
                     "engine.workers",
-                    "list at least one worker gRPC address",
+                    "list at least one worker gRPC address (or set redis.url to discover them)",
                 ));
             }
             for (i, url) in self.engine.workers.iter().enumerate() {
@@ -599,6 +694,7 @@ impl Config {
                 "must be a redis:// or rediss:// URL",
             ));
         }
+        self.validate_cluster(role)?;
         let cb = &self.health.circuit_breaker;
         if cb.window_size == 0 || cb.failure_threshold == 0 || cb.failure_threshold > cb.window_size
         {
@@ -638,6 +734,59 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin.auth_token",
                 "must be at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self, role: Role) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        for (key, value) in [
+            ("cluster.sync_interval", c.sync_interval),
+            ("cluster.leader_renew_interval", c.leader_renew_interval),
+            ("cluster.reconcile_interval", c.reconcile_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        if c.leader_ttl <= c.leader_renew_interval {
+            return Err(ConfigError::invalid(
+                "cluster.leader_ttl",
+                "must be longer than cluster.leader_renew_interval (e.g. 3×)",
+            ));
+        }
+        if role == Role::Worker && c.assignment == AssignmentMode::Registry && self.redis.is_none()
+        {
+            return Err(ConfigError::invalid(
+                "cluster.assignment",
+                "`registry` needs redis.url (the assignments are in the registry)",
+            ));
+        }
+        if role == Role::Engine && c.fleet_driver == FleetDriverKind::Process {
+            if self.redis.is_none() {
+                return Err(ConfigError::invalid(
+                    "cluster.fleet_driver",
+                    "`process` needs redis.url (its workers register there)",
+                ));
+            }
+            if c.process.config.is_none() {
+                return Err(ConfigError::invalid(
+                    "cluster.process.config",
+                    "name the config file the started workers read",
+                ));
+            }
+            if c.process.workers == 0 || c.process.workers > 64 {
+                return Err(ConfigError::invalid(
+                    "cluster.process.workers",
+                    "must be between 1 and 64",
+                ));
+            }
+        }
+        if role == Role::AllInOne && c.assignment == AssignmentMode::Registry {
+            return Err(ConfigError::invalid(
+                "cluster.assignment",
+                "`registry` is for separate kiro-worker processes; drawbridge serves its accounts",
             ));
         }
         Ok(())
@@ -837,6 +986,11 @@ accounts:
             kiro.validate(role).unwrap();
         }
         assert_eq!(kiro.accounts[0].agent.command, "kiro-cli");
+        let cluster = Config::from_yaml(include_str!("../../../config/cluster.yaml")).unwrap();
+        for role in [Role::Gateway, Role::Engine, Role::Worker] {
+            cluster.validate(role).unwrap();
+        }
+        assert_eq!(cluster.cluster.assignment, AssignmentMode::Registry);
     }
 
     #[test]
@@ -857,5 +1011,57 @@ accounts:
             .map(|a| a.id.as_str())
             .collect();
         assert_eq!(ids, vec!["pro-2"]);
+    }
+
+    #[test]
+    fn an_engine_with_redis_needs_no_static_workers() {
+        let yaml = format!(
+            "{GOOD}redis: {{ url: \"redis://127.0.0.1:6379\" }}\nengine: {{ workers: [] }}\n"
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        config.validate(Role::Engine).unwrap();
+        let config = Config::from_yaml(&format!("{GOOD}engine: {{ workers: [] }}\n")).unwrap();
+        let err = config.validate(Role::Engine).unwrap_err().to_string();
+        assert!(err.contains("engine.workers"), "{err}");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let config = Config::from_yaml(&format!(
+            "{GOOD}cluster: {{ leader_ttl: 10s, leader_renew_interval: 10s }}\n"
+        ))
+        .unwrap();
+        let err = config.validate(Role::Engine).unwrap_err().to_string();
+        assert!(err.contains("cluster.leader_ttl"), "{err}");
+        let config =
+            Config::from_yaml(&format!("{GOOD}cluster: {{ assignment: registry }}\n")).unwrap();
+        let err = config.validate(Role::Worker).unwrap_err().to_string();
+        assert!(err.contains("cluster.assignment"), "{err}");
+        let config = Config::from_yaml(&format!(
+            "{GOOD}cluster: {{ assignment: registry }}\nredis: {{ url: \"redis://h:6379\" }}\n"
+        ))
+        .unwrap();
+        config.validate(Role::Worker).unwrap();
+        assert_eq!(config.cluster.sync_interval, Duration::from_secs(60));
+        assert_eq!(config.cluster.leader_ttl, Duration::from_secs(60));
+        assert_eq!(
+            config.cluster.leader_renew_interval,
+            Duration::from_secs(20)
+        );
+        assert_eq!(config.cluster.reconcile_interval, Duration::from_secs(30));
+
+        let redis = "redis: { url: \"redis://h:6379\" }\n";
+        let config = Config::from_yaml(&format!(
+            "{GOOD}{redis}cluster: {{ fleet_driver: process }}\n"
+        ))
+        .unwrap();
+        let err = config.validate(Role::Engine).unwrap_err().to_string();
+        assert!(err.contains("cluster.process.config"), "{err}");
+        let config = Config::from_yaml(&format!(
+            "{GOOD}{redis}cluster: {{ fleet_driver: process, process: {{ config: w.yaml, workers: 3 }} }}\n"
+        ))
+        .unwrap();
+        config.validate(Role::Engine).unwrap();
+        assert_eq!(config.cluster.process.command, "kiro-worker");
     }
 }

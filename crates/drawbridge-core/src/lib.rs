@@ -3,6 +3,7 @@
 
 pub mod breaker;
 pub mod continuation;
+pub mod placement;
 pub mod prompt;
 pub mod sanitize;
 pub mod schedule;

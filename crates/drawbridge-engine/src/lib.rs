@@ -6,6 +6,11 @@
 
 mod answer;
 mod breakers;
+pub mod discovery;
+pub mod fleet;
+pub mod leader;
+pub mod process_driver;
+pub mod reconciler;
 pub mod workers;
 
 use std::collections::{HashMap, HashSet};
@@ -79,7 +84,7 @@ pub struct Engine {
     me: Weak<Engine>,
     settings: EngineSettings,
     breakers: Arc<breakers::Breakers>,
-    workers: Vec<Arc<dyn WorkerConn>>,
+    workers: fleet::WorkerSet,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
     inflight: Arc<Mutex<HashMap<RouteKey, u32>>>,
@@ -97,7 +102,7 @@ impl Engine {
             me: me.clone(),
             breakers: breakers::Breakers::new(settings.breaker),
             settings,
-            workers,
+            workers: fleet::WorkerSet::fixed(workers),
             routes: RwLock::new(Vec::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             rotation: AtomicUsize::new(0),
@@ -105,10 +110,15 @@ impl Engine {
         })
     }
 
+    /// An engine whose workers come from the registry ([`discovery::spawn`]).
+    pub fn discovering(settings: EngineSettings, shutdown: Shutdown) -> Arc<Engine> {
+        Self::new(Vec::new(), settings, shutdown)
+    }
+
     /// Ask every worker what it serves; a worker that does not answer drops out of the view
     /// until it does.
     pub async fn refresh(&self) {
-        let reports = futures::future::join_all(self.workers.iter().enumerate().map(
+        let reports = futures::future::join_all(self.workers.snapshot().into_iter().map(
             |(i, worker)| async move {
                 match tokio::time::timeout(SLOTS_TIMEOUT, worker.slots()).await {
                     Ok(Ok(report)) => Some((i, report)),
@@ -196,7 +206,11 @@ impl Engine {
             .map(|r| {
                 let open = self.breakers.is_open(&r.slots.account);
                 AccountView {
-                    worker: self.workers[r.worker].name().to_owned(),
+                    worker: self
+                        .workers
+                        .get(r.worker)
+                        .map(|w| w.name().to_owned())
+                        .unwrap_or_default(),
                     breaker: self.breakers.state_of(&r.slots.account).to_owned(),
                     status: if open {
                         AccountStatus::Unhealthy
@@ -233,6 +247,7 @@ impl Engine {
         let candidates: Vec<Candidate<Route>> = serving
             .into_iter()
             .filter(|r| !r.draining && r.slots.status != AccountStatus::Unhealthy)
+            .filter(|r| self.workers.reachable(r.worker))
             .filter(|r| !self.breakers.is_open(&r.slots.account))
             .filter(|r| !tried.contains(&(r.worker, r.slots.account.clone())))
             .map(|route| {
@@ -297,6 +312,9 @@ impl Engine {
             };
             let key = (route.worker, route.slots.account.clone());
             attempts.record(key.clone());
+            let Some(worker) = self.workers.get(route.worker) else {
+                continue; // the worker left the registry since the last refresh
+            };
             let Some(ticket) = self.breakers.admit(&route.slots.account) else {
                 continue; // its breaker has no probe slot left: the next account
             };
@@ -314,7 +332,7 @@ impl Engine {
                 account = %route.slots.account,
                 attempt = attempts.used()
             );
-            let events = span.in_scope(|| self.workers[route.worker].prompt(input));
+            let events = span.in_scope(|| worker.prompt(input));
             match events::first_content(events).instrument(span).await {
                 Ok((first, rest)) => {
                     tracing::debug!(
@@ -335,7 +353,7 @@ impl Engine {
                     tracing::warn!(
                         request_id = ctx.request_id,
                         account = route.slots.account,
-                        worker = self.workers[route.worker].name(),
+                        worker = worker.name(),
                         attempt = attempts.used(),
                         %error,
                         "turn failed before its first byte"

@@ -1,5 +1,7 @@
 //! How the engine reaches a worker: over gRPC, or (inside `drawbridge`) by a direct call.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drawbridge_proto::{WorkerClient, convert, from_status};
@@ -20,6 +22,26 @@ pub trait WorkerConn: Send + Sync + 'static {
 
     /// What the worker serves and how busy it is.
     fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>>;
+
+    /// Whether the worker answered its last call (a worker that cannot be reached is skipped
+    /// by the scheduler until it answers `slots` again).
+    fn reachable(&self) -> bool {
+        true
+    }
+}
+
+/// A call that failed because the worker could not be reached (refused, reset, gone), as
+/// opposed to an error the worker itself returned (those carry our error code in front).
+fn unreachable(status: &tonic::Status) -> bool {
+    let ours = status
+        .message()
+        .split_once(": ")
+        .is_some_and(|(code, _)| drawbridge_types::ErrorKind::from_code(code).is_some());
+    !ours
+        && matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        )
 }
 
 /// A worker process reached over gRPC. The connection is made lazily and re-made after a
@@ -27,6 +49,7 @@ pub trait WorkerConn: Send + Sync + 'static {
 pub struct GrpcWorkerConn {
     url: String,
     client: WorkerClient<Channel>,
+    down: Arc<AtomicBool>,
 }
 
 impl GrpcWorkerConn {
@@ -40,6 +63,7 @@ impl GrpcWorkerConn {
         Ok(GrpcWorkerConn {
             url: url.to_owned(),
             client: WorkerClient::new(endpoint.connect_lazy()),
+            down: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -61,16 +85,27 @@ impl WorkerConn for GrpcWorkerConn {
                 request.metadata_mut().insert(name, value);
             }
         }
+        let down = Arc::clone(&self.down);
         stream::once(async move {
             match client.prompt(request).await {
                 Ok(response) => response
                     .into_inner()
-                    .map(|event| match event {
+                    .map(move |event| match event {
                         Ok(event) => convert::worker_event(event),
-                        Err(status) => WorkerEvent::Error(from_status(&status)),
+                        Err(status) => {
+                            if unreachable(&status) {
+                                down.store(true, Ordering::Relaxed);
+                            }
+                            WorkerEvent::Error(from_status(&status))
+                        }
                     })
                     .boxed(),
-                Err(status) => stream::iter([WorkerEvent::Error(from_status(&status))]).boxed(),
+                Err(status) => {
+                    if unreachable(&status) {
+                        down.store(true, Ordering::Relaxed);
+                    }
+                    stream::iter([WorkerEvent::Error(from_status(&status))]).boxed()
+                }
             }
         })
         .flatten()
@@ -80,12 +115,17 @@ impl WorkerConn for GrpcWorkerConn {
     fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
         let mut client = self.client.clone();
         async move {
-            client
+            let result = client
                 .slots(drawbridge_proto::worker::SlotsRequest {})
                 .await
-                .map(|r| convert::slots_report(r.into_inner()))
-                .map_err(|s| from_status(&s))
+                .map(|r| convert::slots_report(r.into_inner()));
+            self.down.store(result.is_err(), Ordering::Relaxed);
+            result.map_err(|s| from_status(&s))
         }
         .boxed()
+    }
+
+    fn reachable(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
     }
 }

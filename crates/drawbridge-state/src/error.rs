@@ -17,6 +17,9 @@ pub enum StateError {
     /// The caller passed something the store cannot hold (an empty pod id, a zero TTL).
     #[error("invalid state request: {0}")]
     Invalid(String),
+    /// A write made under a lease that is no longer the caller's (another node leads now).
+    #[error("fenced off: {0}")]
+    Fenced(String),
     /// The store refused a command (script error, out of memory, …).
     #[error("state store refused the command: {0}")]
     Backend(String),

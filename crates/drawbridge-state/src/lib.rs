@@ -3,15 +3,20 @@
 //! otherwise. Both pass one conformance suite (`tests/registry.rs`). This crate is the only place
 //! that knows the ValKey key layout (see `valkey/keys.rs`).
 //!
-//! So far: the worker registry ([`Registry`]) and the worker's heartbeat ([`heartbeat_loop`]).
+//! So far: the worker registry ([`Registry`]), the worker's heartbeat ([`heartbeat_loop`]), and
+//! the controller's fenced lease ([`LeaseStore`]) and desired accounts ([`AccountStore`]).
 
+mod control;
 mod embedded;
+mod embedded_control;
 mod error;
 mod heartbeat;
 mod registry;
 mod valkey;
 
+pub use control::{AccountRecord, AccountStore, CONTROLLER_LEASE, Lease, LeaseStore};
 pub use embedded::EmbeddedRegistry;
+pub use embedded_control::EmbeddedControl;
 pub use error::StateError;
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};

@@ -31,6 +31,10 @@ pub struct PodRecord {
     /// The models the pod serves.
     pub models: Vec<String>,
     pub status: PodStatus,
+    /// Whether the pod takes account assignments from the reconciler (a worker with
+    /// `cluster.assignment: registry`); a pod serving its configured accounts does not.
+    #[serde(default)]
+    pub assignable: bool,
     /// When the store last took a heartbeat of this pod, in milliseconds since the Unix epoch, on
     /// the store's clock (ValKey's `TIME`), so that every node compares the same clock. Set by
     /// [`Registry::heartbeat`]; whatever the caller puts here is replaced.
@@ -206,6 +210,7 @@ mod tests {
             accounts: Vec::new(),
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             status,
+            assignable: false,
             updated_at_ms: 0,
         }
     }

@@ -19,6 +19,7 @@ fn pod() -> PodRecord {
         accounts: Vec::new(),
         models: vec!["kiro".into()],
         status: PodStatus::Healthy,
+        assignable: false,
         updated_at_ms: 0,
     }
 }

@@ -56,6 +56,7 @@ fn pod(id: &str, models: &[&str]) -> PodRecord {
         }],
         models: models.iter().map(|m| (*m).to_owned()).collect(),
         status: PodStatus::Healthy,
+        assignable: false,
         updated_at_ms: 0,
     }
 }

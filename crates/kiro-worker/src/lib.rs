@@ -4,6 +4,7 @@
 //! gRPC to the engine ([`grpc`]), over HTTP for people and probes ([`http`]), and called
 //! directly by the single-process `drawbridge` binary.
 
+mod assignment;
 pub mod grpc;
 pub mod http;
 mod pool;
@@ -12,7 +13,7 @@ mod turn;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use drawbridge_acp::AgentSpec;
@@ -30,7 +31,14 @@ const EVENT_BUFFER: usize = 64;
 
 pub struct Worker {
     id: String,
-    pools: BTreeMap<String, Arc<AccountPool>>,
+    /// The account pools, by account id. Fixed in `cluster.assignment: config` mode; changed by
+    /// [`Worker::assign`] in `registry` mode.
+    pools: RwLock<BTreeMap<String, Arc<AccountPool>>>,
+    /// Each pool's own scope, cancelled when the pool is unassigned.
+    pool_scopes: Mutex<BTreeMap<String, Shutdown>>,
+    pool_config: PoolConfig,
+    /// It serves the accounts the registry assigns it.
+    assignable: bool,
     turn_settings: turn::TurnSettings,
     shutdown: Shutdown,
     /// Turns in flight; drained before exit.
@@ -42,40 +50,32 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Build the pools for the accounts this worker serves and start warming them.
+    /// Build the pools for the accounts this worker serves and start warming them (none yet
+    /// in `cluster.assignment: registry` mode: they come with the assignment).
     pub fn start(config: &Config, shutdown: Shutdown) -> Result<Arc<Worker>, anyhow::Error> {
-        let data_dir = absolute(&config.worker.data_dir)?;
+        let pool_config = PoolConfig {
+            data_dir: absolute(&config.worker.data_dir)?,
+            handshake_timeout: config.worker.handshake_timeout,
+            queue_timeout: config.worker.queue_timeout,
+            max_queue: config.worker.max_queue,
+        };
+        let assignable = config.cluster.assignment == drawbridge_config::AssignmentMode::Registry;
         let mut pools = BTreeMap::new();
-        for account in config.worker_accounts() {
-            let spec = agent_spec(account, &data_dir)?;
-            let settings = PoolSettings {
-                size: account.pool_size,
-                handshake_timeout: config.worker.handshake_timeout,
-                queue_timeout: config.worker.queue_timeout,
-                max_queue: config.worker.max_queue,
-                permissions: drawbridge_acp::PermissionPolicy {
-                    allow_tools: account.agent.allow_tools.clone(),
-                    ..drawbridge_acp::PermissionPolicy::default()
-                },
-            };
-            tracing::info!(
-                account = account.id,
-                pool_size = account.pool_size,
-                command = spec.command,
-                "starting account pool"
-            );
-            let pool = AccountPool::start(
-                account.id.clone(),
-                account.models.clone(),
-                spec,
-                settings,
-                shutdown.child(),
-            );
-            pools.insert(account.id.clone(), pool);
+        let mut pool_scopes = BTreeMap::new();
+        if !assignable {
+            for account in config.worker_accounts() {
+                let scope = shutdown.child();
+                let pool = pool_config.start(account, scope.clone())?;
+                pools.insert(account.id.clone(), pool);
+                pool_scopes.insert(account.id.clone(), scope);
+            }
         }
         Ok(Arc::new(Worker {
             id: config.node.id.clone(),
-            pools,
+            pools: RwLock::new(pools),
+            pool_scopes: Mutex::new(pool_scopes),
+            pool_config,
+            assignable,
             turn_settings: turn::TurnSettings {
                 request_timeout: config.worker.request_timeout,
                 idle_timeout: config.worker.idle_timeout,
@@ -94,9 +94,71 @@ impl Worker {
         &self.id
     }
 
+    /// Whether it serves the accounts the registry assigns it.
+    pub fn is_assignable(&self) -> bool {
+        self.assignable
+    }
+
+    fn pools(&self) -> BTreeMap<String, Arc<AccountPool>> {
+        self.pools
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Serve exactly `accounts` (their agent settings from the config): start a pool for each
+    /// new one, stop the pools of the others (their turns in flight finish; then their agent
+    /// processes stop). A worker that is draining changes nothing.
+    pub async fn assign(&self, accounts: &[&AccountConfig]) {
+        if self.is_draining() {
+            return;
+        }
+        let current = self.pools();
+        let mut stopping = Vec::new();
+        {
+            let mut pools = self.pools.write().unwrap_or_else(PoisonError::into_inner);
+            let mut scopes = self
+                .pool_scopes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for account in accounts {
+                if current.contains_key(&account.id) {
+                    continue;
+                }
+                let scope = self.shutdown.child();
+                match self.pool_config.start(account, scope.clone()) {
+                    Ok(pool) => {
+                        tracing::info!(account = account.id, "account assigned to this worker");
+                        pools.insert(account.id.clone(), pool);
+                        scopes.insert(account.id.clone(), scope);
+                    }
+                    Err(error) => tracing::warn!(
+                        account = account.id,
+                        %error,
+                        "cannot start the pool of an assigned account"
+                    ),
+                }
+            }
+            for id in current.keys() {
+                if accounts.iter().any(|a| &a.id == id) {
+                    continue;
+                }
+                tracing::info!(account = id, "account unassigned from this worker");
+                if let Some(pool) = pools.remove(id) {
+                    stopping.push(pool);
+                }
+                if let Some(scope) = scopes.remove(id) {
+                    scope.cancel();
+                }
+            }
+        }
+        let closing = stopping.iter().map(|p| p.close(Duration::from_secs(2)));
+        futures::future::join_all(closing).await;
+    }
+
     /// The first model `account` serves.
     pub fn default_model(&self, account: &str) -> Option<String> {
-        self.pools
+        self.pools()
             .get(account)
             .and_then(|p| p.models.first().cloned())
     }
@@ -131,22 +193,20 @@ impl Worker {
         if self.is_draining() {
             return Err(ApiError::unavailable("This worker is draining."));
         }
+        let pools = self.pools();
         if let Some(account) = &input.account {
-            let pool = self.pools.get(account).ok_or_else(|| {
-                ApiError::invalid_request(format!(
-                    "This worker does not serve account '{account}'."
-                ))
+            // Retryable: in a cluster an account moves between workers, and an engine may send
+            // a turn here before it has seen the move.
+            let pool = pools.get(account).ok_or_else(|| {
+                ApiError::unavailable(format!("This worker does not serve account '{account}'."))
             })?;
             if !pool.serves(&input.model) {
                 return Err(ApiError::model_not_found(&input.model));
             }
             return Ok(Arc::clone(pool));
         }
-        let serving: Vec<&Arc<AccountPool>> = self
-            .pools
-            .values()
-            .filter(|p| p.serves(&input.model))
-            .collect();
+        let serving: Vec<&Arc<AccountPool>> =
+            pools.values().filter(|p| p.serves(&input.model)).collect();
         if serving.is_empty() {
             return Err(ApiError::model_not_found(&input.model));
         }
@@ -170,7 +230,7 @@ impl Worker {
         SlotsReport {
             worker_id: self.id.clone(),
             draining: self.is_draining(),
-            accounts: self.pools.values().map(|p| p.slots()).collect(),
+            accounts: self.pools().values().map(|p| p.slots()).collect(),
         }
     }
 
@@ -190,6 +250,13 @@ impl Worker {
                 )
             })
             .collect();
+        if self.assignable && slots.accounts.is_empty() && !slots.draining {
+            // Waiting for an assignment is healthy: it has room.
+            return (
+                HealthStatus::Healthy,
+                vec!["no account assigned yet".to_owned()],
+            );
+        }
         let report = drawbridge_types::HealthReport::from_accounts(&slots.accounts, slots.draining);
         (report.status, reasons)
     }
@@ -228,6 +295,7 @@ impl Worker {
             accounts: slots.accounts,
             models,
             status,
+            assignable: self.assignable,
             updated_at_ms: 0,
         }
     }
@@ -257,8 +325,50 @@ impl Worker {
         {
             tracing::warn!("turns still running after the drain deadline; stopping their agents");
         }
-        let closing = self.pools.values().map(|p| p.close(Duration::from_secs(2)));
+        let pools = self.pools();
+        let closing = pools.values().map(|p| p.close(Duration::from_secs(2)));
         futures::future::join_all(closing).await;
+    }
+}
+
+/// What every account pool of this worker shares.
+struct PoolConfig {
+    data_dir: PathBuf,
+    handshake_timeout: Duration,
+    queue_timeout: Duration,
+    max_queue: usize,
+}
+
+impl PoolConfig {
+    fn start(
+        &self,
+        account: &AccountConfig,
+        scope: Shutdown,
+    ) -> Result<Arc<AccountPool>, anyhow::Error> {
+        let spec = agent_spec(account, &self.data_dir)?;
+        let settings = PoolSettings {
+            size: account.pool_size,
+            handshake_timeout: self.handshake_timeout,
+            queue_timeout: self.queue_timeout,
+            max_queue: self.max_queue,
+            permissions: drawbridge_acp::PermissionPolicy {
+                allow_tools: account.agent.allow_tools.clone(),
+                ..drawbridge_acp::PermissionPolicy::default()
+            },
+        };
+        tracing::info!(
+            account = account.id,
+            pool_size = account.pool_size,
+            command = spec.command,
+            "starting account pool"
+        );
+        Ok(AccountPool::start(
+            account.id.clone(),
+            account.models.clone(),
+            spec,
+            settings,
+            scope,
+        ))
     }
 }
 

@@ -55,14 +55,25 @@ impl Registration {
         })?);
         tracing::info!(registry = redact_url(&redis.url), "registering in ValKey");
         let registry: Arc<dyn Registry> = valkey.clone();
-        Ok(Some(Self::start(
+        let registration = Self::start(
             config,
             registry,
-            Some(valkey),
-            worker,
+            Some(valkey.clone()),
+            worker.clone(),
             grpc,
             http,
-        )))
+        );
+        if worker.is_assignable() {
+            tracing::info!("serving the accounts the registry assigns to this worker");
+            crate::assignment::follow(
+                valkey,
+                worker,
+                config.accounts.clone(),
+                config.worker.heartbeat_interval,
+                &registration.scope,
+            );
+        }
+        Ok(Some(registration))
     }
 
     /// Register in an in-process store (the single-node binary).

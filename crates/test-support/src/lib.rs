@@ -7,6 +7,7 @@
     reason = "a test harness fails loudly and shows the logs of what it started"
 )]
 
+pub mod cluster;
 pub mod http;
 pub use ::http::Method;
 pub mod process;

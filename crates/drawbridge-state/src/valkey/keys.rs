@@ -7,6 +7,10 @@
 //! | `pods` | set | every registered pod id (expired ones until a reader prunes them) |
 //! | `model:{name}:pods` | set | the pods serving the model (pruned the same way) |
 //! | `drawbridge:topology` | channel | `{"kind":"join"\|"leave"\|"drain"\|"update","pod_id":…}` |
+//! | `leader:{name}` | string, TTL | `TOKEN:HOLDER` of the lease `name` (`leader:controller`) |
+//! | `leader:{name}:epoch` | integer | the last fencing token handed out for `name` |
+//! | `account:{id}` | string | a desired account's JSON ([`crate::AccountRecord`]: id, models, pool size, `assigned_pod`) |
+//! | `accounts` | set | every desired account id |
 
 /// Prefix of a pod's record.
 pub(crate) const POD_PREFIX: &str = "pod:";
@@ -24,4 +28,23 @@ pub(crate) fn pod(pod_id: &str) -> String {
 
 pub(crate) fn model_pods(model: &str) -> String {
     format!("{MODEL_PREFIX}{model}{MODEL_SUFFIX}")
+}
+
+/// Prefix of a lease (`leader:controller`).
+pub(crate) const LEASE_PREFIX: &str = "leader:";
+/// Prefix of a desired account's record.
+pub(crate) const ACCOUNT_PREFIX: &str = "account:";
+/// The set of every desired account id.
+pub(crate) const ACCOUNTS: &str = "accounts";
+
+pub(crate) fn lease(name: &str) -> String {
+    format!("{LEASE_PREFIX}{name}")
+}
+
+pub(crate) fn lease_epoch(name: &str) -> String {
+    format!("{LEASE_PREFIX}{name}:epoch")
+}
+
+pub(crate) fn account(id: &str) -> String {
+    format!("{ACCOUNT_PREFIX}{id}")
 }

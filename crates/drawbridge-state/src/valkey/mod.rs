@@ -2,6 +2,7 @@
 //! Writes that touch several keys are Lua scripts (one round trip, atomic, stamped with the
 //! server's `TIME`); pub/sub runs on a second connection opened on the first `subscribe`.
 
+mod control;
 mod keys;
 
 use std::future::Future;
@@ -485,6 +486,7 @@ mod tests {
             accounts: Vec::new(),
             models: vec!["m".into()],
             status: crate::PodStatus::Healthy,
+            assignable: false,
             updated_at_ms: 7,
         };
         let body = record_without_stamp(&pod).unwrap_or_default();

@@ -1,0 +1,284 @@
+//! The reconciler: while this engine leads, it makes the accounts' assignment match the fleet.
+//!
+//! Desired state: the accounts in `account:{id}` (every engine writes its config's `accounts`
+//! there at start, the leader again on every pass, so the desired state comes back after the
+//! store lost its data). Actual state: the registry's live pods and the accounts they report.
+//! Every `cluster.reconcile_interval`, on every topology event and when this engine becomes the
+//! leader, it runs [`drawbridge_core::placement::plan`] and writes each move with the fenced
+//! `assign` (a leader that lost its lease meanwhile is refused). Workers in
+//! `cluster.assignment: registry` mode read their assignment and start or stop pools.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drawbridge_core::placement::{self, AccountView, PodView};
+use drawbridge_state::{
+    AccountRecord, AccountStore, CONTROLLER_LEASE, Lease, PodStatus, Registry, StateError,
+    TopologyStream,
+};
+use drawbridge_telemetry::Shutdown;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::fleet::FleetDriver;
+
+pub struct Reconciler {
+    pub registry: Arc<dyn Registry>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub driver: Arc<dyn FleetDriver>,
+    /// This engine's config's accounts.
+    pub desired: Vec<AccountRecord>,
+    pub interval: Duration,
+    /// 0: no limit.
+    pub max_per_pod: usize,
+}
+
+impl Reconciler {
+    /// The desired accounts of `config`, unassigned.
+    pub fn desired_from(config: &drawbridge_config::Config) -> Vec<AccountRecord> {
+        config
+            .accounts
+            .iter()
+            .map(|a| AccountRecord {
+                id: a.id.clone(),
+                models: a.models.clone(),
+                pool_size: a.pool_size,
+                assigned_pod: None,
+            })
+            .collect()
+    }
+
+    /// Run until `shutdown`, reconciling while `leadership` holds a lease.
+    pub fn spawn(self, mut leadership: watch::Receiver<Option<Lease>>, shutdown: &Shutdown) {
+        let scope = shutdown.clone();
+        shutdown.spawn(async move {
+            if let Err(error) = self.accounts.put_accounts(&self.desired).await {
+                tracing::warn!(%error, "could not write the desired accounts; the leader will");
+            }
+            let mut events: Option<TopologyStream> = None;
+            let mut tick = tokio::time::interval(self.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let next_event = async {
+                    match events.as_mut() {
+                        Some(stream) => stream.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = scope.cancelled() => break,
+                    _ = tick.tick() => {}
+                    changed = leadership.changed() => if changed.is_err() { break },
+                    event = next_event => if event.is_none() { events = None },
+                }
+                let lease = leadership.borrow().clone();
+                let Some(lease) = lease else { continue };
+                if events.is_none() {
+                    events = self.registry.subscribe().await.ok();
+                }
+                if let Err(error) = self.pass(&lease).await {
+                    tracing::warn!(%error, "reconcile pass failed");
+                }
+            }
+        });
+    }
+
+    /// One pass: desired vs actual, and the moves.
+    async fn pass(&self, lease: &Lease) -> Result<(), StateError> {
+        self.accounts.put_accounts(&self.desired).await?;
+        let accounts = self.accounts.accounts().await?;
+        let pods = self.registry.pods().await?;
+        self.driver.ensure(&pods).await;
+        let pod_views: Vec<PodView> = pods
+            .iter()
+            .map(|p| PodView {
+                id: p.id.clone(),
+                assignable: p.assignable,
+                accepting: !matches!(p.status, PodStatus::Draining | PodStatus::Unhealthy),
+                serving: p.accounts.iter().map(|a| a.account.clone()).collect(),
+            })
+            .collect();
+        let account_views: Vec<AccountView> = accounts
+            .iter()
+            .map(|a| AccountView {
+                id: a.id.clone(),
+                assigned_pod: a.assigned_pod.clone(),
+            })
+            .collect();
+        for m in placement::plan(&account_views, &pod_views, self.max_per_pod) {
+            self.accounts
+                .assign(&m.account, m.to.as_deref(), CONTROLLER_LEASE, lease)
+                .await?;
+            tracing::info!(
+                account = m.account,
+                from = m.from.as_deref().unwrap_or("-"),
+                to = m.to.as_deref().unwrap_or("-"),
+                token = lease.token,
+                "account assigned"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drawbridge_state::{EmbeddedControl, EmbeddedRegistry, LeaseStore, PodRecord};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::fleet::StaticDriver;
+
+    const INTERVAL: Duration = Duration::from_secs(30);
+    const POD_TTL: Duration = Duration::from_secs(15);
+
+    fn pod(id: &str, accounts: &[&str]) -> PodRecord {
+        PodRecord {
+            id: id.into(),
+            address: format!("http://{id}"),
+            http_address: String::new(),
+            accounts: accounts
+                .iter()
+                .map(|a| drawbridge_types::worker::AccountSlots {
+                    account: (*a).to_owned(),
+                    models: vec!["kiro".into()],
+                    size: 1,
+                    busy: 0,
+                    idle: 1,
+                    starting: 0,
+                    failed: 0,
+                    queue_depth: 0,
+                    credits_used: 0.0,
+                    last_error: None,
+                    status: drawbridge_types::worker::AccountStatus::Healthy,
+                })
+                .collect(),
+            models: vec!["kiro".into()],
+            status: PodStatus::Healthy,
+            assignable: true,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn desired(id: &str) -> AccountRecord {
+        AccountRecord {
+            id: id.into(),
+            models: vec!["kiro".into()],
+            pool_size: 1,
+            assigned_pod: None,
+        }
+    }
+
+    async fn assignment(control: &EmbeddedControl) -> Vec<(String, Option<String>)> {
+        control
+            .accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.id, a.assigned_pod))
+            .collect()
+    }
+
+    /// Poll (on paused time) until `check` holds; how long it took.
+    async fn until<F, Fut>(mut check: F) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while !check().await {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "never happened"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_leader_assigns_and_moves_a_dead_pods_accounts_within_one_period() {
+        let registry = Arc::new(EmbeddedRegistry::new());
+        let control = Arc::new(EmbeddedControl::new());
+        registry.heartbeat(&pod("w1", &[]), POD_TTL).await.unwrap();
+        registry.heartbeat(&pod("w2", &[]), POD_TTL).await.unwrap();
+        let token = control
+            .acquire(CONTROLLER_LEASE, "e1", Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        let (_tx, rx) = watch::channel(Some(Lease {
+            holder: "e1".into(),
+            token,
+        }));
+        let scope = Shutdown::new();
+        Reconciler {
+            registry: registry.clone(),
+            accounts: control.clone(),
+            driver: Arc::new(StaticDriver),
+            desired: vec![desired("a"), desired("b")],
+            interval: INTERVAL,
+            max_per_pod: 0,
+        }
+        .spawn(rx, &scope);
+
+        until(|| async {
+            assignment(&control).await
+                == vec![
+                    ("a".to_owned(), Some("w1".to_owned())),
+                    ("b".to_owned(), Some("w2".to_owned())),
+                ]
+        })
+        .await;
+
+        // w1 dies (no more heartbeats); w2 lives on.
+        let keep_alive = {
+            let registry = registry.clone();
+            scope.spawn(async move {
+                loop {
+                    registry
+                        .heartbeat(&pod("w2", &["b"]), POD_TTL)
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            })
+        };
+        let took = until(|| async {
+            assignment(&control)
+                .await
+                .iter()
+                .all(|(_, pod)| pod.as_deref() == Some("w2"))
+        })
+        .await;
+        assert!(
+            took <= POD_TTL + INTERVAL + Duration::from_millis(200),
+            "{took:?}"
+        );
+        keep_alive.abort();
+        scope.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_writes_nothing() {
+        let registry = Arc::new(EmbeddedRegistry::new());
+        let control = Arc::new(EmbeddedControl::new());
+        registry.heartbeat(&pod("w1", &[]), POD_TTL).await.unwrap();
+        let (_tx, rx) = watch::channel(None);
+        let scope = Shutdown::new();
+        Reconciler {
+            registry,
+            accounts: control.clone(),
+            driver: Arc::new(StaticDriver),
+            desired: vec![desired("a")],
+            interval: INTERVAL,
+            max_per_pod: 0,
+        }
+        .spawn(rx, &scope);
+        // The desired state is written at start; the assignment is the leader's business.
+        until(|| async { !control.accounts().await.unwrap().is_empty() }).await;
+        tokio::time::sleep(INTERVAL * 3).await;
+        assert_eq!(assignment(&control).await, vec![("a".to_owned(), None)]);
+        scope.cancel();
+    }
+}

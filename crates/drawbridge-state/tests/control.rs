@@ -1,0 +1,238 @@
+//! The conformance suite of [`LeaseStore`] and [`AccountStore`]: every scenario runs against the
+//! embedded store (on paused tokio time: TTLs pass instantly) and against ValKey (two clients,
+//! "two engines", on a real `redis-server`). Then the ValKey key layout.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic on failure, like the tests that call them"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drawbridge_state::{
+    AccountRecord, AccountStore, CONTROLLER_LEASE, EmbeddedControl, Lease, LeaseStore, StateError,
+    ValkeyRegistry,
+};
+use test_support::redis::RedisServer;
+
+const TTL: Duration = Duration::from_secs(15);
+
+/// Two engines' views of one store (the embedded store has one: both are the same).
+struct Nodes {
+    a: Arc<dyn Both>,
+    b: Arc<dyn Both>,
+}
+
+trait Both: LeaseStore + AccountStore {}
+impl<T: LeaseStore + AccountStore> Both for T {}
+
+fn account(id: &str) -> AccountRecord {
+    AccountRecord {
+        id: id.to_owned(),
+        models: vec!["kiro".to_owned()],
+        pool_size: 2,
+        assigned_pod: None,
+    }
+}
+
+/// Wait `ttl` plus a margin: instant on paused time, a real wait on ValKey (short TTLs only).
+async fn outlive(ttl: Duration) {
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn one_holder_at_a_time(n: Nodes) {
+        let token = n.a.acquire(CONTROLLER_LEASE, "e1", TTL).await.unwrap();
+        let token = token.expect("a free lease is taken");
+        assert_eq!(
+            n.b.acquire(CONTROLLER_LEASE, "e2", TTL).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            n.a.acquire(CONTROLLER_LEASE, "e1", TTL).await.unwrap(),
+            None
+        );
+        let lease = Lease {
+            holder: "e1".into(),
+            token,
+        };
+        assert_eq!(
+            n.b.holder(CONTROLLER_LEASE).await.unwrap(),
+            Some(lease.clone())
+        );
+        assert!(n.a.renew(CONTROLLER_LEASE, &lease, TTL).await.unwrap());
+        let impostor = Lease {
+            holder: "e2".into(),
+            token,
+        };
+        assert!(!n.b.renew(CONTROLLER_LEASE, &impostor, TTL).await.unwrap());
+        assert!(!n.b.release(CONTROLLER_LEASE, &impostor).await.unwrap());
+        assert!(n.a.release(CONTROLLER_LEASE, &lease).await.unwrap());
+        assert_eq!(n.b.holder(CONTROLLER_LEASE).await.unwrap(), None);
+        let next = n.b.acquire(CONTROLLER_LEASE, "e2", TTL).await.unwrap();
+        assert!(next.unwrap() > token, "tokens only grow");
+    }
+
+    pub async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(n: Nodes) {
+        let short = Duration::from_millis(300);
+        n.a.put_accounts(&[account("acct-1")]).await.unwrap();
+        let old = Lease {
+            holder: "e1".into(),
+            token: n
+                .a
+                .acquire(CONTROLLER_LEASE, "e1", short)
+                .await
+                .unwrap()
+                .unwrap(),
+        };
+        n.a.assign("acct-1", Some("w1"), CONTROLLER_LEASE, &old)
+            .await
+            .unwrap();
+        outlive(short).await;
+        assert_eq!(n.b.holder(CONTROLLER_LEASE).await.unwrap(), None);
+        let new = Lease {
+            holder: "e2".into(),
+            token: n
+                .b
+                .acquire(CONTROLLER_LEASE, "e2", TTL)
+                .await
+                .unwrap()
+                .unwrap(),
+        };
+        assert!(new.token > old.token);
+        assert!(!n.a.renew(CONTROLLER_LEASE, &old, TTL).await.unwrap());
+        let refused =
+            n.a.assign("acct-1", Some("w9"), CONTROLLER_LEASE, &old)
+                .await;
+        assert!(matches!(refused, Err(StateError::Fenced(_))), "{refused:?}");
+        n.b.assign("acct-1", Some("w2"), CONTROLLER_LEASE, &new)
+            .await
+            .unwrap();
+        let accounts = n.a.accounts().await.unwrap();
+        assert_eq!(accounts[0].assigned_pod.as_deref(), Some("w2"));
+    }
+
+    pub async fn desired_accounts_keep_their_assignment(n: Nodes) {
+        n.a.put_accounts(&[account("b"), account("a")])
+            .await
+            .unwrap();
+        let lease = Lease {
+            holder: "e1".into(),
+            token: n
+                .a
+                .acquire(CONTROLLER_LEASE, "e1", TTL)
+                .await
+                .unwrap()
+                .unwrap(),
+        };
+        n.a.assign("a", Some("w1"), CONTROLLER_LEASE, &lease)
+            .await
+            .unwrap();
+        // Another engine writes its config: sizes change, the assignment stays.
+        let mut bigger = account("a");
+        bigger.pool_size = 5;
+        n.b.put_accounts(&[bigger]).await.unwrap();
+        let accounts = n.b.accounts().await.unwrap();
+        assert_eq!(
+            accounts,
+            vec![
+                AccountRecord {
+                    pool_size: 5,
+                    assigned_pod: Some("w1".into()),
+                    ..account("a")
+                },
+                account("b"),
+            ]
+        );
+        n.a.assign("a", None, CONTROLLER_LEASE, &lease)
+            .await
+            .unwrap();
+        assert_eq!(n.b.accounts().await.unwrap()[0].assigned_pod, None);
+        let missing = n.a.assign("zz", Some("w1"), CONTROLLER_LEASE, &lease).await;
+        assert!(
+            matches!(missing, Err(StateError::Invalid(_))),
+            "{missing:?}"
+        );
+    }
+
+    pub async fn without_the_lease_nothing_is_written(n: Nodes) {
+        n.a.put_accounts(&[account("a")]).await.unwrap();
+        let never = Lease {
+            holder: "e1".into(),
+            token: 1,
+        };
+        let refused = n.a.assign("a", Some("w1"), CONTROLLER_LEASE, &never).await;
+        assert!(matches!(refused, Err(StateError::Fenced(_))), "{refused:?}");
+        assert_eq!(n.b.accounts().await.unwrap()[0].assigned_pod, None);
+    }
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            use super::*;
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $scenario() {
+                    let store: Arc<dyn Both> = Arc::new(EmbeddedControl::new());
+                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store }).await;
+                }
+            )*
+        }
+        mod valkey {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let server = RedisServer::start();
+                    let a = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
+                    let b = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
+                    suite::$scenario(Nodes { a: a.clone(), b: b.clone() }).await;
+                    a.close().await;
+                    b.close().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    one_holder_at_a_time,
+    an_expired_lease_is_taken_over_and_the_old_holder_is_fenced,
+    desired_accounts_keep_their_assignment,
+    without_the_lease_nothing_is_written,
+);
+
+#[tokio::test]
+async fn valkey_key_layout() {
+    use fred::prelude::{Builder, ClientLike, Config, KeysInterface, SetsInterface};
+    let server = RedisServer::start();
+    let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
+    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    let token = store
+        .acquire(CONTROLLER_LEASE, "engine-1", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let held: Option<String> = raw.get("leader:controller").await.unwrap();
+    assert_eq!(held, Some(format!("{token}:engine-1")));
+    let pttl: i64 = raw.pttl("leader:controller").await.unwrap();
+    assert!(pttl > 0 && pttl <= 15_000, "{pttl}");
+    let epoch: Option<String> = raw.get("leader:controller:epoch").await.unwrap();
+    assert_eq!(epoch, Some(token.to_string()));
+
+    store.put_accounts(&[account("acct-1")]).await.unwrap();
+    let ids: Vec<String> = raw.smembers("accounts").await.unwrap();
+    assert_eq!(ids, ["acct-1"]);
+    let stored: Option<String> = raw.get("account:acct-1").await.unwrap();
+    let record: AccountRecord = serde_json::from_str(&stored.unwrap()).unwrap();
+    assert_eq!(record, account("acct-1"));
+    store.close().await;
+}
