@@ -91,16 +91,17 @@ impl LiveConfig {
     pub fn watch(&self, path: PathBuf, role: Role, interval: Duration, shutdown: &Shutdown) {
         let live = self.clone();
         let stop = shutdown.clone();
+        // Listen now, not in the task: a SIGHUP before the listener exists would kill the
+        // process (the default action).
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reloading on file changes only");
+                None
+            }
+        };
         shutdown.spawn(async move {
-            let mut hangup = match tokio::signal::unix::signal(
-                tokio::signal::unix::SignalKind::hangup(),
-            ) {
-                Ok(signal) => Some(signal),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGHUP; reloading on file changes only");
-                    None
-                }
-            };
             let mut seen = std::fs::read(&path).ok();
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

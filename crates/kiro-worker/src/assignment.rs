@@ -3,7 +3,8 @@
 //! `worker.heartbeat_interval`. It stops serving an account only when the account is assigned
 //! to another pod: an account it serves whose record is gone or unassigned (the store lost its
 //! data) is kept, and the reconciler assigns it back to this worker. How to start an assigned account's agent comes from this
-//! worker's own `accounts` (credentials never pass through the store); an assigned account
+//! worker's own `accounts` (credentials never pass through the store; a reload of the config
+//! applies to them); an assigned account
 //! missing there is logged and skipped. While the store is unreachable, the worker keeps what
 //! it serves.
 
@@ -20,7 +21,6 @@ use crate::Worker;
 pub fn follow(
     store: Arc<dyn AccountStore>,
     worker: Arc<Worker>,
-    catalogue: Vec<AccountConfig>,
     interval: Duration,
     scope: &Shutdown,
 ) {
@@ -51,6 +51,7 @@ pub fn follow(
                             wanted.insert(id);
                         }
                     }
+                    let catalogue = worker.catalogue();
                     let mine: Vec<&AccountConfig> = wanted
                         .into_iter()
                         .filter_map(|id| {

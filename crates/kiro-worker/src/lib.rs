@@ -36,6 +36,11 @@ pub struct Worker {
     pools: RwLock<BTreeMap<String, Arc<AccountPool>>>,
     /// Each pool's own scope, cancelled when the pool is unassigned.
     pool_scopes: Mutex<BTreeMap<String, Shutdown>>,
+    /// The settings each pool was started with: a reload that changes them restarts the pool.
+    started_with: Mutex<BTreeMap<String, AccountConfig>>,
+    /// Every account of the config (what an assigned account's agent settings come from);
+    /// replaced by a reload.
+    catalogue: RwLock<Vec<AccountConfig>>,
     pool_config: PoolConfig,
     /// It serves the accounts the registry assigns it.
     assignable: bool,
@@ -62,18 +67,22 @@ impl Worker {
         let assignable = config.cluster.assignment == drawbridge_config::AssignmentMode::Registry;
         let mut pools = BTreeMap::new();
         let mut pool_scopes = BTreeMap::new();
+        let mut started_with = BTreeMap::new();
         if !assignable {
             for account in config.worker_accounts() {
                 let scope = shutdown.child();
                 let pool = pool_config.start(account, scope.clone())?;
                 pools.insert(account.id.clone(), pool);
                 pool_scopes.insert(account.id.clone(), scope);
+                started_with.insert(account.id.clone(), account.clone());
             }
         }
         Ok(Arc::new(Worker {
             id: config.node.id.clone(),
             pools: RwLock::new(pools),
             pool_scopes: Mutex::new(pool_scopes),
+            started_with: Mutex::new(started_with),
+            catalogue: RwLock::new(config.accounts.clone()),
             pool_config,
             assignable,
             turn_settings: turn::TurnSettings {
@@ -106,9 +115,63 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// Apply every reload of `live` (see [`Worker::reconfigure`]) until `scope` ends.
+    pub fn follow_reloads(
+        self: &Arc<Self>,
+        live: drawbridge_telemetry::LiveConfig,
+        scope: &Shutdown,
+    ) {
+        let worker = Arc::clone(self);
+        let stop = scope.clone();
+        let mut changes = live.subscribe();
+        scope.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        worker.reconfigure(&live.load()).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Every account of the running config.
+    pub fn catalogue(&self) -> Vec<AccountConfig> {
+        self.catalogue
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Take a reloaded configuration: in `config` mode serve its accounts (new ones start,
+    /// removed ones stop, changed ones restart); in `registry` mode keep the assigned accounts
+    /// but restart those whose settings changed. Turns in flight finish on the processes they
+    /// started on.
+    pub async fn reconfigure(&self, config: &Config) {
+        if let Ok(mut catalogue) = self.catalogue.write() {
+            *catalogue = config.accounts.clone();
+        }
+        if self.assignable {
+            let serving = self.pools();
+            let keep: Vec<&AccountConfig> = config
+                .accounts
+                .iter()
+                .filter(|a| serving.contains_key(&a.id))
+                .collect();
+            self.assign(&keep).await;
+        } else {
+            self.assign(&config.worker_accounts()).await;
+        }
+    }
+
     /// Serve exactly `accounts` (their agent settings from the config): start a pool for each
-    /// new one, stop the pools of the others (their turns in flight finish; then their agent
-    /// processes stop). A worker that is draining changes nothing.
+    /// new one, restart the pool of one whose settings changed, stop the pools of the others
+    /// (their turns in flight finish; then their agent processes stop). A worker that is
+    /// draining changes nothing.
     pub async fn assign(&self, accounts: &[&AccountConfig]) {
         if self.is_draining() {
             return;
@@ -121,21 +184,38 @@ impl Worker {
                 .pool_scopes
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            let mut started_with = self
+                .started_with
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             for account in accounts {
                 if current.contains_key(&account.id) {
-                    continue;
+                    if started_with.get(&account.id) == Some(*account) {
+                        continue;
+                    }
+                    tracing::info!(
+                        account = account.id,
+                        "account settings changed; its pool restarts"
+                    );
+                    if let Some(pool) = pools.remove(&account.id) {
+                        stopping.push(pool);
+                    }
+                    if let Some(scope) = scopes.remove(&account.id) {
+                        scope.cancel();
+                    }
                 }
                 let scope = self.shutdown.child();
                 match self.pool_config.start(account, scope.clone()) {
                     Ok(pool) => {
-                        tracing::info!(account = account.id, "account assigned to this worker");
+                        tracing::info!(account = account.id, "serving account");
                         pools.insert(account.id.clone(), pool);
                         scopes.insert(account.id.clone(), scope);
+                        started_with.insert(account.id.clone(), (*account).clone());
                     }
                     Err(error) => tracing::warn!(
                         account = account.id,
                         %error,
-                        "cannot start the pool of an assigned account"
+                        "cannot start the pool of an account"
                     ),
                 }
             }
@@ -143,13 +223,14 @@ impl Worker {
                 if accounts.iter().any(|a| &a.id == id) {
                     continue;
                 }
-                tracing::info!(account = id, "account unassigned from this worker");
+                tracing::info!(account = id, "no longer serving account");
                 if let Some(pool) = pools.remove(id) {
                     stopping.push(pool);
                 }
                 if let Some(scope) = scopes.remove(id) {
                     scope.cancel();
                 }
+                started_with.remove(id);
             }
         }
         let closing = stopping.iter().map(|p| p.close(Duration::from_secs(2)));

@@ -5,10 +5,13 @@ use std::process::ExitCode;
 
 use axum::serve::ListenerExt as _;
 use drawbridge_config::{Config, Role};
-use drawbridge_telemetry::{Shutdown, Signals, announce};
+use drawbridge_telemetry::{LiveConfig, Shutdown, Signals, announce};
 use kiro_worker::Worker;
 use kiro_worker::grpc::GrpcWorker;
 use kiro_worker::registration::Registration;
+
+/// How often the config file is checked for changes.
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> ExitCode {
     drawbridge_telemetry::run_binary(Role::Worker, run)
@@ -24,6 +27,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let registration = Registration::valkey(&config, worker.clone(), grpc_addr, http_addr).await?;
     announce("grpc", grpc_addr);
     announce("http", http_addr);
+
+    // Accounts reload without a restart: SIGHUP, or the file changing.
+    let live = LiveConfig::new(config.clone());
+    if let Some(path) = config.source.clone() {
+        live.watch(path, Role::Worker, RELOAD_POLL, &servers);
+    }
+    worker.follow_reloads(live, &servers);
 
     let grpc = GrpcWorker::new(worker.clone());
     let stop = servers.clone();

@@ -68,7 +68,6 @@ impl Registration {
             crate::assignment::follow(
                 valkey,
                 worker,
-                config.accounts.clone(),
                 config.worker.heartbeat_interval,
                 &registration.scope,
             );

@@ -1,0 +1,139 @@
+//! Hot reload: a worker takes new, changed and removed accounts from its config file on SIGHUP
+//! (or when the file changes), without a restart and without dropping the answer in flight; a
+//! bad file changes nothing and the log says why.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use test_support::WorkerUnderTest;
+
+const ACCOUNT_A: &str = "  - id: a\n    pool_size: 1\n    models: [kiro]\n    agent: { command: __AGENT__, env: { MOCK_ACP_DELAY_MS: \"30\" } }\n";
+
+fn sizes(slots: &Value) -> Vec<(String, u64)> {
+    let mut sizes: Vec<(String, u64)> = slots["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["account"].as_str().unwrap().to_owned(),
+                a["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    sizes.sort();
+    sizes
+}
+
+/// Rewrite the worker's config file with `edit` applied to its text, then send SIGHUP.
+fn edit_and_hangup(worker: &WorkerUnderTest, edit: impl Fn(&str) -> String) {
+    let path = worker.dir.path().join("worker.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+    worker.process.signal(Signal::SIGHUP);
+}
+
+#[tokio::test]
+async fn a_worker_reloads_its_accounts_without_dropping_the_answer_in_flight() {
+    let worker = WorkerUnderTest::start("", ACCOUNT_A, &[]).await;
+    let client = worker.client();
+    assert_eq!(
+        sizes(
+            &worker
+                .wait_for_slots(|s| s["accounts"][0]["idle"] == 1)
+                .await
+        ),
+        vec![("a".to_owned(), 1)]
+    );
+
+    // An answer of 40 chunks × 30 ms is in flight on account a while a's settings change.
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .post_json(
+                    "/prompt",
+                    &json!({"model": "kiro", "prompt": "[[mock:stream n=40]]", "stream": true, "account": "a"}),
+                )
+                .await
+        })
+    };
+    worker
+        .wait_for_slots(|s| s["accounts"][0]["busy"] == 1)
+        .await;
+
+    // a grows to two slots, b is new.
+    edit_and_hangup(&worker, |text| {
+        text.replace("pool_size: 1", "pool_size: 2")
+            + "  - id: b\n    pool_size: 1\n    models: [kiro]\n    agent: { command: "
+            + &test_support::binary("mock-acp-agent").display().to_string()
+            + " }\n"
+    });
+    let slots = worker
+        .wait_for_slots(|s| sizes(s) == vec![("a".to_owned(), 2), ("b".to_owned(), 1)])
+        .await;
+    assert_eq!(slots["accounts"].as_array().unwrap().len(), 2);
+
+    // The answer that was in flight finished whole, on the process it started on.
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let chunks = reply.sse_chunks();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text.matches("chunk ").count(), 40, "{text}");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+
+    // The new account serves.
+    let reply = client
+        .post_json(
+            "/prompt",
+            &json!({"model": "kiro", "prompt": "hello b", "stream": false, "account": "b"}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    // Removing b stops its pool.
+    edit_and_hangup(&worker, |text| {
+        text[..text.find("  - id: b").unwrap()].to_owned()
+    });
+    worker
+        .wait_for_slots(|s| sizes(s) == vec![("a".to_owned(), 2)])
+        .await;
+}
+
+#[tokio::test]
+async fn a_bad_file_keeps_the_running_accounts_and_says_why() {
+    let worker = WorkerUnderTest::start("", ACCOUNT_A, &[]).await;
+    edit_and_hangup(&worker, |text| text.replace("pool_size: 1", "pool_size: 0"));
+    let logged = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let log = worker.process.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("configuration not reloaded"))
+            {
+                return line.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the failed reload is logged");
+    assert!(logged.contains("accounts[0].pool_size"), "{logged}");
+    let slots = worker.client().get("/slots").await.json();
+    assert_eq!(sizes(&slots), vec![("a".to_owned(), 1)]);
+    let reply = worker
+        .client()
+        .post_json(
+            "/prompt",
+            &json!({"model": "kiro", "prompt": "still here", "stream": false}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
