@@ -11,7 +11,7 @@ use drawbridge_core::breaker::{Outcome, classify};
 use drawbridge_core::tokens;
 use drawbridge_http::{ChatContext, EventStream};
 use drawbridge_types::worker::{PromptBody, WorkerEvent};
-use drawbridge_types::{ApiError, ChatCompletionRequest, CompletionEvent, Finish, Usage};
+use drawbridge_types::{ApiError, ChatCompletionRequest, CompletionEvent, Finish, Metering, Usage};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -62,6 +62,8 @@ struct Answer {
     turn: Turn,
     /// Everything the client has received.
     text: String,
+    /// The accounts that have served this answer, in order.
+    served: Vec<String>,
     done: bool,
 }
 
@@ -77,6 +79,7 @@ pub fn stream(
         request,
         ctx,
         attempts,
+        served: vec![turn.account.clone()],
         turn,
         text: String::new(),
         done: false,
@@ -121,10 +124,18 @@ impl Answer {
                     return Some(Ok(CompletionEvent::Finish(Finish {
                         finish_reason: summary.finish_reason,
                         usage: Usage::new(summary.prompt_tokens, completion_tokens),
+                        metering: Metering {
+                            accounts: std::mem::take(&mut self.served),
+                            credits: summary.credits,
+                            tokens_estimated: summary.tokens_estimated || self.attempts.used() > 1,
+                        },
                     })));
                 }
                 WorkerEvent::Error(error) => match self.resume(error).await {
-                    Ok(turn) => self.turn = turn,
+                    Ok(turn) => {
+                        self.served.push(turn.account.clone());
+                        self.turn = turn;
+                    }
                     Err(error) => {
                         self.done = true;
                         return Some(Err(error));

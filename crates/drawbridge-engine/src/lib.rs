@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use drawbridge_core::schedule::{self, Candidate};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
-use drawbridge_telemetry::Shutdown;
+use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
 use drawbridge_types::{AccountView, ApiError, ChatCompletionRequest, HealthReport};
 use futures::FutureExt;
@@ -90,6 +90,8 @@ pub struct Engine {
     inflight: Arc<Mutex<HashMap<RouteKey, u32>>>,
     rotation: AtomicUsize,
     shutdown: Shutdown,
+    /// This engine's metrics (breaker transitions, failovers; requests when it serves HTTP).
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -107,7 +109,13 @@ impl Engine {
             inflight: Arc::new(Mutex::new(HashMap::new())),
             rotation: AtomicUsize::new(0),
             shutdown,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The metrics this engine counts into; its HTTP API serves them on `/metrics`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// An engine whose workers come from the registry ([`discovery::spawn`]).
@@ -425,10 +433,16 @@ pub fn router(
     config: &drawbridge_config::Config,
     draining: CancellationToken,
 ) -> axum::Router {
-    drawbridge_http::internal_router(drawbridge_http::ApiState {
-        backend: engine,
-        keys: Arc::new(drawbridge_http::Keys::optional(&config.engine.channel_keys)),
-        max_body_bytes: config.gateway.max_body_bytes,
+    let metrics = engine.metrics();
+    let mut state = drawbridge_http::ApiState::new(
+        engine,
+        Arc::new(drawbridge_http::Keys::optional(&config.engine.channel_keys)),
+        config.gateway.max_body_bytes,
         draining,
-    })
+    )
+    .with_metrics(metrics);
+    // Its callers are Drawbridge's gateway (which charges by the metering) and NEW-API (which
+    // ignores the extra field).
+    state.expose_metering = true;
+    drawbridge_http::internal_router(state)
 }

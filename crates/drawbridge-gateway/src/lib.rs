@@ -18,10 +18,10 @@ pub fn router(
     backend: Arc<dyn ChatBackend>,
     draining: CancellationToken,
 ) -> axum::Router {
-    drawbridge_http::openai_router(ApiState {
+    drawbridge_http::openai_router(ApiState::new(
         backend,
-        keys: Arc::new(Keys::required(&config.gateway.api_keys)),
-        max_body_bytes: config.gateway.max_body_bytes,
+        Arc::new(Keys::required(&config.gateway.api_keys)),
+        config.gateway.max_body_bytes,
         draining,
-    })
+    ))
 }

@@ -7,10 +7,23 @@ use drawbridge_config::StaticKey;
 use drawbridge_types::ApiError;
 use subtle::ConstantTimeEq;
 
-/// The authenticated caller: the name of the key it used.
+/// The authenticated caller: the key it used, by id and name (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// Stable id of the key: what limits, quotas and the usage ledger are kept under
+    /// (`key_…` for a key made with the admin API, `static:<name>` for a key of the config).
+    pub key_id: String,
     pub key_name: String,
+}
+
+impl Caller {
+    /// The caller of a key from the config.
+    pub fn from_static(name: &str) -> Self {
+        Caller {
+            key_id: format!("static:{name}"),
+            key_name: name.to_owned(),
+        }
+    }
 }
 
 /// The keys a listener accepts.
@@ -48,31 +61,39 @@ impl Keys {
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         if self.open {
             return Ok(Caller {
+                key_id: "anonymous".to_owned(),
                 key_name: "anonymous".to_owned(),
             });
         }
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|k| !k.is_empty())
-            .ok_or_else(ApiError::invalid_api_key)?;
+        let presented = bearer(headers).ok_or_else(ApiError::invalid_api_key)?;
+        self.find(presented)
+            .map(Caller::from_static)
+            .ok_or_else(ApiError::invalid_api_key)
+    }
+
+    /// The name of the key `presented` is, if it is one of these.
+    pub fn find(&self, presented: &str) -> Option<&str> {
         // Check every key, so the time taken does not tell which one came closest.
         let mut found = None;
         for (name, key) in &self.keys {
             if bool::from(key.as_slice().ct_eq(presented.as_bytes())) {
-                found = Some(name);
+                found = Some(name.as_str());
             }
         }
         found
-            .map(|name| Caller {
-                key_name: name.clone(),
-            })
-            .ok_or_else(ApiError::invalid_api_key)
     }
+}
+
+/// The key of `Authorization: Bearer <key>`, if the header is there and well-formed.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|k| !k.is_empty())
 }
 
 #[cfg(test)]

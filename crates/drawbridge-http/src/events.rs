@@ -1,7 +1,7 @@
 //! A worker's event stream as the completion events the HTTP surface renders.
 
 use drawbridge_types::worker::{TurnSummary, WorkerEvent};
-use drawbridge_types::{ApiError, CompletionEvent, Finish, Usage};
+use drawbridge_types::{ApiError, CompletionEvent, Finish, Metering, Usage};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -59,6 +59,11 @@ fn finish(summary: &TurnSummary) -> Finish {
     Finish {
         finish_reason: summary.finish_reason,
         usage: Usage::new(summary.prompt_tokens, summary.completion_tokens),
+        metering: Metering {
+            accounts: Vec::new(),
+            credits: summary.credits,
+            tokens_estimated: summary.tokens_estimated,
+        },
     }
 }
 

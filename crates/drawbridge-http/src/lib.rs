@@ -7,8 +7,10 @@
 
 pub mod auth;
 pub mod events;
+pub mod gate;
 mod inflight;
 mod listen;
+pub mod meter;
 pub mod render;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
+use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::ModelList;
 use drawbridge_types::{
     AccountView, ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, HealthReport,
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use auth::{Caller, Keys};
+pub use gate::{Ended, Entry, FreePass, Gate, Outcome, Pass, Refusal};
 pub use listen::bind_or_inherit;
 
 /// The answer to one chat request: text, then one `Finish`; failures as `Err` items.
@@ -68,18 +72,53 @@ pub trait ChatBackend: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ApiState {
     pub backend: Arc<dyn ChatBackend>,
-    pub keys: Arc<Keys>,
+    /// Who may call, within which limits, and what an answer costs.
+    pub gate: Arc<dyn Gate>,
     pub max_body_bytes: usize,
     /// Cancelled when shutdown begins: `/health` then says `draining`.
     pub draining: CancellationToken,
+    /// This process's metrics: counted per request, served on `GET /metrics`.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Put each answer's metering (accounts, credits) on its usage chunk: only for a caller
+    /// that is Drawbridge's own gateway (the engine's internal API).
+    pub expose_metering: bool,
 }
 
-/// `/v1/chat/completions`, `/v1/models`, `/health`; anything else is an OpenAI-shaped 404.
+impl ApiState {
+    /// The state of a router behind `gate`, without metrics or metering.
+    pub fn new(
+        backend: Arc<dyn ChatBackend>,
+        gate: Arc<dyn Gate>,
+        max_body_bytes: usize,
+        draining: CancellationToken,
+    ) -> Self {
+        ApiState {
+            backend,
+            gate,
+            max_body_bytes,
+            draining,
+            metrics: None,
+            expose_metering: false,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+/// `/v1/chat/completions`, `/v1/models`, `/health`, `/metrics` (when the state has metrics);
+/// anything else is an OpenAI-shaped 404.
 pub fn openai_router(state: ApiState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
-        .route("/health", get(health))
+        .route("/health", get(health));
+    if state.metrics.is_some() {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -122,6 +161,15 @@ fn with_request_id(mut response: Response, id: &str) -> Response {
     response
 }
 
+/// `response` with `headers` added (the gate's rate-limit headers).
+fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// The longest model name used as a metrics label; longer ones count as unknown.
+const MAX_MODEL_LABEL: usize = 64;
+
 async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
     let request_id = request_id(request.headers());
     let started = tokio::time::Instant::now();
@@ -139,12 +187,12 @@ async fn chat_completions(State(state): State<ApiState>, request: Request) -> Re
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     });
-    let response = match start_chat(&state, request, &request_id)
+    let (response, headers) = match start_chat(&state, request, &request_id, started)
         .instrument(span.clone())
         .await
     {
-        Ok(response) => response,
-        Err(error) => {
+        Ok(answer) => answer,
+        Err(Refusal { error, headers }) => {
             tracing::info!(
                 request_id,
                 status = error.status(),
@@ -152,43 +200,100 @@ async fn chat_completions(State(state): State<ApiState>, request: Request) -> Re
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "chat completion refused"
             );
-            error.into_response()
+            if let Some(metrics) = &state.metrics {
+                metrics.record_request(&drawbridge_telemetry::metrics::RequestRecord {
+                    model: drawbridge_telemetry::metrics::UNKNOWN_MODEL,
+                    error_code: Some(error.kind.code()),
+                    duration: started.elapsed(),
+                    first_token: None,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                });
+            }
+            (error.into_response(), headers)
         }
     };
-    with_request_id(response, &request_id)
+    with_request_id(with_headers(response, headers), &request_id)
 }
 
+/// Authenticate, read and parse, admit, start the answer. A refusal before the backend is
+/// asked comes back as `Err` (counted by the caller); from then on the [`meter::Meter`] counts
+/// the request and tells its pass how it ended.
 async fn start_chat(
     state: &ApiState,
     request: Request,
     request_id: &str,
-) -> Result<Response, ApiError> {
-    let caller = state.keys.authenticate(request.headers())?;
+    started: tokio::time::Instant,
+) -> Result<(Response, HeaderMap), Refusal> {
+    let entry = state.gate.enter(request.headers()).await?;
+    let headers = entry.headers.clone();
+    let refuse = |error: ApiError| Refusal {
+        error,
+        headers: headers.clone(),
+    };
     if state.draining.is_cancelled() {
-        return Err(ApiError::unavailable(
-            "This node is shutting down; send the request to another one.",
-        )
-        .with_retry_after(Duration::from_secs(1)));
+        return Err(refuse(
+            ApiError::unavailable("This node is shutting down; send the request to another one.")
+                .with_retry_after(Duration::from_secs(1)),
+        ));
     }
-    let body = read_body(request.into_body(), state.max_body_bytes).await?;
-    let chat = ChatCompletionRequest::from_json(&body)?;
+    let body = read_body(request.into_body(), state.max_body_bytes)
+        .await
+        .map_err(refuse)?;
+    let chat = ChatCompletionRequest::from_json(&body).map_err(refuse)?;
+    let pass = state
+        .gate
+        .admit(&entry, &chat, request_id)
+        .await
+        .map_err(refuse)?;
     let stream = chat.is_stream();
     let include_usage = chat.include_usage();
     let model = chat.model.clone();
     let ctx = ChatContext {
         request_id: request_id.to_owned(),
-        caller,
+        caller: entry.caller,
     };
-    let events = state.backend.chat(chat, ctx).await?;
+    let mut meter = meter::Meter {
+        pass,
+        metrics: state.metrics.clone(),
+        model: if model.len() <= MAX_MODEL_LABEL {
+            model.clone()
+        } else {
+            drawbridge_telemetry::metrics::UNKNOWN_MODEL.to_owned()
+        },
+        started,
+    };
+    let events = match state.backend.chat(chat, ctx).await {
+        Ok(events) => events,
+        Err(error) => {
+            if error.kind == ErrorKind::ModelNotFound {
+                meter.model = drawbridge_telemetry::metrics::UNKNOWN_MODEL.to_owned();
+            }
+            tracing::info!(
+                request_id,
+                status = error.status(),
+                code = error.kind.code(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "chat completion refused"
+            );
+            meter.refused(&error);
+            return Ok((error.into_response(), headers));
+        }
+    };
+    let events = meter.watch(events);
     // The answer is produced while the body streams, after this handler returned: keep its
     // work (retries, resumptions) inside the request's span.
     let events = events::in_current_span(events);
     tracing::info!(request_id, model, stream, "chat completion started");
-    if stream {
-        Ok(render::sse(model, include_usage, events))
+    let response = if stream {
+        render::sse(model, include_usage, state.expose_metering, events)
     } else {
-        render::json(model, events).await
-    }
+        match render::json(model, events).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    };
+    Ok((response, headers))
 }
 
 /// How much of an over-long body is read and thrown away before answering 413, so the client
@@ -239,27 +344,58 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
 }
 
 async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let entry = match state.gate.enter(&headers).await {
+        Ok(entry) => entry,
+        Err(Refusal { error, headers }) => return with_headers(error.into_response(), headers),
+    };
     let result = async {
-        state.keys.authenticate(&headers)?;
         let mut ids = state.backend.models().await?;
         ids.sort();
         ids.dedup();
+        let ids = state.gate.visible_models(&entry, ids);
         Ok::<_, ApiError>(axum::Json(ModelList::new(ids, 0)))
     }
     .await;
-    result.into_response()
+    with_headers(result.into_response(), entry.headers)
 }
 
 /// The accounts behind this API, for operators (the gateway's `/admin/accounts` reads the
 /// engine's through it). Behind the same keys as the rest of the API.
 async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let result = async {
-        state.keys.authenticate(&headers)?;
+        state.gate.enter(&headers).await.map_err(|r| r.error)?;
         let accounts = state.backend.accounts().await?;
         Ok::<_, ApiError>(axum::Json(serde_json::json!({ "accounts": accounts })))
     }
     .await;
     result.into_response()
+}
+
+/// `GET /metrics`: this process's counters and, read now from the backend, the per-account
+/// gauges. No authentication, like `/health`: it names no key and no secret.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return ApiError::new(ErrorKind::NotFound, "Metrics are off.").into_response();
+    };
+    match tokio::time::timeout(HEALTH_TIMEOUT, state.backend.accounts()).await {
+        Ok(Ok(accounts)) => metrics.set_accounts(accounts),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "no account snapshot for the metrics");
+            metrics.set_accounts(Vec::new());
+        }
+        Err(_) => {
+            tracing::debug!("the account snapshot for the metrics timed out");
+            metrics.set_accounts(Vec::new());
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            drawbridge_telemetry::metrics::CONTENT_TYPE,
+        )],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<ApiState>) -> Response {

@@ -16,8 +16,19 @@ fn ended_early() -> ApiError {
 
 /// Stream the answer. However the backend's stream ends, the client gets a well-formed end:
 /// the finish chunk (and usage) or an error chunk, then `data: [DONE]`.
-pub fn sse(model: String, include_usage: bool, events: EventStream) -> Response {
-    let encoder = ChunkEncoder::new(CompletionMeta::new(model), include_usage);
+///
+/// With `expose_metering`, the usage chunk also carries the answer's metering (for
+/// Drawbridge's own gateway reading the engine's internal API).
+pub fn sse(
+    model: String,
+    include_usage: bool,
+    expose_metering: bool,
+    events: EventStream,
+) -> Response {
+    let mut encoder = ChunkEncoder::new(CompletionMeta::new(model), include_usage);
+    if expose_metering {
+        encoder = encoder.exposing_metering();
+    }
     let body = futures::stream::unfold(Some((events, encoder)), |state| async move {
         let (mut events, mut encoder) = state?;
         let (frame, next) = match events.next().await {

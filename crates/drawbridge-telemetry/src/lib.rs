@@ -1,11 +1,13 @@
 //! Logging and the shutdown scope every Drawbridge process runs in.
 
 pub mod boot;
+pub mod metrics;
 pub mod otel;
 pub mod reload;
 pub mod shutdown;
 
 pub use boot::{announce, boot, run_binary};
+pub use metrics::Metrics;
 pub use otel::{Tracing, continue_trace, current_context_headers};
 pub use reload::{LiveConfig, Reloaded};
 pub use shutdown::{Shutdown, Signals};

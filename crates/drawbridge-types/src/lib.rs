@@ -12,5 +12,6 @@ pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};
 pub use health::{AccountView, HealthReport, HealthStatus};
 pub use openai::{ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, Role, Usage};
 pub use stream::{
-    ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, unix_now,
+    ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, Metering,
+    unix_now,
 };

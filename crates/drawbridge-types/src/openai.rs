@@ -326,6 +326,9 @@ pub struct ChatCompletionChunk {
     pub usage: Option<Usage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorObject>,
+    /// Drawbridge's own metering, on the usage chunk of the engine's internal API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drawbridge: Option<crate::stream::Metering>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! an OpenAI chunk stream back into events, for a layer that consumes another one's stream.
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorObject};
 use crate::openai::{
@@ -19,10 +19,29 @@ pub enum CompletionEvent {
     Finish(Finish),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
     pub finish_reason: FinishReason,
     pub usage: Usage,
+    /// Who served the answer and what it cost, for the gateway's ledger.
+    pub metering: Metering,
+}
+
+/// Where an answer was served and what it cost: what the gateway charges and records. It
+/// travels between Drawbridge's own layers (the engine's internal API puts it on the usage
+/// chunk as `drawbridge`); the public API never shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metering {
+    /// The accounts that served the answer, in order: more than one when it was resumed on
+    /// another account.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Provider credits the answer cost (Kiro credits), over every account that served it.
+    #[serde(default)]
+    pub credits: f64,
+    /// Whether the token counts are estimates (Kiro reports none).
+    #[serde(default)]
+    pub tokens_estimated: bool,
 }
 
 /// The identity shared by every chunk of one answer.
@@ -64,6 +83,9 @@ struct ChunkOut<'a> {
     usage: Option<Option<&'a Usage>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a ErrorObject>,
+    /// Only on the usage chunk of a layer that exposes metering (the engine's internal API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drawbridge: Option<&'a Metering>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +111,7 @@ struct DeltaOut<'a> {
 pub struct ChunkEncoder {
     meta: CompletionMeta,
     include_usage: bool,
+    expose_metering: bool,
     role_sent: bool,
 }
 
@@ -97,8 +120,16 @@ impl ChunkEncoder {
         ChunkEncoder {
             meta,
             include_usage,
+            expose_metering: false,
             role_sent: false,
         }
+    }
+
+    /// Put the answer's [`Metering`] on the usage chunk (as `drawbridge`), for a Drawbridge
+    /// layer that reads this stream back (the engine's internal API, read by the gateway).
+    pub fn exposing_metering(mut self) -> Self {
+        self.expose_metering = true;
+        self
     }
 
     pub fn meta(&self) -> &CompletionMeta {
@@ -110,6 +141,7 @@ impl ChunkEncoder {
         choices: &[ChoiceOut<'_>],
         usage: Option<&Usage>,
         error: Option<&ErrorObject>,
+        metering: Option<&Metering>,
     ) -> Bytes {
         let chunk = ChunkOut {
             id: &self.meta.id,
@@ -119,6 +151,7 @@ impl ChunkEncoder {
             choices,
             usage: self.include_usage.then_some(usage),
             error,
+            drawbridge: metering.filter(|_| self.expose_metering),
         };
         // Serializing these plain structs cannot fail; an empty object keeps the stream valid
         // if it ever did.
@@ -145,6 +178,7 @@ impl ChunkEncoder {
             }],
             None,
             None,
+            None,
         )
     }
 
@@ -164,10 +198,16 @@ impl ChunkEncoder {
                 }],
                 None,
                 None,
+                None,
             )
             .to_vec();
         if self.include_usage {
-            out.extend_from_slice(&self.frame(&[], Some(&finish.usage), None));
+            out.extend_from_slice(&self.frame(
+                &[],
+                Some(&finish.usage),
+                None,
+                Some(&finish.metering),
+            ));
         }
         out.extend_from_slice(&sse::done_frame());
         Bytes::from(out)
@@ -191,6 +231,7 @@ impl ChunkEncoder {
                 }],
                 None,
                 Some(&object),
+                None,
             )
             .to_vec();
         out.extend_from_slice(&sse::done_frame());
@@ -244,6 +285,7 @@ impl Collector {
 pub struct ChunkReader {
     finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
+    metering: Option<Metering>,
     done: bool,
 }
 
@@ -267,6 +309,7 @@ impl ChunkReader {
             return Ok(vec![CompletionEvent::Finish(Finish {
                 finish_reason,
                 usage: self.usage.unwrap_or_default(),
+                metering: self.metering.take().unwrap_or_default(),
             })]);
         }
         let chunk: ChatCompletionChunk = serde_json::from_str(data).map_err(|err| {
@@ -277,6 +320,9 @@ impl ChunkReader {
         }
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage);
+        }
+        if let Some(metering) = chunk.drawbridge {
+            self.metering = Some(metering);
         }
         let mut events = Vec::new();
         for choice in chunk.choices {
@@ -316,6 +362,11 @@ mod tests {
         Finish {
             finish_reason: FinishReason::Stop,
             usage: Usage::new(3, 2),
+            metering: Metering {
+                accounts: vec!["acct-1".into()],
+                credits: 0.25,
+                tokens_estimated: true,
+            },
         }
     }
 
@@ -380,7 +431,7 @@ mod tests {
 
     #[test]
     fn reader_inverts_encoder() {
-        let mut enc = ChunkEncoder::new(meta(), true);
+        let mut enc = ChunkEncoder::new(meta(), true).exposing_metering();
         let mut out = enc.delta("a").to_vec();
         out.extend_from_slice(&enc.delta("b"));
         out.extend_from_slice(&enc.finish(&finish()));
@@ -398,6 +449,32 @@ mod tests {
             ]
         );
         assert!(reader.is_done());
+    }
+
+    #[test]
+    fn metering_stays_off_the_public_stream() {
+        let mut public = ChunkEncoder::new(meta(), true);
+        let out = public.finish(&finish());
+        assert!(
+            frames(&out).iter().all(|d| !d.contains("drawbridge")),
+            "the public usage chunk must not name accounts"
+        );
+        let mut reader = ChunkReader::new();
+        let events: Vec<CompletionEvent> = frames(&out)
+            .iter()
+            .flat_map(|d| reader.push(d).unwrap())
+            .collect();
+        let Some(CompletionEvent::Finish(read)) = events.last() else {
+            panic!("no finish: {events:?}");
+        };
+        assert_eq!(read.metering, Metering::default());
+
+        let mut internal = ChunkEncoder::new(meta(), true).exposing_metering();
+        let frames = frames(&internal.finish(&finish()));
+        let usage: Value = serde_json::from_str(&frames[1]).unwrap();
+        assert_eq!(usage["drawbridge"]["accounts"][0], "acct-1");
+        assert_eq!(usage["drawbridge"]["credits"], 0.25);
+        assert_eq!(usage["usage"]["total_tokens"], 5);
     }
 
     #[test]

@@ -94,7 +94,7 @@ async fn start_prompt(worker: &Worker, body: &[u8]) -> Result<Response, ApiError
     let started = events::first_content(turn).await?;
     let answer = events::completion_stream(started, ());
     if request.stream {
-        Ok(render::sse(model, include_usage, answer))
+        Ok(render::sse(model, include_usage, false, answer))
     } else {
         render::json(model, answer).await
     }

@@ -1,0 +1,143 @@
+//! Watches an answer on its way to the client: the first content (time to first token), the
+//! text delivered, and the end. When the answer ends (finish, error, or the client dropping
+//! it), the request's [`Pass`] is told exactly once and the request is counted in the metrics.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use drawbridge_telemetry::metrics::{InFlight, Metrics, RequestRecord};
+use drawbridge_types::{ApiError, CompletionEvent};
+use futures::Stream;
+use tokio::time::Instant;
+
+use crate::EventStream;
+use crate::gate::{Ended, Outcome, Pass};
+
+/// The error code a request abandoned by its client is counted under.
+pub const ABANDONED: &str = "client_closed";
+
+/// What the meter needs to report one request.
+pub struct Meter {
+    pub pass: Box<dyn Pass>,
+    pub metrics: Option<Arc<Metrics>>,
+    /// The model label (a served model, or `UNKNOWN_MODEL`).
+    pub model: String,
+    pub started: Instant,
+}
+
+impl Meter {
+    /// The request ended before an answer started (the backend refused it).
+    pub fn refused(self, error: &ApiError) {
+        let ended = Ended {
+            outcome: Outcome::Failed(error.kind),
+            delivered_chars: 0,
+            duration: self.started.elapsed(),
+        };
+        report(self.metrics.as_deref(), &self.model, &ended, None);
+        self.pass.end(&ended);
+    }
+
+    /// Watch `events` until they end.
+    pub fn watch(self, events: EventStream) -> EventStream {
+        let in_flight = self.metrics.as_ref().map(Metrics::in_flight);
+        Box::pin(Metered {
+            events,
+            meter: Some(self),
+            first_token: None,
+            delivered_chars: 0,
+            _in_flight: in_flight,
+        })
+    }
+}
+
+struct Metered {
+    events: EventStream,
+    /// Taken when the end is reported.
+    meter: Option<Meter>,
+    first_token: Option<std::time::Duration>,
+    delivered_chars: usize,
+    _in_flight: Option<InFlight>,
+}
+
+impl Metered {
+    fn end(&mut self, outcome: Outcome) {
+        if let Some(meter) = self.meter.take() {
+            let ended = Ended {
+                outcome,
+                delivered_chars: self.delivered_chars,
+                duration: meter.started.elapsed(),
+            };
+            report(
+                meter.metrics.as_deref(),
+                &meter.model,
+                &ended,
+                self.first_token,
+            );
+            meter.pass.end(&ended);
+        }
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<CompletionEvent, ApiError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let item = match this.events.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        match &item {
+            Some(Ok(CompletionEvent::Delta(text))) => {
+                if this.first_token.is_none()
+                    && let Some(meter) = &this.meter
+                {
+                    this.first_token = Some(meter.started.elapsed());
+                }
+                this.delivered_chars += text.chars().count();
+            }
+            Some(Ok(CompletionEvent::Finish(finish))) => {
+                this.end(Outcome::Finished(finish.clone()));
+            }
+            Some(Err(error)) => this.end(Outcome::Failed(error.kind)),
+            None => this.end(Outcome::Failed(drawbridge_types::ErrorKind::Upstream)),
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (or the server is shutting down).
+        self.end(Outcome::Abandoned);
+    }
+}
+
+fn report(
+    metrics: Option<&Metrics>,
+    model: &str,
+    ended: &Ended,
+    first_token: Option<std::time::Duration>,
+) {
+    let Some(metrics) = metrics else {
+        return;
+    };
+    let (error_code, prompt_tokens, completion_tokens) = match &ended.outcome {
+        Outcome::Finished(finish) => (
+            None,
+            finish.usage.prompt_tokens,
+            finish.usage.completion_tokens,
+        ),
+        Outcome::Failed(kind) => (Some(kind.code()), 0, 0),
+        Outcome::Abandoned => (Some(ABANDONED), 0, 0),
+    };
+    metrics.record_request(&RequestRecord {
+        model,
+        error_code,
+        duration: ended.duration,
+        first_token,
+        prompt_tokens,
+        completion_tokens,
+    });
+}
