@@ -3,6 +3,8 @@
 
 pub mod breaker;
 pub mod continuation;
+pub mod day;
+pub mod limits;
 pub mod placement;
 pub mod prompt;
 pub mod sanitize;

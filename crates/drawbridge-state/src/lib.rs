@@ -1,15 +1,22 @@
 //! Drawbridge's shared state, behind traits with two implementations each: ValKey (any
 //! Redis-compatible server, through fred) when `redis.url` is set, and an embedded one in process
-//! otherwise. Both pass one conformance suite (`tests/registry.rs`). This crate is the only place
+//! otherwise. Both pass one conformance suite per trait family (`tests/registry.rs`,
+//! `tests/control.rs`, `tests/gateway.rs`). This crate is the only place
 //! that knows the ValKey key layout (see `valkey/keys.rs`).
 //!
-//! So far: the worker registry ([`Registry`]), the worker's heartbeat ([`heartbeat_loop`]), and
-//! the controller's fenced lease ([`LeaseStore`]) and desired accounts ([`AccountStore`]).
+//! So far: the worker registry ([`Registry`]), the worker's heartbeat ([`heartbeat_loop`]), the
+//! controller's fenced lease ([`LeaseStore`]) and desired accounts ([`AccountStore`]), and the
+//! gateway's API keys ([`KeyStore`]), rate limits ([`RateLimiter`]) and usage ledger with quotas
+//! ([`UsageStore`]); the embedded gateway store keeps keys and usage in a local data file
+//! ([`EmbeddedGatewayStore`]).
 
 mod control;
+mod data_file;
 mod embedded;
 mod embedded_control;
+mod embedded_gateway;
 mod error;
+mod gateway;
 mod heartbeat;
 mod registry;
 mod valkey;
@@ -17,7 +24,13 @@ mod valkey;
 pub use control::{AccountRecord, AccountStore, CONTROLLER_LEASE, Lease, LeaseStore};
 pub use embedded::EmbeddedRegistry;
 pub use embedded_control::EmbeddedControl;
+pub use embedded_gateway::{Clock, EmbeddedGatewayStore, FLUSH_INTERVAL};
 pub use error::StateError;
+pub use gateway::{
+    ApiKeyRecord, DEFAULT_USAGE_DAYS, KeyLimits, KeyStore, MAX_ID_LEN, Quota, QuotaDecision,
+    QuotaUnit, RateDecision, RateLimiter, Spent, USAGE_RETENTION_DAYS, UsageEntry, UsageFilter,
+    UsageRow, UsageStore, valid_id,
+};
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
 pub use valkey::{ValkeyOptions, ValkeyRegistry, redact_url};

@@ -11,6 +11,13 @@
 //! | `leader:{name}:epoch` | integer | the last fencing token handed out for `name` |
 //! | `account:{id}` | string | a desired account's JSON ([`crate::AccountRecord`]: id, models, pool size, `assigned_pod`) |
 //! | `accounts` | set | every desired account id |
+//! | `apikey:{id}` | hash | an API key ([`crate::ApiKeyRecord`]): `id`, `name`, `prefix`, `hash`, `created_at_ms`, `expires_at_ms`?, `revoked_at_ms`?, `last_used_at_ms`?, `limits` (JSON) |
+//! | `apikeys` | sorted set | every key id, scored by `created_at_ms` |
+//! | `apikeys:hash` | hash | SHA-256 of a key's secret → its id |
+//! | `ratelimit:{subject}` | sorted set, TTL | one member per counted request, scored by its ValKey `TIME` in ms; TTL one window |
+//! | `quota:{key_id}` | hash | what the key has spent: `tokens`, `credits`, `requests` |
+//! | `quota:{key_id}:reserved` | hash, TTL | the key's requests in flight: request id → `EXPIRES_MS:AMOUNT` |
+//! | `usage:{day}` | hash, TTL 400 days | the ledger of a UTC day: `METRIC:["key_id","account","model"]` → counter (`requests`, `prompt_tokens`, `completion_tokens`, `credits`, `estimated_requests`) |
 
 /// Prefix of a pod's record.
 pub(crate) const POD_PREFIX: &str = "pod:";
@@ -47,4 +54,38 @@ pub(crate) fn lease_epoch(name: &str) -> String {
 
 pub(crate) fn account(id: &str) -> String {
     format!("{ACCOUNT_PREFIX}{id}")
+}
+
+/// Prefix of an API key's hash.
+pub(crate) const API_KEY_PREFIX: &str = "apikey:";
+/// The sorted set of every API key id, by creation time.
+pub(crate) const API_KEYS: &str = "apikeys";
+/// The index from the SHA-256 of a key's secret to the key's id.
+pub(crate) const API_KEY_HASHES: &str = "apikeys:hash";
+/// Prefix of a rate-limit window.
+pub(crate) const RATE_LIMIT_PREFIX: &str = "ratelimit:";
+/// Prefix of a key's spent totals (and, with [`RESERVED_SUFFIX`], its reservations).
+pub(crate) const QUOTA_PREFIX: &str = "quota:";
+pub(crate) const RESERVED_SUFFIX: &str = ":reserved";
+/// Prefix of a day's usage ledger.
+pub(crate) const USAGE_PREFIX: &str = "usage:";
+
+pub(crate) fn api_key(id: &str) -> String {
+    format!("{API_KEY_PREFIX}{id}")
+}
+
+pub(crate) fn rate_limit(subject: &str) -> String {
+    format!("{RATE_LIMIT_PREFIX}{subject}")
+}
+
+pub(crate) fn quota_spent(key_id: &str) -> String {
+    format!("{QUOTA_PREFIX}{key_id}")
+}
+
+pub(crate) fn quota_reserved(key_id: &str) -> String {
+    format!("{QUOTA_PREFIX}{key_id}{RESERVED_SUFFIX}")
+}
+
+pub(crate) fn usage_day(day: &str) -> String {
+    format!("{USAGE_PREFIX}{day}")
 }

@@ -1,8 +1,11 @@
-//! The registry on ValKey (or any Redis-compatible server) through fred: shared by every node.
+//! The shared state on ValKey (or any Redis-compatible server) through fred: the registry here,
+//! the controller's lease and accounts in `control.rs`, the gateway's stores in `gateway.rs`;
+//! shared by every node.
 //! Writes that touch several keys are Lua scripts (one round trip, atomic, stamped with the
 //! server's `TIME`); pub/sub runs on a second connection opened on the first `subscribe`.
 
 mod control;
+mod gateway;
 mod keys;
 
 use std::future::Future;
@@ -64,6 +67,8 @@ pub struct ValkeyRegistry {
     scripts: Scripts,
     /// fred's connection tasks, awaited by `close`.
     connections: Mutex<Vec<ConnectHandle>>,
+    /// The API keys' last uses this process wrote (see `gateway.rs`).
+    touched: gateway::TouchThrottle,
 }
 
 struct Scripts {
@@ -130,6 +135,7 @@ impl ValkeyRegistry {
                 members: Script::from_lua(include_str!("members.lua")),
             },
             connections: Mutex::new(Vec::new()),
+            touched: gateway::TouchThrottle::default(),
         };
         registry.start(&registry.client).await?;
         tracing::info!(store = %registry.target, "connected to the state store");
