@@ -2,6 +2,7 @@
 CARGO ?= cargo
 DEMO_CONFIG ?= config/demo.yaml
 DEMO_KEY := db-demo-key-change-me
+DEMO_ADMIN := demo-admin-token-change-me
 
 .PHONY: run test build release bench lint fmt deps clean prepare-docker up up-multi up-monitoring down
 
@@ -11,6 +12,9 @@ run: build
 	@printf '  curl -N http://localhost:8080/v1/chat/completions \\\n'
 	@printf '    -H "Authorization: Bearer %s" -H "Content-Type: application/json" \\\n' '$(DEMO_KEY)'
 	@printf '    -d '"'"'{"model":"kiro","stream":true,"messages":[{"role":"user","content":"Hello, Drawbridge!"}]}'"'"'\n\n'
+	@printf '  Make a key of your own (admin API; the secret is shown once):\n'
+	@printf '  curl -s http://localhost:8080/admin/keys -H "Authorization: Bearer %s" \\\n' '$(DEMO_ADMIN)'
+	@printf '    -d '"'"'{"name":"my-team","rpm":120}'"'"'\n\n'
 	@printf '  python -c "from openai import OpenAI; c = OpenAI(base_url=\x27http://localhost:8080/v1\x27, api_key=\x27%s\x27); print(c.chat.completions.create(model=\x27kiro\x27, messages=[{\x27role\x27: \x27user\x27, \x27content\x27: \x27hi\x27}]).choices[0].message.content)"\n\n' '$(DEMO_KEY)'
 	./target/debug/drawbridge --config $(DEMO_CONFIG)
 

@@ -265,12 +265,63 @@ fn grafana_is_provisioned_with_the_dashboard() {
     let uid = str_of(&datasource["datasources"][0]["uid"]);
     let panels = dashboard["panels"].as_array().unwrap();
     assert!(panels.len() >= 6);
+    let exported = exported_series();
     for panel in panels {
         assert_eq!(panel["datasource"]["uid"], uid, "{}", panel["title"]);
         for target in panel["targets"].as_array().unwrap() {
-            assert!(target["expr"].as_str().unwrap().contains("drawbridge_"));
+            let expr = target["expr"].as_str().unwrap();
+            assert!(expr.contains("drawbridge_"));
+            // Every series the dashboard plots is one the services export.
+            for series in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("drawbridge_"))
+            {
+                assert!(
+                    exported.contains(series),
+                    "panel {}: no service exports {series} (exported: {exported:?})",
+                    panel["title"]
+                );
+            }
         }
     }
+}
+
+/// The series names a gateway or engine exports, read from a real `Metrics` that has seen a
+/// request of every kind and an account.
+fn exported_series() -> std::collections::BTreeSet<String> {
+    use drawbridge_telemetry::metrics::{Metrics, Rejection, RequestRecord};
+    let metrics = Metrics::new();
+    metrics.record_request(&RequestRecord {
+        model: "kiro",
+        error_code: Some("upstream_error"),
+        duration: std::time::Duration::from_secs(1),
+        first_token: Some(std::time::Duration::from_millis(10)),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+    });
+    metrics.record_rejection(Rejection::RateLimit);
+    metrics.record_transition("a", "open");
+    metrics.record_failover("retry");
+    metrics.set_accounts(vec![drawbridge_types::AccountView {
+        account: "a".into(),
+        worker: "w".into(),
+        models: vec!["kiro".into()],
+        status: drawbridge_types::worker::AccountStatus::Healthy,
+        slots: 1,
+        busy: 0,
+        queue_depth: 0,
+        breaker: "closed".into(),
+        credits: Some(1),
+        last_error: None,
+        draining: false,
+    }]);
+    metrics
+        .render()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -400,7 +451,8 @@ async fn the_gateway_serves_on_the_socket_systemd_passes() {
     std::fs::write(
         &config,
         format!(
-            "gateway:\n  listen: 127.0.0.1:{unused_port}\n  engine_url: http://127.0.0.1:9\n  api_keys: [{{ name: t, key: db-socket-activation-test-key }}]\n"
+            "gateway:\n  listen: 127.0.0.1:{unused_port}\n  engine_url: http://127.0.0.1:9\n  api_keys: [{{ name: t, key: db-socket-activation-test-key }}]\n  data_file: {}\n",
+            dir.path().join("gateway.redb").display()
         ),
     )
     .unwrap();

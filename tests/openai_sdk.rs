@@ -1,10 +1,11 @@
 //! The official OpenAI Python SDK, unchanged but for `base_url` and `api_key`, against both
-//! deployment shapes. `make test` creates the venv and sets `SDK_PYTHON`.
+//! deployment shapes (and Prometheus's Python client reading `/metrics`). `make test` creates
+//! the venv and sets `SDK_PYTHON`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use test_support::stack::API_KEY;
+use test_support::stack::{ADMIN_TOKEN, API_KEY};
 use test_support::{Stack, StackOptions};
 
 async fn run_sdk_suite(stack: &Stack) {
@@ -19,6 +20,7 @@ async fn run_sdk_suite(stack: &Stack) {
         .arg(&suite)
         .env("DRAWBRIDGE_BASE_URL", &stack.base_url)
         .env("DRAWBRIDGE_API_KEY", API_KEY)
+        .env("DRAWBRIDGE_ADMIN_TOKEN", ADMIN_TOKEN)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(120), run)

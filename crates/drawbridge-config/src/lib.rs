@@ -126,6 +126,10 @@ impl Default for NodeConfig {
 pub struct StaticKey {
     pub name: String,
     pub key: Secret,
+    /// Gateway keys only: requests per minute for this key (default
+    /// `gateway.rate_limit.requests_per_minute`; 0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +147,10 @@ pub struct GatewayConfig {
     /// How long SIGTERM waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    pub rate_limit: RateLimitConfig,
+    pub quota: QuotaConfig,
+    /// Without `redis.url`: the file that keeps API keys and the usage ledger across restarts.
+    pub data_file: PathBuf,
 }
 
 impl Default for GatewayConfig {
@@ -154,6 +162,51 @@ impl Default for GatewayConfig {
             api_keys: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            rate_limit: RateLimitConfig::default(),
+            quota: QuotaConfig::default(),
+            data_file: PathBuf::from(".drawbridge/gateway.redb"),
+        }
+    }
+}
+
+/// Per-key rate limits: a sliding window of one minute, shared by every gateway node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per minute of a key that sets no limit of its own (0: unlimited).
+    pub requests_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests_per_minute: 60,
+        }
+    }
+}
+
+/// Per-key budgets (set on a key with the admin API). A request is charged what it used when
+/// it ends; while it runs it holds a reservation, so concurrent requests overspend a budget
+/// by at most about one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Tokens reserved for a request's answer against a tokens budget (its prompt's estimate
+    /// is reserved too; `max_tokens` replaces this when the request sets it).
+    pub reserve_tokens: u64,
+    /// Credits reserved per request against a credits budget.
+    pub reserve_credits: f64,
+    /// A reservation whose request never reported (its gateway died) stops counting after this.
+    #[serde(with = "humantime_serde")]
+    pub reservation_ttl: Duration,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            reserve_tokens: 4096,
+            reserve_credits: 1.0,
+            reservation_ttl: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -512,6 +565,9 @@ pub struct LogConfig {
     pub otlp_endpoint: Option<String>,
     /// The share of new traces recorded (0.0–1.0); a trace begun upstream keeps its decision.
     pub trace_sample_ratio: f64,
+    /// Log the messages of every chat request at the gateway (off: no message content is
+    /// ever logged).
+    pub messages: bool,
 }
 
 impl Default for LogConfig {
@@ -521,6 +577,7 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
+            messages: false,
         }
     }
 }
@@ -646,6 +703,25 @@ impl Config {
                 return Err(ConfigError::invalid(
                     "gateway.max_body_bytes",
                     "must be at least 1024",
+                ));
+            }
+            let quota = &self.gateway.quota;
+            if !(quota.reserve_credits.is_finite() && quota.reserve_credits >= 0.0) {
+                return Err(ConfigError::invalid(
+                    "gateway.quota.reserve_credits",
+                    "must be a number of credits, 0 or more",
+                ));
+            }
+            if quota.reservation_ttl.is_zero() {
+                return Err(ConfigError::invalid(
+                    "gateway.quota.reservation_ttl",
+                    "must be greater than zero",
+                ));
+            }
+            if self.redis.is_none() && self.gateway.data_file.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    "gateway.data_file",
+                    "name the file that keeps API keys and usage (or set redis.url)",
                 ));
             }
         }
@@ -803,7 +879,20 @@ impl Config {
 
 fn validate_keys(key: &str, keys: &[StaticKey]) -> Result<(), ConfigError> {
     let mut seen = BTreeSet::new();
+    let mut names = BTreeSet::new();
     for (i, k) in keys.iter().enumerate() {
+        if k.name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}[{i}].name"),
+                "must not be empty",
+            ));
+        }
+        if !names.insert(k.name.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("{key}[{i}].name"),
+                format!("the name '{}' is used twice", k.name),
+            ));
+        }
         if k.key.expose().len() < 8 {
             return Err(ConfigError::invalid(
                 format!("{key}[{i}].key"),

@@ -1,27 +1,108 @@
-//! Layer 1: the gateway. It serves the public OpenAI API behind client keys and hands each
-//! request to a [`ChatBackend`]: [`HttpEngine`] (a remote engine over HTTP, the three-process
-//! shape) or the engine itself (inside the single-process `drawbridge`).
+//! Layer 1: the gateway. It serves the public OpenAI API behind API keys (the config's static
+//! keys and keys made with the admin API), per-key rate limits and quotas, records usage in a
+//! ledger, serves the admin API and Prometheus metrics, and hands each request to a
+//! [`ChatBackend`]: [`HttpEngine`] (a remote engine over HTTP, the three-process shape) or the
+//! engine itself (inside the single-process `drawbridge`).
+//!
+//! Its records (keys, rate-limit windows, usage, quotas) live in ValKey with `redis.url`, shared
+//! by every gateway node, and otherwise in a local data file ([`open_stores`]).
 
+pub mod admin;
 mod engine_client;
+pub mod gate;
+pub mod secret;
 
 use std::sync::Arc;
 
 use drawbridge_config::Config;
-use drawbridge_http::{ApiState, ChatBackend, Keys};
+use drawbridge_http::{ApiState, ChatBackend};
+use drawbridge_state::{EmbeddedGatewayStore, ValkeyRegistry};
+use drawbridge_telemetry::{Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
 pub use engine_client::HttpEngine;
+pub use gate::{GatewayGate, Stores};
 
-/// The public API in front of `backend`.
-pub fn router(
+/// The store behind [`Stores`], to close at the end of the drain.
+pub enum StoreHandle {
+    Valkey(Arc<ValkeyRegistry>),
+    Embedded(Arc<EmbeddedGatewayStore>),
+}
+
+impl StoreHandle {
+    /// Flush and close (the embedded file is complete on disk afterwards).
+    pub async fn close(&self) {
+        match self {
+            StoreHandle::Valkey(store) => store.close().await,
+            StoreHandle::Embedded(store) => {
+                if let Err(error) = store.close().await {
+                    tracing::error!(%error, "cannot flush the gateway's data file");
+                }
+            }
+        }
+    }
+}
+
+/// Open the gateway's stores: ValKey with `redis.url`, else the data file
+/// `gateway.data_file` (created if missing; a second process opening it is refused).
+pub async fn open_stores(
     config: &Config,
-    backend: Arc<dyn ChatBackend>,
-    draining: CancellationToken,
-) -> axum::Router {
-    drawbridge_http::openai_router(ApiState::new(
-        backend,
-        Arc::new(Keys::required(&config.gateway.api_keys)),
+    shutdown: &Shutdown,
+) -> anyhow::Result<(Stores, StoreHandle)> {
+    match &config.redis {
+        Some(redis) => {
+            let store = Arc::new(ValkeyRegistry::connect(&redis.url).await?);
+            tracing::info!(
+                url = drawbridge_state::redact_url(&redis.url),
+                "gateway records in ValKey"
+            );
+            let stores = Stores {
+                keys: store.clone(),
+                limiter: store.clone(),
+                usage: store.clone(),
+            };
+            Ok((stores, StoreHandle::Valkey(store)))
+        }
+        None => {
+            let path = &config.gateway.data_file;
+            let store = Arc::new(EmbeddedGatewayStore::open(path, shutdown.child()).await?);
+            tracing::info!(file = %path.display(), "gateway records in the local data file");
+            let stores = Stores {
+                keys: store.clone(),
+                limiter: store.clone(),
+                usage: store.clone(),
+            };
+            Ok((stores, StoreHandle::Embedded(store)))
+        }
+    }
+}
+
+/// Everything the gateway's router needs.
+pub struct GatewayDeps {
+    pub backend: Arc<dyn ChatBackend>,
+    pub stores: Stores,
+    pub metrics: Arc<Metrics>,
+    /// Usage writes run on this scope; the binary drains it before closing the stores.
+    pub tasks: Shutdown,
+    /// Cancelled when shutdown begins: `/health` then says `draining`.
+    pub draining: CancellationToken,
+}
+
+/// The public API (`/v1/*`, `/health`, `/metrics`) and the admin API (`/admin/*`).
+pub fn router(config: &Config, deps: GatewayDeps) -> axum::Router {
+    let gate = GatewayGate::new(
+        config,
+        deps.stores.clone(),
+        Arc::clone(&deps.metrics),
+        deps.tasks,
+    );
+    let state = ApiState::new(
+        Arc::clone(&deps.backend),
+        Arc::new(gate),
         config.gateway.max_body_bytes,
-        draining,
-    ))
+        deps.draining,
+    )
+    .with_metrics(Arc::clone(&deps.metrics));
+    let admin = admin::Admin::new(config, deps.stores, deps.backend, deps.metrics);
+    admin::router(Arc::new(admin)).merge(drawbridge_http::openai_router(state))
 }

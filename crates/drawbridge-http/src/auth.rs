@@ -112,6 +112,7 @@ mod tests {
         vec![StaticKey {
             name: "team-a".into(),
             key: Secret::new("db-secret-1234"),
+            rpm: None,
         }]
     }
 

@@ -24,6 +24,8 @@ pub struct Entry {
     pub caller: Caller,
     /// Headers every answer to this request carries (the rate-limit headers).
     pub headers: HeaderMap,
+    /// What the gate wants to remember between `enter` and `admit` (e.g. the key's limits).
+    pub extensions: http::Extensions,
 }
 
 /// A request turned away at the door: the error, and the headers its answer carries.
@@ -99,6 +101,7 @@ impl Gate for Keys {
         let entry = self.authenticate(headers).map(|caller| Entry {
             caller,
             headers: HeaderMap::new(),
+            extensions: http::Extensions::new(),
         });
         futures::future::ready(entry.map_err(Refusal::from)).boxed()
     }

@@ -562,6 +562,19 @@ impl UsageStore for EmbeddedGatewayStore {
         })
     }
 
+    fn release<'a>(&'a self, key_id: &'a str, request_id: &'a str) -> StateFuture<'a, ()> {
+        Box::pin(async move {
+            let mut data = self.shared.data();
+            if let Some(reservations) = data.reservations.get_mut(key_id) {
+                reservations.remove(request_id);
+                if reservations.is_empty() {
+                    data.reservations.remove(key_id);
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn spent<'a>(&'a self, key_id: &'a str) -> StateFuture<'a, Spent> {
         Box::pin(async move {
             Ok(self

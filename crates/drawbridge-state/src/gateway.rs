@@ -242,6 +242,10 @@ pub trait UsageStore: Send + Sync + 'static {
     /// call charges again); atomic.
     fn record_usage<'a>(&'a self, entry: &'a UsageEntry) -> StateFuture<'a, ()>;
 
+    /// A request ended with nothing to charge (it failed before any answer reached the
+    /// client): drop its reservation, if it still has one. Nothing is added to the ledger.
+    fn release<'a>(&'a self, key_id: &'a str, request_id: &'a str) -> StateFuture<'a, ()>;
+
     /// What the key has spent in all (zero for a key that has recorded nothing).
     fn spent<'a>(&'a self, key_id: &'a str) -> StateFuture<'a, Spent>;
 

@@ -440,6 +440,37 @@ mod suite {
         admitted
     }
 
+    pub async fn a_released_reservation_frees_the_budget_and_charges_nothing(n: Nodes) {
+        let budget = credits(100.0);
+        assert!(
+            n.a.reserve("key_1", "r1", &budget, 60.0, MINUTE)
+                .await
+                .unwrap()
+                .allowed
+        );
+        let refused =
+            n.b.reserve("key_1", "r2", &budget, 60.0, MINUTE)
+                .await
+                .unwrap();
+        assert!(!refused.allowed, "r1 holds 60 of 100");
+        n.b.release("key_1", "r1").await.unwrap();
+        let after =
+            n.a.reserve("key_1", "r2", &budget, 60.0, MINUTE)
+                .await
+                .unwrap();
+        assert!(after.allowed, "r1 gave its share back: {after:?}");
+        assert_eq!(
+            (after.spent, after.reserved, after.in_flight),
+            (0.0, 0.0, 0)
+        );
+        assert_eq!(n.a.spent("key_1").await.unwrap(), Spent::default());
+        // Releasing what is not reserved (twice, or an unknown key) is harmless.
+        n.a.release("key_1", "r1").await.unwrap();
+        n.a.release("key_2", "nothing").await.unwrap();
+        let rows = n.a.usage(&UsageFilter::default()).await.unwrap();
+        assert!(rows.is_empty(), "a release writes no ledger row: {rows:?}");
+    }
+
     pub async fn recorded_usage_frees_the_reservation_and_counts(n: Nodes) {
         let budget = credits(100.0);
         let first = n.a.reserve("key_1", "r1", &budget, 60.0, MINUTE).await;
@@ -748,6 +779,7 @@ conformance!(
     the_window_slides,
     concurrent_reserves_admit_what_the_rule_allows,
     recorded_usage_frees_the_reservation_and_counts,
+    a_released_reservation_frees_the_budget_and_charges_nothing,
     expired_reservations_stop_counting,
     usage_rows_aggregate_and_filter,
 );

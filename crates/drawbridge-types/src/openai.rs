@@ -27,6 +27,29 @@ pub struct ChatCompletionRequest {
     pub extra: Map<String, Value>,
 }
 
+/// Parse a JSON request body into `T`, as a 400 that names the offending field
+/// (`param`) when it does not fit.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("We could not parse the JSON body of your request: {inner}")
+        } else if path == "." {
+            format!("Invalid request body: {inner}")
+        } else {
+            format!("Invalid value for '{path}': {inner}")
+        };
+        let error = ApiError::invalid_request(message);
+        if path == "." {
+            error
+        } else {
+            error.with_param(path)
+        }
+    })
+}
+
 impl ChatCompletionRequest {
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
@@ -46,24 +69,7 @@ impl ChatCompletionRequest {
 
     /// Parse a request body, naming the offending field in the error.
     pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        let request: Self = serde_path_to_error::deserialize(de).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let message = if inner.is_syntax() || inner.is_eof() {
-                format!("We could not parse the JSON body of your request: {inner}")
-            } else if path == "." {
-                format!("Invalid request body: {inner}")
-            } else {
-                format!("Invalid value for '{path}': {inner}")
-            };
-            let error = ApiError::invalid_request(message);
-            if path == "." {
-                error
-            } else {
-                error.with_param(path)
-            }
-        })?;
+        let request: Self = parse_json(body)?;
         request.validate()?;
         Ok(request)
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use drawbridge_config::{Config, Role};
 use drawbridge_engine::{Engine, EngineSettings, WorkerConn};
+use drawbridge_gateway::GatewayDeps;
 use drawbridge_telemetry::{Shutdown, Signals, announce};
 use drawbridge_types::ApiError;
 use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
@@ -51,12 +52,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The worker is in process: its state is cheap to read, so keep the view fresh.
     engine.spawn_refresher(std::time::Duration::from_millis(250));
 
+    let (stores, store) = drawbridge_gateway::open_stores(&config, &shutdown).await?;
     announce("gateway", listener.local_addr()?);
-    let router = drawbridge_gateway::router(&config, engine, shutdown.token().clone());
+    let metrics = engine.metrics();
+    let router = drawbridge_gateway::router(
+        &config,
+        GatewayDeps {
+            backend: engine,
+            stores,
+            metrics,
+            tasks: shutdown.clone(),
+            draining: shutdown.token().clone(),
+        },
+    );
     let grace = config.gateway.shutdown_grace;
     drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
     worker.drain(grace).await;
     shutdown.drain(grace).await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,8 +9,10 @@ use tempfile::TempDir;
 use crate::http::Client;
 use crate::process::{Process, binary, processes_under};
 
-/// The client key every test stack accepts.
+/// The client key every test stack accepts (a static key without a rate limit).
 pub const API_KEY: &str = "db-test-key-0123456789";
+/// The admin token of every test stack.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const CHANNEL_KEY: &str = "test-channel-key-0123";
 
 /// One account of a test stack: its pool and extra agent environment (e.g.
@@ -48,6 +50,13 @@ pub struct StackOptions {
     pub engine_yaml: String,
     /// Environment added to every process of the stack (e.g. `DRAWBRIDGE_LOG__...`).
     pub env: Vec<(String, String)>,
+    /// More keys of the `gateway:` section (each line indented by two spaces), e.g.
+    /// `"  rate_limit: { requests_per_minute: 5 }\n"`.
+    pub gateway_yaml: String,
+    /// More top-level YAML for the process that runs the gateway (e.g. `redis:`).
+    pub gateway_top_yaml: String,
+    /// Turn the admin API on with [`ADMIN_TOKEN`] (the default).
+    pub admin: bool,
 }
 
 impl Default for StackOptions {
@@ -58,6 +67,9 @@ impl Default for StackOptions {
             queue_timeout: "30s",
             engine_yaml: String::new(),
             env: Vec::new(),
+            gateway_yaml: String::new(),
+            gateway_top_yaml: String::new(),
+            admin: true,
         }
     }
 }
@@ -67,6 +79,25 @@ pub struct Stack {
     pub dir: TempDir,
     pub processes: Vec<Process>,
     pub base_url: String,
+    options: StackOptions,
+}
+
+/// The `gateway:` keys every test stack has besides `listen`: the unlimited static key, the
+/// data file in the stack's directory, and the caller's extra keys.
+fn gateway_admin(options: &StackOptions) -> String {
+    if options.admin {
+        format!("admin: {{ auth_token: {ADMIN_TOKEN} }}\n")
+    } else {
+        String::new()
+    }
+}
+
+fn gateway_keys(dir: &Path, options: &StackOptions) -> String {
+    format!(
+        "  api_keys: [{{ name: test, key: {API_KEY}, rpm: 0 }}]\n  shutdown_grace: 20s\n  data_file: {}\n{}",
+        dir.join("gateway.redb").display(),
+        options.gateway_yaml
+    )
 }
 
 fn accounts_yaml(options: &StackOptions) -> String {
@@ -110,13 +141,17 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let yaml = format!(
             "node: {{ id: single }}\n\
-             gateway:\n  listen: 127.0.0.1:0\n  api_keys: [{{ name: test, key: {API_KEY} }}]\n  shutdown_grace: 20s\n\
+             {}\
+             gateway:\n  listen: 127.0.0.1:0\n{}\
              worker:\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n\
-             accounts:\n{}{}",
+             accounts:\n{}{}{}",
+            gateway_admin(&options),
+            gateway_keys(dir.path(), &options),
             dir.path().join("accounts").display(),
             options.queue_timeout,
             accounts_yaml(&options),
-            options.engine_yaml
+            options.engine_yaml,
+            options.gateway_top_yaml,
         );
         let config = write(dir.path(), "drawbridge.yaml", &yaml);
         let process = Process::start("drawbridge", &config, &env(&options), &["gateway"]).await;
@@ -125,9 +160,48 @@ impl Stack {
             dir,
             processes: vec![process],
             base_url,
+            options,
         };
         stack.wait_ready().await;
         stack
+    }
+
+    /// Stop the single-process stack gracefully and start it again on the same config and
+    /// data (a new port: `base_url` changes).
+    pub async fn restart_single(&mut self) {
+        let mut process = self.processes.pop().expect("a running drawbridge");
+        assert!(
+            process.terminate().await.success(),
+            "drawbridge did not stop cleanly:\n{}",
+            process.log()
+        );
+        let config = self.dir.path().join("drawbridge.yaml");
+        let process =
+            Process::start("drawbridge", &config, &env(&self.options), &["gateway"]).await;
+        self.base_url = format!("http://{}", process.addr("gateway"));
+        self.processes.push(process);
+        self.wait_ready().await;
+    }
+
+    /// Another gateway process of a three-process stack, on the first one's config (with
+    /// `redis.url` in `gateway_top_yaml` they share keys, limits and usage). Its base URL.
+    pub async fn add_gateway(&mut self) -> String {
+        let config = self.dir.path().join("gateway.yaml");
+        let gateway =
+            Process::start("drawbridge-gateway", &config, &env(&self.options), &["gateway"]).await;
+        let base_url = format!("http://{}", gateway.addr("gateway"));
+        self.processes.push(gateway);
+        base_url
+    }
+
+    /// Every log line of the stack's processes, for checks that span them all.
+    pub fn logs(&self) -> String {
+        self.processes.iter().map(Process::log).collect()
+    }
+
+    /// A client of the admin API.
+    pub fn admin(&self) -> Client {
+        Client::new(self.base_url.clone(), Some(ADMIN_TOKEN))
     }
 
     /// `kiro-worker`, `drawbridge-engine` and `drawbridge-gateway` as separate processes.
@@ -163,8 +237,12 @@ impl Stack {
         .await;
         let gateway_yaml = format!(
             "node: {{ id: gateway-1 }}\n\
-             gateway:\n  listen: 127.0.0.1:0\n  engine_url: http://{}\n  engine_key: {CHANNEL_KEY}\n  shutdown_grace: 20s\n  api_keys: [{{ name: test, key: {API_KEY} }}]\n",
-            engine.addr("engine")
+             {}\
+             gateway:\n  listen: 127.0.0.1:0\n  engine_url: http://{}\n  engine_key: {CHANNEL_KEY}\n{}{}",
+            gateway_admin(&options),
+            engine.addr("engine"),
+            gateway_keys(dir.path(), &options),
+            options.gateway_top_yaml,
         );
         let gateway = Process::start(
             "drawbridge-gateway",
@@ -178,6 +256,7 @@ impl Stack {
             dir,
             processes: vec![worker, engine, gateway],
             base_url,
+            options,
         };
         stack.wait_ready().await;
         stack

@@ -436,6 +436,21 @@ impl UsageStore for ValkeyRegistry {
         })
     }
 
+    fn release<'a>(&'a self, key_id: &'a str, request_id: &'a str) -> StateFuture<'a, ()> {
+        Box::pin(async move {
+            if check_id("a key id", key_id).is_err() {
+                return Ok(());
+            }
+            let _removed: i64 = self
+                .bounded(
+                    "release",
+                    self.client.hdel(keys::quota_reserved(key_id), request_id),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
     fn spent<'a>(&'a self, key_id: &'a str) -> StateFuture<'a, Spent> {
         Box::pin(async move {
             if check_id("a key id", key_id).is_err() {
