@@ -881,10 +881,17 @@ fn validate_keys(key: &str, keys: &[StaticKey]) -> Result<(), ConfigError> {
     let mut seen = BTreeSet::new();
     let mut names = BTreeSet::new();
     for (i, k) in keys.iter().enumerate() {
-        if k.name.trim().is_empty() {
+        // The name becomes part of the key's id (`static.<name>`), which the stores use.
+        if k.name.is_empty()
+            || k.name.len() > 64
+            || !k
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
             return Err(ConfigError::invalid(
                 format!("{key}[{i}].name"),
-                "must not be empty",
+                "use 1 to 64 letters, digits, '-', '_' and '.'",
             ));
         }
         if !names.insert(k.name.as_str()) {

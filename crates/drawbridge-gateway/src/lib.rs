@@ -17,11 +17,11 @@ use std::sync::Arc;
 use drawbridge_config::Config;
 use drawbridge_http::{ApiState, ChatBackend};
 use drawbridge_state::{EmbeddedGatewayStore, ValkeyRegistry};
-use drawbridge_telemetry::{Metrics, Shutdown};
+use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
 pub use engine_client::HttpEngine;
-pub use gate::{GatewayGate, Stores};
+pub use gate::{GatewayGate, LiveSettings, Stores};
 
 /// The store behind [`Stores`], to close at the end of the drain.
 pub enum StoreHandle {
@@ -44,7 +44,8 @@ impl StoreHandle {
 }
 
 /// Open the gateway's stores: ValKey with `redis.url`, else the data file
-/// `gateway.data_file` (created if missing; a second process opening it is refused).
+/// `gateway.data_file` (created if missing; a second process opening it is refused). The data
+/// file's background writer runs on `shutdown` until [`StoreHandle::close`].
 pub async fn open_stores(
     config: &Config,
     shutdown: &Shutdown,
@@ -65,7 +66,7 @@ pub async fn open_stores(
         }
         None => {
             let path = &config.gateway.data_file;
-            let store = Arc::new(EmbeddedGatewayStore::open(path, shutdown.child()).await?);
+            let store = Arc::new(EmbeddedGatewayStore::open(path, shutdown).await?);
             tracing::info!(file = %path.display(), "gateway records in the local data file");
             let stores = Stores {
                 keys: store.clone(),
@@ -82,16 +83,20 @@ pub struct GatewayDeps {
     pub backend: Arc<dyn ChatBackend>,
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
-    /// Usage writes run on this scope; the binary drains it before closing the stores.
+    /// Usage writes run on this scope: the binary drains it after the server stopped and
+    /// before it closes the stores (so it must not be the scope the store's writer runs on).
     pub tasks: Shutdown,
     /// Cancelled when shutdown begins: `/health` then says `draining`.
     pub draining: CancellationToken,
 }
 
-/// The public API (`/v1/*`, `/health`, `/metrics`) and the admin API (`/admin/*`).
-pub fn router(config: &Config, deps: GatewayDeps) -> axum::Router {
+/// The public API (`/v1/*`, `/health`, `/metrics`) and the admin API (`/admin/*`). Keys of the
+/// config, rate-limit and quota settings, `log.messages` and the admin token follow `live`
+/// (a reload takes effect at the next request); `gateway.max_body_bytes` is read once.
+pub fn router(live: &LiveConfig, deps: GatewayDeps) -> axum::Router {
+    let settings = Arc::new(LiveSettings::new(live.clone()));
     let gate = GatewayGate::new(
-        config,
+        Arc::clone(&settings),
         deps.stores.clone(),
         Arc::clone(&deps.metrics),
         deps.tasks,
@@ -99,10 +104,10 @@ pub fn router(config: &Config, deps: GatewayDeps) -> axum::Router {
     let state = ApiState::new(
         Arc::clone(&deps.backend),
         Arc::new(gate),
-        config.gateway.max_body_bytes,
+        live.load().gateway.max_body_bytes,
         deps.draining,
     )
     .with_metrics(Arc::clone(&deps.metrics));
-    let admin = admin::Admin::new(config, deps.stores, deps.backend, deps.metrics);
+    let admin = admin::Admin::new(settings, deps.stores, deps.backend, deps.metrics);
     admin::router(Arc::new(admin)).merge(drawbridge_http::openai_router(state))
 }

@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// Stable id of the key: what limits, quotas and the usage ledger are kept under
-    /// (`key_…` for a key made with the admin API, `static:<name>` for a key of the config).
+    /// (`key_…` for a key made with the admin API, `static.<name>` for a key of the config).
     pub key_id: String,
     pub key_name: String,
 }
@@ -20,7 +20,7 @@ impl Caller {
     /// The caller of a key from the config.
     pub fn from_static(name: &str) -> Self {
         Caller {
-            key_id: format!("static:{name}"),
+            key_id: format!("static.{name}"),
             key_name: name.to_owned(),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use drawbridge_config::{Config, Role};
 use drawbridge_engine::{Engine, EngineSettings, WorkerConn};
 use drawbridge_gateway::GatewayDeps;
-use drawbridge_telemetry::{Shutdown, Signals, announce};
+use drawbridge_telemetry::{LiveConfig, Shutdown, Signals, announce};
 use drawbridge_types::ApiError;
 use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
 use futures::future::BoxFuture;
@@ -34,6 +34,9 @@ impl WorkerConn for LocalWorker {
     }
 }
 
+/// How often the config file is checked for changes.
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> ExitCode {
     drawbridge_telemetry::run_binary(Role::AllInOne, run)
 }
@@ -53,23 +56,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
     engine.spawn_refresher(std::time::Duration::from_millis(250));
 
     let (stores, store) = drawbridge_gateway::open_stores(&config, &shutdown).await?;
+    // The usage writes of answers that ended: drained before the stores close.
+    let usage_writes = Shutdown::new();
     announce("gateway", listener.local_addr()?);
     let metrics = engine.metrics();
+    // Keys, limits and the admin token reload without a restart: SIGHUP, or the file changing.
+    let live = LiveConfig::new(config.clone());
+    if let Some(path) = config.source.clone() {
+        live.watch(path, Role::AllInOne, RELOAD_POLL, &shutdown);
+    }
     let router = drawbridge_gateway::router(
-        &config,
+        &live,
         GatewayDeps {
             backend: engine,
             stores,
             metrics,
-            tasks: shutdown.clone(),
+            tasks: usage_writes.clone(),
             draining: shutdown.token().clone(),
         },
     );
     let grace = config.gateway.shutdown_grace;
     drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
     worker.drain(grace).await;
-    shutdown.drain(grace).await;
+    usage_writes.drain(grace).await;
     store.close().await;
+    shutdown.drain(grace).await;
     tracing::info!("stopped");
     Ok(())
 }

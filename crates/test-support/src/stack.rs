@@ -187,8 +187,13 @@ impl Stack {
     /// `redis.url` in `gateway_top_yaml` they share keys, limits and usage). Its base URL.
     pub async fn add_gateway(&mut self) -> String {
         let config = self.dir.path().join("gateway.yaml");
-        let gateway =
-            Process::start("drawbridge-gateway", &config, &env(&self.options), &["gateway"]).await;
+        let gateway = Process::start(
+            "drawbridge-gateway",
+            &config,
+            &env(&self.options),
+            &["gateway"],
+        )
+        .await;
         let base_url = format!("http://{}", gateway.addr("gateway"));
         self.processes.push(gateway);
         base_url
