@@ -670,3 +670,62 @@ async fn the_gateway_reloads_its_keys_and_limits() {
     assert!(stack.wait_for_log("configuration reloaded").await);
     stack.stop().await;
 }
+
+/// An answer that breaks off and that no account can resume: streamed, the client keeps the
+/// text it received and is charged for that (estimated); not streamed, the client gets an
+/// error status and nothing is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_answer_is_charged_for_what_the_client_received() {
+    let mut stack = Stack::single(StackOptions {
+        accounts: vec![
+            AccountSpec::new(2).behaviour("crash after=2"),
+            AccountSpec::new(2).behaviour("crash after=2"),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    let admin = stack.admin();
+    let quota = json!({"unit": "tokens", "limit": 100000});
+    let (json_id, json_secret) =
+        create_key(&admin, json!({"name": "broken-json", "quota": quota})).await;
+    let (id, secret) = create_key(&admin, json!({"name": "broken", "quota": quota})).await;
+    // Not streamed: the charge is settled (nothing) before the 502 goes out.
+    let reply = stack
+        .client()
+        .with_key(Some(&json_secret))
+        .chat(&user("count for me"))
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+
+    let keyed = stack.client().with_key(Some(&secret));
+    let mut body = user("count for me");
+    body["stream"] = json!(true);
+    let reply = keyed.chat(&body).await;
+    assert_eq!(reply.status, 200);
+    let chunks = reply.sse_chunks();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "chunk 0 chunk 1 ");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "error"
+    );
+
+    // Only the streamed one is in the ledger, for the 16 characters it delivered.
+    let total = usage_of(&admin, &id, |u| u["requests"] == 1).await;
+    assert_eq!(total["completion_tokens"], 4, "{total}");
+    assert_eq!(total["estimated_requests"], 1, "{total}");
+    let rows = admin
+        .get(&format!("/admin/usage?key={id}&group_by=account"))
+        .await
+        .json();
+    assert_eq!(rows["data"][0]["account"], "unknown", "{rows}");
+    let one = admin.get(&format!("/admin/keys/{id}")).await.json();
+    assert_eq!(one["spent"]["requests"], 1, "{one}");
+    let not_streamed = admin.get(&format!("/admin/keys/{json_id}")).await.json();
+    assert_eq!(not_streamed["spent"]["requests"], 0, "{not_streamed}");
+    assert_eq!(not_streamed["spent"]["tokens"], 0, "{not_streamed}");
+    stack.stop().await;
+}

@@ -48,7 +48,8 @@ impl From<ApiError> for Refusal {
 #[derive(Debug, Clone)]
 pub struct Ended {
     pub outcome: Outcome,
-    /// Characters of answer text the client received.
+    /// Characters of answer text the client received (0 for a non-streamed answer that
+    /// failed: its client got an error status, not the text).
     pub delivered_chars: usize,
     /// From the request's arrival to the end.
     pub duration: Duration,

@@ -262,6 +262,7 @@ async fn start_chat(
             drawbridge_telemetry::metrics::UNKNOWN_MODEL.to_owned()
         },
         started,
+        streamed: stream,
     };
     let events = match state.backend.chat(chat, ctx).await {
         Ok(events) => events,

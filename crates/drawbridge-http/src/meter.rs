@@ -24,6 +24,9 @@ pub struct Meter {
     /// The model label (a served model, or `UNKNOWN_MODEL`).
     pub model: String,
     pub started: Instant,
+    /// Whether the client receives the text as it comes (SSE). A non-streamed answer that
+    /// fails reaches its client as an error status only: none of its text was delivered.
+    pub streamed: bool,
 }
 
 impl Meter {
@@ -63,9 +66,14 @@ struct Metered {
 impl Metered {
     fn end(&mut self, outcome: Outcome) {
         if let Some(meter) = self.meter.take() {
+            let finished = matches!(outcome, Outcome::Finished(_));
             let ended = Ended {
                 outcome,
-                delivered_chars: self.delivered_chars,
+                delivered_chars: if meter.streamed || finished {
+                    self.delivered_chars
+                } else {
+                    0
+                },
                 duration: meter.started.elapsed(),
             };
             report(
