@@ -297,6 +297,10 @@ impl KeyRequest {
     }
 }
 
+fn no_such_key(id: &str) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, format!("No API key with id '{id}'."))
+}
+
 fn json(status: StatusCode, body: impl Serialize) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -383,7 +387,7 @@ async fn stored_key(admin: &Admin, id: &str) -> Result<ApiKeyRecord, ApiError> {
         .key(id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("No API key with id '{id}'.")))
+        .ok_or_else(|| no_such_key(id))
 }
 
 async fn get_key(
@@ -444,9 +448,7 @@ async fn update_key(
             .update_key(&id, &limits, expires)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(ErrorKind::NotFound, format!("No API key with id '{id}'."))
-            })?;
+            .ok_or_else(|| no_such_key(&id))?;
         tracing::info!(key_id = id, "API key limits changed");
         Ok::<_, ApiError>(json(
             StatusCode::OK,
@@ -472,9 +474,7 @@ async fn revoke_key(
             .revoke_key(&id, now)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| {
-                ApiError::new(ErrorKind::NotFound, format!("No API key with id '{id}'."))
-            })?;
+            .ok_or_else(|| no_such_key(&id))?;
         tracing::info!(key_id = id, "API key revoked");
         let mut body = serde_json::to_value(KeyView::of(&record, admin.default_rpm(), now))
             .map_err(|e| ApiError::internal(format!("cannot render the key: {e}")))?;

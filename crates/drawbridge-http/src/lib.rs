@@ -193,13 +193,7 @@ async fn chat_completions(State(state): State<ApiState>, request: Request) -> Re
     {
         Ok(answer) => answer,
         Err(Refusal { error, headers }) => {
-            tracing::info!(
-                request_id,
-                status = error.status(),
-                code = error.kind.code(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "chat completion refused"
-            );
+            log_refusal(&request_id, &error, started);
             if let Some(metrics) = &state.metrics {
                 metrics.record_request(&drawbridge_telemetry::metrics::RequestRecord {
                     model: drawbridge_telemetry::metrics::UNKNOWN_MODEL,
@@ -214,6 +208,16 @@ async fn chat_completions(State(state): State<ApiState>, request: Request) -> Re
         }
     };
     with_request_id(with_headers(response, headers), &request_id)
+}
+
+fn log_refusal(request_id: &str, error: &ApiError, started: tokio::time::Instant) {
+    tracing::info!(
+        request_id,
+        status = error.status(),
+        code = error.kind.code(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "chat completion refused"
+    );
 }
 
 /// Authenticate, read and parse, admit, start the answer. A refusal before the backend is
@@ -270,13 +274,7 @@ async fn start_chat(
             if error.kind == ErrorKind::ModelNotFound {
                 meter.model = drawbridge_telemetry::metrics::UNKNOWN_MODEL.to_owned();
             }
-            tracing::info!(
-                request_id,
-                status = error.status(),
-                code = error.kind.code(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "chat completion refused"
-            );
+            log_refusal(request_id, &error, started);
             meter.refused(&error);
             return Ok((error.into_response(), headers));
         }
