@@ -116,6 +116,12 @@ impl Answer {
                     if let Some(ticket) = self.turn.ticket.take() {
                         ticket.record(Outcome::Success);
                     }
+                    // The one charge of this turn: only a turn that finished reaches here.
+                    self.engine.credits.charge(
+                        &self.turn.account,
+                        summary.credits,
+                        &self.engine.shutdown,
+                    );
                     let completion_tokens = if self.attempts.used() > 1 {
                         tokens::estimate_tokens(&self.text)
                     } else {

@@ -6,6 +6,7 @@
 
 mod answer;
 mod breakers;
+mod credits;
 pub mod discovery;
 pub mod fleet;
 pub mod leader;
@@ -18,16 +19,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use drawbridge_core::schedule::{self, Candidate};
+use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
+use drawbridge_state::{CreditStore, EmbeddedCredits};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
-use drawbridge_types::{AccountView, ApiError, ChatCompletionRequest, HealthReport};
+use drawbridge_types::{
+    AccountView, ApiError, ChatCompletionRequest, CreditChange, ErrorKind, HealthReport,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+pub use credits::grants;
 pub use workers::{GrpcWorkerConn, WorkerConn};
 
 /// How long one worker may take to answer `Slots`.
@@ -52,6 +57,8 @@ pub struct EngineSettings {
     /// Resume an answer that broke off after its first byte on another account.
     pub resume_after_first_byte: bool,
     pub breaker: drawbridge_core::breaker::BreakerConfig,
+    /// Credits charged for a finished turn that reported no cost.
+    pub request_cost: f64,
 }
 
 impl EngineSettings {
@@ -60,6 +67,7 @@ impl EngineSettings {
         EngineSettings {
             max_attempts: config.engine.max_attempts as usize,
             resume_after_first_byte: config.engine.resume_after_first_byte,
+            request_cost: config.engine.request_cost,
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -76,7 +84,28 @@ impl Default for EngineSettings {
             max_attempts: 3,
             resume_after_first_byte: true,
             breaker: drawbridge_core::breaker::BreakerConfig::default(),
+            request_cost: 1.0,
         }
+    }
+}
+
+/// The state an engine shares with the others: on ValKey in a cluster, in process otherwise.
+#[derive(Clone)]
+pub struct EngineState {
+    pub credits: Arc<dyn CreditStore>,
+}
+
+impl EngineState {
+    /// State of this process only (the single-node binary, an engine without `redis.url`).
+    pub fn embedded() -> Self {
+        EngineState {
+            credits: Arc::new(EmbeddedCredits::new()),
+        }
+    }
+
+    /// State shared through `store` with every engine on the same ValKey.
+    pub fn shared(store: Arc<drawbridge_state::ValkeyRegistry>) -> Self {
+        EngineState { credits: store }
     }
 }
 
@@ -84,6 +113,7 @@ pub struct Engine {
     me: Weak<Engine>,
     settings: EngineSettings,
     breakers: Arc<breakers::Breakers>,
+    credits: Arc<credits::Credits>,
     workers: fleet::WorkerSet,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
@@ -98,11 +128,13 @@ impl Engine {
     pub fn new(
         workers: Vec<Arc<dyn WorkerConn>>,
         settings: EngineSettings,
+        state: EngineState,
         shutdown: Shutdown,
     ) -> Arc<Engine> {
         Arc::new_cyclic(|me| Engine {
             me: me.clone(),
             breakers: breakers::Breakers::new(settings.breaker),
+            credits: Arc::new(credits::Credits::new(state.credits, settings.request_cost)),
             settings,
             workers: fleet::WorkerSet::fixed(workers),
             routes: RwLock::new(Vec::new()),
@@ -119,8 +151,17 @@ impl Engine {
     }
 
     /// An engine whose workers come from the registry ([`discovery::spawn`]).
-    pub fn discovering(settings: EngineSettings, shutdown: Shutdown) -> Arc<Engine> {
-        Self::new(Vec::new(), settings, shutdown)
+    pub fn discovering(
+        settings: EngineSettings,
+        state: EngineState,
+        shutdown: Shutdown,
+    ) -> Arc<Engine> {
+        Self::new(Vec::new(), settings, state, shutdown)
+    }
+
+    /// Apply the configured credit grants ([`grants`]): at start, before serving.
+    pub async fn apply_grants(&self, grants: &[drawbridge_state::Grant]) {
+        self.credits.apply_grants(grants).await;
     }
 
     /// Ask every worker what it serves; a worker that does not answer drops out of the view
@@ -154,9 +195,13 @@ impl Engine {
                 })
             })
             .collect();
+        let mut accounts: Vec<String> = routes.iter().map(|r| r.slots.account.clone()).collect();
+        accounts.sort();
+        accounts.dedup();
         if let Ok(mut current) = self.routes.write() {
             *current = routes;
         }
+        self.credits.refresh(&accounts).await;
     }
 
     /// Refresh every `interval` until shutdown.
@@ -225,7 +270,7 @@ impl Engine {
                     } else {
                         r.slots.status
                     },
-                    credits: None,
+                    credits: self.credits.balance(&r.slots.account),
                     slots: r.slots.size,
                     busy: r.slots.busy,
                     queue_depth: r.slots.queue_depth,
@@ -238,36 +283,29 @@ impl Engine {
             .collect()
     }
 
-    /// Pick the best route for `model`, skipping accounts already tried.
+    /// Pick the best route for `model`, skipping accounts already tried; when there is none,
+    /// the error says why (see [`drawbridge_core::schedule`]).
     fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, ApiError> {
-        let routes = self.routes();
-        let serving: Vec<Route> = routes
-            .into_iter()
-            .filter(|r| r.slots.models.iter().any(|m| m == model))
-            .collect();
-        if serving.is_empty() {
-            if self.workers.is_empty() || self.model_ids().is_empty() {
-                return Err(ApiError::unavailable("No worker is reachable right now."));
-            }
-            return Err(ApiError::model_not_found(model));
-        }
         let inflight = self.inflight.lock().map(|m| m.clone()).unwrap_or_default();
-        let candidates: Vec<Candidate<Route>> = serving
+        let accounts: Vec<schedule::Account<Route>> = self
+            .routes()
             .into_iter()
-            .filter(|r| !r.draining && r.slots.status != AccountStatus::Unhealthy)
-            .filter(|r| self.workers.reachable(r.worker))
-            .filter(|r| !self.breakers.is_open(&r.slots.account))
-            .filter(|r| !tried.contains(&(r.worker, r.slots.account.clone())))
             .map(|route| {
-                let mine = inflight
-                    .get(&(route.worker, route.slots.account.clone()))
-                    .copied()
-                    .unwrap_or(0);
+                let key = (route.worker, route.slots.account.clone());
+                let mine = inflight.get(&key).copied().unwrap_or(0);
                 let busy = route.slots.busy.max(mine);
-                Candidate {
-                    // Credits are tracked from the next milestone on; until then every account
-                    // counts as having the same balance, so slots and queues decide.
-                    credits: 1.0,
+                schedule::Account {
+                    serves_model: route.slots.models.iter().any(|m| m == model),
+                    tried: tried.contains(&key),
+                    reachable: self.workers.reachable(route.worker),
+                    draining: route.draining,
+                    unhealthy: route.slots.status == AccountStatus::Unhealthy,
+                    breaker_open: self.breakers.is_open(&route.slots.account),
+                    cooldown: None,
+                    credits: self
+                        .credits
+                        .balance(&route.slots.account)
+                        .map(drawbridge_state::from_milli),
                     available_slots: route.slots.size.saturating_sub(busy),
                     queue_depth: route.slots.queue_depth + mine.saturating_sub(route.slots.size),
                     key: route,
@@ -275,12 +313,47 @@ impl Engine {
             })
             .collect();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        schedule::pick(&candidates, rotation)
-            .map(|i| candidates[i].key.clone())
-            .ok_or_else(|| {
-                ApiError::unavailable(format!("No healthy account can serve '{model}' right now."))
-                    .with_retry_after(Duration::from_secs(1))
-            })
+        match schedule::pick(&accounts, rotation) {
+            Ok(i) => Ok(accounts[i].key.clone()),
+            Err(Shortage::NoModel) => {
+                if self.workers.is_empty() || self.model_ids().is_empty() {
+                    Err(ApiError::unavailable("No worker is reachable right now."))
+                } else {
+                    Err(ApiError::model_not_found(model))
+                }
+            }
+            Err(Shortage::AllTried) => Err(ApiError::unavailable("No account is left to try.")),
+            Err(Shortage::CreditsSpent) => Err(ApiError::new(
+                ErrorKind::InsufficientQuota,
+                format!("Every account that serves '{model}' has used up its credits."),
+            )),
+            Err(Shortage::CoolingDown { retry_after }) => Err(ApiError::new(
+                ErrorKind::RateLimited,
+                format!("Every account that serves '{model}' is rate limited right now."),
+            )
+            .with_retry_after(retry_after)),
+            Err(Shortage::Unavailable) => Err(ApiError::unavailable(format!(
+                "No healthy account can serve '{model}' right now."
+            ))
+            .with_retry_after(Duration::from_secs(1))),
+        }
+    }
+
+    /// Top up or set `account`'s credits (the internal API's
+    /// `POST /internal/accounts/{id}/credits`): its balance after, in milli-credits.
+    pub async fn change_credits(
+        &self,
+        account: &str,
+        change: CreditChange,
+    ) -> Result<Option<i64>, ApiError> {
+        if !self.routes().iter().any(|r| r.slots.account == account) {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("No worker serves an account '{account}'."),
+            )
+            .with_param("account"));
+        }
+        self.credits.change(account, change).await
     }
 
     /// Answer a chat request: pick an account, run the turn there, retry on another account if
@@ -424,6 +497,14 @@ impl ChatBackend for Engine {
 
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
         futures::future::ready(Ok(self.account_views())).boxed()
+    }
+
+    fn change_credits<'a>(
+        &'a self,
+        account: &'a str,
+        change: CreditChange,
+    ) -> BoxFuture<'a, Result<Option<i64>, ApiError>> {
+        Engine::change_credits(self, account, change).boxed()
     }
 }
 

@@ -11,6 +11,8 @@
 //! | `leader:{name}:epoch` | integer | the last fencing token handed out for `name` |
 //! | `account:{id}` | string | a desired account's JSON ([`crate::AccountRecord`]: id, models, pool size, `assigned_pod`) |
 //! | `accounts` | set | every desired account id |
+//! | `credits:{id}` | integer | the account's balance in milli-credits (absent: unmetered) |
+//! | `credits:{id}:grant` | integer | the last configured grant applied to the balance |
 
 /// Prefix of a pod's record.
 pub(crate) const POD_PREFIX: &str = "pod:";
@@ -47,4 +49,15 @@ pub(crate) fn lease_epoch(name: &str) -> String {
 
 pub(crate) fn account(id: &str) -> String {
     format!("{ACCOUNT_PREFIX}{id}")
+}
+
+/// An account's balance, in milli-credits.
+pub(crate) fn credits(id: &str) -> String {
+    format!("credits:{id}")
+}
+
+/// The last configured grant applied to an account's balance (account ids hold no `:`, so
+/// this never names another account's balance).
+pub(crate) fn credit_grant(id: &str) -> String {
+    format!("credits:{id}:grant")
 }

@@ -3,6 +3,7 @@
 //! server's `TIME`); pub/sub runs on a second connection opened on the first `subscribe`.
 
 mod control;
+mod credits;
 mod keys;
 
 use std::future::Future;
