@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
-use drawbridge_state::{CreditStore, EmbeddedCredits};
+use drawbridge_state::{BreakerStore, CreditStore, EmbeddedCredits, EmbeddedRouting};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
 use drawbridge_types::{
@@ -93,6 +93,7 @@ impl Default for EngineSettings {
 #[derive(Clone)]
 pub struct EngineState {
     pub credits: Arc<dyn CreditStore>,
+    pub breakers: Arc<dyn BreakerStore>,
 }
 
 impl EngineState {
@@ -100,12 +101,16 @@ impl EngineState {
     pub fn embedded() -> Self {
         EngineState {
             credits: Arc::new(EmbeddedCredits::new()),
+            breakers: Arc::new(EmbeddedRouting::new()),
         }
     }
 
     /// State shared through `store` with every engine on the same ValKey.
     pub fn shared(store: Arc<drawbridge_state::ValkeyRegistry>) -> Self {
-        EngineState { credits: store }
+        EngineState {
+            credits: store.clone(),
+            breakers: store,
+        }
     }
 }
 
@@ -131,9 +136,15 @@ impl Engine {
         state: EngineState,
         shutdown: Shutdown,
     ) -> Arc<Engine> {
+        let metrics = Arc::new(Metrics::new());
         Arc::new_cyclic(|me| Engine {
             me: me.clone(),
-            breakers: breakers::Breakers::new(settings.breaker),
+            breakers: breakers::Breakers::new(
+                settings.breaker,
+                state.breakers,
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            ),
             credits: Arc::new(credits::Credits::new(state.credits, settings.request_cost)),
             settings,
             workers: fleet::WorkerSet::fixed(workers),
@@ -141,13 +152,20 @@ impl Engine {
             inflight: Arc::new(Mutex::new(HashMap::new())),
             rotation: AtomicUsize::new(0),
             shutdown,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         })
     }
 
     /// The metrics this engine counts into; its HTTP API serves them on `/metrics`.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// The circuit-breaker transitions this engine made since it started (each transition is
+    /// made, logged and counted by exactly one engine: the one whose write made it):
+    /// `(account, state entered, count)`.
+    pub fn breaker_transitions(&self) -> Vec<(String, &'static str, u64)> {
+        self.breakers.transitions()
     }
 
     /// An engine whose workers come from the registry ([`discovery::spawn`]).
@@ -201,7 +219,10 @@ impl Engine {
         if let Ok(mut current) = self.routes.write() {
             *current = routes;
         }
-        self.credits.refresh(&accounts).await;
+        futures::join!(
+            self.credits.refresh(&accounts),
+            self.breakers.refresh(&accounts)
+        );
     }
 
     /// Refresh every `interval` until shutdown.
@@ -396,7 +417,7 @@ impl Engine {
             let Some(worker) = self.workers.get(route.worker) else {
                 continue; // the worker left the registry since the last refresh
             };
-            let Some(ticket) = self.breakers.admit(&route.slots.account) else {
+            let Some(ticket) = self.breakers.admit(&route.slots.account).await else {
                 continue; // its breaker has no probe slot left: the next account
             };
             let input = PromptInput {

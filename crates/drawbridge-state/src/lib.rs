@@ -4,17 +4,21 @@
 //! that knows the ValKey key layout (see `valkey/keys.rs`).
 //!
 //! So far: the worker registry ([`Registry`]), the worker's heartbeat ([`heartbeat_loop`]), the
-//! controller's fenced lease ([`LeaseStore`]) and desired accounts ([`AccountStore`]), and the
-//! accounts' credit balances ([`CreditStore`]).
+//! controller's fenced lease ([`LeaseStore`]) and desired accounts ([`AccountStore`]), the
+//! accounts' credit balances ([`CreditStore`]), and what the engines' schedulers share: circuit
+//! breakers ([`BreakerStore`]), rate-limit cooldowns ([`CooldownStore`]) and session affinity
+//! ([`AffinityStore`]).
 
 mod control;
 mod credits;
 mod embedded;
 mod embedded_control;
 mod embedded_credits;
+mod embedded_routing;
 mod error;
 mod heartbeat;
 mod registry;
+mod routing;
 mod valkey;
 
 pub use control::{AccountRecord, AccountStore, CONTROLLER_LEASE, Lease, LeaseStore};
@@ -24,7 +28,11 @@ pub use credits::{
 pub use embedded::EmbeddedRegistry;
 pub use embedded_control::EmbeddedControl;
 pub use embedded_credits::EmbeddedCredits;
+pub use embedded_routing::EmbeddedRouting;
 pub use error::StateError;
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
+pub use routing::{
+    AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, Swap,
+};
 pub use valkey::{ValkeyOptions, ValkeyRegistry, redact_url};

@@ -239,7 +239,9 @@ fn start_turn(
     let (explicit, directive, rest) = match directive::extract(&text) {
         Ok((directive, rest)) => (
             directive.is_some(),
-            directive.unwrap_or_else(|| state.config.default_directive.clone()),
+            directive
+                .unwrap_or_else(|| state.config.default_directive.clone())
+                .in_force(),
             rest,
         ),
         Err(error) => {

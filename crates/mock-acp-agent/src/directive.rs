@@ -78,6 +78,19 @@ pub struct Directive {
     /// `rounds=`: with `max_tokens`, the answer is `rounds × n` chunks long and each turn gives
     /// `n` of them; a later directive-less prompt on the same session continues it.
     pub rounds: Option<u64>,
+    /// `while=PATH`: the behaviour holds only while the file `PATH` exists; once it is gone
+    /// the prompt is answered as `echo` (an agent that gets fixed).
+    pub while_file: Option<String>,
+}
+
+impl Directive {
+    /// The directive in force now: this one, or `echo` once its `while=` file is gone.
+    pub fn in_force(self) -> Directive {
+        match &self.while_file {
+            Some(path) if !std::path::Path::new(path).exists() => Directive::default(),
+            _ => self,
+        }
+    }
 }
 
 /// A directive that does not parse.
@@ -141,6 +154,8 @@ impl FromStr for Directive {
                 "context" => directive.context = Some(float()?),
                 "credits" => directive.credits = Some(float()?),
                 "rounds" => directive.rounds = Some(int()?),
+                "while" if value.is_empty() => return Err(bad()),
+                "while" => directive.while_file = Some(value.to_owned()),
                 "v3" => {
                     directive.v3 = match value {
                         "1" | "true" => true,
@@ -214,6 +229,22 @@ mod tests {
         assert_eq!(directive.context, Some(12.5));
         assert_eq!(directive.credits, Some(0.5));
         assert!(directive.v3);
+    }
+
+    #[test]
+    fn a_while_file_switches_the_behaviour_off_when_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("broken");
+        std::fs::write(&flag, "").unwrap();
+        let spec = format!("crash after=0 while={}", flag.display());
+        let directive: Directive = spec.parse().unwrap();
+        assert_eq!(directive.clone().in_force().behavior, Behavior::Crash);
+        std::fs::remove_file(&flag).unwrap();
+        assert_eq!(directive.in_force(), Directive::default());
+        assert!(matches!(
+            "echo while=".parse::<Directive>(),
+            Err(DirectiveError::BadValue { .. })
+        ));
     }
 
     #[test]

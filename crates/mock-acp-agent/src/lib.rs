@@ -46,6 +46,9 @@
 //! - `context=F`: the context usage percentage reported (default `min(100, prompt_chars/2000)`).
 //! - `credits=F`: the credits reported (default 0.01).
 //! - `v3=1`: report metering the Kiro v3 way (below) instead of v2.
+//! - `while=PATH`: the behaviour holds only while the file `PATH` exists; once it is gone the
+//!   prompt is answered as `echo` (an account that gets fixed: its failures stop when the
+//!   test removes the file). The path must not contain whitespace.
 //!
 //! # Metering
 //!

@@ -13,6 +13,9 @@
 //! | `accounts` | set | every desired account id |
 //! | `credits:{id}` | integer | the account's balance in milli-credits (absent: unmetered) |
 //! | `credits:{id}:grant` | integer | the last configured grant applied to the balance |
+//! | `cb:{id}` | string | the account's circuit breaker, JSON (`drawbridge_core::breaker::Breaker`) |
+//! | `cooldown:{id}` | string, TTL | present while the account rests after a rate-limit error |
+//! | `affinity:{key}` | string, TTL | the account a conversation key sticks to |
 
 /// Prefix of a pod's record.
 pub(crate) const POD_PREFIX: &str = "pod:";
@@ -60,4 +63,19 @@ pub(crate) fn credits(id: &str) -> String {
 /// this never names another account's balance).
 pub(crate) fn credit_grant(id: &str) -> String {
     format!("credits:{id}:grant")
+}
+
+/// An account's circuit breaker.
+pub(crate) fn breaker(id: &str) -> String {
+    format!("cb:{id}")
+}
+
+/// Present (with a TTL) while an account rests after a rate-limit error.
+pub(crate) fn cooldown(id: &str) -> String {
+    format!("cooldown:{id}")
+}
+
+/// The account a conversation key sticks to (with a TTL).
+pub(crate) fn affinity(key: &str) -> String {
+    format!("affinity:{key}")
 }

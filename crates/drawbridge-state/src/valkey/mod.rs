@@ -5,6 +5,7 @@
 mod control;
 mod credits;
 mod keys;
+mod routing;
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
