@@ -182,6 +182,10 @@ pub struct EngineConfig {
     /// Credits charged for a finished turn whose agent reported no cost (Kiro reports its
     /// own; other ACP agents may not). Only metered accounts are charged.
     pub request_cost: f64,
+    /// How long an account rests after its agent reported a rate limit without saying for
+    /// how long (when it says, e.g. "retry after 30 seconds", that wins).
+    #[serde(with = "humantime_serde")]
+    pub rate_limit_cooldown: Duration,
 }
 
 impl Default for EngineConfig {
@@ -196,6 +200,7 @@ impl Default for EngineConfig {
             max_attempts: 3,
             resume_after_first_byte: true,
             request_cost: 1.0,
+            rate_limit_cooldown: Duration::from_secs(60),
         }
     }
 }
@@ -738,6 +743,12 @@ impl Config {
                 "must be a number of credits between 0 and 1e12",
             ));
         }
+        if self.engine.rate_limit_cooldown.is_zero() {
+            return Err(ConfigError::invalid(
+                "engine.rate_limit_cooldown",
+                "must be greater than zero",
+            ));
+        }
         if !(1..=10).contains(&self.engine.max_attempts) {
             return Err(ConfigError::invalid(
                 "engine.max_attempts",
@@ -939,6 +950,12 @@ accounts:
         assert_eq!(config.accounts[1].credits, None);
         assert_eq!(config.engine.request_cost, 0.25);
         assert_eq!(EngineConfig::default().request_cost, 1.0);
+        let err = Config::from_yaml("accounts: [{ id: a }]\nengine: { rate_limit_cooldown: 0s }")
+            .unwrap()
+            .validate(Role::Engine)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engine.rate_limit_cooldown"), "{err}");
     }
 
     #[test]

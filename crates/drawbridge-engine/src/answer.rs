@@ -157,6 +157,7 @@ impl Answer {
         if let Some(ticket) = self.turn.ticket.take() {
             ticket.record(classify(error.kind));
         }
+        self.engine.account_failed(&self.turn.account, &error);
         tracing::warn!(
             request_id = self.ctx.request_id,
             account = self.turn.account,
@@ -165,8 +166,9 @@ impl Answer {
             "answer broke off after its first byte"
         );
         let settings = self.engine.settings;
+        let model = self.request.model.clone();
         if !settings.resume_after_first_byte || !error.retryable() || !self.attempts.left() {
-            return Err(error);
+            return Err(crate::for_client(error, &model));
         }
         let body = PromptBody::Resume {
             messages: self.request.messages.clone(),
@@ -188,7 +190,7 @@ impl Answer {
             }
             Err(resume_error) => {
                 tracing::warn!(request_id = self.ctx.request_id, %resume_error, "no account could resume the answer");
-                Err(error)
+                Err(crate::for_client(error, &model))
             }
         }
     }

@@ -22,7 +22,7 @@
 //! read, changed locally) and writes again once the store answers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,6 +42,9 @@ struct Cached {
     /// The stored JSON exactly as read: what a compare-and-set compares with.
     raw: Option<String>,
     breaker: Breaker,
+    /// The change number of this engine's last write or decision (a read that began before
+    /// it is older news); 0 for a value read from the store.
+    changed: u64,
 }
 
 impl Cached {
@@ -55,7 +58,11 @@ impl Cached {
                 Breaker::default()
             }
         };
-        Cached { raw, breaker }
+        Cached {
+            raw,
+            breaker,
+            changed: 0,
+        }
     }
 }
 
@@ -68,6 +75,9 @@ pub struct Breakers {
     started: Instant,
     /// The store's clock minus this process's, in ms, from the last store answer.
     offset_ms: AtomicI64,
+    /// Numbers this engine's own changes, so that a read that began before one of them does
+    /// not undo it.
+    changes: AtomicU64,
     /// Transitions this engine made, by account and the state entered.
     transitions: Mutex<BTreeMap<(String, &'static str), u64>>,
     metrics: Arc<Metrics>,
@@ -90,6 +100,7 @@ impl Breakers {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             started: Instant::now(),
             offset_ms: AtomicI64::new(0),
+            changes: AtomicU64::new(0),
             transitions: Mutex::new(BTreeMap::new()),
             metrics,
             shutdown,
@@ -118,6 +129,11 @@ impl Breakers {
         self.offset_ms.store(offset, Ordering::Relaxed);
     }
 
+    /// A new change number.
+    fn next_change(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     fn cached(&self, account: &str) -> Cached {
         self.cache().get(account).cloned().unwrap_or_default()
     }
@@ -125,12 +141,16 @@ impl Breakers {
     /// Re-read the breakers of `accounts` from the store (the scheduler's view); on failure
     /// the cache stays as it was.
     pub async fn refresh(&self, accounts: &[String]) {
+        let asked = self.changes.load(Ordering::SeqCst);
         match self.store.breakers(accounts).await {
             Ok(read) => {
                 self.observe_clock(read.now_ms);
                 let mut cache = self.cache();
                 for (account, raw) in accounts.iter().zip(read.values) {
-                    if cache.get(account).is_none_or(|c| c.raw != raw) {
+                    let keep = cache
+                        .get(account)
+                        .is_some_and(|c| c.raw == raw || c.changed > asked);
+                    if !keep {
                         cache.insert(account.clone(), Cached::from_raw(account, raw));
                     }
                 }
@@ -235,6 +255,7 @@ impl Breakers {
                         Cached {
                             raw: Some(json),
                             breaker: next,
+                            changed: self.next_change(),
                         },
                     );
                     self.note(account, transition);
@@ -246,7 +267,10 @@ impl Breakers {
                 }) => {
                     self.observe_clock(now_ms);
                     now = now_ms;
-                    current = Cached::from_raw(account, raw);
+                    current = Cached {
+                        changed: self.next_change(),
+                        ..Cached::from_raw(account, raw)
+                    };
                     self.cache().insert(account.to_owned(), current.clone());
                 }
                 None => {
@@ -256,6 +280,7 @@ impl Breakers {
                         Cached {
                             raw: current.raw,
                             breaker: next,
+                            changed: self.next_change(),
                         },
                     );
                     self.note(account, transition);

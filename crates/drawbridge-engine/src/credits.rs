@@ -5,6 +5,7 @@
 //! answer never waits for the store).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,9 +20,19 @@ pub(crate) struct Credits {
     store: Arc<dyn CreditStore>,
     /// Milli-credits charged for a finished turn that reported no cost.
     request_cost: i64,
-    /// Balances as last read or changed: `Some(None)` unmetered, absent not read yet (also
-    /// treated as unmetered).
-    cache: RwLock<HashMap<String, Option<i64>>>,
+    /// Balances as last read or changed (`None`: unmetered; an account not read yet counts as
+    /// unmetered), with when this engine last changed each one.
+    cache: RwLock<HashMap<String, Cached>>,
+    /// Numbers this engine's own changes.
+    changes: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    balance: Option<i64>,
+    /// The number of this engine's last change of the balance (a read that began before it
+    /// is older news); 0 for a balance read from the store.
+    changed: u64,
 }
 
 /// The configured grants of `config`'s accounts, in milli-credits.
@@ -49,6 +60,7 @@ impl Credits {
             store,
             request_cost: to_milli(request_cost),
             cache: RwLock::new(HashMap::new()),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -57,12 +69,24 @@ impl Credits {
         self.cache
             .read()
             .ok()
-            .and_then(|cache| cache.get(account).copied().flatten())
+            .and_then(|cache| cache.get(account).and_then(|c| c.balance))
     }
 
+    /// A new change number.
+    fn next_change(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// A balance this engine just learned from its own change.
     fn remember(&self, account: &str, balance: Option<i64>) {
         if let Ok(mut cache) = self.cache.write() {
-            cache.insert(account.to_owned(), balance);
+            cache.insert(
+                account.to_owned(),
+                Cached {
+                    balance,
+                    changed: self.next_change(),
+                },
+            );
         }
     }
 
@@ -78,13 +102,29 @@ impl Credits {
         }
     }
 
-    /// Re-read the balances of `accounts`; on failure the cache stays as it was.
+    /// Re-read the balances of `accounts`; on failure the cache stays as it was. A balance
+    /// this engine changed while the read was on its way keeps the change.
     pub async fn refresh(&self, accounts: &[String]) {
+        let asked = self.changes.load(Ordering::SeqCst);
         match self.store.balances(accounts).await {
             Ok(balances) => {
                 if let Ok(mut cache) = self.cache.write() {
-                    cache.clear();
-                    cache.extend(accounts.iter().cloned().zip(balances));
+                    let mut fresh: HashMap<String, Cached> = accounts
+                        .iter()
+                        .cloned()
+                        .zip(balances.into_iter().map(|balance| Cached {
+                            balance,
+                            changed: 0,
+                        }))
+                        .collect();
+                    for (account, local) in cache.iter() {
+                        if local.changed > asked
+                            && let Some(entry) = fresh.get_mut(account)
+                        {
+                            *entry = *local;
+                        }
+                    }
+                    *cache = fresh;
                 }
             }
             Err(error) => tracing::debug!(%error, "could not read the credit balances"),
@@ -102,9 +142,13 @@ impl Credits {
             return;
         }
         if let Ok(mut cache) = self.cache.write()
-            && let Some(Some(balance)) = cache.get_mut(account)
+            && let Some(cached) = cache.get_mut(account)
+            && let Some(balance) = cached.balance
         {
-            *balance = balance.saturating_sub(amount).max(0);
+            *cached = Cached {
+                balance: Some(balance.saturating_sub(amount).max(0)),
+                changed: self.next_change(),
+            };
         }
         let credits = Arc::clone(self);
         let account = account.to_owned();
@@ -123,6 +167,20 @@ impl Credits {
                     %error,
                     "could not charge the account's credits"
                 ),
+            }
+        });
+    }
+
+    /// `account`'s agent said its quota is spent: its balance is 0 (metered from now on) until
+    /// an operator tops it up or resets it. The cache drops at once; the store in the
+    /// background.
+    pub fn exhaust(self: &Arc<Self>, account: &str, shutdown: &Shutdown) {
+        self.remember(account, Some(0));
+        let credits = Arc::clone(self);
+        let account = account.to_owned();
+        shutdown.spawn(async move {
+            if let Err(error) = credits.store.set_balance(&account, Some(0)).await {
+                tracing::warn!(account, %error, "could not mark the account's credits spent");
             }
         });
     }

@@ -6,6 +6,7 @@
 
 mod answer;
 mod breakers;
+mod cooldowns;
 mod credits;
 pub mod discovery;
 pub mod fleet;
@@ -21,7 +22,9 @@ use std::time::Duration;
 
 use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
-use drawbridge_state::{BreakerStore, CreditStore, EmbeddedCredits, EmbeddedRouting};
+use drawbridge_state::{
+    BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
+};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
 use drawbridge_types::{
@@ -59,6 +62,8 @@ pub struct EngineSettings {
     pub breaker: drawbridge_core::breaker::BreakerConfig,
     /// Credits charged for a finished turn that reported no cost.
     pub request_cost: f64,
+    /// How long an account rests after a rate limit that did not say for how long.
+    pub rate_limit_cooldown: Duration,
 }
 
 impl EngineSettings {
@@ -68,6 +73,7 @@ impl EngineSettings {
             max_attempts: config.engine.max_attempts as usize,
             resume_after_first_byte: config.engine.resume_after_first_byte,
             request_cost: config.engine.request_cost,
+            rate_limit_cooldown: config.engine.rate_limit_cooldown,
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -85,6 +91,7 @@ impl Default for EngineSettings {
             resume_after_first_byte: true,
             breaker: drawbridge_core::breaker::BreakerConfig::default(),
             request_cost: 1.0,
+            rate_limit_cooldown: Duration::from_secs(60),
         }
     }
 }
@@ -94,14 +101,17 @@ impl Default for EngineSettings {
 pub struct EngineState {
     pub credits: Arc<dyn CreditStore>,
     pub breakers: Arc<dyn BreakerStore>,
+    pub cooldowns: Arc<dyn CooldownStore>,
 }
 
 impl EngineState {
     /// State of this process only (the single-node binary, an engine without `redis.url`).
     pub fn embedded() -> Self {
+        let routing = Arc::new(EmbeddedRouting::new());
         EngineState {
             credits: Arc::new(EmbeddedCredits::new()),
-            breakers: Arc::new(EmbeddedRouting::new()),
+            breakers: routing.clone(),
+            cooldowns: routing,
         }
     }
 
@@ -109,7 +119,8 @@ impl EngineState {
     pub fn shared(store: Arc<drawbridge_state::ValkeyRegistry>) -> Self {
         EngineState {
             credits: store.clone(),
-            breakers: store,
+            breakers: store.clone(),
+            cooldowns: store,
         }
     }
 }
@@ -119,6 +130,7 @@ pub struct Engine {
     settings: EngineSettings,
     breakers: Arc<breakers::Breakers>,
     credits: Arc<credits::Credits>,
+    cooldowns: Arc<cooldowns::Cooldowns>,
     workers: fleet::WorkerSet,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
@@ -146,6 +158,7 @@ impl Engine {
                 shutdown.clone(),
             ),
             credits: Arc::new(credits::Credits::new(state.credits, settings.request_cost)),
+            cooldowns: Arc::new(cooldowns::Cooldowns::new(state.cooldowns)),
             settings,
             workers: fleet::WorkerSet::fixed(workers),
             routes: RwLock::new(Vec::new()),
@@ -221,7 +234,8 @@ impl Engine {
         }
         futures::join!(
             self.credits.refresh(&accounts),
-            self.breakers.refresh(&accounts)
+            self.breakers.refresh(&accounts),
+            self.cooldowns.refresh(&accounts),
         );
     }
 
@@ -306,7 +320,7 @@ impl Engine {
 
     /// Pick the best route for `model`, skipping accounts already tried; when there is none,
     /// the error says why (see [`drawbridge_core::schedule`]).
-    fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, ApiError> {
+    fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, Shortage> {
         let inflight = self.inflight.lock().map(|m| m.clone()).unwrap_or_default();
         let accounts: Vec<schedule::Account<Route>> = self
             .routes()
@@ -322,7 +336,7 @@ impl Engine {
                     draining: route.draining,
                     unhealthy: route.slots.status == AccountStatus::Unhealthy,
                     breaker_open: self.breakers.is_open(&route.slots.account),
-                    cooldown: None,
+                    cooldown: self.cooldowns.left(&route.slots.account),
                     credits: self
                         .credits
                         .balance(&route.slots.account)
@@ -334,29 +348,53 @@ impl Engine {
             })
             .collect();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        match schedule::pick(&accounts, rotation) {
-            Ok(i) => Ok(accounts[i].key.clone()),
-            Err(Shortage::NoModel) => {
+        schedule::pick(&accounts, rotation).map(|i| accounts[i].key.clone())
+    }
+
+    /// Why no account can take a request for `model`, as the client's error.
+    fn shortage_error(&self, shortage: Shortage, model: &str) -> ApiError {
+        match shortage {
+            Shortage::NoModel => {
                 if self.workers.is_empty() || self.model_ids().is_empty() {
-                    Err(ApiError::unavailable("No worker is reachable right now."))
+                    ApiError::unavailable("No worker is reachable right now.")
                 } else {
-                    Err(ApiError::model_not_found(model))
+                    ApiError::model_not_found(model)
                 }
             }
-            Err(Shortage::AllTried) => Err(ApiError::unavailable("No account is left to try.")),
-            Err(Shortage::CreditsSpent) => Err(ApiError::new(
-                ErrorKind::InsufficientQuota,
-                format!("Every account that serves '{model}' has used up its credits."),
-            )),
-            Err(Shortage::CoolingDown { retry_after }) => Err(ApiError::new(
-                ErrorKind::RateLimited,
-                format!("Every account that serves '{model}' is rate limited right now."),
-            )
-            .with_retry_after(retry_after)),
-            Err(Shortage::Unavailable) => Err(ApiError::unavailable(format!(
-                "No healthy account can serve '{model}' right now."
-            ))
-            .with_retry_after(Duration::from_secs(1))),
+            Shortage::AllTried => ApiError::unavailable("No account is left to try."),
+            Shortage::CreditsSpent => spent(model),
+            Shortage::CoolingDown { retry_after } => resting(model, retry_after),
+            Shortage::Unavailable => {
+                ApiError::unavailable(format!("No healthy account can serve '{model}' right now."))
+                    .with_retry_after(Duration::from_secs(1))
+            }
+        }
+    }
+
+    /// What an account's failure says about the account itself: a spent quota marks it
+    /// exhausted (credits 0, until an operator tops it up), a rate limit rests it for the time
+    /// it asked (or `engine.rate_limit_cooldown`). Both keep it out of the scheduler's choice.
+    pub(crate) fn account_failed(&self, account: &str, error: &ApiError) {
+        match error.kind {
+            ErrorKind::AccountQuotaExhausted => {
+                tracing::warn!(
+                    account,
+                    "account quota spent; it gets no traffic until its credits are topped up"
+                );
+                self.credits.exhaust(account, &self.shutdown);
+            }
+            ErrorKind::AccountRateLimited => {
+                let rest = error
+                    .retry_after
+                    .unwrap_or(self.settings.rate_limit_cooldown);
+                tracing::warn!(
+                    account,
+                    rest_ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX),
+                    "account rate limited; resting it"
+                );
+                self.cooldowns.cool_down(account, rest, &self.shutdown);
+            }
+            _ => {}
         }
     }
 
@@ -406,11 +444,22 @@ impl Engine {
         attempts: &mut answer::Attempts,
         body: PromptBody,
     ) -> Result<answer::Turn, ApiError> {
-        let mut last_error = None;
+        let model = request.model.as_str();
+        let mut last_error: Option<ApiError> = None;
         while attempts.left() {
-            let route = match self.pick(&request.model, &attempts.tried) {
+            let route = match self.pick(model, &attempts.tried) {
                 Ok(route) => route,
-                Err(error) => return Err(last_error.unwrap_or(error)),
+                Err(shortage) => {
+                    return Err(match last_error {
+                        // After an account's limit, the state of every account explains best
+                        // (all spent, all resting, ...), unless every one was tried.
+                        Some(last) if account_limit(&last) && shortage != Shortage::AllTried => {
+                            self.shortage_error(shortage, model)
+                        }
+                        Some(last) => for_client(last, model),
+                        None => self.shortage_error(shortage, model),
+                    });
+                }
             };
             let key = (route.worker, route.slots.account.clone());
             attempts.record(key.clone());
@@ -461,6 +510,7 @@ impl Engine {
                         "turn failed before its first byte"
                     );
                     ticket.record(drawbridge_core::breaker::classify(error.kind));
+                    self.account_failed(&route.slots.account, &error);
                     if !error.retryable() {
                         return Err(error);
                     }
@@ -468,7 +518,47 @@ impl Engine {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| ApiError::unavailable("No account is left to try.")))
+        Err(last_error.map_or_else(
+            || ApiError::unavailable("No account is left to try."),
+            |error| for_client(error, model),
+        ))
+    }
+}
+
+/// Every account for `model` has spent its credits (429 `insufficient_quota`).
+fn spent(model: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::InsufficientQuota,
+        format!("Every account that serves '{model}' has used up its credits."),
+    )
+}
+
+/// Every account for `model` is resting after rate limits (429 with `Retry-After`).
+fn resting(model: &str, retry_after: Duration) -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!("Every account that serves '{model}' is rate limited right now."),
+    )
+    .with_retry_after(retry_after)
+}
+
+/// Whether `error` is one account's limit (another account may serve).
+fn account_limit(error: &ApiError) -> bool {
+    matches!(
+        error.kind,
+        ErrorKind::AccountQuotaExhausted | ErrorKind::AccountRateLimited
+    )
+}
+
+/// An error as the client gets it once no account is left: one account's limit becomes the
+/// model's (429 `insufficient_quota`, or 429 `rate_limit_exceeded` with `Retry-After`).
+pub(crate) fn for_client(error: ApiError, model: &str) -> ApiError {
+    match error.kind {
+        ErrorKind::AccountQuotaExhausted => spent(model),
+        ErrorKind::AccountRateLimited => {
+            resting(model, error.retry_after.unwrap_or(Duration::from_secs(1)))
+        }
+        _ => error,
     }
 }
 

@@ -35,6 +35,11 @@ pub enum Behavior {
     Noise,
     /// Reply with the agent's counters as JSON.
     Stats,
+    /// `after` chunks, then answer the prompt with Kiro's "monthly usage limit" error.
+    Quota,
+    /// `after` chunks, then answer the prompt with a "too many requests" error (asking for
+    /// `retry_after` seconds when given).
+    RateLimit,
 }
 
 impl Behavior {
@@ -53,6 +58,8 @@ impl Behavior {
             "fs" => Self::Fs,
             "noise" => Self::Noise,
             "stats" => Self::Stats,
+            "quota" => Self::Quota,
+            "rate_limit" => Self::RateLimit,
             _ => return None,
         })
     }
@@ -81,6 +88,8 @@ pub struct Directive {
     /// `while=PATH`: the behaviour holds only while the file `PATH` exists; once it is gone
     /// the prompt is answered as `echo` (an agent that gets fixed).
     pub while_file: Option<String>,
+    /// `retry_after=S`: with `rate_limit`, the seconds the error asks the client to wait.
+    pub retry_after: Option<u64>,
 }
 
 impl Directive {
@@ -154,6 +163,7 @@ impl FromStr for Directive {
                 "context" => directive.context = Some(float()?),
                 "credits" => directive.credits = Some(float()?),
                 "rounds" => directive.rounds = Some(int()?),
+                "retry_after" => directive.retry_after = Some(int()?),
                 "while" if value.is_empty() => return Err(bad()),
                 "while" => directive.while_file = Some(value.to_owned()),
                 "v3" => {
@@ -245,6 +255,17 @@ mod tests {
             "echo while=".parse::<Directive>(),
             Err(DirectiveError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn account_errors_parse() {
+        let directive: Directive = "rate_limit after=2 retry_after=30".parse().unwrap();
+        assert_eq!(
+            (directive.behavior, directive.after, directive.retry_after),
+            (Behavior::RateLimit, Some(2), Some(30))
+        );
+        let directive: Directive = "quota".parse().unwrap();
+        assert_eq!(directive.behavior, Behavior::Quota);
     }
 
     #[test]
