@@ -539,3 +539,89 @@ async fn a_draining_workers_accounts_move_at_once() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     state.close().await;
 }
+
+/// Two engines share each account's circuit breaker through Redis (`cb:{id}`): the failures one
+/// engine sees open the breaker for the other, which then sends the account nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_through_one_engine_is_respected_by_the_other() {
+    let mut cluster = Cluster::new();
+    // acct-1 (three slots, so it scores highest) always fails; acct-2 answers.
+    cluster
+        .add_worker(
+            "w1",
+            Assignment::Config,
+            &[
+                ("acct-1", AccountSpec::new(3).behaviour("crash after=0")),
+                ("acct-2", AccountSpec::new(1).behaviour("stream n=2")),
+            ],
+        )
+        .await;
+    let breaker = "health: { circuit_breaker: { failure_threshold: 2, window_size: 10, reset_timeout: 60s } }\n";
+    cluster.add_engine("e1", &[], breaker).await;
+    cluster.add_engine("e2", &[], breaker).await;
+    cluster.wait_serving(0, 2).await;
+    cluster.wait_serving(1, 2).await;
+
+    for _ in 0..2 {
+        let reply = cluster.engine(0).chat(&ask("go", false)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(content(&reply), "chunk 0 chunk 1 ");
+    }
+    assert!(
+        wait_for_lines(
+            &cluster.engines[0],
+            &["circuit breaker transition", "acct-1", "to=\"open\""],
+            1,
+            Duration::from_secs(2)
+        )
+        .await
+    );
+    // e2 sees the open breaker within a refresh interval (200 ms here) …
+    let seen = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let accounts = cluster.engine(1).get("/internal/accounts").await.json();
+            let acct = accounts["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["account"] == "acct-1")
+                .cloned()
+                .unwrap();
+            if acct["breaker"] == "open" {
+                return acct;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("e2 sees the breaker e1 opened");
+    assert_eq!(seen["status"], "unhealthy");
+    // … and routes around the account without trying it once.
+    for _ in 0..4 {
+        let reply = cluster.engine(1).chat(&ask("go", false)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(content(&reply), "chunk 0 chunk 1 ");
+    }
+    let tried = cluster.engines[1]
+        .log()
+        .lines()
+        .filter(|l| l.contains("turn failed before its first byte"))
+        .count();
+    assert_eq!(tried, 0, "{}", cluster.engines[1].log());
+    let health = cluster.engine(1).get("/health").await.json();
+    assert_eq!(health["status"], "degraded", "{health}");
+    // The transition was made (and logged) once, by the engine that wrote it.
+    assert!(
+        !cluster.engines[1]
+            .log()
+            .contains("circuit breaker transition")
+    );
+    // It is the stored breaker both engines read.
+    let state = store(&cluster).await;
+    let read = drawbridge_state::BreakerStore::breakers(&state, &["acct-1".to_owned()])
+        .await
+        .unwrap();
+    let stored: Value = serde_json::from_str(read.values[0].as_deref().unwrap()).unwrap();
+    assert_eq!(stored["state"], "open", "{stored}");
+    state.close().await;
+}

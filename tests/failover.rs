@@ -184,3 +184,76 @@ async fn single_node_isolates_a_failing_account() {
 async fn three_processes_isolate_a_failing_account() {
     a_failing_account_is_isolated(Stack::three(breaker_options()).await).await;
 }
+
+/// The failing account's agent gets fixed (its `while=` file disappears) while its breaker is
+/// open: after `reset_timeout` a half-open probe finds it healthy, the breaker closes, and the
+/// account takes traffic again. No client ever sees an error.
+async fn a_fixed_account_is_restored_by_a_probe(stack: Stack, broken: &std::path::Path) {
+    let client = stack.client();
+    for i in 0..3 {
+        let reply = client.chat(&go(false)).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+        assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
+    }
+    assert_eq!(
+        stack.count_log_lines(&["circuit breaker transition", "acct-1", "to=\"open\""]),
+        1
+    );
+    std::fs::remove_file(broken).unwrap();
+    // Until reset_timeout has passed the healthy account answers; then the probe goes to the
+    // fixed one (the better score: three slots), which echoes.
+    let restored = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let reply = client.chat(&go(false)).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let content = reply.json()["choices"][0]["message"]["content"].clone();
+            if content == "count for me" {
+                return;
+            }
+            assert_eq!(content, ALL_SIX);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(restored.is_ok(), "the fixed account never got a probe");
+    for needle in ["to=\"half_open\"", "to=\"closed\""] {
+        assert_eq!(
+            stack.count_log_lines(&["circuit breaker transition", "acct-1", needle]),
+            1,
+            "{needle}"
+        );
+    }
+    // Closed again: it takes the traffic its score gives it.
+    let reply = client.chat(&go(false)).await;
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        "count for me"
+    );
+}
+
+fn recovery_options(broken: &std::path::Path) -> StackOptions {
+    std::fs::write(broken, "").unwrap();
+    StackOptions {
+        engine_yaml: "health: { circuit_breaker: { failure_threshold: 2, window_size: 10, reset_timeout: 1s } }\n".to_owned(),
+        ..options(
+            &format!("crash after=0 while={}", broken.display()),
+            "stream n=6",
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_restores_a_fixed_account_after_reset_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    let stack = Stack::single(recovery_options(&broken)).await;
+    a_fixed_account_is_restored_by_a_probe(stack, &broken).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_restore_a_fixed_account_after_reset_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    let stack = Stack::three(recovery_options(&broken)).await;
+    a_fixed_account_is_restored_by_a_probe(stack, &broken).await;
+}

@@ -9,6 +9,10 @@
 //!   [`context_usage_meta`] build those `_meta` objects.
 //!
 //! The mock agent uses the same types to send what the client parses.
+//!
+//! [`account_limit`] reads what an agent's error says about its account's limits: Kiro answers
+//! a prompt with an error whose text says the monthly (or daily) usage limit is reached, or that
+//! there are too many requests.
 
 use agent_client_protocol::JsonRpcNotification;
 use serde::{Deserialize, Serialize};
@@ -117,9 +121,136 @@ fn kiro_meta(kiro: Value) -> Map<String, Value> {
     Map::from_iter([(META_KEY.to_owned(), kiro)])
 }
 
+/// What an agent's error says about its account's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountLimit {
+    /// The account's quota is spent (Kiro's monthly or daily usage limit, its credits): no
+    /// use trying it again until it is topped up or its period resets.
+    QuotaExhausted,
+    /// The provider asks the account to slow down, for `retry_after` when it said how long.
+    RateLimited {
+        retry_after: Option<std::time::Duration>,
+    },
+}
+
+/// Phrases of an agent error that mean the account's quota is spent (lowercase).
+const QUOTA_PHRASES: [&str; 8] = [
+    "usage limit",
+    "credit limit",
+    "monthly limit",
+    "monthly quota",
+    "quota has been reached",
+    "insufficient credit",
+    "out of credits",
+    "no credits left",
+];
+
+/// Phrases of an agent error that mean the account is rate limited (lowercase).
+const RATE_PHRASES: [&str; 6] = [
+    "too many requests",
+    "rate limit",
+    "throttl",
+    "quota exceeded",
+    "slow down",
+    "please wait",
+];
+
+/// What `message` (an agent's error text) says about the account's limits, if anything. A
+/// rate limit's wait is read from phrases like "retry after 30 seconds", "try again in 2
+/// minutes" or "Retry-After: 10".
+pub fn account_limit(message: &str) -> Option<AccountLimit> {
+    let text = message.to_lowercase();
+    if QUOTA_PHRASES.iter().any(|p| text.contains(p)) {
+        return Some(AccountLimit::QuotaExhausted);
+    }
+    if RATE_PHRASES.iter().any(|p| text.contains(p)) {
+        return Some(AccountLimit::RateLimited {
+            retry_after: retry_after(&text),
+        });
+    }
+    None
+}
+
+/// The wait a lowercase message asks for: a number after "retry after", "retry-after:" or
+/// "try again in", with an optional unit (ms, s, seconds, m, minutes, h, hours; seconds when
+/// none).
+fn retry_after(text: &str) -> Option<std::time::Duration> {
+    const CUES: [&str; 3] = ["retry after", "retry-after:", "try again in"];
+    CUES.iter().find_map(|cue| {
+        let rest = &text[text.find(cue)? + cue.len()..];
+        let rest = rest.trim_start();
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let amount: f64 = rest[..digits].parse().ok()?;
+        let unit: String = rest[digits..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .collect();
+        let seconds = match unit.as_str() {
+            "ms" | "millisecond" | "milliseconds" => amount / 1000.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => amount * 60.0,
+            "h" | "hour" | "hours" => amount * 3600.0,
+            _ => amount,
+        };
+        (seconds.is_finite() && seconds > 0.0 && seconds < 7.0 * 86_400.0)
+            .then(|| std::time::Duration::from_secs_f64(seconds))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_limits_are_read_from_agent_errors() {
+        use std::time::Duration;
+        let quota = Some(AccountLimit::QuotaExhausted);
+        let rate = |secs: Option<u64>| {
+            Some(AccountLimit::RateLimited {
+                retry_after: secs.map(Duration::from_secs),
+            })
+        };
+        let table = [
+            (
+                "The monthly usage limit has been reached (request_id: 0e06d8cd)",
+                quota,
+            ),
+            (
+                "You've reached your monthly usage limit. Please return next month to continue building.",
+                quota,
+            ),
+            (
+                "You've reached your daily usage limit. Please return tomorrow to continue building.",
+                quota,
+            ),
+            ("Insufficient credits for this request", quota),
+            (
+                "Too many requests, please wait before trying again.",
+                rate(None),
+            ),
+            (
+                "Kiro rate limit reached: Request quota exceeded. Please wait a moment and try again.",
+                rate(None),
+            ),
+            ("The request was throttled by the service", rate(None)),
+            ("Too many requests. Retry after 30 seconds.", rate(Some(30))),
+            ("rate limited; try again in 2 minutes", rate(Some(120))),
+            ("Throttled (Retry-After: 7)", rate(Some(7))),
+            (
+                "rate limit, retry after 1500ms",
+                Some(AccountLimit::RateLimited {
+                    retry_after: Some(Duration::from_millis(1500)),
+                }),
+            ),
+            ("The agent crashed", None),
+            ("Internal error", None),
+        ];
+        for (message, expected) in table {
+            assert_eq!(account_limit(message), expected, "{message}");
+        }
+    }
     use agent_client_protocol::JsonRpcMessage;
 
     #[test]

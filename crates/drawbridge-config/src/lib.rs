@@ -232,6 +232,13 @@ pub struct EngineConfig {
     pub max_attempts: u32,
     /// When an answer breaks off after its first byte, continue it on another account.
     pub resume_after_first_byte: bool,
+    /// Credits charged for a finished turn whose agent reported no cost (Kiro reports its
+    /// own; other ACP agents may not). Only metered accounts are charged.
+    pub request_cost: f64,
+    /// How long an account rests after its agent reported a rate limit without saying for
+    /// how long (when it says, e.g. "retry after 30 seconds", that wins).
+    #[serde(with = "humantime_serde")]
+    pub rate_limit_cooldown: Duration,
 }
 
 impl Default for EngineConfig {
@@ -245,6 +252,8 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(30),
             max_attempts: 3,
             resume_after_first_byte: true,
+            request_cost: 1.0,
+            rate_limit_cooldown: Duration::from_secs(60),
         }
     }
 }
@@ -323,7 +332,17 @@ pub struct AccountConfig {
     pub models: Vec<String>,
     #[serde(default)]
     pub agent: AgentConfig,
+    /// The account's credit grant (Kiro credits; fractions allowed): its balance is set to
+    /// this when the account has none yet or when this value changes (a top-up or a reset);
+    /// every finished turn is charged against it and at 0 the account gets no traffic.
+    /// Absent: unmetered (never exhausted).
+    #[serde(default)]
+    pub credits: Option<f64>,
 }
+
+/// The largest credit grant `accounts[].credits` takes (the stores keep milli-credits below
+/// 2^53).
+pub const MAX_CREDITS: f64 = 1e12;
 
 fn default_pool_size() -> u32 {
     3
@@ -674,6 +693,14 @@ impl Config {
                     "list at least one non-empty model name",
                 ));
             }
+            if let Some(credits) = account.credits
+                && !(credits.is_finite() && (0.0..=MAX_CREDITS).contains(&credits))
+            {
+                return Err(ConfigError::invalid(
+                    key("credits"),
+                    "must be a number of credits between 0 and 1e12 (leave it out: unmetered)",
+                ));
+            }
             if account.agent.command.trim().is_empty() {
                 return Err(ConfigError::invalid(
                     key("agent.command"),
@@ -783,6 +810,19 @@ impl Config {
             return Err(ConfigError::invalid(
                 "health.circuit_breaker.half_open_probes",
                 "must be at least 1",
+            ));
+        }
+        let cost = self.engine.request_cost;
+        if !(cost.is_finite() && (0.0..=MAX_CREDITS).contains(&cost)) {
+            return Err(ConfigError::invalid(
+                "engine.request_cost",
+                "must be a number of credits between 0 and 1e12",
+            ));
+        }
+        if self.engine.rate_limit_cooldown.is_zero() {
+            return Err(ConfigError::invalid(
+                "engine.rate_limit_cooldown",
+                "must be greater than zero",
             ));
         }
         if !(1..=10).contains(&self.engine.max_attempts) {
@@ -996,6 +1036,25 @@ accounts:
     }
 
     #[test]
+    fn credits_are_optional_per_account() {
+        let config = Config::from_yaml(
+            "accounts: [{ id: metered, credits: 250.5 }, { id: free }]\nengine: { request_cost: 0.25 }",
+        )
+        .unwrap();
+        config.validate(Role::AllInOne).unwrap();
+        assert_eq!(config.accounts[0].credits, Some(250.5));
+        assert_eq!(config.accounts[1].credits, None);
+        assert_eq!(config.engine.request_cost, 0.25);
+        assert_eq!(EngineConfig::default().request_cost, 1.0);
+        let err = Config::from_yaml("accounts: [{ id: a }]\nengine: { rate_limit_cooldown: 0s }")
+            .unwrap()
+            .validate(Role::Engine)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engine.rate_limit_cooldown"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::from_yaml("gateway: { listne: 1 }")
             .unwrap_err()
@@ -1029,6 +1088,15 @@ accounts:
             (
                 "accounts: [{ id: a }]\nadmin: { auth_token: tiny }",
                 "admin.auth_token",
+            ),
+            ("accounts: [{ id: a, credits: -1 }]", "accounts[0].credits"),
+            (
+                "accounts: [{ id: a, credits: .inf }]",
+                "accounts[0].credits",
+            ),
+            (
+                "accounts: [{ id: a }]\nengine: { request_cost: -0.5 }",
+                "engine.request_cost",
             ),
         ];
         for (yaml, key) in cases {

@@ -197,8 +197,8 @@ pub struct Transition {
 ///   - `NoCapacity`: every slot is busy; the account is busy, not broken;
 ///   - `Unavailable`: a draining worker or an engine with no worker; nothing about the
 ///     account;
-///   - `RateLimited`, `InsufficientQuota`: the account's limits and credits, handled by
-///     cooldowns and the credit balance, not by the breaker;
+///   - `RateLimited`, `InsufficientQuota`, `AccountRateLimited`, `AccountQuotaExhausted`:
+///     limits and credits, handled by cooldowns and the credit balance, not by the breaker;
 ///   - `Internal`: a bug or an unexpected state inside Drawbridge, not evidence that the
 ///     account is broken; counting it would isolate healthy accounts one after another
 ///     without fixing anything.
@@ -215,6 +215,8 @@ pub fn classify(kind: ErrorKind) -> Outcome {
         | ErrorKind::PayloadTooLarge
         | ErrorKind::RateLimited
         | ErrorKind::InsufficientQuota
+        | ErrorKind::AccountQuotaExhausted
+        | ErrorKind::AccountRateLimited
         | ErrorKind::NoCapacity
         | ErrorKind::Unavailable
         | ErrorKind::Internal => Outcome::Ignored,

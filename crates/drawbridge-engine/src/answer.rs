@@ -116,6 +116,12 @@ impl Answer {
                     if let Some(ticket) = self.turn.ticket.take() {
                         ticket.record(Outcome::Success);
                     }
+                    // The one charge of this turn: only a turn that finished reaches here.
+                    self.engine.credits.charge(
+                        &self.turn.account,
+                        summary.credits,
+                        &self.engine.shutdown,
+                    );
                     let completion_tokens = if self.attempts.used() > 1 {
                         tokens::estimate_tokens(&self.text)
                     } else {
@@ -151,6 +157,7 @@ impl Answer {
         if let Some(ticket) = self.turn.ticket.take() {
             ticket.record(classify(error.kind));
         }
+        self.engine.account_failed(&self.turn.account, &error);
         tracing::warn!(
             request_id = self.ctx.request_id,
             account = self.turn.account,
@@ -159,8 +166,9 @@ impl Answer {
             "answer broke off after its first byte"
         );
         let settings = self.engine.settings;
+        let model = self.request.model.clone();
         if !settings.resume_after_first_byte || !error.retryable() || !self.attempts.left() {
-            return Err(error);
+            return Err(crate::for_client(error, &model));
         }
         let body = PromptBody::Resume {
             messages: self.request.messages.clone(),
@@ -182,7 +190,7 @@ impl Answer {
             }
             Err(resume_error) => {
                 tracing::warn!(request_id = self.ctx.request_id, %resume_error, "no account could resume the answer");
-                Err(error)
+                Err(crate::for_client(error, &model))
             }
         }
     }

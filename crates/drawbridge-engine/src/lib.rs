@@ -6,6 +6,8 @@
 
 mod answer;
 mod breakers;
+mod cooldowns;
+mod credits;
 pub mod discovery;
 pub mod fleet;
 pub mod leader;
@@ -18,16 +20,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use drawbridge_core::schedule::{self, Candidate};
+use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
+use drawbridge_state::{
+    BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
+};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
-use drawbridge_types::{AccountView, ApiError, ChatCompletionRequest, HealthReport};
+use drawbridge_types::{
+    AccountView, ApiError, ChatCompletionRequest, CreditChange, ErrorKind, HealthReport,
+};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+pub use credits::grants;
 pub use workers::{GrpcWorkerConn, WorkerConn};
 
 /// How long one worker may take to answer `Slots`.
@@ -52,6 +60,10 @@ pub struct EngineSettings {
     /// Resume an answer that broke off after its first byte on another account.
     pub resume_after_first_byte: bool,
     pub breaker: drawbridge_core::breaker::BreakerConfig,
+    /// Credits charged for a finished turn that reported no cost.
+    pub request_cost: f64,
+    /// How long an account rests after a rate limit that did not say for how long.
+    pub rate_limit_cooldown: Duration,
 }
 
 impl EngineSettings {
@@ -60,6 +72,8 @@ impl EngineSettings {
         EngineSettings {
             max_attempts: config.engine.max_attempts as usize,
             resume_after_first_byte: config.engine.resume_after_first_byte,
+            request_cost: config.engine.request_cost,
+            rate_limit_cooldown: config.engine.rate_limit_cooldown,
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -76,6 +90,37 @@ impl Default for EngineSettings {
             max_attempts: 3,
             resume_after_first_byte: true,
             breaker: drawbridge_core::breaker::BreakerConfig::default(),
+            request_cost: 1.0,
+            rate_limit_cooldown: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The state an engine shares with the others: on ValKey in a cluster, in process otherwise.
+#[derive(Clone)]
+pub struct EngineState {
+    pub credits: Arc<dyn CreditStore>,
+    pub breakers: Arc<dyn BreakerStore>,
+    pub cooldowns: Arc<dyn CooldownStore>,
+}
+
+impl EngineState {
+    /// State of this process only (the single-node binary, an engine without `redis.url`).
+    pub fn embedded() -> Self {
+        let routing = Arc::new(EmbeddedRouting::new());
+        EngineState {
+            credits: Arc::new(EmbeddedCredits::new()),
+            breakers: routing.clone(),
+            cooldowns: routing,
+        }
+    }
+
+    /// State shared through `store` with every engine on the same ValKey.
+    pub fn shared(store: Arc<drawbridge_state::ValkeyRegistry>) -> Self {
+        EngineState {
+            credits: store.clone(),
+            breakers: store.clone(),
+            cooldowns: store,
         }
     }
 }
@@ -84,6 +129,8 @@ pub struct Engine {
     me: Weak<Engine>,
     settings: EngineSettings,
     breakers: Arc<breakers::Breakers>,
+    credits: Arc<credits::Credits>,
+    cooldowns: Arc<cooldowns::Cooldowns>,
     workers: fleet::WorkerSet,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
@@ -98,18 +145,27 @@ impl Engine {
     pub fn new(
         workers: Vec<Arc<dyn WorkerConn>>,
         settings: EngineSettings,
+        state: EngineState,
         shutdown: Shutdown,
     ) -> Arc<Engine> {
+        let metrics = Arc::new(Metrics::new());
         Arc::new_cyclic(|me| Engine {
             me: me.clone(),
-            breakers: breakers::Breakers::new(settings.breaker),
+            breakers: breakers::Breakers::new(
+                settings.breaker,
+                state.breakers,
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            ),
+            credits: Arc::new(credits::Credits::new(state.credits, settings.request_cost)),
+            cooldowns: Arc::new(cooldowns::Cooldowns::new(state.cooldowns)),
             settings,
             workers: fleet::WorkerSet::fixed(workers),
             routes: RwLock::new(Vec::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             rotation: AtomicUsize::new(0),
             shutdown,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         })
     }
 
@@ -118,9 +174,25 @@ impl Engine {
         Arc::clone(&self.metrics)
     }
 
+    /// The circuit-breaker transitions this engine made since it started (each transition is
+    /// made, logged and counted by exactly one engine: the one whose write made it):
+    /// `(account, state entered, count)`.
+    pub fn breaker_transitions(&self) -> Vec<(String, &'static str, u64)> {
+        self.breakers.transitions()
+    }
+
     /// An engine whose workers come from the registry ([`discovery::spawn`]).
-    pub fn discovering(settings: EngineSettings, shutdown: Shutdown) -> Arc<Engine> {
-        Self::new(Vec::new(), settings, shutdown)
+    pub fn discovering(
+        settings: EngineSettings,
+        state: EngineState,
+        shutdown: Shutdown,
+    ) -> Arc<Engine> {
+        Self::new(Vec::new(), settings, state, shutdown)
+    }
+
+    /// Apply the configured credit grants ([`grants`]): at start, before serving.
+    pub async fn apply_grants(&self, grants: &[drawbridge_state::Grant]) {
+        self.credits.apply_grants(grants).await;
     }
 
     /// Ask every worker what it serves; a worker that does not answer drops out of the view
@@ -154,9 +226,17 @@ impl Engine {
                 })
             })
             .collect();
+        let mut accounts: Vec<String> = routes.iter().map(|r| r.slots.account.clone()).collect();
+        accounts.sort();
+        accounts.dedup();
         if let Ok(mut current) = self.routes.write() {
             *current = routes;
         }
+        futures::join!(
+            self.credits.refresh(&accounts),
+            self.breakers.refresh(&accounts),
+            self.cooldowns.refresh(&accounts),
+        );
     }
 
     /// Refresh every `interval` until shutdown.
@@ -225,7 +305,7 @@ impl Engine {
                     } else {
                         r.slots.status
                     },
-                    credits: None,
+                    credits: self.credits.balance(&r.slots.account),
                     slots: r.slots.size,
                     busy: r.slots.busy,
                     queue_depth: r.slots.queue_depth,
@@ -238,36 +318,29 @@ impl Engine {
             .collect()
     }
 
-    /// Pick the best route for `model`, skipping accounts already tried.
-    fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, ApiError> {
-        let routes = self.routes();
-        let serving: Vec<Route> = routes
-            .into_iter()
-            .filter(|r| r.slots.models.iter().any(|m| m == model))
-            .collect();
-        if serving.is_empty() {
-            if self.workers.is_empty() || self.model_ids().is_empty() {
-                return Err(ApiError::unavailable("No worker is reachable right now."));
-            }
-            return Err(ApiError::model_not_found(model));
-        }
+    /// Pick the best route for `model`, skipping accounts already tried; when there is none,
+    /// the error says why (see [`drawbridge_core::schedule`]).
+    fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, Shortage> {
         let inflight = self.inflight.lock().map(|m| m.clone()).unwrap_or_default();
-        let candidates: Vec<Candidate<Route>> = serving
+        let accounts: Vec<schedule::Account<Route>> = self
+            .routes()
             .into_iter()
-            .filter(|r| !r.draining && r.slots.status != AccountStatus::Unhealthy)
-            .filter(|r| self.workers.reachable(r.worker))
-            .filter(|r| !self.breakers.is_open(&r.slots.account))
-            .filter(|r| !tried.contains(&(r.worker, r.slots.account.clone())))
             .map(|route| {
-                let mine = inflight
-                    .get(&(route.worker, route.slots.account.clone()))
-                    .copied()
-                    .unwrap_or(0);
+                let key = (route.worker, route.slots.account.clone());
+                let mine = inflight.get(&key).copied().unwrap_or(0);
                 let busy = route.slots.busy.max(mine);
-                Candidate {
-                    // Credits are tracked from the next milestone on; until then every account
-                    // counts as having the same balance, so slots and queues decide.
-                    credits: 1.0,
+                schedule::Account {
+                    serves_model: route.slots.models.iter().any(|m| m == model),
+                    tried: tried.contains(&key),
+                    reachable: self.workers.reachable(route.worker),
+                    draining: route.draining,
+                    unhealthy: route.slots.status == AccountStatus::Unhealthy,
+                    breaker_open: self.breakers.is_open(&route.slots.account),
+                    cooldown: self.cooldowns.left(&route.slots.account),
+                    credits: self
+                        .credits
+                        .balance(&route.slots.account)
+                        .map(drawbridge_state::from_milli),
                     available_slots: route.slots.size.saturating_sub(busy),
                     queue_depth: route.slots.queue_depth + mine.saturating_sub(route.slots.size),
                     key: route,
@@ -275,12 +348,71 @@ impl Engine {
             })
             .collect();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        schedule::pick(&candidates, rotation)
-            .map(|i| candidates[i].key.clone())
-            .ok_or_else(|| {
+        schedule::pick(&accounts, rotation).map(|i| accounts[i].key.clone())
+    }
+
+    /// Why no account can take a request for `model`, as the client's error.
+    fn shortage_error(&self, shortage: Shortage, model: &str) -> ApiError {
+        match shortage {
+            Shortage::NoModel => {
+                if self.workers.is_empty() || self.model_ids().is_empty() {
+                    ApiError::unavailable("No worker is reachable right now.")
+                } else {
+                    ApiError::model_not_found(model)
+                }
+            }
+            Shortage::AllTried => ApiError::unavailable("No account is left to try."),
+            Shortage::CreditsSpent => spent(model),
+            Shortage::CoolingDown { retry_after } => resting(model, retry_after),
+            Shortage::Unavailable => {
                 ApiError::unavailable(format!("No healthy account can serve '{model}' right now."))
                     .with_retry_after(Duration::from_secs(1))
-            })
+            }
+        }
+    }
+
+    /// What an account's failure says about the account itself: a spent quota marks it
+    /// exhausted (credits 0, until an operator tops it up), a rate limit rests it for the time
+    /// it asked (or `engine.rate_limit_cooldown`). Both keep it out of the scheduler's choice.
+    pub(crate) fn account_failed(&self, account: &str, error: &ApiError) {
+        match error.kind {
+            ErrorKind::AccountQuotaExhausted => {
+                tracing::warn!(
+                    account,
+                    "account quota spent; it gets no traffic until its credits are topped up"
+                );
+                self.credits.exhaust(account, &self.shutdown);
+            }
+            ErrorKind::AccountRateLimited => {
+                let rest = error
+                    .retry_after
+                    .unwrap_or(self.settings.rate_limit_cooldown);
+                tracing::warn!(
+                    account,
+                    rest_ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX),
+                    "account rate limited; resting it"
+                );
+                self.cooldowns.cool_down(account, rest, &self.shutdown);
+            }
+            _ => {}
+        }
+    }
+
+    /// Top up or set `account`'s credits (the internal API's
+    /// `POST /internal/accounts/{id}/credits`): its balance after, in milli-credits.
+    pub async fn change_credits(
+        &self,
+        account: &str,
+        change: CreditChange,
+    ) -> Result<Option<i64>, ApiError> {
+        if !self.routes().iter().any(|r| r.slots.account == account) {
+            return Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!("No worker serves an account '{account}'."),
+            )
+            .with_param("account"));
+        }
+        self.credits.change(account, change).await
     }
 
     /// Answer a chat request: pick an account, run the turn there, retry on another account if
@@ -312,18 +444,29 @@ impl Engine {
         attempts: &mut answer::Attempts,
         body: PromptBody,
     ) -> Result<answer::Turn, ApiError> {
-        let mut last_error = None;
+        let model = request.model.as_str();
+        let mut last_error: Option<ApiError> = None;
         while attempts.left() {
-            let route = match self.pick(&request.model, &attempts.tried) {
+            let route = match self.pick(model, &attempts.tried) {
                 Ok(route) => route,
-                Err(error) => return Err(last_error.unwrap_or(error)),
+                Err(shortage) => {
+                    return Err(match last_error {
+                        // After an account's limit, the state of every account explains best
+                        // (all spent, all resting, ...), unless every one was tried.
+                        Some(last) if account_limit(&last) && shortage != Shortage::AllTried => {
+                            self.shortage_error(shortage, model)
+                        }
+                        Some(last) => for_client(last, model),
+                        None => self.shortage_error(shortage, model),
+                    });
+                }
             };
             let key = (route.worker, route.slots.account.clone());
             attempts.record(key.clone());
             let Some(worker) = self.workers.get(route.worker) else {
                 continue; // the worker left the registry since the last refresh
             };
-            let Some(ticket) = self.breakers.admit(&route.slots.account) else {
+            let Some(ticket) = self.breakers.admit(&route.slots.account).await else {
                 continue; // its breaker has no probe slot left: the next account
             };
             let input = PromptInput {
@@ -367,6 +510,7 @@ impl Engine {
                         "turn failed before its first byte"
                     );
                     ticket.record(drawbridge_core::breaker::classify(error.kind));
+                    self.account_failed(&route.slots.account, &error);
                     if !error.retryable() {
                         return Err(error);
                     }
@@ -374,7 +518,47 @@ impl Engine {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| ApiError::unavailable("No account is left to try.")))
+        Err(last_error.map_or_else(
+            || ApiError::unavailable("No account is left to try."),
+            |error| for_client(error, model),
+        ))
+    }
+}
+
+/// Every account for `model` has spent its credits (429 `insufficient_quota`).
+fn spent(model: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::InsufficientQuota,
+        format!("Every account that serves '{model}' has used up its credits."),
+    )
+}
+
+/// Every account for `model` is resting after rate limits (429 with `Retry-After`).
+fn resting(model: &str, retry_after: Duration) -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!("Every account that serves '{model}' is rate limited right now."),
+    )
+    .with_retry_after(retry_after)
+}
+
+/// Whether `error` is one account's limit (another account may serve).
+fn account_limit(error: &ApiError) -> bool {
+    matches!(
+        error.kind,
+        ErrorKind::AccountQuotaExhausted | ErrorKind::AccountRateLimited
+    )
+}
+
+/// An error as the client gets it once no account is left: one account's limit becomes the
+/// model's (429 `insufficient_quota`, or 429 `rate_limit_exceeded` with `Retry-After`).
+pub(crate) fn for_client(error: ApiError, model: &str) -> ApiError {
+    match error.kind {
+        ErrorKind::AccountQuotaExhausted => spent(model),
+        ErrorKind::AccountRateLimited => {
+            resting(model, error.retry_after.unwrap_or(Duration::from_secs(1)))
+        }
+        _ => error,
     }
 }
 
@@ -424,6 +608,14 @@ impl ChatBackend for Engine {
 
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
         futures::future::ready(Ok(self.account_views())).boxed()
+    }
+
+    fn change_credits<'a>(
+        &'a self,
+        account: &'a str,
+        change: CreditChange,
+    ) -> BoxFuture<'a, Result<Option<i64>, ApiError>> {
+        Engine::change_credits(self, account, change).boxed()
     }
 }
 

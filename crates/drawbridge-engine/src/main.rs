@@ -9,7 +9,9 @@ use drawbridge_config::{Config, FleetDriverKind, Role};
 use drawbridge_engine::fleet::{FleetDriver, StaticDriver};
 use drawbridge_engine::process_driver::ProcessDriver;
 use drawbridge_engine::reconciler::Reconciler;
-use drawbridge_engine::{Engine, EngineSettings, GrpcWorkerConn, WorkerConn, discovery, leader};
+use drawbridge_engine::{
+    Engine, EngineSettings, EngineState, GrpcWorkerConn, WorkerConn, discovery, leader,
+};
 use drawbridge_state::{ValkeyRegistry, redact_url};
 use drawbridge_telemetry::{Shutdown, Signals, announce};
 
@@ -31,7 +33,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     config.engine.connect_timeout,
                 )?));
             }
-            let engine = Engine::new(workers, settings, shutdown.child());
+            let engine = Engine::new(workers, settings, EngineState::embedded(), shutdown.child());
+            engine
+                .apply_grants(&drawbridge_engine::grants(&config))
+                .await;
             engine.refresh().await;
             engine
         }
@@ -50,7 +55,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             if !listed.is_empty() && *listed != drawbridge_config::EngineConfig::default().workers {
                 tracing::warn!("engine.workers is ignored: with redis.url, workers are discovered");
             }
-            let engine = Engine::discovering(settings, shutdown.child());
+            let engine = Engine::discovering(
+                settings,
+                EngineState::shared(valkey.clone()),
+                shutdown.child(),
+            );
+            engine
+                .apply_grants(&drawbridge_engine::grants(&config))
+                .await;
             // The cluster's tasks have their own scope, stopped before the store connection
             // closes, so that the leader releases its lease.
             let cluster = Shutdown::new();

@@ -26,8 +26,8 @@ use axum::serve::ListenerExt as _;
 use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::ModelList;
 use drawbridge_types::{
-    AccountView, ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, HealthReport,
-    HealthStatus,
+    AccountView, ApiError, ChatCompletionRequest, CompletionEvent, CreditChange, ErrorKind,
+    HealthReport, HealthStatus,
 };
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -66,6 +66,21 @@ pub trait ChatBackend: Send + Sync + 'static {
 
     /// Every account as the engine sees it (`GET /internal/accounts` on the engine).
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>>;
+
+    /// Top up or set an account's credits (`POST /internal/accounts/{id}/credits` on the
+    /// engine): its balance after, in milli-credits (`None`: unmetered). A backend that keeps
+    /// no credits answers 404.
+    fn change_credits<'a>(
+        &'a self,
+        account: &'a str,
+        change: CreditChange,
+    ) -> BoxFuture<'a, Result<Option<i64>, ApiError>> {
+        let _ = (account, change);
+        Box::pin(futures::future::ready(Err(ApiError::new(
+            ErrorKind::NotFound,
+            "This API keeps no account credits.",
+        ))))
+    }
 }
 
 /// What the router needs.
@@ -130,6 +145,7 @@ pub fn openai_router(state: ApiState) -> Router {
 pub fn internal_router(state: ApiState) -> Router {
     Router::new()
         .route("/internal/accounts", get(list_accounts))
+        .route("/internal/accounts/{id}/credits", post(change_credits))
         .with_state(state.clone())
         .merge(openai_router(state))
 }
@@ -365,6 +381,34 @@ async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Res
         state.gate.enter(&headers).await.map_err(|r| r.error)?;
         let accounts = state.backend.accounts().await?;
         Ok::<_, ApiError>(axum::Json(serde_json::json!({ "accounts": accounts })))
+    }
+    .await;
+    result.into_response()
+}
+
+/// The largest body `POST /internal/accounts/{id}/credits` reads.
+const MAX_CREDITS_BODY: usize = 4096;
+
+/// `POST /internal/accounts/{id}/credits` (`{"add": N}`, `{"set": N}`, `{"set": null}`, in
+/// milli-credits): `{"account", "credits"}` after the change. Behind the same keys as the
+/// rest of the internal API.
+async fn change_credits(
+    State(state): State<ApiState>,
+    axum::extract::Path(account): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    let result = async {
+        state
+            .gate
+            .enter(request.headers())
+            .await
+            .map_err(|r| r.error)?;
+        let body = read_body(request.into_body(), MAX_CREDITS_BODY).await?;
+        let change = CreditChange::from_json(&body)?;
+        let credits = state.backend.change_credits(&account, change).await?;
+        Ok::<_, ApiError>(axum::Json(
+            serde_json::json!({ "account": account, "credits": credits }),
+        ))
     }
     .await;
     result.into_response()

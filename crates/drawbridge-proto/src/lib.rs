@@ -44,9 +44,11 @@ pub fn to_status(error: &ApiError) -> tonic::Status {
         ErrorKind::InvalidApiKey => tonic::Code::Unauthenticated,
         ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
         ErrorKind::NotFound | ErrorKind::ModelNotFound => tonic::Code::NotFound,
-        ErrorKind::RateLimited | ErrorKind::InsufficientQuota | ErrorKind::NoCapacity => {
-            tonic::Code::ResourceExhausted
-        }
+        ErrorKind::RateLimited
+        | ErrorKind::InsufficientQuota
+        | ErrorKind::AccountQuotaExhausted
+        | ErrorKind::AccountRateLimited
+        | ErrorKind::NoCapacity => tonic::Code::ResourceExhausted,
         ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
         ErrorKind::Unavailable | ErrorKind::Upstream => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,

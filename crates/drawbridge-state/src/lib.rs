@@ -5,26 +5,37 @@
 //! that knows the ValKey key layout (see `valkey/keys.rs`).
 //!
 //! So far: the worker registry ([`Registry`]), the worker's heartbeat ([`heartbeat_loop`]), the
-//! controller's fenced lease ([`LeaseStore`]) and desired accounts ([`AccountStore`]), and the
-//! gateway's API keys ([`KeyStore`]), rate limits ([`RateLimiter`]) and usage ledger with quotas
-//! ([`UsageStore`]); the embedded gateway store keeps keys and usage in a local data file
-//! ([`EmbeddedGatewayStore`]).
+//! controller's fenced lease ([`LeaseStore`]) and desired accounts ([`AccountStore`]), the
+//! accounts' credit balances ([`CreditStore`]), what the engines' schedulers share: circuit
+//! breakers ([`BreakerStore`]), rate-limit cooldowns ([`CooldownStore`]) and session affinity
+//! ([`AffinityStore`]); and the gateway's API keys ([`KeyStore`]), rate limits ([`RateLimiter`])
+//! and usage ledger with quotas ([`UsageStore`]); the embedded gateway store keeps keys and usage
+//! in a local data file ([`EmbeddedGatewayStore`]).
 
 mod control;
+mod credits;
 mod data_file;
 mod embedded;
 mod embedded_control;
+mod embedded_credits;
 mod embedded_gateway;
+mod embedded_routing;
 mod error;
 mod gateway;
 mod heartbeat;
 mod registry;
+mod routing;
 mod valkey;
 
 pub use control::{AccountRecord, AccountStore, CONTROLLER_LEASE, Lease, LeaseStore};
+pub use credits::{
+    Charge, CreditSnapshot, CreditStore, Grant, MAX_BALANCE, MILLI_CREDITS, from_milli, to_milli,
+};
 pub use embedded::EmbeddedRegistry;
 pub use embedded_control::EmbeddedControl;
+pub use embedded_credits::EmbeddedCredits;
 pub use embedded_gateway::{Clock, EmbeddedGatewayStore, FLUSH_INTERVAL};
+pub use embedded_routing::EmbeddedRouting;
 pub use error::StateError;
 pub use gateway::{
     ApiKeyRecord, DEFAULT_USAGE_DAYS, KeyLimits, KeyStore, MAX_ID_LEN, Quota, QuotaDecision,
@@ -33,4 +44,7 @@ pub use gateway::{
 };
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
+pub use routing::{
+    AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, Swap,
+};
 pub use valkey::{ValkeyOptions, ValkeyRegistry, redact_url};

@@ -30,6 +30,14 @@ pub enum ErrorKind {
     RateLimited,
     /// The key's budget, or every account's credits, are spent (429).
     InsufficientQuota,
+    /// One account's quota is spent (its agent said so: Kiro's monthly limit). Another account
+    /// may serve the request; the engine marks this one exhausted (429 if it ever reaches a
+    /// client).
+    AccountQuotaExhausted,
+    /// One account is rate limited by its provider for a while (`retry_after` when the agent
+    /// said how long). Another account may serve the request; the engine rests this one (429
+    /// if it ever reaches a client).
+    AccountRateLimited,
     /// Every slot is busy and the wait queue is full or timed out (503, retry elsewhere).
     NoCapacity,
     /// The agent or a worker failed while serving the request (502, retry elsewhere).
@@ -44,7 +52,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tests and for parsing.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidRequest,
         ErrorKind::InvalidApiKey,
         ErrorKind::PermissionDenied,
@@ -53,6 +61,8 @@ impl ErrorKind {
         ErrorKind::PayloadTooLarge,
         ErrorKind::RateLimited,
         ErrorKind::InsufficientQuota,
+        ErrorKind::AccountQuotaExhausted,
+        ErrorKind::AccountRateLimited,
         ErrorKind::NoCapacity,
         ErrorKind::Upstream,
         ErrorKind::Timeout,
@@ -68,7 +78,10 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound | ErrorKind::ModelNotFound => 404,
             ErrorKind::PayloadTooLarge => 413,
-            ErrorKind::RateLimited | ErrorKind::InsufficientQuota => 429,
+            ErrorKind::RateLimited
+            | ErrorKind::InsufficientQuota
+            | ErrorKind::AccountQuotaExhausted
+            | ErrorKind::AccountRateLimited => 429,
             ErrorKind::Internal => 500,
             ErrorKind::Upstream => 502,
             ErrorKind::NoCapacity | ErrorKind::Unavailable => 503,
@@ -85,8 +98,8 @@ impl ErrorKind {
             | ErrorKind::PayloadTooLarge
             | ErrorKind::InvalidApiKey => "invalid_request_error",
             ErrorKind::PermissionDenied => "permission_error",
-            ErrorKind::RateLimited => "requests",
-            ErrorKind::InsufficientQuota => "insufficient_quota",
+            ErrorKind::RateLimited | ErrorKind::AccountRateLimited => "requests",
+            ErrorKind::InsufficientQuota | ErrorKind::AccountQuotaExhausted => "insufficient_quota",
             ErrorKind::NoCapacity
             | ErrorKind::Upstream
             | ErrorKind::Timeout
@@ -106,6 +119,8 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RateLimited => "rate_limit_exceeded",
             ErrorKind::InsufficientQuota => "insufficient_quota",
+            ErrorKind::AccountQuotaExhausted => "account_quota_exhausted",
+            ErrorKind::AccountRateLimited => "account_rate_limited",
             ErrorKind::NoCapacity => "no_capacity",
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::Timeout => "timeout",
@@ -127,6 +142,8 @@ impl ErrorKind {
                 | ErrorKind::Upstream
                 | ErrorKind::Timeout
                 | ErrorKind::Unavailable
+                | ErrorKind::AccountQuotaExhausted
+                | ErrorKind::AccountRateLimited
         )
     }
 }
@@ -363,5 +380,10 @@ mod tests {
         assert!(ErrorKind::NoCapacity.retryable());
         assert!(!ErrorKind::InvalidRequest.retryable());
         assert!(!ErrorKind::InvalidApiKey.retryable());
+        // One account's limits: another account can serve; the client's own limits: no.
+        assert!(ErrorKind::AccountQuotaExhausted.retryable());
+        assert!(ErrorKind::AccountRateLimited.retryable());
+        assert!(!ErrorKind::InsufficientQuota.retryable());
+        assert!(!ErrorKind::RateLimited.retryable());
     }
 }

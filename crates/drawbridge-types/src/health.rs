@@ -149,9 +149,87 @@ pub struct AccountView {
     pub queue_depth: u32,
     /// `closed`, `open` or `half_open`.
     pub breaker: String,
-    /// Credits left; `None` when the account's credits are not tracked.
+    /// Credits left, in milli-credits (1000 = one Kiro credit); `None` when the account's
+    /// credits are not tracked (unmetered).
     pub credits: Option<i64>,
     pub last_error: Option<String>,
     /// The worker is draining: it takes no new turns.
     pub draining: bool,
+}
+
+/// A change to an account's credits, in milli-credits (1000 = one Kiro credit): the body of
+/// the engine's `POST /internal/accounts/{id}/credits`, `{"add": N}` or `{"set": N}`, or
+/// `{"set": null}` to stop tracking the account's credits (unmetered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditChange {
+    /// Top up by this many milli-credits (an unmetered account starts from 0).
+    Add(i64),
+    /// Set the balance, or (`None`) make the account unmetered.
+    Set(Option<i64>),
+}
+
+impl CreditChange {
+    /// Parse the request body; a bad one is a 400 naming the field.
+    pub fn from_json(body: &[u8]) -> Result<CreditChange, crate::ApiError> {
+        /// `Some(None)` for an explicit `null`, `None` when the field is absent.
+        fn present<'de, D: serde::Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Option<i64>>, D::Error> {
+            Option::<i64>::deserialize(d).map(Some)
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            #[serde(default)]
+            add: Option<i64>,
+            #[serde(default, deserialize_with = "present")]
+            set: Option<Option<i64>>,
+        }
+        let body: Body = serde_json::from_slice(body).map_err(|e| {
+            crate::ApiError::invalid_request(format!(
+                "The body must be {{\"add\": N}} or {{\"set\": N or null}} (milli-credits): {e}"
+            ))
+        })?;
+        let negative = |n: i64| {
+            crate::ApiError::invalid_request(format!("Credits must not be negative, not {n}."))
+        };
+        match (body.add, body.set) {
+            (Some(n), None) if n < 0 => Err(negative(n).with_param("add")),
+            (Some(n), None) => Ok(CreditChange::Add(n)),
+            (None, Some(Some(n))) if n < 0 => Err(negative(n).with_param("set")),
+            (None, Some(set)) => Ok(CreditChange::Set(set)),
+            _ => Err(crate::ApiError::invalid_request(
+                "Give exactly one of \"add\" and \"set\".",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod credit_change_tests {
+    use super::*;
+
+    #[test]
+    fn bodies_parse_and_bad_ones_are_refused() {
+        let parse = |s: &str| CreditChange::from_json(s.as_bytes());
+        assert_eq!(parse(r#"{"add": 2500}"#), Ok(CreditChange::Add(2500)));
+        assert_eq!(parse(r#"{"set": 0}"#), Ok(CreditChange::Set(Some(0))));
+        assert_eq!(parse(r#"{"set": null}"#), Ok(CreditChange::Set(None)));
+        for bad in [
+            "{}",
+            r#"{"add": 1, "set": 2}"#,
+            r#"{"add": -1}"#,
+            r#"{"set": -5}"#,
+            r#"{"add": 1.5}"#,
+            r#"{"top_up": 1}"#,
+            "nope",
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert_eq!(error.status(), 400, "{bad}");
+        }
+        assert_eq!(
+            parse(r#"{"set": -5}"#).unwrap_err().param.as_deref(),
+            Some("set")
+        );
+    }
 }

@@ -9,7 +9,7 @@ pub mod stream;
 pub mod worker;
 
 pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};
-pub use health::{AccountView, HealthReport, HealthStatus};
+pub use health::{AccountView, CreditChange, HealthReport, HealthStatus};
 pub use openai::{ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, Role, Usage};
 pub use stream::{
     ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, Metering,

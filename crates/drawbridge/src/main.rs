@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use drawbridge_config::{Config, Role};
-use drawbridge_engine::{Engine, EngineSettings, WorkerConn};
+use drawbridge_engine::{Engine, EngineSettings, EngineState, WorkerConn};
 use drawbridge_gateway::GatewayDeps;
 use drawbridge_telemetry::{LiveConfig, Shutdown, Signals, announce};
 use drawbridge_types::ApiError;
@@ -49,8 +49,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let engine = Engine::new(
         vec![Arc::new(LocalWorker(worker.clone()))],
         EngineSettings::from_config(&config),
+        EngineState::embedded(),
         shutdown.child(),
     );
+    engine
+        .apply_grants(&drawbridge_engine::grants(&config))
+        .await;
     engine.refresh().await;
     // The worker is in process: its state is cheap to read, so keep the view fresh.
     engine.spawn_refresher(std::time::Duration::from_millis(250));

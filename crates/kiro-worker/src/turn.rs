@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
+use drawbridge_acp::kiro::{self, AccountLimit};
 use drawbridge_acp::{AcpError, AgentEvent, AgentProcess, PromptOutcome, Session, StopReason};
 use drawbridge_core::continuation::{self, ContinuationOptions, Splicer, StopKind};
 use drawbridge_core::sanitize::{SanitizeOptions, Sanitizer};
@@ -64,7 +65,11 @@ pub async fn run(
 /// How one round on the session ended.
 enum Round {
     Answered(PromptOutcome),
-    ConsumerGone { agent_answered: bool },
+    /// The agent answered the prompt with an error: it is still fit to serve.
+    Refused(ApiError),
+    ConsumerGone {
+        agent_answered: bool,
+    },
 }
 
 /// Where text goes: splicer → sanitizer → consumer.
@@ -168,6 +173,12 @@ async fn serve(
             .await?;
         let outcome = match round {
             Round::Answered(outcome) => outcome,
+            Round::Refused(error) => {
+                // The agent answered (with an error, e.g. its account's limit): the process
+                // can serve the next request.
+                lease.keep();
+                return Err(error);
+            }
             Round::ConsumerGone { agent_answered } => {
                 if agent_answered {
                     // The agent answered the cancel: the process can serve the next request.
@@ -299,13 +310,40 @@ async fn run_round(
             agent_answered: outcome.is_ok(),
         });
     }
-    Ok(Round::Answered(outcome.map_err(|e| acp_error("", &e))?))
+    match outcome {
+        Ok(outcome) => Ok(Round::Answered(outcome)),
+        Err(error @ AcpError::Agent { .. }) => Ok(Round::Refused(acp_error("", &error))),
+        Err(error) => Err(acp_error("", &error)),
+    }
 }
 
-/// An agent failure as the client sees it. The details (stderr tail) go to the log, not to
-/// the client: they may name files or accounts.
+/// An agent failure as the client sees it. The details (stderr tail, the agent's own words) go
+/// to the log, not to the client: they may name files or accounts. An agent that says its
+/// account's quota is spent, or that it is rate limited, gets the account-level kinds the engine
+/// acts on (another account may serve the request).
 fn acp_error(account: &str, error: &AcpError) -> ApiError {
     tracing::warn!(account, %error, "agent failed");
+    if let AcpError::Agent { message, .. } = error {
+        match kiro::account_limit(message) {
+            Some(AccountLimit::QuotaExhausted) => {
+                return ApiError::new(
+                    ErrorKind::AccountQuotaExhausted,
+                    "The account's usage quota is spent.",
+                );
+            }
+            Some(AccountLimit::RateLimited { retry_after }) => {
+                let error = ApiError::new(
+                    ErrorKind::AccountRateLimited,
+                    "The account is rate limited by its provider.",
+                );
+                return match retry_after {
+                    Some(after) => error.with_retry_after(after),
+                    None => error,
+                };
+            }
+            None => {}
+        }
+    }
     match error {
         AcpError::Timeout(what) => ApiError::new(
             ErrorKind::Timeout,

@@ -239,7 +239,9 @@ fn start_turn(
     let (explicit, directive, rest) = match directive::extract(&text) {
         Ok((directive, rest)) => (
             directive.is_some(),
-            directive.unwrap_or_else(|| state.config.default_directive.clone()),
+            directive
+                .unwrap_or_else(|| state.config.default_directive.clone())
+                .in_force(),
             rest,
         ),
         Err(error) => {
@@ -305,9 +307,18 @@ fn start_turn(
 /// How a turn's script ended.
 enum Finish {
     Stop(StopReason),
+    /// Answer the prompt with this JSON-RPC error (code -32603, like Kiro's upstream errors).
+    Fail(String),
     Crash,
     Hang,
 }
+
+/// What Kiro says when an account's monthly credits are spent.
+const QUOTA_MESSAGE: &str = "The monthly usage limit has been reached (request_id: mock)";
+/// What Kiro says when an account is rate limited.
+const RATE_LIMIT_MESSAGE: &str = "Too many requests, please wait before trying again.";
+/// JSON-RPC "internal error": how agents report upstream trouble.
+const INTERNAL_ERROR: i32 = -32603;
 
 /// Whether a stream of chunks ran to its end.
 enum Flow {
@@ -354,6 +365,13 @@ impl Turn {
                 }
                 self.state.end_turn(&self.session_id, self.turn_id);
                 if let Err(error) = responder.respond(PromptResponse::new(stop_reason)) {
+                    tracing::debug!(%error, "could not answer the prompt");
+                }
+            }
+            Finish::Fail(message) => {
+                self.state.end_turn(&self.session_id, self.turn_id);
+                let error = agent_client_protocol::Error::new(INTERNAL_ERROR, message);
+                if let Err(error) = responder.respond_with_error(error) {
                     tracing::debug!(%error, "could not answer the prompt");
                 }
             }
@@ -412,6 +430,19 @@ impl Turn {
             Behavior::Hang => {
                 self.stream(numbered(directive.after), false).await?;
                 Finish::Hang
+            }
+            Behavior::Quota => {
+                self.stream(numbered(directive.after.or(Some(0))), false)
+                    .await?;
+                Finish::Fail(QUOTA_MESSAGE.to_owned())
+            }
+            Behavior::RateLimit => {
+                self.stream(numbered(directive.after.or(Some(0))), false)
+                    .await?;
+                Finish::Fail(match directive.retry_after {
+                    Some(secs) => format!("{RATE_LIMIT_MESSAGE} Retry after {secs} seconds."),
+                    None => RATE_LIMIT_MESSAGE.to_owned(),
+                })
             }
             Behavior::Artifacts => {
                 self.stream_or_cancel(ARTIFACT_CHUNKS, StopReason::EndTurn)

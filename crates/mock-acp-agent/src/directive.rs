@@ -35,6 +35,11 @@ pub enum Behavior {
     Noise,
     /// Reply with the agent's counters as JSON.
     Stats,
+    /// `after` chunks, then answer the prompt with Kiro's "monthly usage limit" error.
+    Quota,
+    /// `after` chunks, then answer the prompt with a "too many requests" error (asking for
+    /// `retry_after` seconds when given).
+    RateLimit,
 }
 
 impl Behavior {
@@ -53,6 +58,8 @@ impl Behavior {
             "fs" => Self::Fs,
             "noise" => Self::Noise,
             "stats" => Self::Stats,
+            "quota" => Self::Quota,
+            "rate_limit" => Self::RateLimit,
             _ => return None,
         })
     }
@@ -78,6 +85,21 @@ pub struct Directive {
     /// `rounds=`: with `max_tokens`, the answer is `rounds × n` chunks long and each turn gives
     /// `n` of them; a later directive-less prompt on the same session continues it.
     pub rounds: Option<u64>,
+    /// `while=PATH`: the behaviour holds only while the file `PATH` exists; once it is gone
+    /// the prompt is answered as `echo` (an agent that gets fixed).
+    pub while_file: Option<String>,
+    /// `retry_after=S`: with `rate_limit`, the seconds the error asks the client to wait.
+    pub retry_after: Option<u64>,
+}
+
+impl Directive {
+    /// The directive in force now: this one, or `echo` once its `while=` file is gone.
+    pub fn in_force(self) -> Directive {
+        match &self.while_file {
+            Some(path) if !std::path::Path::new(path).exists() => Directive::default(),
+            _ => self,
+        }
+    }
 }
 
 /// A directive that does not parse.
@@ -141,6 +163,9 @@ impl FromStr for Directive {
                 "context" => directive.context = Some(float()?),
                 "credits" => directive.credits = Some(float()?),
                 "rounds" => directive.rounds = Some(int()?),
+                "retry_after" => directive.retry_after = Some(int()?),
+                "while" if value.is_empty() => return Err(bad()),
+                "while" => directive.while_file = Some(value.to_owned()),
                 "v3" => {
                     directive.v3 = match value {
                         "1" | "true" => true,
@@ -214,6 +239,33 @@ mod tests {
         assert_eq!(directive.context, Some(12.5));
         assert_eq!(directive.credits, Some(0.5));
         assert!(directive.v3);
+    }
+
+    #[test]
+    fn a_while_file_switches_the_behaviour_off_when_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("broken");
+        std::fs::write(&flag, "").unwrap();
+        let spec = format!("crash after=0 while={}", flag.display());
+        let directive: Directive = spec.parse().unwrap();
+        assert_eq!(directive.clone().in_force().behavior, Behavior::Crash);
+        std::fs::remove_file(&flag).unwrap();
+        assert_eq!(directive.in_force(), Directive::default());
+        assert!(matches!(
+            "echo while=".parse::<Directive>(),
+            Err(DirectiveError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn account_errors_parse() {
+        let directive: Directive = "rate_limit after=2 retry_after=30".parse().unwrap();
+        assert_eq!(
+            (directive.behavior, directive.after, directive.retry_after),
+            (Behavior::RateLimit, Some(2), Some(30))
+        );
+        let directive: Directive = "quota".parse().unwrap();
+        assert_eq!(directive.behavior, Behavior::Quota);
     }
 
     #[test]

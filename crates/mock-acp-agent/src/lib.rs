@@ -38,6 +38,8 @@
 //! | `fs`                       | asks `fs/read_text_file` and `terminal/create`, replies `fs/read_text_file: <ok or error CODE>; terminal/create: <ok or error CODE>` | `end_turn` |
 //! | `noise`                    | unknown extension and `session/update` notifications, an update for another session, a `usage_update` (50 of 200), then one chunk `ok` | `end_turn` |
 //! | `stats`                    | one JSON object `{"prompts", "cancels", "active_turns"}` counted since start (`cancels`: `session/cancel` notifications received) | `end_turn` |
+//! | `quota after=N`            | N chunks (default 0), then the prompt fails with JSON-RPC error -32603 `The monthly usage limit has been reached (request_id: mock)`, like a Kiro account whose credits are spent | error |
+//! | `rate_limit after=N retry_after=S` | N chunks (default 0), then the prompt fails with -32603 `Too many requests, please wait before trying again.` (plus ` Retry after S seconds.` when `retry_after` is given), like a rate-limited Kiro account | error |
 //!
 //! Keys every behaviour takes:
 //!
@@ -46,10 +48,13 @@
 //! - `context=F`: the context usage percentage reported (default `min(100, prompt_chars/2000)`).
 //! - `credits=F`: the credits reported (default 0.01).
 //! - `v3=1`: report metering the Kiro v3 way (below) instead of v2.
+//! - `while=PATH`: the behaviour holds only while the file `PATH` exists; once it is gone the
+//!   prompt is answered as `echo` (an account that gets fixed: its failures stop when the
+//!   test removes the file). The path must not contain whitespace.
 //!
 //! # Metering
 //!
-//! After every turn except `crash` and `hang`, before the prompt's answer, the agent reports
+//! After every turn except `crash`, `hang`, `quota` and `rate_limit`, before the prompt's answer, the agent reports
 //! usage like `kiro-cli` does. Kiro v2 (the default): the notification `_kiro.dev/metadata`
 //! `{"sessionId", "contextUsagePercentage", "meteringUsage": [{"value", "unit": "credit"}],
 //! "turnDurationMs"}`. Kiro v3 (`v3=1`): two `session_info_update`s, one whose `_meta.kiro` is

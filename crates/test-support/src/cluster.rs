@@ -57,8 +57,9 @@ pub fn accounts_yaml(accounts: &[(&str, AccountSpec)]) -> String {
                 .map(|(k, v)| format!("{k}: \"{v}\""))
                 .collect();
             format!(
-                "  - id: {id}\n    pool_size: {}\n    models: [kiro]\n    agent:\n      command: {}\n      args: []\n      env: {{ {} }}\n",
+                "  - id: {id}\n    pool_size: {}\n    models: [kiro]\n{}    agent:\n      command: {}\n      args: []\n      env: {{ {} }}\n",
                 spec.pool_size,
+                spec.credits_yaml(),
                 agent.display(),
                 env.join(", ")
             )

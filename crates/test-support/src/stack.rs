@@ -21,6 +21,8 @@ pub const CHANNEL_KEY: &str = "test-channel-key-0123";
 pub struct AccountSpec {
     pub pool_size: u32,
     pub env: Vec<(String, String)>,
+    /// `credits:` (the account's grant); `None`: unmetered.
+    pub credits: Option<f64>,
 }
 
 impl AccountSpec {
@@ -28,6 +30,7 @@ impl AccountSpec {
         AccountSpec {
             pool_size,
             env: Vec::new(),
+            credits: None,
         }
     }
 
@@ -36,6 +39,19 @@ impl AccountSpec {
         self.env
             .push(("MOCK_ACP_BEHAVIOR".to_owned(), behaviour.to_owned()));
         self
+    }
+
+    /// A metered account with this many credits.
+    pub fn credits(mut self, credits: f64) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
+    /// The `credits:` line of the account's YAML entry (empty when unmetered).
+    pub fn credits_yaml(&self) -> String {
+        self.credits
+            .map(|c| format!("    credits: {c}\n"))
+            .unwrap_or_default()
     }
 }
 
@@ -112,9 +128,10 @@ fn accounts_yaml(options: &StackOptions) -> String {
                 env.push_str(&format!(", {key}: \"{value}\""));
             }
             format!(
-                "  - id: acct-{}\n    pool_size: {}\n    models: [kiro]\n    agent:\n      command: {}\n      args: []\n      env: {{ {env} }}\n",
+                "  - id: acct-{}\n    pool_size: {}\n    models: [kiro]\n{}    agent:\n      command: {}\n      args: []\n      env: {{ {env} }}\n",
                 i + 1,
                 account.pool_size,
+                account.credits_yaml(),
                 agent.display(),
             )
         })
@@ -229,8 +246,10 @@ impl Stack {
         .await;
         let engine_yaml = format!(
             "node: {{ id: engine-1 }}\n\
-             engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY} }}]\n{}",
+             engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY} }}]\n\
+             accounts:\n{}{}",
             worker.addr("grpc"),
+            accounts_yaml(&options),
             options.engine_yaml
         );
         let engine = Process::start(

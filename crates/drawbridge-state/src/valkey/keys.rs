@@ -18,6 +18,11 @@
 //! | `quota:{key_id}` | hash | what the key has spent: `tokens`, `credits`, `requests` |
 //! | `quota:{key_id}:reserved` | hash, TTL | the key's requests in flight: request id → `EXPIRES_MS:AMOUNT` |
 //! | `usage:{day}` | hash, TTL 400 days | the ledger of a UTC day: `METRIC:["key_id","account","model"]` → counter (`requests`, `prompt_tokens`, `completion_tokens`, `credits`, `estimated_requests`) |
+//! | `credits:{id}` | integer | the account's balance in milli-credits (absent: unmetered) |
+//! | `credits:{id}:grant` | integer | the last configured grant applied to the balance |
+//! | `cb:{id}` | string | the account's circuit breaker, JSON (`drawbridge_core::breaker::Breaker`) |
+//! | `cooldown:{id}` | string, TTL | present while the account rests after a rate-limit error |
+//! | `affinity:{key}` | string, TTL | the account a conversation key sticks to |
 
 /// Prefix of a pod's record.
 pub(crate) const POD_PREFIX: &str = "pod:";
@@ -88,4 +93,30 @@ pub(crate) fn quota_reserved(key_id: &str) -> String {
 
 pub(crate) fn usage_day(day: &str) -> String {
     format!("{USAGE_PREFIX}{day}")
+}
+
+/// An account's balance, in milli-credits.
+pub(crate) fn credits(id: &str) -> String {
+    format!("credits:{id}")
+}
+
+/// The last configured grant applied to an account's balance (account ids hold no `:`, so
+/// this never names another account's balance).
+pub(crate) fn credit_grant(id: &str) -> String {
+    format!("credits:{id}:grant")
+}
+
+/// An account's circuit breaker.
+pub(crate) fn breaker(id: &str) -> String {
+    format!("cb:{id}")
+}
+
+/// Present (with a TTL) while an account rests after a rate-limit error.
+pub(crate) fn cooldown(id: &str) -> String {
+    format!("cooldown:{id}")
+}
+
+/// The account a conversation key sticks to (with a TTL).
+pub(crate) fn affinity(key: &str) -> String {
+    format!("affinity:{key}")
 }

@@ -5,8 +5,10 @@
 //! server's `TIME`); pub/sub runs on a second connection opened on the first `subscribe`.
 
 mod control;
+mod credits;
 mod gateway;
 mod keys;
+mod routing;
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};

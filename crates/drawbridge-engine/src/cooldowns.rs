@@ -1,0 +1,76 @@
+//! Accounts resting after their provider rate-limited them: shared through the
+//! [`CooldownStore`] (`cooldown:{id}` with a TTL), read by the scheduler from a cache re-read on
+//! every refresh, and set here at once when this engine meets the rate limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use drawbridge_state::CooldownStore;
+use drawbridge_telemetry::Shutdown;
+use tokio::time::Instant;
+
+pub(crate) struct Cooldowns {
+    store: Arc<dyn CooldownStore>,
+    /// Until when each resting account rests, as last read or set.
+    cache: RwLock<HashMap<String, Instant>>,
+}
+
+impl Cooldowns {
+    pub fn new(store: Arc<dyn CooldownStore>) -> Self {
+        Cooldowns {
+            store,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// How long `account` still rests (`None`: it does not).
+    pub fn left(&self, account: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.cache
+            .read()
+            .ok()?
+            .get(account)
+            .filter(|until| **until > now)
+            .map(|until| *until - now)
+    }
+
+    /// Re-read the cooldowns of `accounts`; on failure the cache stays as it was.
+    pub async fn refresh(&self, accounts: &[String]) {
+        match self.store.cooldowns(accounts).await {
+            Ok(left) => {
+                let now = Instant::now();
+                if let Ok(mut cache) = self.cache.write() {
+                    // A rest this engine just began may not be stored yet: the later end wins.
+                    let mut fresh: HashMap<String, Instant> = accounts
+                        .iter()
+                        .zip(left)
+                        .filter_map(|(account, left)| Some((account.clone(), now + left?)))
+                        .collect();
+                    for (account, until) in cache.iter().filter(|(_, until)| **until > now) {
+                        let end = fresh.entry(account.clone()).or_insert(*until);
+                        *end = (*end).max(*until);
+                    }
+                    *cache = fresh;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "could not read the cooldowns"),
+        }
+    }
+
+    /// Rest `account` for `duration`: here at once, in the store in the background.
+    pub fn cool_down(self: &Arc<Self>, account: &str, duration: Duration, shutdown: &Shutdown) {
+        let until = Instant::now() + duration;
+        if let Ok(mut cache) = self.cache.write() {
+            let end = cache.entry(account.to_owned()).or_insert(until);
+            *end = (*end).max(until);
+        }
+        let cooldowns = Arc::clone(self);
+        let account = account.to_owned();
+        shutdown.spawn(async move {
+            if let Err(error) = cooldowns.store.cool_down(&account, duration).await {
+                tracing::warn!(account, %error, "could not share the account's cooldown");
+            }
+        });
+    }
+}

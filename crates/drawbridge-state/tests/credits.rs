@@ -1,0 +1,258 @@
+//! The conformance suite of [`CreditStore`]: every scenario runs against the embedded store and
+//! against ValKey (two clients, "two engines", on a real `redis-server`). Then the ValKey key
+//! layout and the embedded store's snapshot.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure, like the tests that call them"
+)]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "charges race from tasks of the test's own runtime, which ends with the test"
+)]
+
+use std::sync::Arc;
+
+use drawbridge_state::{
+    Charge, CreditSnapshot, CreditStore, EmbeddedCredits, MAX_BALANCE, StateError, ValkeyRegistry,
+};
+use test_support::redis::RedisServer;
+
+/// Two engines' views of one store (the embedded store has one: both are the same).
+struct Nodes {
+    a: Arc<dyn CreditStore>,
+    b: Arc<dyn CreditStore>,
+}
+
+fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+mod suite {
+    use super::*;
+
+    pub async fn charges_take_what_is_left_and_never_go_below_zero(n: Nodes) {
+        n.a.set_balance("acct-1", Some(25)).await.unwrap();
+        assert_eq!(
+            n.b.charge("acct-1", 10).await.unwrap(),
+            Some(Charge {
+                charged: 10,
+                balance: 15
+            })
+        );
+        assert_eq!(
+            n.a.charge("acct-1", 40).await.unwrap(),
+            Some(Charge {
+                charged: 15,
+                balance: 0
+            }),
+            "only what was left is taken"
+        );
+        assert_eq!(
+            n.b.charge("acct-1", 5).await.unwrap(),
+            Some(Charge {
+                charged: 0,
+                balance: 0
+            })
+        );
+        assert_eq!(n.a.balances(&ids(&["acct-1"])).await.unwrap(), [Some(0)]);
+    }
+
+    pub async fn concurrent_charges_never_overdraw(n: Nodes) {
+        const START: i64 = 1_000;
+        const EACH: i64 = 7;
+        n.a.set_balance("acct-1", Some(START)).await.unwrap();
+        let charges = (0..200).map(|i| {
+            let store = if i % 2 == 0 {
+                Arc::clone(&n.a)
+            } else {
+                Arc::clone(&n.b)
+            };
+            tokio::spawn(async move { store.charge("acct-1", EACH).await.unwrap().unwrap() })
+        });
+        let mut taken = 0;
+        let mut short = 0;
+        for charge in futures::future::join_all(charges).await {
+            let charge = charge.unwrap();
+            assert!(charge.balance >= 0, "{charge:?}");
+            assert!(charge.charged <= EACH);
+            if charge.charged < EACH {
+                short += 1;
+            }
+            taken += charge.charged;
+        }
+        assert_eq!(taken, START, "every milli-credit was taken exactly once");
+        assert_eq!(n.b.balances(&ids(&["acct-1"])).await.unwrap(), [Some(0)]);
+        // 1000 = 142 × 7 + 6: one charge got the last 6, the other 57 got nothing.
+        assert_eq!(short, 200 - 142);
+    }
+
+    pub async fn unmetered_accounts_are_never_charged(n: Nodes) {
+        assert_eq!(n.a.charge("free", 50).await.unwrap(), None);
+        assert_eq!(
+            n.b.balances(&ids(&["free", "other"])).await.unwrap(),
+            [None, None]
+        );
+        // A top-up meters it from zero; removing the balance unmeters it again.
+        assert_eq!(n.a.top_up("free", 30).await.unwrap(), 30);
+        assert_eq!(n.b.top_up("free", 12).await.unwrap(), 42);
+        assert_eq!(n.a.balances(&ids(&["free"])).await.unwrap(), [Some(42)]);
+        n.b.set_balance("free", None).await.unwrap();
+        assert_eq!(n.a.charge("free", 50).await.unwrap(), None);
+        assert_eq!(n.a.top_up("free", MAX_BALANCE).await.unwrap(), MAX_BALANCE);
+        assert_eq!(n.a.top_up("free", 1).await.unwrap(), MAX_BALANCE, "capped");
+    }
+
+    pub async fn grants_apply_once_per_change(n: Nodes) {
+        let grants = vec![
+            ("a".to_owned(), Some(1_000)),
+            ("b".to_owned(), None),
+            ("c".to_owned(), Some(500)),
+        ];
+        let applied = n.a.apply_grants(&grants).await.unwrap();
+        assert_eq!(applied, ["a", "c"]);
+        n.a.charge("a", 400).await.unwrap();
+        // Another engine (or a restart) with the same config changes nothing.
+        assert!(n.b.apply_grants(&grants).await.unwrap().is_empty());
+        assert_eq!(
+            n.b.balances(&ids(&["a", "b", "c"])).await.unwrap(),
+            [Some(600), None, Some(500)]
+        );
+        // An edited grant is a top-up (or a reset); a grant removed unmeters the account.
+        let edited = vec![("a".to_owned(), Some(2_000)), ("c".to_owned(), None)];
+        assert_eq!(n.b.apply_grants(&edited).await.unwrap(), ["a", "c"]);
+        assert_eq!(
+            n.a.balances(&ids(&["a", "c"])).await.unwrap(),
+            [Some(2_000), None]
+        );
+        // A metered account whose balance went missing gets its grant again.
+        n.a.set_balance("a", None).await.unwrap();
+        assert_eq!(n.a.apply_grants(&edited).await.unwrap(), ["a"]);
+        assert_eq!(n.b.balances(&ids(&["a"])).await.unwrap(), [Some(2_000)]);
+    }
+
+    pub async fn bad_input_is_refused(n: Nodes) {
+        for result in [
+            n.a.charge("acct-1", -1).await.map(|_| ()),
+            n.a.charge("a:b", 1).await.map(|_| ()),
+            n.a.top_up("acct-1", -5).await.map(|_| ()),
+            n.a.set_balance("acct-1", Some(-1)).await,
+            n.a.set_balance("", Some(1)).await,
+            n.a.apply_grants(&[("x y".to_owned(), Some(1))])
+                .await
+                .map(|_| ()),
+        ] {
+            assert!(matches!(result, Err(StateError::Invalid(_))), "{result:?}");
+        }
+        assert_eq!(n.b.balances(&ids(&["acct-1"])).await.unwrap(), [None]);
+    }
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let store: Arc<dyn CreditStore> = Arc::new(EmbeddedCredits::new());
+                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store }).await;
+                }
+            )*
+        }
+        mod valkey {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let server = RedisServer::start();
+                    let a = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
+                    let b = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
+                    suite::$scenario(Nodes { a: a.clone(), b: b.clone() }).await;
+                    a.close().await;
+                    b.close().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    charges_take_what_is_left_and_never_go_below_zero,
+    concurrent_charges_never_overdraw,
+    unmetered_accounts_are_never_charged,
+    grants_apply_once_per_change,
+    bad_input_is_refused,
+);
+
+#[tokio::test]
+async fn valkey_key_layout() {
+    use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+    let server = RedisServer::start();
+    let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
+    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    store
+        .apply_grants(&[("acct-1".to_owned(), Some(2_500))])
+        .await
+        .unwrap();
+    store.charge("acct-1", 500).await.unwrap();
+    let balance: Option<i64> = raw.get("credits:acct-1").await.unwrap();
+    assert_eq!(balance, Some(2_000));
+    let grant: Option<i64> = raw.get("credits:acct-1:grant").await.unwrap();
+    assert_eq!(grant, Some(2_500));
+    // What another tool writes with INCRBY is what the engines read.
+    let _: i64 = raw.incr_by("credits:acct-1", 5).await.unwrap();
+    assert_eq!(
+        store.balances(&["acct-1".to_owned()]).await.unwrap(),
+        [Some(2_005)]
+    );
+    let () = raw
+        .set("credits:acct-2", "lots", None, None, false)
+        .await
+        .unwrap();
+    let corrupt = store.balances(&["acct-2".to_owned()]).await;
+    assert!(
+        matches!(corrupt, Err(StateError::Corrupt(_))),
+        "{corrupt:?}"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_embedded_store_restores_from_its_snapshot() {
+    let store = EmbeddedCredits::new();
+    store
+        .apply_grants(&[("a".to_owned(), Some(100)), ("b".to_owned(), Some(7))])
+        .await
+        .unwrap();
+    store.charge("a", 30).await.unwrap();
+    store.top_up("c", 5).await.unwrap();
+    let snapshot = store.snapshot();
+    assert_eq!(
+        snapshot,
+        CreditSnapshot {
+            balances: vec![("a".into(), 70), ("b".into(), 7), ("c".into(), 5)],
+            grants: vec![("a".into(), 100), ("b".into(), 7)],
+        }
+    );
+    assert_eq!(store.all_balances(), snapshot.balances);
+    let json = serde_json::to_string(&snapshot).unwrap();
+    let restored = EmbeddedCredits::restore(serde_json::from_str(&json).unwrap());
+    // The same config after a restart changes nothing: what was spent stays spent.
+    assert!(
+        restored
+            .apply_grants(&[("a".to_owned(), Some(100))])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        CreditStore::balances(&restored, &ids(&["a", "b", "c"]))
+            .await
+            .unwrap(),
+        [Some(70), Some(7), Some(5)]
+    );
+}
