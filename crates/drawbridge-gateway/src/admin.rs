@@ -22,7 +22,7 @@ use drawbridge_state::{
 };
 use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::parse_json;
-use drawbridge_types::{ApiError, ErrorKind};
+use drawbridge_types::{ApiError, CreditChange, ErrorKind};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -104,6 +104,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             get(get_key).patch(update_key).delete(revoke_key),
         )
         .route("/admin/accounts", get(list_accounts))
+        .route("/admin/accounts/{id}/credits", post(change_credits))
         .route("/admin/usage", get(usage))
         .route("/admin/metrics", get(metrics_snapshot))
         .with_state(admin)
@@ -492,6 +493,28 @@ async fn list_accounts(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> R
         Ok::<_, ApiError>(json(
             StatusCode::OK,
             serde_json::json!({ "object": "list", "data": accounts }),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /admin/accounts/{id}/credits`: `{"add": N}` or `{"set": N}` (milli-credits: 1000 is
+/// one Kiro credit), or `{"set": null}` to stop tracking the account's credits.
+async fn change_credits(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        admin.authorize(&headers)?;
+        let change = CreditChange::from_json(&body)?;
+        let credits = admin.backend.change_credits(&account, change).await?;
+        tracing::info!(account, ?credits, "account credits changed");
+        Ok::<_, ApiError>(json(
+            StatusCode::OK,
+            serde_json::json!({ "account": account, "credits": credits }),
         ))
     }
     .await;

@@ -11,7 +11,7 @@ use drawbridge_http::{ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
 use drawbridge_types::openai::{ModelList, StreamOptions};
 use drawbridge_types::sse::SseDecoder;
 use drawbridge_types::{
-    AccountView, ApiError, ChatCompletionRequest, ChunkReader, CompletionEvent, ErrorBody,
+    AccountView, ApiError, CreditChange, ChatCompletionRequest, ChunkReader, CompletionEvent, ErrorBody,
     ErrorKind, HealthReport, HealthStatus,
 };
 use futures::future::BoxFuture;
@@ -257,6 +257,55 @@ impl ChatBackend for HttpEngine {
             let list: List = serde_json::from_slice(&body)
                 .map_err(|_| ApiError::upstream("The engine sent a malformed account list."))?;
             Ok(list.accounts)
+        }
+        .boxed()
+    }
+
+    fn change_credits<'a>(
+        &'a self,
+        account: &'a str,
+        change: CreditChange,
+    ) -> BoxFuture<'a, Result<Option<i64>, ApiError>> {
+        #[derive(serde::Deserialize)]
+        struct Changed {
+            credits: Option<i64>,
+        }
+        async move {
+            let body = match change {
+                CreditChange::Add(n) => serde_json::json!({ "add": n }),
+                CreditChange::Set(n) => serde_json::json!({ "set": n }),
+            };
+            // Account ids are letters, digits, '-', '_' and '.': nothing to escape in a path;
+            // anything else cannot name an account.
+            if !account
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("No account '{account}'."),
+                ));
+            }
+            let response = self
+                .send(
+                    Method::POST,
+                    &format!("/internal/accounts/{account}/credits"),
+                    Bytes::from(body.to_string()),
+                    None,
+                )
+                .await?;
+            if response.status() != StatusCode::OK {
+                return Err(error_from(response).await);
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| ApiError::upstream("The engine's answer broke off."))?
+                .to_bytes();
+            let changed: Changed = serde_json::from_slice(&body)
+                .map_err(|_| ApiError::upstream("The engine sent a malformed answer."))?;
+            Ok(changed.credits)
         }
         .boxed()
     }

@@ -338,38 +338,39 @@ struct AccountsCollector {
 }
 
 /// `closed` 0, `half_open` 1, `open` 2.
-fn breaker_value(state: &str) -> i64 {
+fn breaker_value(state: &str) -> f64 {
     match state {
-        "open" => 2,
-        "half_open" => 1,
-        _ => 0,
+        "open" => 2.0,
+        "half_open" => 1.0,
+        _ => 0.0,
     }
 }
 
 impl Collector for AccountsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let accounts = self.accounts.lock().map(|a| a.clone()).unwrap_or_default();
-        type Read = fn(&AccountView) -> Option<i64>;
+        type Read = fn(&AccountView) -> Option<f64>;
         let gauges: [(&str, &str, Read); 6] = [
             (
                 "drawbridge_account_slots",
                 "Agent processes in the account's pool",
-                |a| Some(i64::from(a.slots)),
+                |a| Some(f64::from(a.slots)),
             ),
             (
                 "drawbridge_account_busy",
                 "Agent processes of the account serving a request now",
-                |a| Some(i64::from(a.busy)),
+                |a| Some(f64::from(a.busy)),
             ),
             (
                 "drawbridge_account_queue_depth",
                 "Requests waiting for a slot of the account",
-                |a| Some(i64::from(a.queue_depth)),
+                |a| Some(f64::from(a.queue_depth)),
             ),
             (
                 "drawbridge_account_credits",
                 "Credits the account has left (only accounts whose credits are tracked)",
-                |a| a.credits,
+                // The engine keeps milli-credits; the metric is in credits.
+                |a| a.credits.map(|milli| milli as f64 / 1000.0),
             ),
             (
                 "drawbridge_account_breaker_state",
@@ -387,12 +388,12 @@ impl Collector for AccountsCollector {
                             drawbridge_types::worker::AccountStatus::Healthy
                                 | drawbridge_types::worker::AccountStatus::Degraded
                         );
-                    Some(i64::from(serving))
+                    Some(if serving { 1.0 } else { 0.0 })
                 },
             ),
         ];
         for (name, help, read) in gauges {
-            let values: Vec<(String, i64)> = accounts
+            let values: Vec<(String, f64)> = accounts
                 .iter()
                 .filter_map(|a| read(a).map(|v| (a.account.clone(), v)))
                 .collect();
@@ -550,7 +551,10 @@ mod tests {
     #[test]
     fn account_gauges_follow_the_last_snapshot() {
         let metrics = Metrics::new();
-        metrics.set_accounts(vec![view("a", "open", Some(42)), view("b", "closed", None)]);
+        metrics.set_accounts(vec![
+            view("a", "open", Some(42_500)),
+            view("b", "closed", None),
+        ]);
         let snapshot = metrics.snapshot();
         assert_eq!(
             value(
@@ -570,7 +574,8 @@ mod tests {
         );
         assert_eq!(
             value(&snapshot, "drawbridge_account_credits", &[("account", "a")]),
-            Some(42.0)
+            Some(42.5),
+            "milli-credits are exported as credits"
         );
         assert_eq!(
             value(&snapshot, "drawbridge_account_credits", &[("account", "b")]),
