@@ -123,3 +123,47 @@ impl Usage {
         }
     }
 }
+
+/// Any set of processes at one moment, by pid: for a stack of several servers, each with
+/// its own share of the CPU.
+#[derive(Debug, Clone)]
+pub struct Procs {
+    at: Instant,
+    stats: BTreeMap<u32, ProcStat>,
+}
+
+impl Procs {
+    pub fn take(pids: impl IntoIterator<Item = u32>) -> Procs {
+        Procs {
+            at: Instant::now(),
+            stats: pids
+                .into_iter()
+                .filter_map(|pid| ProcStat::read(pid).map(|stat| (pid, stat)))
+                .collect(),
+        }
+    }
+
+    /// Wall-clock seconds from `earlier` to `self`.
+    pub fn seconds_since(&self, earlier: &Procs) -> f64 {
+        self.at.duration_since(earlier.at).as_secs_f64()
+    }
+
+    /// CPU seconds `pids` spent from `earlier` to `self` (those present at both ends).
+    pub fn cpu_since(&self, earlier: &Procs, pids: &[u32]) -> f64 {
+        pids.iter()
+            .filter_map(|pid| {
+                let before = earlier.stats.get(pid)?;
+                let after = self.stats.get(pid)?;
+                Some(after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / TICKS_PER_SECOND)
+            })
+            .sum()
+    }
+
+    /// Resident memory of `pids` together, KiB.
+    pub fn rss_kib(&self, pids: &[u32]) -> u64 {
+        pids.iter()
+            .filter_map(|pid| self.stats.get(pid))
+            .map(|stat| stat.rss_kib)
+            .sum()
+    }
+}
