@@ -143,8 +143,12 @@ impl Stack {
         .context("write the stack's config")?;
         let env = |node: &str, extra: &[(&str, String)]| {
             let mut env = vec![
-                // `RUST_LOG` wins over `log.level`: set it so the bench's own does not leak in.
-                ("RUST_LOG".to_owned(), args.log_level.clone()),
+                // `RUST_LOG` wins over `log.level`: set it so the bench's own does not leak in,
+                // and keep the `listening NAME=ADDR` lines whatever the level.
+                (
+                    "RUST_LOG".to_owned(),
+                    format!("{},drawbridge::listen=info", args.log_level),
+                ),
                 ("DRAWBRIDGE_NODE__ID".to_owned(), node.to_owned()),
             ];
             env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
@@ -359,6 +363,8 @@ struct Outcome {
     seconds: f64,
     /// CPU seconds per name of [`PROCESSES`].
     cpu: [f64; PROCESSES.len()],
+    /// Seconds runnable but waiting for a CPU, per name of [`PROCESSES`].
+    wait: [f64; PROCESSES.len()],
 }
 
 impl Outcome {
@@ -374,6 +380,12 @@ impl Outcome {
     fn cpu_per_prompt(&self) -> [f64; PROCESSES.len()] {
         let n = self.load.latencies.len().max(1) as f64;
         self.cpu.map(|cpu| 1000.0 * cpu / n)
+    }
+
+    /// Milliseconds runnable but waiting for a CPU per good answer, per name of [`PROCESSES`].
+    fn wait_per_prompt(&self) -> [f64; PROCESSES.len()] {
+        let n = self.load.latencies.len().max(1) as f64;
+        self.wait.map(|wait| 1000.0 * wait / n)
     }
 }
 
@@ -421,6 +433,7 @@ async fn run_once(
     outcome.seconds += after.seconds_since(&before);
     for (i, pids) in pids.iter().enumerate() {
         outcome.cpu[i] += after.cpu_since(&before, pids);
+        outcome.wait[i] += after.run_delay_since(&before, pids);
     }
     Ok(())
 }
@@ -650,6 +663,23 @@ fn print_mode(mode: Mode, outcomes: &[(Entry, Outcome)]) {
             cpu[6],
         );
     }
+    println!(
+        "{:<38} | runnable but waiting for a CPU, ms per prompt: gw / eng / wrk / db / agents / bench",
+        ""
+    );
+    for (entry, outcome) in outcomes {
+        let wait = outcome.wait_per_prompt();
+        println!(
+            "{:<38} | {:.3} / {:.3} / {:.3} / {:.3} / {:.3} / {:.3}",
+            entry.describe(),
+            wait[0],
+            wait[1],
+            wait[2],
+            wait[3],
+            wait[4] + wait[5],
+            wait[6],
+        );
+    }
     let Some((_, base)) = outcomes.iter().find(|(entry, _)| *entry == Entry::Worker) else {
         return;
     };
@@ -715,9 +745,16 @@ fn record_mode(report: &mut StackReport, mode: Mode, outcomes: &[(Entry, Outcome
             outcome.load.errors as f64,
             "requests",
         );
-        for (process, cpu) in PROCESSES.iter().zip(outcome.cpu_per_prompt()) {
+        for ((process, cpu), wait) in PROCESSES
+            .iter()
+            .zip(outcome.cpu_per_prompt())
+            .zip(outcome.wait_per_prompt())
+        {
             if cpu > 0.0 {
                 report.metric(format!("{name}.cpu_per_prompt.{process}"), cpu, "ms");
+            }
+            if wait > 0.0 {
+                report.metric(format!("{name}.cpu_wait_per_prompt.{process}"), wait, "ms");
             }
         }
         if let Some((rate, base_latency, base_first)) = base
