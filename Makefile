@@ -31,8 +31,9 @@ build:
 release:
 	$(CARGO) build --workspace --bins --release --locked
 
-## Worker throughput and first-byte latency with the mock agent (release build); see BENCHMARKS.md.
-## Extra flags: make bench BENCH_ARGS="--duration 10" (drawbridge-bench --help lists them).
+## Worker throughput, first-byte latency and the full stack's added latency with the mock agent
+## (release build); see BENCHMARKS.md. Extra flags: make bench BENCH_ARGS="--duration 10", or
+## BENCH_ARGS="--sections stack" for the full stack alone (drawbridge-bench --help lists them).
 bench:
 	$(CARGO) build --release --workspace --bins --locked
 	./target/release/drawbridge-bench $(BENCH_ARGS)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request};
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{self, SendRequest};
@@ -16,6 +16,36 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::stats::Samples;
+
+/// Where a load client sends its prompts: the worker's `POST /prompt`, or an OpenAI
+/// `POST /v1/chat/completions` behind a bearer key.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub path: &'static str,
+    /// The whole `Authorization` header value, if the endpoint wants one.
+    pub authorization: Option<String>,
+}
+
+impl Target {
+    /// The worker's own `POST /prompt` (no authentication).
+    pub fn prompt(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            path: "/prompt",
+            authorization: None,
+        }
+    }
+
+    /// `POST /v1/chat/completions` with `Authorization: Bearer key`.
+    pub fn chat(addr: SocketAddr, key: &str) -> Target {
+        Target {
+            addr,
+            path: "/v1/chat/completions",
+            authorization: Some(format!("Bearer {key}")),
+        }
+    }
+}
 
 /// One keep-alive HTTP/1 connection. Dropping it closes the connection.
 pub struct Conn {
@@ -47,39 +77,57 @@ impl Conn {
         &mut self,
         method: Method,
         path: &str,
+        authorization: Option<&str>,
         body: Bytes,
     ) -> Result<http::Response<hyper::body::Incoming>> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, &self.host)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        let request = request.body(Full::new(body))?;
         self.sender.ready().await.context("connection not ready")?;
         Ok(self.sender.send_request(request).await?)
     }
 
     /// Send a request and read the whole answer: status and body.
-    pub async fn call(&mut self, method: Method, path: &str, body: Bytes) -> Result<(u16, Bytes)> {
-        let response = self.send(method, path, body).await?;
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Bytes,
+    ) -> Result<(u16, Bytes)> {
+        let response = self.send(method, path, authorization, body).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();
         Ok((status, body))
     }
 
     pub async fn get(&mut self, path: &str) -> Result<(u16, Bytes)> {
-        self.call(Method::GET, path, Bytes::new()).await
+        self.call(Method::GET, path, None, Bytes::new()).await
     }
 
-    /// POST a streaming prompt; the time from sending it to the first SSE `data:` chunk whose
-    /// delta has content, then the rest of the stream (read to the end so the connection and
-    /// the agent are free for the next one). `started` is when the clock started.
+    /// POST a streaming prompt to `target`; the time from `started` to the first SSE `data:`
+    /// chunk whose delta has content, then the rest of the stream (read to the end so the
+    /// connection and the agent are free for the next one).
     pub async fn first_content(
         &mut self,
+        target: &Target,
         body: Bytes,
         started: Instant,
     ) -> Result<(Duration, Bytes)> {
-        let response = self.send(Method::POST, "/prompt", body).await?;
+        let response = self
+            .send(
+                Method::POST,
+                target.path,
+                target.authorization.as_deref(),
+                body,
+            )
+            .await?;
         let status = response.status().as_u16();
         let mut incoming = response.into_body();
         let mut received = Vec::new();
@@ -176,7 +224,10 @@ impl Expect {
 /// What the load clients saw.
 #[derive(Debug, Default)]
 pub struct Load {
+    /// Each good answer in full: from sending the request to its last byte.
     pub latencies: Samples,
+    /// For streamed answers: from sending the request to the first chunk with content.
+    pub first_content: Samples,
     pub errors: u64,
     pub first_errors: Vec<String>,
 }
@@ -191,6 +242,7 @@ impl Load {
 
     pub fn merge(&mut self, other: Load) {
         self.latencies.extend(other.latencies);
+        self.first_content.extend(other.first_content);
         self.errors += other.errors;
         for error in other.first_errors {
             if self.first_errors.len() < 5 {
@@ -209,17 +261,35 @@ pub enum Until {
     Count(usize),
 }
 
-/// One load client: POST `body` to `/prompt` back to back on its own connection (reconnecting
-/// if it breaks) until `until`, timing each answer in full.
-pub async fn client(addr: SocketAddr, body: Bytes, expect: Expect, until: Until) -> Load {
+/// A fixed schedule for one client: its first request at `first`, then one every `every`.
+/// A request that cannot leave on time (the previous answer is still arriving) leaves at once,
+/// and its clock still starts at the scheduled time, so a server that falls behind is charged
+/// for the wait (no coordinated omission).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub first: Instant,
+    pub every: Duration,
+}
+
+/// One load client: POST `body` to `target` on its own connection (reconnecting if it breaks)
+/// until `until`, back to back or on the schedule `pace`, timing each answer in full (and,
+/// for a stream, to its first content chunk).
+pub async fn client(
+    target: Target,
+    body: Bytes,
+    expect: Expect,
+    until: Until,
+    pace: Option<Pace>,
+) -> Load {
     let mut load = Load::default();
     let mut sent = 0usize;
     let more = |sent: usize| match until {
         Until::Deadline(deadline) => Instant::now() < deadline,
         Until::Count(count) => sent < count,
     };
+    let mut next = pace.map(|pace| pace.first);
     'connections: while more(sent) {
-        let mut conn = match Conn::open(addr).await {
+        let mut conn = match Conn::open(target.addr).await {
             Ok(conn) => conn,
             Err(error) => {
                 sent += 1;
@@ -228,12 +298,42 @@ pub async fn client(addr: SocketAddr, body: Bytes, expect: Expect, until: Until)
                 continue;
             }
         };
-        while more(sent) {
+        loop {
+            let started = match (next, pace) {
+                (Some(at), Some(pace)) => {
+                    tokio::time::sleep_until(at).await;
+                    next = Some(at + pace.every);
+                    at
+                }
+                _ => Instant::now(),
+            };
+            if !more(sent) {
+                break 'connections;
+            }
             sent += 1;
-            let started = Instant::now();
-            match conn.call(Method::POST, "/prompt", body.clone()).await {
-                Ok((status, reply)) => match expect.check(status, &reply) {
-                    Ok(()) => load.latencies.push(started.elapsed()),
+            let outcome = match expect {
+                Expect::Stream => conn
+                    .first_content(&target, body.clone(), started)
+                    .await
+                    .map(|(first, reply)| (200, reply, Some(first))),
+                Expect::Json(_) => conn
+                    .call(
+                        Method::POST,
+                        target.path,
+                        target.authorization.as_deref(),
+                        body.clone(),
+                    )
+                    .await
+                    .map(|(status, reply)| (status, reply, None)),
+            };
+            match outcome {
+                Ok((status, reply, first)) => match expect.check(status, &reply) {
+                    Ok(()) => {
+                        load.latencies.push(started.elapsed());
+                        if let Some(first) = first {
+                            load.first_content.push(first);
+                        }
+                    }
                     Err(error) => load.record_error(error),
                 },
                 Err(error) => {

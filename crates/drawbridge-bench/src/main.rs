@@ -13,9 +13,16 @@
 //! 3. **Calibration**: a pool of 8 warm `AgentProcess`es driven in-process at full speed, the
 //!    ceiling the worker's ACP path can reach on this machine.
 //!
-//! It prints a table and `bench name=... value=... unit=...` lines, says whether the targets
-//! (≥ 1,000 prompts/s; warm pool ≥ 10× faster to first byte) were met without failing on them,
-//! and exits non-zero if any request failed.
+//! 4. **Full stack** (`stack.rs`): `kiro-worker`, `drawbridge-engine` and `drawbridge-gateway`
+//!    from one config, and the single-process `drawbridge`; the same streaming load on the
+//!    worker's `/prompt`, the engine's and the gateway's `/v1/chat/completions` and
+//!    `drawbridge`'s, in turn: the latency each layer adds, throughput ratios, and the CPU and
+//!    memory of every process.
+//!
+//! It prints tables and `bench name=... value=... unit=...` lines, says whether the targets
+//! (≥ 1,000 prompts/s; warm pool ≥ 10× faster to first byte; the gateway adds ≤ 1 ms at p50
+//! and ≤ 5 ms at p99) were met without failing on them, and exits non-zero if any request
+//! failed.
 #![expect(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -25,6 +32,7 @@
 mod acp;
 mod client;
 mod procfs;
+mod stack;
 mod stats;
 mod worker;
 
@@ -37,7 +45,7 @@ use clap::Parser;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{Conn, Expect, Load, Until};
+use crate::client::{Conn, Expect, Load, Target, Until};
 use crate::procfs::{Snapshot, Usage};
 use crate::stats::{Samples, Summary};
 use crate::worker::{Bins, WorkerProcess};
@@ -50,9 +58,13 @@ const FIRST_BYTE_TARGET: f64 = 10.0;
 #[derive(Debug, Parser)]
 #[command(
     name = "drawbridge-bench",
-    about = "Worker throughput with the instant mock agent, and first-byte latency of a warm pool against spawning an agent per request"
+    about = "Worker throughput with the instant mock agent, first-byte latency of a warm pool against spawning an agent per request, and the latency the engine and gateway add"
 )]
 struct Args {
+    /// What to measure: `worker` (throughput, first byte, calibration) and/or `stack` (the
+    /// full stack against the worker alone).
+    #[arg(long, value_delimiter = ',', default_value = "worker,stack")]
+    sections: Vec<Section>,
     /// Seconds each throughput run lasts.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -74,6 +86,52 @@ struct Args {
     /// First-byte measurements with an agent process spawned per request.
     #[arg(long, default_value_t = 50)]
     spawn_n: usize,
+    /// Full stack: concurrent streaming clients of the saturating and paced runs (a run with
+    /// one client follows).
+    #[arg(long, default_value_t = 32)]
+    stack_concurrency: usize,
+    /// Full stack: agent processes in the account's pool, in the worker and in `drawbridge`
+    /// (default: --stack-concurrency, so requests do not queue for an agent).
+    #[arg(long)]
+    stack_pool_size: Option<u32>,
+    /// Full stack: seconds per entry point and measurement (all rounds together; default
+    /// --duration).
+    #[arg(long)]
+    stack_duration: Option<f64>,
+    /// Full stack: the entry points take turns this many times per measurement.
+    #[arg(long, default_value_t = 2)]
+    stack_rounds: usize,
+    /// Full stack: the paced run's rate as a fraction of the slowest entry point's saturated
+    /// rate (0: no paced run).
+    #[arg(long, default_value_t = 0.5)]
+    stack_paced_fraction: f64,
+    /// Full stack: leave out the single-process `drawbridge`.
+    #[arg(long)]
+    stack_no_single: bool,
+    /// Full stack: warm-up requests per entry point.
+    #[arg(long, default_value_t = 400)]
+    stack_warmup: usize,
+    /// Full stack: the processes' log level (`info` is the default of a deployment; every
+    /// request logs a line at info on the gateway and the engine).
+    #[arg(long, default_value = "info")]
+    stack_log: String,
+    /// Full stack: `KEY=VALUE` added to every process's environment, for experiments (e.g.
+    /// `DRAWBRIDGE_LOG__TRACE_SAMPLE_RATIO=0`); repeatable.
+    #[arg(long, value_parser = parse_env)]
+    stack_env: Vec<(String, String)>,
+}
+
+fn parse_env(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {pair:?}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Worker,
+    Stack,
 }
 
 #[tokio::main]
@@ -124,13 +182,58 @@ impl Report {
 
 async fn run(args: &Args) -> Result<u64> {
     let bins = Bins::locate()?;
-    let duration = Duration::from_secs_f64(args.duration);
     let mut report = Report::default();
     print_machine(&bins);
+    if args.sections.contains(&Section::Worker) {
+        worker_section(args, &bins, &mut report).await?;
+    }
+    if args.sections.contains(&Section::Stack) {
+        let stack = stack::run(
+            &bins,
+            &stack::StackArgs {
+                concurrency: args.stack_concurrency.max(1),
+                pool_size: args
+                    .stack_pool_size
+                    .unwrap_or(u32::try_from(args.stack_concurrency).unwrap_or(32))
+                    .max(1),
+                duration: Duration::from_secs_f64(args.stack_duration.unwrap_or(args.duration)),
+                rounds: args.stack_rounds,
+                paced_fraction: args.stack_paced_fraction,
+                single: !args.stack_no_single,
+                warmup: args.stack_warmup,
+                log_level: args.stack_log.clone(),
+                env: args.stack_env.clone(),
+            },
+            PROMPT,
+        )
+        .await?;
+        report.failures += stack.failures;
+        report.metrics.extend(stack.metrics);
+    }
+    println!(
+        "\nload average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    report.metric("failures", report.failures as f64, "requests");
+    println!();
+    for (name, value, unit) in &report.metrics {
+        println!("bench name={name} value={value:.3} unit={unit}");
+    }
+    Ok(report.failures)
+}
+
+/// Sections 1 to 3: the worker alone.
+async fn worker_section(args: &Args, bins: &Bins, report: &mut Report) -> Result<()> {
+    let duration = Duration::from_secs_f64(args.duration);
 
     // ---- 1. Throughput through the worker ---------------------------------------------
     let started = Instant::now();
-    let worker = WorkerProcess::start(&bins, args.pool_size).await?;
+    let worker = WorkerProcess::start(bins, args.pool_size).await?;
     worker.wait_warm(Duration::from_secs(60)).await?;
     println!(
         "kiro-worker up with 1 account × pool {} in {:.0} ms (until /slots shows every slot idle)\n",
@@ -154,10 +257,11 @@ async fn run(args: &Args) -> Result<u64> {
     let mut tasks = JoinSet::new();
     for _ in 0..warmup_clients {
         tasks.spawn(client::client(
-            worker.addr,
+            Target::prompt(worker.addr),
             json.clone(),
             expect_json.clone(),
             Until::Count(args.warmup.div_ceil(warmup_clients)),
+            None,
         ));
     }
     let mut warmup = Load::default();
@@ -281,16 +385,21 @@ async fn run(args: &Args) -> Result<u64> {
     );
 
     // ---- 2a. First byte on the warm pool, over HTTP -------------------------------------
+    let target = Target::prompt(worker.addr);
     let mut conn = Conn::open(worker.addr).await?;
     for _ in 0..20 {
-        conn.first_content(sse.clone(), Instant::now()).await?;
+        conn.first_content(&target, sse.clone(), Instant::now())
+            .await?;
     }
     let mut warm_http = Load {
         latencies: Samples::with_capacity(args.warm_n),
         ..Load::default()
     };
     for _ in 0..args.warm_n {
-        match conn.first_content(sse.clone(), Instant::now()).await {
+        match conn
+            .first_content(&target, sse.clone(), Instant::now())
+            .await
+        {
             Ok((latency, _)) => warm_http.latencies.push(latency),
             Err(error) => {
                 warm_http.record_error(format!("{error:#}"));
@@ -462,13 +571,7 @@ async fn run(args: &Args) -> Result<u64> {
         f64::from(u8::from(ratio_met)),
         "bool",
     );
-    report.metric("failures", report.failures as f64, "requests");
-
-    println!();
-    for (name, value, unit) in &report.metrics {
-        println!("bench name={name} value={value:.3} unit={unit}");
-    }
-    Ok(report.failures)
+    Ok(())
 }
 
 fn met(yes: bool) -> &'static str {
@@ -491,10 +594,11 @@ async fn http_run(
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency {
         tasks.spawn(client::client(
-            worker.addr,
+            Target::prompt(worker.addr),
             body.clone(),
             expect.clone(),
             until,
+            None,
         ));
     }
     let mut load = Load::default();

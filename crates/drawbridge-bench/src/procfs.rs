@@ -15,6 +15,9 @@ pub struct ProcStat {
     pub cpu_ticks: u64,
     /// Resident set size (`VmRSS`), KiB.
     pub rss_kib: u64,
+    /// Nanoseconds its threads spent runnable but waiting for a CPU (the second field of
+    /// `/proc/<pid>/task/<tid>/schedstat`, summed over the threads alive now).
+    pub run_delay_ns: u64,
 }
 
 impl ProcStat {
@@ -35,8 +38,21 @@ impl ProcStat {
         Some(ProcStat {
             cpu_ticks: utime + stime,
             rss_kib,
+            run_delay_ns: run_delay_ns(pid),
         })
     }
+}
+
+/// The run-queue wait of every thread of `pid` so far (0 where the kernel has no schedstat).
+fn run_delay_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The processes of one scenario at one moment: the server under test (if any), its agents,
@@ -121,5 +137,61 @@ impl Usage {
         } else {
             0.0
         }
+    }
+}
+
+/// Any set of processes at one moment, by pid: for a stack of several servers, each with
+/// its own share of the CPU.
+#[derive(Debug, Clone)]
+pub struct Procs {
+    at: Instant,
+    stats: BTreeMap<u32, ProcStat>,
+}
+
+impl Procs {
+    pub fn take(pids: impl IntoIterator<Item = u32>) -> Procs {
+        Procs {
+            at: Instant::now(),
+            stats: pids
+                .into_iter()
+                .filter_map(|pid| ProcStat::read(pid).map(|stat| (pid, stat)))
+                .collect(),
+        }
+    }
+
+    /// Wall-clock seconds from `earlier` to `self`.
+    pub fn seconds_since(&self, earlier: &Procs) -> f64 {
+        self.at.duration_since(earlier.at).as_secs_f64()
+    }
+
+    /// CPU seconds `pids` spent from `earlier` to `self` (those present at both ends).
+    pub fn cpu_since(&self, earlier: &Procs, pids: &[u32]) -> f64 {
+        pids.iter()
+            .filter_map(|pid| {
+                let before = earlier.stats.get(pid)?;
+                let after = self.stats.get(pid)?;
+                Some(after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / TICKS_PER_SECOND)
+            })
+            .sum()
+    }
+
+    /// Seconds `pids` spent runnable but waiting for a CPU, from `earlier` to `self`. Threads
+    /// that ended in between are not counted.
+    pub fn run_delay_since(&self, earlier: &Procs, pids: &[u32]) -> f64 {
+        pids.iter()
+            .filter_map(|pid| {
+                let before = earlier.stats.get(pid)?;
+                let after = self.stats.get(pid)?;
+                Some(after.run_delay_ns.saturating_sub(before.run_delay_ns) as f64 / 1e9)
+            })
+            .sum()
+    }
+
+    /// Resident memory of `pids` together, KiB.
+    pub fn rss_kib(&self, pids: &[u32]) -> u64 {
+        pids.iter()
+            .filter_map(|pid| self.stats.get(pid))
+            .map(|stat| stat.rss_kib)
+            .sum()
     }
 }

@@ -1,6 +1,6 @@
 //! The binaries under test, and a real `kiro-worker` started on loopback with mock agents.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,6 +26,10 @@ use crate::client::Conn;
 pub struct Bins {
     pub dir: PathBuf,
     pub worker: PathBuf,
+    pub engine: PathBuf,
+    pub gateway: PathBuf,
+    /// The single-process `drawbridge`.
+    pub single: PathBuf,
     pub agent: PathBuf,
 }
 
@@ -54,6 +58,9 @@ impl Bins {
         };
         Ok(Bins {
             worker: find("kiro-worker")?,
+            engine: find("drawbridge-engine")?,
+            gateway: find("drawbridge-gateway")?,
+            single: find("drawbridge")?,
             agent: find("mock-acp-agent")?,
             dir,
         })
@@ -64,13 +71,123 @@ impl Bins {
 type LogTail = Arc<Mutex<VecDeque<String>>>;
 const LOG_LINES: usize = 200;
 
+/// One of the binaries under test, running: its listeners as it announced them
+/// (`listening NAME=ADDR` on stderr) and the tail of its log.
+pub struct Server {
+    name: String,
+    child: Child,
+    addrs: BTreeMap<String, SocketAddr>,
+    log: LogTail,
+    _stderr: JoinSet<()>,
+}
+
+impl Server {
+    /// Start `binary --config config` with `env` added, and wait until it has announced every
+    /// listener in `listeners`.
+    pub async fn start(
+        binary: &Path,
+        config: &Path,
+        env: &[(String, String)],
+        listeners: &[&str],
+    ) -> Result<Server> {
+        let name = binary.file_name().map_or_else(
+            || binary.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let stderr = child.stderr.take().context("the child's stderr")?;
+        let log = LogTail::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut tasks = JoinSet::new();
+        let lines = Arc::clone(&log);
+        tasks.spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Some(rest) = line.split("listening ").nth(1)
+                    && let Some((name, addr)) = rest.trim().split_once('=')
+                    && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+                {
+                    let _ = tx.send((name.to_owned(), addr));
+                }
+                let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
+                if lines.len() == LOG_LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+        let mut addrs = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !listeners.iter().all(|l| addrs.contains_key(*l)) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                // Loopback whatever the bind address was.
+                Ok(Some((name, addr))) => {
+                    addrs.insert(name, SocketAddr::from(([127, 0, 0, 1], addr.port())));
+                }
+                _ => bail!(
+                    "{name} did not announce its listeners {listeners:?}; its log:\n{}",
+                    tail(&log)
+                ),
+            }
+        }
+        Ok(Server {
+            name,
+            child,
+            addrs,
+            log,
+            _stderr: tasks,
+        })
+    }
+
+    pub fn addr(&self, listener: &str) -> Result<SocketAddr> {
+        self.addrs
+            .get(listener)
+            .copied()
+            .with_context(|| format!("{} has no listener {listener}", self.name))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log(&self) -> String {
+        tail(&self.log)
+    }
+
+    /// SIGTERM, then wait for the exit; whether it exited 0.
+    pub async fn stop(mut self) -> Result<bool> {
+        if let Some(pid) = self.pid().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => Ok(status?.success()),
+            Err(_) => bail!(
+                "{} did not stop after SIGTERM; log:\n{}",
+                self.name,
+                self.log()
+            ),
+        }
+    }
+}
+
 /// A running `kiro-worker` with one account of `pool_size` instant mock agents.
 pub struct WorkerProcess {
     dir: TempDir,
-    child: Child,
+    server: Server,
     pub addr: SocketAddr,
-    log: LogTail,
-    _stderr: JoinSet<()>,
 }
 
 impl WorkerProcess {
@@ -90,54 +207,14 @@ impl WorkerProcess {
         );
         let config = dir.path().join("worker.yaml");
         std::fs::write(&config, yaml).context("write worker.yaml")?;
-        let mut child = Command::new(&bins.worker)
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {}", bins.worker.display()))?;
-        let stderr = child.stderr.take().context("the worker's stderr")?;
-        let log = LogTail::default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut tasks = JoinSet::new();
-        let lines = Arc::clone(&log);
-        tasks.spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if let Some(rest) = line.split("listening http=").nth(1)
-                    && let Ok(addr) = rest.trim().parse::<SocketAddr>()
-                {
-                    let _ = tx.send(addr);
-                }
-                let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
-                if lines.len() == LOG_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        });
-        let addr = match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            Ok(Some(addr)) => SocketAddr::from(([127, 0, 0, 1], addr.port())),
-            _ => bail!(
-                "kiro-worker did not announce its HTTP port; its log:\n{}",
-                tail(&log)
-            ),
-        };
-        Ok(WorkerProcess {
-            dir,
-            child,
-            addr,
-            log,
-            _stderr: tasks,
-        })
+        let env = [("RUST_LOG".to_owned(), "info".to_owned())];
+        let server = Server::start(&bins.worker, &config, &env, &["http"]).await?;
+        let addr = server.addr("http")?;
+        Ok(WorkerProcess { dir, server, addr })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.server.pid()
     }
 
     /// The agent processes (everything running in the account directories).
@@ -146,53 +223,48 @@ impl WorkerProcess {
     }
 
     pub fn log(&self) -> String {
-        tail(&self.log)
+        self.server.log()
     }
 
     /// Wait until `/slots` shows every slot of every account idle.
     pub async fn wait_warm(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            if let Ok(mut conn) = Conn::open(self.addr).await
-                && let Ok((200, body)) = conn.get("/slots").await
-            {
-                let slots: serde_json::Value = serde_json::from_slice(&body)?;
-                last = slots.to_string();
-                if slots["accounts"].as_array().is_some_and(|accounts| {
-                    !accounts.is_empty()
-                        && accounts
-                            .iter()
-                            .all(|a| a["size"].as_u64() > Some(0) && a["idle"] == a["size"])
-                }) {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        bail!(
-            "the pool never became warm; last /slots: {last}; log:\n{}",
-            self.log()
-        )
+        wait_slots_idle(self.addr, timeout)
+            .await
+            .map_err(|error| anyhow::anyhow!("{error:#}; log:\n{}", self.log()))
     }
 
     /// SIGTERM, then wait for the exit; whether it exited 0.
-    pub async fn stop(mut self) -> Result<bool> {
-        if let Some(pid) = self.pid().and_then(|pid| i32::try_from(pid).ok()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(status) => Ok(status?.success()),
-            Err(_) => bail!(
-                "kiro-worker did not stop after SIGTERM; log:\n{}",
-                self.log()
-            ),
-        }
+    pub async fn stop(self) -> Result<bool> {
+        self.server.stop().await
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Wait until the worker at `addr` shows, on `/slots`, every slot of every account idle.
+pub async fn wait_slots_idle(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut conn) = Conn::open(addr).await
+            && let Ok((200, body)) = conn.get("/slots").await
+        {
+            let slots: serde_json::Value = serde_json::from_slice(&body)?;
+            last = slots.to_string();
+            if slots["accounts"].as_array().is_some_and(|accounts| {
+                !accounts.is_empty()
+                    && accounts
+                        .iter()
+                        .all(|a| a["size"].as_u64() > Some(0) && a["idle"] == a["size"])
+            }) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("the pool never became warm; last /slots: {last}")
 }
 
 fn tail(log: &LogTail) -> String {
