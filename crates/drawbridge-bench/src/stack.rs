@@ -43,12 +43,12 @@ pub const ADDED_P99_TARGET_MS: f64 = 5.0;
 /// needs. The addresses only known once a process listens (the worker's gRPC port for the
 /// engine, the engine's port for the gateway) are passed as `DRAWBRIDGE_*` variables.
 ///
-/// The gateway's key must not be rate limited: once static keys take an `rpm` field, it goes
-/// on this key as `rpm: 0` (unlimited).
+/// The gateway's key is not rate limited (`rpm: 0`). The gateway and `drawbridge` each keep
+/// their records in their own data file (`DRAWBRIDGE_GATEWAY__DATA_FILE`).
 fn config_yaml(agent: &Path, data_dir: &Path, pool_size: u32, log_level: &str) -> String {
     format!(
         "node: {{ id: bench }}\n\
-         gateway:\n  listen: 127.0.0.1:0\n  shutdown_grace: 20s\n  engine_key: {CHANNEL_KEY}\n  api_keys:\n    - {{ name: bench, key: {API_KEY} }}\n\
+         gateway:\n  listen: 127.0.0.1:0\n  shutdown_grace: 20s\n  engine_key: {CHANNEL_KEY}\n  api_keys:\n    - {{ name: bench, key: {API_KEY}, rpm: 0 }}\n\
          engine:\n  listen: 127.0.0.1:0\n  shutdown_grace: 20s\n  channel_keys:\n    - {{ name: bench-gateway, key: {CHANNEL_KEY} }}\n\
          worker:\n  http_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  data_dir: \"{}\"\n  max_queue: 4096\n  shutdown_grace: 20s\n\
          log: {{ level: {log_level} }}\n\
@@ -180,10 +180,16 @@ impl Stack {
             &config,
             &env(
                 "bench-gateway",
-                &[(
-                    "DRAWBRIDGE_GATEWAY__ENGINE_URL",
-                    format!("http://{}", engine.addr("engine")?),
-                )],
+                &[
+                    (
+                        "DRAWBRIDGE_GATEWAY__ENGINE_URL",
+                        format!("http://{}", engine.addr("engine")?),
+                    ),
+                    (
+                        "DRAWBRIDGE_GATEWAY__DATA_FILE",
+                        worker_data.join("gateway.redb").display().to_string(),
+                    ),
+                ],
             ),
             &["gateway"],
         )
@@ -195,10 +201,16 @@ impl Stack {
                     &config,
                     &env(
                         "bench-single",
-                        &[(
-                            "DRAWBRIDGE_WORKER__DATA_DIR",
-                            single_data.display().to_string(),
-                        )],
+                        &[
+                            (
+                                "DRAWBRIDGE_WORKER__DATA_DIR",
+                                single_data.display().to_string(),
+                            ),
+                            (
+                                "DRAWBRIDGE_GATEWAY__DATA_FILE",
+                                single_data.join("gateway.redb").display().to_string(),
+                            ),
+                        ],
                     ),
                     &["gateway"],
                 )

@@ -11,8 +11,8 @@ use drawbridge_http::{ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
 use drawbridge_types::openai::{ModelList, StreamOptions};
 use drawbridge_types::sse::SseDecoder;
 use drawbridge_types::{
-    AccountView, ApiError, CreditChange, ChatCompletionRequest, ChunkReader, CompletionEvent, ErrorBody,
-    ErrorKind, HealthReport, HealthStatus,
+    AccountView, ApiError, ChatCompletionRequest, ChunkReader, CompletionEvent, CreditChange,
+    ErrorBody, ErrorKind, HealthReport, HealthStatus,
 };
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
