@@ -729,3 +729,71 @@ async fn a_broken_answer_is_charged_for_what_the_client_received() {
     assert_eq!(not_streamed["spent"]["tokens"], 0, "{not_streamed}");
     stack.stop().await;
 }
+
+/// Operators see the accounts and top them up through the gateway's admin API; in the
+/// three-process shape that goes through the engine's internal API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_listed_and_topped_up_through_the_admin_api() {
+    let mut stack = Stack::three(StackOptions {
+        accounts: vec![AccountSpec::new(2).credits(2.5), AccountSpec::new(1)],
+        ..StackOptions::default()
+    })
+    .await;
+    let admin = stack.admin();
+    let accounts = admin.get("/admin/accounts").await;
+    assert_eq!(accounts.status, 200, "{}", accounts.text());
+    let accounts = accounts.json();
+    let first = accounts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "acct-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(first["credits"], 2500, "milli-credits: {first}");
+    assert_eq!(first["slots"], 2, "{first}");
+    assert_eq!(first["breaker"], "closed", "{first}");
+
+    let topped = admin
+        .post_json("/admin/accounts/acct-1/credits", &json!({"add": 1000}))
+        .await;
+    assert_eq!(topped.status, 200, "{}", topped.text());
+    assert_eq!(topped.json(), json!({"account": "acct-1", "credits": 3500}));
+    for (body, status) in [
+        (json!({"add": -1}), 400),
+        (json!({"add": 1, "set": 2}), 400),
+        (json!({"pour": 5}), 400),
+    ] {
+        let reply = admin
+            .post_json("/admin/accounts/acct-1/credits", &body)
+            .await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text());
+    }
+    let reply = admin
+        .post_json("/admin/accounts/nobody/credits", &json!({"add": 1}))
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    let reply = stack
+        .client()
+        .post_json("/admin/accounts/acct-1/credits", &json!({"add": 1}))
+        .await;
+    assert_eq!(reply.status, 401, "a client key is no admin token");
+
+    // The gauge follows, in credits.
+    let text = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = stack.client().with_key(None).get("/metrics").await.text();
+            if text.contains("drawbridge_account_credits{account=\"acct-1\"} 3.5") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the credits gauge shows the top-up");
+    assert!(
+        !text.contains("drawbridge_account_credits{account=\"acct-2\"}"),
+        "an unmetered account has no credits gauge"
+    );
+    stack.stop().await;
+}
