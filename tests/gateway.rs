@@ -229,9 +229,39 @@ async fn the_admin_api_is_off_without_a_token() {
     stack.stop().await;
 }
 
+/// The accounts' credits left, in milli-credits, summed, once `ready` holds.
+async fn credits_left(admin: &Client, ready: impl Fn(i64) -> bool) -> i64 {
+    let mut last = 0;
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let accounts = admin.get("/admin/accounts").await.json();
+            last = accounts["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["credits"].as_i64().unwrap())
+                .sum();
+            if ready(last) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "credits never got there; last: {last}");
+    last
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_and_usage_survive_a_restart() {
-    let mut stack = Stack::single(StackOptions::default()).await;
+async fn keys_usage_and_credits_survive_a_restart() {
+    let mut stack = Stack::single(StackOptions {
+        accounts: vec![
+            AccountSpec::new(2).credits(1.0),
+            AccountSpec::new(2).credits(1.0),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
     let (id, secret) = create_key(&stack.admin(), json!({"name": "durable"})).await;
     for _ in 0..2 {
         let reply = stack
@@ -242,11 +272,18 @@ async fn keys_and_usage_survive_a_restart() {
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     let before = usage_of(&stack.admin(), &id, |u| u["requests"] == 2).await;
+    // Each turn of the mock costs 0.01 credits (10 milli-credits).
+    let spent_before = credits_left(&stack.admin(), |left| left == 2000 - 20).await;
 
     stack.restart_single().await;
 
     let after = usage_of(&stack.admin(), &id, |u| u["requests"] == 2).await;
     assert_eq!(before, after, "the ledger is the same after the restart");
+    let spent_after = credits_left(&stack.admin(), |_| true).await;
+    assert_eq!(
+        spent_before, spent_after,
+        "balances are kept, and the configured grant does not refill them"
+    );
     let reply = stack
         .client()
         .with_key(Some(&secret))

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use drawbridge_config::Config;
 use drawbridge_http::{ApiState, ChatBackend};
-use drawbridge_state::{EmbeddedGatewayStore, ValkeyRegistry};
+use drawbridge_state::{CreditStore, EmbeddedGatewayStore, ValkeyRegistry};
 use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,15 @@ pub enum StoreHandle {
 }
 
 impl StoreHandle {
+    /// Where an engine in the same process keeps its account credits: the same ValKey, or the
+    /// same data file (so the single-node binary's balances survive a restart).
+    pub fn credit_store(&self) -> Arc<dyn CreditStore> {
+        match self {
+            StoreHandle::Valkey(store) => store.clone(),
+            StoreHandle::Embedded(store) => store.clone(),
+        }
+    }
+
     /// Flush and close (the embedded file is complete on disk afterwards).
     pub async fn close(&self) {
         match self {

@@ -10,11 +10,13 @@
 //! | `key_last_used` | key id | the key's last use, ms since the epoch (written behind) |
 //! | `key_spent` | key id | what the key has spent, JSON ([`Spent`]) |
 //! | `usage` | (day, key id, account, model) | the ledger row's counters, JSON |
+//! | `credits` | `"snapshot"` | the single-node engine's account balances and grants, JSON ([`CreditSnapshot`]) |
 
 use std::path::{Path, PathBuf};
 
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::credits::CreditSnapshot;
 use crate::error::StateError;
 use crate::gateway::{ApiKeyRecord, RowKey, RowTotals, Spent};
 
@@ -29,6 +31,8 @@ const API_KEYS: TableDefinition<&str, &str> = TableDefinition::new("api_keys");
 const LAST_USED: TableDefinition<&str, u64> = TableDefinition::new("key_last_used");
 const SPENT: TableDefinition<&str, &str> = TableDefinition::new("key_spent");
 const USAGE: TableDefinition<(&str, &str, &str, &str), &str> = TableDefinition::new("usage");
+const CREDITS: TableDefinition<&str, &str> = TableDefinition::new("credits");
+const CREDITS_ROW: &str = "snapshot";
 
 /// Everything the file holds, as loaded at open.
 #[derive(Debug, Default)]
@@ -37,6 +41,7 @@ pub(crate) struct Contents {
     pub last_used: Vec<(String, u64)>,
     pub spent: Vec<(String, Spent)>,
     pub rows: Vec<(RowKey, RowTotals)>,
+    pub credits: Option<CreditSnapshot>,
 }
 
 /// What one commit writes (each item replaces the stored one).
@@ -46,6 +51,7 @@ pub(crate) struct Batch {
     pub last_used: Vec<(String, u64)>,
     pub spent: Vec<(String, Spent)>,
     pub rows: Vec<(RowKey, RowTotals)>,
+    pub credits: Option<CreditSnapshot>,
 }
 
 impl Batch {
@@ -54,6 +60,7 @@ impl Batch {
             && self.last_used.is_empty()
             && self.spent.is_empty()
             && self.rows.is_empty()
+            && self.credits.is_none()
     }
 }
 
@@ -114,6 +121,7 @@ impl DataFile {
             txn.open_table(LAST_USED).map_err(|e| failed(e.into()))?;
             txn.open_table(SPENT).map_err(|e| failed(e.into()))?;
             txn.open_table(USAGE).map_err(|e| failed(e.into()))?;
+            txn.open_table(CREDITS).map_err(|e| failed(e.into()))?;
         }
         txn.commit().map_err(|e| failed(e.into()))
     }
@@ -159,6 +167,11 @@ impl DataFile {
             };
             contents.rows.push((key, totals));
         }
+        let table = txn.open_table(CREDITS).map_err(|e| failed(e.into()))?;
+        if let Some(json) = table.get(CREDITS_ROW).map_err(|e| failed(e.into()))? {
+            contents.credits =
+                Some(serde_json::from_str(json.value()).map_err(|e| corrupt("credits", e))?);
+        }
         Ok(contents)
     }
 
@@ -201,6 +214,13 @@ impl DataFile {
                 );
                 table
                     .insert(key, body.as_str())
+                    .map_err(|e| failed(e.into()))?;
+            }
+            if let Some(credits) = &batch.credits {
+                let body = json("credits", serde_json::to_string(credits))?;
+                txn.open_table(CREDITS)
+                    .map_err(|e| failed(e.into()))?
+                    .insert(CREDITS_ROW, body.as_str())
                     .map_err(|e| failed(e.into()))?;
             }
         }

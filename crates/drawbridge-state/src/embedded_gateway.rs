@@ -12,6 +12,9 @@
 //!   SIGKILL) loses at most the usage and last uses of the last [`FLUSH_INTERVAL`]; an
 //!   acknowledged key change is never lost.
 //!
+//! It is also the single-node engine's [`CreditStore`]: the account balances live in memory
+//! ([`EmbeddedCredits`]) and are written behind like usage.
+//!
 //! Rate-limit windows and quota reservations are in memory only: a restart forgets them.
 //! Time (the windows, reservation TTLs, "today" of a usage query) comes from the store's clock,
 //! the system clock unless [`EmbeddedGatewayStore::with_clock`] gives another.
@@ -26,7 +29,9 @@ use drawbridge_core::limits::{in_window, quota_admits, sliding_window};
 use drawbridge_telemetry::Shutdown;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::credits::{Charge, CreditStore, Grant};
 use crate::data_file::{Batch, Contents, DataFile};
+use crate::embedded_credits::EmbeddedCredits;
 use crate::error::StateError;
 use crate::gateway::{
     ApiKeyRecord, KeyLimits, KeyStore, Quota, QuotaDecision, RateDecision, RateLimiter, RowKey,
@@ -73,6 +78,8 @@ impl std::fmt::Debug for EmbeddedGatewayStore {
 struct Shared {
     data: Mutex<Data>,
     windows: Mutex<Windows>,
+    /// The single-node engine's account balances.
+    credits: EmbeddedCredits,
 }
 
 impl Shared {
@@ -103,6 +110,7 @@ struct Dirty {
     last_used: HashSet<String>,
     spent: HashSet<String>,
     rows: HashSet<RowKey>,
+    credits: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -129,9 +137,10 @@ impl Data {
     }
 
     /// What changed since the last call, to write behind.
-    fn take_dirty(&mut self) -> Batch {
+    fn take_dirty(&mut self, credits: &EmbeddedCredits) -> Batch {
         let dirty = std::mem::take(&mut self.dirty);
         Batch {
+            credits: dirty.credits.then(|| credits.snapshot()),
             keys: Vec::new(),
             last_used: dirty
                 .last_used
@@ -159,6 +168,7 @@ impl Data {
 
     /// A write behind failed: its items are still to be written.
     fn restore_dirty(&mut self, batch: &Batch) {
+        self.dirty.credits |= batch.credits.is_some();
         self.dirty
             .last_used
             .extend(batch.last_used.iter().map(|(id, _)| id.clone()));
@@ -280,9 +290,15 @@ impl EmbeddedGatewayStore {
             usage_rows = contents.rows.len(),
             "gateway data file opened"
         );
+        let credits = contents
+            .credits
+            .clone()
+            .map(EmbeddedCredits::restore)
+            .unwrap_or_default();
         let shared = Arc::new(Shared {
             data: Mutex::new(Data::load(contents)),
             windows: Mutex::default(),
+            credits,
         });
         let (commands, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
@@ -650,7 +666,7 @@ impl Writer {
 
     /// Write what changed since the last write behind; on failure it stays to be written.
     async fn flush(&mut self) -> Result<(), StateError> {
-        let batch = self.shared.data().take_dirty();
+        let batch = self.shared.data().take_dirty(&self.shared.credits);
         if batch.is_empty() {
             return Ok(());
         }
@@ -717,5 +733,54 @@ mod tests {
         windows.hit("s", 5, 1_000, 9_000);
         let counted: Vec<u64> = windows.subjects["s"].counted.iter().copied().collect();
         assert_eq!(counted, [10_000, 10_000]);
+    }
+}
+
+/// The single-node engine's credits, kept in the data file with the gateway's records: every
+/// change is written behind (within [`FLUSH_INTERVAL`], and at shutdown), so a restart keeps the
+/// balances (a crash may forget the last second of charges).
+impl CreditStore for EmbeddedGatewayStore {
+    fn apply_grants<'a>(&'a self, grants: &'a [Grant]) -> StateFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let applied = self.shared.credits.apply_grants(grants).await?;
+            if !applied.is_empty() {
+                self.shared.data().dirty.credits = true;
+            }
+            Ok(applied)
+        })
+    }
+
+    fn balances<'a>(&'a self, accounts: &'a [String]) -> StateFuture<'a, Vec<Option<i64>>> {
+        self.shared.credits.balances(accounts)
+    }
+
+    fn charge<'a>(&'a self, account: &'a str, amount: i64) -> StateFuture<'a, Option<Charge>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let charge = self.shared.credits.charge(account, amount).await?;
+            if charge.is_some_and(|c| c.charged > 0) {
+                self.shared.data().dirty.credits = true;
+            }
+            Ok(charge)
+        })
+    }
+
+    fn top_up<'a>(&'a self, account: &'a str, amount: i64) -> StateFuture<'a, i64> {
+        Box::pin(async move {
+            self.check_open()?;
+            let balance = self.shared.credits.top_up(account, amount).await?;
+            self.shared.data().dirty.credits = true;
+            Ok(balance)
+        })
+    }
+
+    fn set_balance<'a>(&'a self, account: &'a str, balance: Option<i64>) -> StateFuture<'a, ()> {
+        Box::pin(async move {
+            self.check_open()?;
+            self.shared.credits.set_balance(account, balance).await?;
+            self.shared.data().dirty.credits = true;
+            Ok(())
+        })
     }
 }

@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use drawbridge_state::{
-    Charge, CreditSnapshot, CreditStore, EmbeddedCredits, MAX_BALANCE, StateError, ValkeyRegistry,
+    Charge, CreditSnapshot, CreditStore, EmbeddedCredits, EmbeddedGatewayStore, MAX_BALANCE,
+    StateError, ValkeyRegistry,
 };
 use test_support::redis::RedisServer;
 
@@ -160,6 +161,25 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// The single-node binary's store: the gateway's data file keeps the balances.
+        mod embedded_file {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let shutdown = drawbridge_telemetry::Shutdown::new();
+                    let file = Arc::new(
+                        EmbeddedGatewayStore::open(dir.path().join("data.redb"), &shutdown)
+                            .await
+                            .unwrap(),
+                    );
+                    let store: Arc<dyn CreditStore> = file.clone();
+                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store }).await;
+                    file.close().await.unwrap();
+                }
+            )*
+        }
         mod valkey {
             use super::*;
             $(
@@ -255,4 +275,39 @@ async fn the_embedded_store_restores_from_its_snapshot() {
             .unwrap(),
         [Some(70), Some(7), Some(5)]
     );
+}
+
+/// The single-node binary restarts: its balances (and the grants already applied) are read back
+/// from the data file, so a restart does not refill a spent account.
+#[tokio::test]
+async fn the_data_file_keeps_balances_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.redb");
+    let shutdown = drawbridge_telemetry::Shutdown::new();
+    let store = EmbeddedGatewayStore::open(&path, &shutdown).await.unwrap();
+    store
+        .apply_grants(&[("a".to_owned(), Some(1_000)), ("b".to_owned(), Some(50))])
+        .await
+        .unwrap();
+    store.charge("a", 400).await.unwrap();
+    store.top_up("c", 9).await.unwrap();
+    store.set_balance("b", None).await.unwrap();
+    store.close().await.unwrap();
+
+    let store = EmbeddedGatewayStore::open(&path, &shutdown).await.unwrap();
+    let ids = ["a", "b", "c"].map(str::to_owned);
+    assert_eq!(
+        store.balances(&ids).await.unwrap(),
+        [Some(600), None, Some(9)]
+    );
+    assert!(
+        store
+            .apply_grants(&[("a".to_owned(), Some(1_000))])
+            .await
+            .unwrap()
+            .is_empty(),
+        "the same grant after a restart changes nothing"
+    );
+    assert_eq!(store.balances(&ids[..1]).await.unwrap(), [Some(600)]);
+    store.close().await.unwrap();
 }

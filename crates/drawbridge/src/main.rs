@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use drawbridge_config::{Config, Role};
 use drawbridge_engine::{Engine, EngineSettings, EngineState, WorkerConn};
-use drawbridge_gateway::GatewayDeps;
+use drawbridge_gateway::{GatewayDeps, StoreHandle};
 use drawbridge_telemetry::{LiveConfig, Shutdown, Signals, announce};
 use drawbridge_types::ApiError;
 use drawbridge_types::worker::{PromptInput, SlotsReport, WorkerEvent};
@@ -46,11 +46,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = drawbridge_http::bind_or_inherit(config.gateway.listen).await?;
     let shutdown = Shutdown::new();
     let worker = Worker::start(&config, Shutdown::new())?;
+    // The gateway's records and the engine's credits: on ValKey with redis.url, else in the
+    // data file, so keys, usage and balances survive a restart.
+    let (stores, store) = drawbridge_gateway::open_stores(&config, &shutdown).await?;
+    let state = match &store {
+        StoreHandle::Valkey(valkey) => EngineState::shared(valkey.clone()),
+        StoreHandle::Embedded(_) => EngineState {
+            credits: store.credit_store(),
+            ..EngineState::embedded()
+        },
+    };
+    // The engine's own scope (its refresher, the credit charges it writes behind): drained
+    // after the last answer and before the data file closes.
+    let engine_scope = Shutdown::new();
     let engine = Engine::new(
         vec![Arc::new(LocalWorker(worker.clone()))],
         EngineSettings::from_config(&config),
-        EngineState::embedded(),
-        shutdown.child(),
+        state,
+        engine_scope.clone(),
     );
     engine
         .apply_grants(&drawbridge_engine::grants(&config))
@@ -59,7 +72,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The worker is in process: its state is cheap to read, so keep the view fresh.
     engine.spawn_refresher(std::time::Duration::from_millis(250));
 
-    let (stores, store) = drawbridge_gateway::open_stores(&config, &shutdown).await?;
     // The usage writes of answers that ended: drained before the stores close.
     let usage_writes = Shutdown::new();
     announce("gateway", listener.local_addr()?);
@@ -83,6 +95,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
     worker.drain(grace).await;
     usage_writes.drain(grace).await;
+    engine_scope.drain(grace).await;
     store.close().await;
     shutdown.drain(grace).await;
     tracing::info!("stopped");
