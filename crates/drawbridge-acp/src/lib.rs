@@ -26,6 +26,7 @@ mod permission;
 mod process;
 mod spec;
 mod stderr;
+mod stdin;
 mod usage;
 
 pub use error::AcpError;

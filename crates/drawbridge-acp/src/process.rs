@@ -7,7 +7,8 @@
 //!   publishes the exit status;
 //! - the stderr drain keeps the last few KiB of stderr so the child never blocks on it;
 //! - the connection runs the ACP client (dispatch loop, handlers, transport) until the child's
-//!   stdout closes or we stop it.
+//!   stdout closes or we stop it. A broken stdin does not end it (see [`AgentStdin`]): what the
+//!   child wrote before dying is still read and dispatched.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -45,6 +46,7 @@ use crate::kiro::KiroMetadata;
 use crate::permission::PermissionPolicy;
 use crate::spec::{AgentSpec, resolve_command};
 use crate::stderr::StderrTail;
+use crate::stdin::AgentStdin;
 use crate::usage::UsageReport;
 
 /// How long an error report waits for the exit status and the end of stderr once the
@@ -299,6 +301,8 @@ struct Core {
     exit: watch::Receiver<Option<Exit>>,
     stderr_done: CancellationToken,
     connection_done: CancellationToken,
+    /// A write to the child's stdin met a broken pipe: nothing we send reaches it any more.
+    stdin_broken: CancellationToken,
     stop_connection: CancellationToken,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -567,6 +571,7 @@ impl AgentProcess {
             exit: exit_rx,
             stderr_done: CancellationToken::new(),
             connection_done: CancellationToken::new(),
+            stdin_broken: CancellationToken::new(),
             stop_connection: cancel.child_token(),
             cancel,
             tracker: TaskTracker::new(),
@@ -581,6 +586,7 @@ impl AgentProcess {
         tracing::info!(?pid, program = %program.display(), cwd = %spec.cwd.display(), "agent process spawned");
         core.spawn_stderr_drain(stderr);
         let (cx_tx, cx_rx) = oneshot::channel();
+        let stdin = AgentStdin::new(stdin, core.stdin_broken.clone());
         let transport = ByteStreams::new(stdin.compat_write(), stdout.compat());
         core.spawn_connection(transport, policy, cx_tx);
         let cx = match tokio::time::timeout_at(deadline, cx_rx).await {
@@ -623,7 +629,8 @@ impl AgentProcess {
         }
     }
 
-    /// Send one request and wait for its answer, the child's death, or the connection's end.
+    /// Send one request and wait for its answer, the child's death, the connection's end, or a
+    /// broken stdin (the request may never have reached the child).
     async fn request<R: JsonRpcRequest>(
         &self,
         method: &'static str,
@@ -649,6 +656,7 @@ impl AgentProcess {
             },
             _ = exit_code(&mut exit) => Err(self.core.death_report().await),
             () = self.core.connection_done.cancelled() => Err(self.core.death_report().await),
+            () = self.core.stdin_broken.cancelled() => Err(self.core.death_report().await),
         }
     }
 
@@ -729,9 +737,11 @@ impl AgentProcess {
         })
     }
 
-    /// Whether the child is running and its connection open.
+    /// Whether the child is running and its connection open both ways.
     pub fn is_alive(&self) -> bool {
-        !self.core.exited() && !self.core.connection_done.is_cancelled()
+        !self.core.exited()
+            && !self.core.connection_done.is_cancelled()
+            && !self.core.stdin_broken.is_cancelled()
     }
 
     /// The child's pid (also its process group id), `None` once it has been reaped.

@@ -229,8 +229,8 @@ async fn unknown_notifications_and_other_sessions_are_ignored() {
     assert_eq!(text_of(&events), "still fine");
 }
 
-/// The agent's exit can be noticed before its last stdout lines are read; the prompt must still
-/// deliver every chunk the agent wrote before dying. Repeated, because it is a race.
+/// The agent's exit can be noticed before its last stdout lines are dispatched; the prompt must
+/// still deliver every chunk the agent wrote before dying. Repeated, because it is a race.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_chunk_written_before_a_crash_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
@@ -238,9 +238,9 @@ async fn every_chunk_written_before_a_crash_is_delivered() {
         let process = start(&spec(dir.path())).await;
         let (events, outcome) = run(&process, "[[mock:crash after=5]]").await;
         assert_eq!(
-            texts(&events).len(),
-            5,
-            "round {round}: {events:?} {outcome:?}"
+            texts(&events),
+            ["chunk 0 ", "chunk 1 ", "chunk 2 ", "chunk 3 ", "chunk 4 "],
+            "round {round}: {outcome:?}"
         );
         assert!(
             matches!(
@@ -253,6 +253,51 @@ async fn every_chunk_written_before_a_crash_is_delivered() {
             "round {round}"
         );
     }
+}
+
+/// The race above, made to happen every time: nothing is read until the child has been reaped,
+/// so the dispatch loop is stuck on a full channel with the rest of the agent's lines behind
+/// it when the exit is noticed. The prompt then gives up its request, and the ACP crate sends
+/// `$/cancel_request` to the dead child; that write fails (broken pipe), which must not end the
+/// connection before it has delivered what the agent wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_waiting_behind_a_slow_reader_outlive_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = start(&spec(dir.path())).await;
+    let (tx, mut rx) = mpsc::channel(1);
+    let collect = async {
+        timeout(GUARD, async {
+            while process.is_alive() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the agent did not die");
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            events.push(event);
+        }
+        events
+    };
+    let prompt = process.prompt("[[mock:crash after=5]]".to_owned(), tx);
+    let (outcome, events) = timeout(GUARD, futures::future::join(prompt, collect))
+        .await
+        .expect("prompt timed out");
+    assert_eq!(
+        texts(&events),
+        ["chunk 0 ", "chunk 1 ", "chunk 2 ", "chunk 3 ", "chunk 4 "],
+        "{outcome:?}"
+    );
+    assert!(
+        matches!(
+            outcome,
+            Err(AcpError::Exited {
+                status: Some(3),
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
