@@ -711,31 +711,6 @@ impl Writer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_subjects_are_swept() {
-        let mut windows = Windows::default();
-        windows.hit("old", 5, 1_000, 10_000);
-        for i in 0..SWEEP_EVERY {
-            windows.hit("busy", u32::MAX, 1_000, 20_000 + u64::from(i));
-        }
-        assert!(!windows.subjects.contains_key("old"));
-        assert!(windows.subjects.contains_key("busy"));
-    }
-
-    #[test]
-    fn a_clock_stepping_back_keeps_the_window_ordered() {
-        let mut windows = Windows::default();
-        windows.hit("s", 5, 1_000, 10_000);
-        windows.hit("s", 5, 1_000, 9_000);
-        let counted: Vec<u64> = windows.subjects["s"].counted.iter().copied().collect();
-        assert_eq!(counted, [10_000, 10_000]);
-    }
-}
-
 /// The single-node engine's credits, kept in the data file with the gateway's records: every
 /// change is written behind (within [`FLUSH_INTERVAL`], and at shutdown), so a restart keeps the
 /// balances (a crash may forget the last second of charges).
@@ -782,5 +757,30 @@ impl CreditStore for EmbeddedGatewayStore {
             self.shared.data().dirty.credits = true;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_subjects_are_swept() {
+        let mut windows = Windows::default();
+        windows.hit("old", 5, 1_000, 10_000);
+        for i in 0..SWEEP_EVERY {
+            windows.hit("busy", u32::MAX, 1_000, 20_000 + u64::from(i));
+        }
+        assert!(!windows.subjects.contains_key("old"));
+        assert!(windows.subjects.contains_key("busy"));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_keeps_the_window_ordered() {
+        let mut windows = Windows::default();
+        windows.hit("s", 5, 1_000, 10_000);
+        windows.hit("s", 5, 1_000, 9_000);
+        let counted: Vec<u64> = windows.subjects["s"].counted.iter().copied().collect();
+        assert_eq!(counted, [10_000, 10_000]);
     }
 }
