@@ -124,9 +124,20 @@ mod tests {
             .unwrap();
         let raw = child.stdin.take().unwrap();
         assert!(child.wait().await.unwrap().success());
-        // The precondition: the bare pipe fails.
+        // The precondition: the bare pipe fails. A process forked at the same moment by
+        // another test may hold the pipe's read end until it execs (the fd is close-on-exec),
+        // so a first write can still be buffered: write until the pipe breaks.
         let mut bare = raw;
-        let error = bare.write_all(b"ping\n").await.unwrap_err();
+        let error = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let Err(error) = bare.write_all(b"ping\n").await {
+                    return error;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the pipe of a dead child breaks");
         assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
 
         let broken = CancellationToken::new();
