@@ -64,6 +64,15 @@ pub struct EngineSettings {
     pub request_cost: f64,
     /// How long an account rests after a rate limit that did not say for how long.
     pub rate_limit_cooldown: Duration,
+    /// Tries of a failed turn on the same account before moving on (the retry budget;
+    /// `max_attempts` is the rotation budget).
+    pub retries_per_account: u32,
+    /// The longest wait for a turn's first byte.
+    pub first_byte_timeout: Duration,
+    /// The longest silence between two events of a started turn.
+    pub idle_timeout: Duration,
+    /// The deadline of a whole request.
+    pub request_timeout: Duration,
 }
 
 impl EngineSettings {
@@ -74,6 +83,10 @@ impl EngineSettings {
             resume_after_first_byte: config.engine.resume_after_first_byte,
             request_cost: config.engine.request_cost,
             rate_limit_cooldown: config.engine.rate_limit_cooldown,
+            retries_per_account: config.engine.retries_per_account,
+            first_byte_timeout: config.engine.first_byte_timeout,
+            idle_timeout: config.engine.idle_timeout,
+            request_timeout: config.engine.request_timeout,
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -92,6 +105,10 @@ impl Default for EngineSettings {
             breaker: drawbridge_core::breaker::BreakerConfig::default(),
             request_cost: 1.0,
             rate_limit_cooldown: Duration::from_secs(60),
+            retries_per_account: 0,
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(900),
         }
     }
 }
@@ -429,7 +446,10 @@ impl Engine {
             .me
             .upgrade()
             .ok_or_else(|| ApiError::unavailable("The engine is shutting down."))?;
-        let mut attempts = answer::Attempts::new(self.settings.max_attempts);
+        let mut attempts = answer::Attempts::new(
+            self.settings.max_attempts,
+            tokio::time::Instant::now() + self.settings.request_timeout,
+        );
         let body = PromptBody::Messages(request.messages.clone());
         let turn = self.start_turn(&request, ctx, &mut attempts, body).await?;
         Ok(answer::stream(engine, request, ctx.clone(), attempts, turn))
@@ -437,6 +457,9 @@ impl Engine {
 
     /// Start a turn on the best account not tried yet, moving on to the next one while the
     /// turn fails before its first content event with an error another account could avoid.
+    /// A turn that crashed or timed out is first tried again on the same account, up to
+    /// `retries_per_account` times. Each wait for a first byte is bounded by
+    /// `first_byte_timeout`, and everything by the request's deadline.
     async fn start_turn(
         &self,
         request: &ChatCompletionRequest,
@@ -466,63 +489,109 @@ impl Engine {
             let Some(worker) = self.workers.get(route.worker) else {
                 continue; // the worker left the registry since the last refresh
             };
-            let Some(ticket) = self.breakers.admit(&route.slots.account).await else {
-                continue; // its breaker has no probe slot left: the next account
-            };
-            let input = PromptInput {
-                request_id: ctx.request_id.clone(),
-                model: request.model.clone(),
-                account: Some(route.slots.account.clone()),
-                body: body.clone(),
-                max_output_tokens: request.max_output_tokens(),
-            };
-            let guard = InflightGuard::new(Arc::clone(&self.inflight), key);
-            // One span per attempt; the worker's spans continue it.
-            let span = tracing::info_span!(
-                "attempt",
-                account = %route.slots.account,
-                attempt = attempts.used()
-            );
-            let events = span.in_scope(|| worker.prompt(input));
-            match events::first_content(events).instrument(span).await {
-                Ok((first, rest)) => {
-                    tracing::debug!(
-                        request_id = ctx.request_id,
-                        account = route.slots.account,
-                        attempt = attempts.used(),
-                        "turn started"
-                    );
-                    return Ok(answer::Turn {
-                        account: route.slots.account,
-                        first: Some(first),
-                        rest,
-                        ticket: Some(ticket),
-                        _guard: guard,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        request_id = ctx.request_id,
-                        account = route.slots.account,
-                        worker = worker.name(),
-                        attempt = attempts.used(),
-                        %error,
-                        "turn failed before its first byte"
-                    );
-                    ticket.record(drawbridge_core::breaker::classify(error.kind));
-                    self.account_failed(&route.slots.account, &error);
-                    if !error.retryable() {
-                        return Err(error);
+            if last_error.is_some() {
+                self.metrics.record_failover("retry");
+            }
+            let account = route.slots.account;
+            let mut tries = 0;
+            loop {
+                let Some(ticket) = self.breakers.admit(&account).await else {
+                    break; // its breaker has no probe slot left: the next account
+                };
+                let input = PromptInput {
+                    request_id: ctx.request_id.clone(),
+                    model: request.model.clone(),
+                    account: Some(account.clone()),
+                    body: body.clone(),
+                    max_output_tokens: request.max_output_tokens(),
+                };
+                let guard = InflightGuard::new(Arc::clone(&self.inflight), key.clone());
+                // One span per attempt; the worker's spans continue it.
+                let span = tracing::info_span!(
+                    "attempt",
+                    account = %account,
+                    attempt = attempts.used()
+                );
+                let events = span.in_scope(|| worker.prompt(input));
+                let first_byte = self.settings.first_byte_timeout;
+                let until = (tokio::time::Instant::now() + first_byte).min(attempts.deadline);
+                let started =
+                    tokio::time::timeout_at(until, events::first_content(events).instrument(span))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(if attempts.expired() {
+                                deadline_passed()
+                            } else {
+                                ApiError::new(
+                                    ErrorKind::Timeout,
+                                    format!("The agent sent nothing within {first_byte:?}."),
+                                )
+                            })
+                        });
+                let error = match started {
+                    Ok((first, rest)) => {
+                        tracing::debug!(
+                            request_id = ctx.request_id,
+                            account,
+                            attempt = attempts.used(),
+                            "turn started"
+                        );
+                        return Ok(answer::Turn {
+                            account,
+                            first: Some(first),
+                            rest,
+                            ticket: Some(ticket),
+                            _guard: guard,
+                        });
                     }
-                    last_error = Some(error);
+                    Err(error) => error,
+                };
+                tracing::warn!(
+                    request_id = ctx.request_id,
+                    account,
+                    worker = worker.name(),
+                    attempt = attempts.used(),
+                    %error,
+                    "turn failed before its first byte"
+                );
+                ticket.record(drawbridge_core::breaker::classify(error.kind));
+                self.account_failed(&account, &error);
+                if !error.retryable() {
+                    return Err(error);
                 }
+                // A crash or a silence may not happen again on a fresh agent of the same
+                // account; an account's limit or a busy pool would.
+                let again = tries < self.settings.retries_per_account
+                    && matches!(error.kind, ErrorKind::Upstream | ErrorKind::Timeout)
+                    && !attempts.expired();
+                last_error = Some(error);
+                if !again {
+                    break;
+                }
+                tries += 1;
+                tracing::info!(
+                    request_id = ctx.request_id,
+                    account,
+                    retry = tries,
+                    "trying the same account again"
+                );
             }
         }
-        Err(last_error.map_or_else(
-            || ApiError::unavailable("No account is left to try."),
-            |error| for_client(error, model),
-        ))
+        Err(match last_error {
+            Some(error) if !attempts.expired() => for_client(error, model),
+            Some(_) => deadline_passed(),
+            None if attempts.expired() => deadline_passed(),
+            None => ApiError::unavailable("No account is left to try."),
+        })
     }
+}
+
+/// The request's deadline (`engine.request_timeout`) has passed (504).
+pub(crate) fn deadline_passed() -> ApiError {
+    ApiError::new(
+        ErrorKind::Timeout,
+        "The request took longer than the engine's request timeout.",
+    )
 }
 
 /// Every account for `model` has spent its credits (429 `insufficient_quota`).
