@@ -254,6 +254,35 @@ pub struct EngineConfig {
     /// how long (when it says, e.g. "retry after 30 seconds", that wins).
     #[serde(with = "humantime_serde")]
     pub rate_limit_cooldown: Duration,
+    /// Session affinity: a conversation keeps its account while that account is healthy.
+    pub affinity: AffinityConfig,
+}
+
+/// `engine.affinity`: requests with the same conversation key (the `header`, or else the
+/// request's `user` field) go to the account that served the conversation last, while it can
+/// take them. The binding lives `ttl` after the conversation's last request (in ValKey with
+/// `redis.url`, shared by every engine). The gateway forwards `header` to the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AffinityConfig {
+    pub enabled: bool,
+    /// The request header holding the conversation key.
+    pub header: String,
+    /// Use the request's `user` field as the key when the header is absent.
+    pub user_field: bool,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for AffinityConfig {
+    fn default() -> Self {
+        AffinityConfig {
+            enabled: false,
+            header: "x-session-id".to_owned(),
+            user_field: true,
+            ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -273,6 +302,7 @@ impl Default for EngineConfig {
             resume_after_first_byte: true,
             request_cost: 1.0,
             rate_limit_cooldown: Duration::from_secs(60),
+            affinity: AffinityConfig::default(),
         }
     }
 }
@@ -851,6 +881,25 @@ impl Config {
                 return Err(ConfigError::invalid(key, "must be greater than zero"));
             }
         }
+        let affinity = &self.engine.affinity;
+        let header = affinity.header.as_str();
+        if header.is_empty()
+            || header.len() > 64
+            || !header
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(ConfigError::invalid(
+                "engine.affinity.header",
+                "must be an HTTP header name (letters, digits, '-'), e.g. x-session-id",
+            ));
+        }
+        if affinity.ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "engine.affinity.ttl",
+                "must be greater than zero",
+            ));
+        }
         if self.engine.retries_per_account > 5 {
             return Err(ConfigError::invalid(
                 "engine.retries_per_account",
@@ -1101,6 +1150,11 @@ accounts:
                 "engine: { retries_per_account: 6 }",
                 "engine.retries_per_account",
             ),
+            (
+                "engine: { affinity: { header: 'x session' } }",
+                "engine.affinity.header",
+            ),
+            ("engine: { affinity: { ttl: 0s } }", "engine.affinity.ttl"),
         ] {
             let err = Config::from_yaml(&format!("accounts: [{{ id: a }}]\n{yaml}"))
                 .unwrap()

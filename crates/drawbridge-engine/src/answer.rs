@@ -27,6 +27,9 @@ pub struct Attempts {
     max: usize,
     /// When the whole request must be over (`engine.request_timeout` after it began).
     pub deadline: Instant,
+    /// The conversation key (session affinity), and the account it is bound to.
+    pub conversation: Option<String>,
+    pub bound: Option<String>,
 }
 
 impl Attempts {
@@ -35,6 +38,8 @@ impl Attempts {
             tried: HashSet::new(),
             max: max.max(1),
             deadline,
+            conversation: None,
+            bound: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! before its first byte. It serves an internal OpenAI-compatible endpoint (what the gateway
 //! and NEW-API call) through [`drawbridge_http`].
 
+mod affinity;
 mod answer;
 mod breakers;
 mod cooldowns;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
 use drawbridge_state::{
-    BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
+    AffinityStore, BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
 };
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
@@ -35,6 +36,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+pub use affinity::AffinitySettings;
 pub use credits::grants;
 pub use workers::{GrpcWorkerConn, WorkerConn};
 
@@ -73,6 +75,8 @@ pub struct EngineSettings {
     pub idle_timeout: Duration,
     /// The deadline of a whole request.
     pub request_timeout: Duration,
+    /// Session affinity.
+    pub affinity: AffinitySettings,
 }
 
 impl EngineSettings {
@@ -87,6 +91,11 @@ impl EngineSettings {
             first_byte_timeout: config.engine.first_byte_timeout,
             idle_timeout: config.engine.idle_timeout,
             request_timeout: config.engine.request_timeout,
+            affinity: AffinitySettings {
+                enabled: config.engine.affinity.enabled,
+                user_field: config.engine.affinity.user_field,
+                ttl: config.engine.affinity.ttl,
+            },
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -109,6 +118,7 @@ impl Default for EngineSettings {
             first_byte_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(900),
+            affinity: AffinitySettings::default(),
         }
     }
 }
@@ -119,6 +129,7 @@ pub struct EngineState {
     pub credits: Arc<dyn CreditStore>,
     pub breakers: Arc<dyn BreakerStore>,
     pub cooldowns: Arc<dyn CooldownStore>,
+    pub affinity: Arc<dyn AffinityStore>,
 }
 
 impl EngineState {
@@ -128,7 +139,8 @@ impl EngineState {
         EngineState {
             credits: Arc::new(EmbeddedCredits::new()),
             breakers: routing.clone(),
-            cooldowns: routing,
+            cooldowns: routing.clone(),
+            affinity: routing,
         }
     }
 
@@ -137,7 +149,8 @@ impl EngineState {
         EngineState {
             credits: store.clone(),
             breakers: store.clone(),
-            cooldowns: store,
+            cooldowns: store.clone(),
+            affinity: store,
         }
     }
 }
@@ -148,6 +161,7 @@ pub struct Engine {
     breakers: Arc<breakers::Breakers>,
     credits: Arc<credits::Credits>,
     cooldowns: Arc<cooldowns::Cooldowns>,
+    affinity: Arc<affinity::Affinity>,
     workers: fleet::WorkerSet,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
@@ -176,6 +190,7 @@ impl Engine {
             ),
             credits: Arc::new(credits::Credits::new(state.credits, settings.request_cost)),
             cooldowns: Arc::new(cooldowns::Cooldowns::new(state.cooldowns)),
+            affinity: Arc::new(affinity::Affinity::new(state.affinity, settings.affinity)),
             settings,
             workers: fleet::WorkerSet::fixed(workers),
             routes: RwLock::new(Vec::new()),
@@ -337,7 +352,12 @@ impl Engine {
 
     /// Pick the best route for `model`, skipping accounts already tried; when there is none,
     /// the error says why (see [`drawbridge_core::schedule`]).
-    fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, Shortage> {
+    fn pick(
+        &self,
+        model: &str,
+        tried: &HashSet<RouteKey>,
+        bound: Option<&str>,
+    ) -> Result<Route, Shortage> {
         let inflight = self.inflight.lock().map(|m| m.clone()).unwrap_or_default();
         let accounts: Vec<schedule::Account<Route>> = self
             .routes()
@@ -365,7 +385,11 @@ impl Engine {
             })
             .collect();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        schedule::pick(&accounts, rotation).map(|i| accounts[i].key.clone())
+        let chosen = match bound {
+            Some(bound) => schedule::pick_bound(&accounts, rotation, |r| r.slots.account == bound),
+            None => schedule::pick(&accounts, rotation),
+        };
+        chosen.map(|i| accounts[i].key.clone())
     }
 
     /// Why no account can take a request for `model`, as the client's error.
@@ -450,6 +474,10 @@ impl Engine {
             self.settings.max_attempts,
             tokio::time::Instant::now() + self.settings.request_timeout,
         );
+        if let Some(key) = self.affinity.key(&request, ctx) {
+            attempts.bound = self.affinity.lookup(&key).await;
+            attempts.conversation = Some(key);
+        }
         let body = PromptBody::Messages(request.messages.clone());
         let turn = self.start_turn(&request, ctx, &mut attempts, body).await?;
         Ok(answer::stream(engine, request, ctx.clone(), attempts, turn))
@@ -470,7 +498,7 @@ impl Engine {
         let model = request.model.as_str();
         let mut last_error: Option<ApiError> = None;
         while attempts.left() {
-            let route = match self.pick(model, &attempts.tried) {
+            let route = match self.pick(model, &attempts.tried, attempts.bound.as_deref()) {
                 Ok(route) => route,
                 Err(shortage) => {
                     return Err(match last_error {
@@ -536,6 +564,17 @@ impl Engine {
                             attempt = attempts.used(),
                             "turn started"
                         );
+                        if let Some(conversation) = &attempts.conversation {
+                            if attempts.bound.as_deref() != Some(account.as_str()) {
+                                tracing::info!(
+                                    request_id = ctx.request_id,
+                                    account,
+                                    "conversation bound to an account"
+                                );
+                            }
+                            self.affinity.bind(conversation, &account, &self.shutdown);
+                            attempts.bound = Some(account.clone());
+                        }
                         return Ok(answer::Turn {
                             account,
                             first: Some(first),
@@ -702,6 +741,9 @@ pub fn router(
         draining,
     )
     .with_metrics(metrics);
+    if let Some(header) = drawbridge_http::session_header(&config.engine.affinity.header) {
+        state = state.with_session_header(header);
+    }
     // Its callers are Drawbridge's gateway (which charges by the metering) and NEW-API (which
     // ignores the extra field).
     state.expose_metering = true;

@@ -144,6 +144,7 @@ fn ctx() -> ChatContext {
             key_id: "static:test".to_owned(),
             key_name: "test".to_owned(),
         },
+        session: None,
     }
 }
 
