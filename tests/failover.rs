@@ -257,3 +257,113 @@ async fn three_processes_restore_a_fixed_account_after_reset_timeout() {
     let stack = Stack::three(recovery_options(&broken)).await;
     a_fixed_account_is_restored_by_a_probe(stack, &broken).await;
 }
+
+/// Engine settings for every process of a stack, as `DRAWBRIDGE_ENGINE__*` variables.
+fn engine_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(key, value)| {
+            (
+                format!("DRAWBRIDGE_ENGINE__{}", key.to_uppercase()),
+                (*value).to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// An agent that goes silent after its first chunks trips the engine's idle limit (long
+/// before the worker's own, 300 s by default) and is treated like a crash: the answer resumes
+/// on the other account, each chunk delivered once.
+async fn a_silent_agent_is_a_failure(stack: Stack) {
+    let started = tokio::time::Instant::now();
+    let reply = stack.client().chat(&go(true)).await;
+    assert_eq!(reply.status, 200);
+    let (text, chunks) = streamed_text(&reply);
+    assert_eq!(text, ALL_SIX);
+    assert_eq!(finishes(&chunks), vec![json!("stop")]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(stack.wait_for_log("The agent sent nothing for 500ms").await);
+    assert!(
+        stack
+            .wait_for_log("answer resumed on another account")
+            .await
+    );
+}
+
+fn silent_options(first: &str) -> StackOptions {
+    StackOptions {
+        env: engine_env(&[("idle_timeout", "500ms"), ("first_byte_timeout", "500ms")]),
+        ..options(first, "stream n=6")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_treats_a_silent_agent_like_a_crash() {
+    a_silent_agent_is_a_failure(Stack::single(silent_options("hang after=2")).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_treat_a_silent_agent_like_a_crash() {
+    a_silent_agent_is_a_failure(Stack::three(silent_options("hang after=2")).await).await;
+}
+
+/// An agent that never sends its first byte fails after `first_byte_timeout`: the request
+/// moves on to the other account before the client sees anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_first_byte_moves_the_request_on() {
+    let stack = Stack::three(silent_options("hang after=0")).await;
+    let reply = stack.client().chat(&go(false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
+    assert_eq!(
+        stack.count_log_lines(&[
+            "turn failed before its first byte",
+            "acct-1",
+            "The agent sent nothing within 500ms"
+        ]),
+        1
+    );
+}
+
+/// The total deadline is its own limit: with generous first-byte and idle limits, a request
+/// whose only account hangs ends with 504 when `request_timeout` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_deadline_bounds_everything() {
+    let stack = Stack::three(StackOptions {
+        accounts: vec![AccountSpec::new(1).behaviour("hang after=0")],
+        env: engine_env(&[("request_timeout", "1s")]),
+        ..StackOptions::default()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let reply = stack.client().chat(&go(false)).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["code"], "timeout");
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
+/// The retry budget (the same account again) is separate from the rotation budget (other
+/// accounts): with one retry, a crashing account is tried twice before the next one answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_tries_the_same_account_again() {
+    let stack = Stack::single(StackOptions {
+        env: engine_env(&[("retries_per_account", "1")]),
+        ..options("crash after=0", "stream n=6")
+    })
+    .await;
+    let reply = stack.client().chat(&go(false)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
+    assert_eq!(
+        stack.count_log_lines(&["turn failed before its first byte", "acct-1"]),
+        2
+    );
+    assert_eq!(
+        stack.count_log_lines(&["trying the same account again", "acct-1"]),
+        1
+    );
+}

@@ -227,9 +227,24 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Accounts one request may use in all: the first, retries before the first byte, and
-    /// resumptions after it.
+    /// The rotation budget: accounts one request may use in all (the first, the others tried
+    /// before the first byte, and those that resume it after).
     pub max_attempts: u32,
+    /// The retry budget: how many times a turn that failed before its first byte (its agent
+    /// crashed, its worker broke off, it timed out) is tried again on the same account before
+    /// the request moves on to the next one.
+    pub retries_per_account: u32,
+    /// The longest an account may take to send the first byte of its answer before it counts
+    /// as failed (and the next account is tried).
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// The longest an answer may stay silent between two chunks: a silent agent is a failure,
+    /// not a wait (the answer resumes on another account).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The deadline of a whole request, every retry and resumption included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// When an answer breaks off after its first byte, continue it on another account.
     pub resume_after_first_byte: bool,
     /// Credits charged for a finished turn whose agent reported no cost (Kiro reports its
@@ -239,6 +254,35 @@ pub struct EngineConfig {
     /// how long (when it says, e.g. "retry after 30 seconds", that wins).
     #[serde(with = "humantime_serde")]
     pub rate_limit_cooldown: Duration,
+    /// Session affinity: a conversation keeps its account while that account is healthy.
+    pub affinity: AffinityConfig,
+}
+
+/// `engine.affinity`: requests with the same conversation key (the `header`, or else the
+/// request's `user` field) go to the account that served the conversation last, while it can
+/// take them. The binding lives `ttl` after the conversation's last request (in ValKey with
+/// `redis.url`, shared by every engine). The gateway forwards `header` to the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AffinityConfig {
+    pub enabled: bool,
+    /// The request header holding the conversation key.
+    pub header: String,
+    /// Use the request's `user` field as the key when the header is absent.
+    pub user_field: bool,
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for AffinityConfig {
+    fn default() -> Self {
+        AffinityConfig {
+            enabled: false,
+            header: "x-session-id".to_owned(),
+            user_field: true,
+            ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -251,9 +295,14 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(30),
             max_attempts: 3,
+            retries_per_account: 0,
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(900),
             resume_after_first_byte: true,
             request_cost: 1.0,
             rate_limit_cooldown: Duration::from_secs(60),
+            affinity: AffinityConfig::default(),
         }
     }
 }
@@ -819,10 +868,42 @@ impl Config {
                 "must be a number of credits between 0 and 1e12",
             ));
         }
-        if self.engine.rate_limit_cooldown.is_zero() {
-            return Err(ConfigError::invalid(
+        for (key, value) in [
+            (
                 "engine.rate_limit_cooldown",
+                self.engine.rate_limit_cooldown,
+            ),
+            ("engine.first_byte_timeout", self.engine.first_byte_timeout),
+            ("engine.idle_timeout", self.engine.idle_timeout),
+            ("engine.request_timeout", self.engine.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        let affinity = &self.engine.affinity;
+        let header = affinity.header.as_str();
+        if header.is_empty()
+            || header.len() > 64
+            || !header
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(ConfigError::invalid(
+                "engine.affinity.header",
+                "must be an HTTP header name (letters, digits, '-'), e.g. x-session-id",
+            ));
+        }
+        if affinity.ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "engine.affinity.ttl",
                 "must be greater than zero",
+            ));
+        }
+        if self.engine.retries_per_account > 5 {
+            return Err(ConfigError::invalid(
+                "engine.retries_per_account",
+                "must be between 0 and 5",
             ));
         }
         if !(1..=10).contains(&self.engine.max_attempts) {
@@ -1052,6 +1133,36 @@ accounts:
             .unwrap_err()
             .to_string();
         assert!(err.contains("engine.rate_limit_cooldown"), "{err}");
+        let engine = EngineConfig::default();
+        assert_eq!(
+            (engine.retries_per_account, engine.max_attempts),
+            (0, 3),
+            "the retry and rotation budgets"
+        );
+        for (yaml, key) in [
+            ("engine: { idle_timeout: 0s }", "engine.idle_timeout"),
+            (
+                "engine: { first_byte_timeout: 0s }",
+                "engine.first_byte_timeout",
+            ),
+            ("engine: { request_timeout: 0s }", "engine.request_timeout"),
+            (
+                "engine: { retries_per_account: 6 }",
+                "engine.retries_per_account",
+            ),
+            (
+                "engine: { affinity: { header: 'x session' } }",
+                "engine.affinity.header",
+            ),
+            ("engine: { affinity: { ttl: 0s } }", "engine.affinity.ttl"),
+        ] {
+            let err = Config::from_yaml(&format!("accounts: [{{ id: a }}]\n{yaml}"))
+                .unwrap()
+                .validate(Role::Engine)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{yaml} → {err}");
+        }
     }
 
     #[test]

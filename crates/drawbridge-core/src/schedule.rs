@@ -157,6 +157,19 @@ pub fn pick<K>(accounts: &[Account<K>], rotation: usize) -> Result<usize, Shorta
     Ok(near[rotation % near.len()])
 }
 
+/// [`pick`] for a conversation that already has an account (session affinity): that account,
+/// found by `bound`, while it is a candidate, whatever its score; otherwise the usual choice.
+pub fn pick_bound<K>(
+    accounts: &[Account<K>],
+    rotation: usize,
+    bound: impl Fn(&K) -> bool,
+) -> Result<usize, Shortage> {
+    accounts
+        .iter()
+        .position(|a| a.exclusion().is_none() && bound(&a.key))
+        .map_or_else(|| pick(accounts, rotation), Ok)
+}
+
 fn shortage<K>(accounts: &[Account<K>], serving: &[(usize, Option<Exclusion>)]) -> Shortage {
     let untried: Vec<(usize, Exclusion)> = serving
         .iter()
@@ -347,6 +360,36 @@ mod tests {
         // Only unmetered accounts: slots and queues decide.
         let accounts = [a("x", None, 0, 1), a("y", None, 1, 0)];
         assert_eq!(picked(&accounts, 0), Ok("y"));
+    }
+
+    #[test]
+    fn a_bound_conversation_keeps_its_account_while_it_is_a_candidate() {
+        let accounts = [
+            a("best", Some(100.0), 8, 0),
+            a("bound", Some(1.0), 0, 3),
+            a("other", Some(50.0), 2, 0),
+        ];
+        let bound = |key: &&str| *key == "bound";
+        for rotation in 0..3 {
+            let chosen = pick_bound(&accounts, rotation, bound).map(|i| accounts[i].key);
+            assert_eq!(chosen, Ok("bound"), "stuck whatever its score");
+        }
+        // Not a candidate (any exclusion): the usual choice.
+        for spoil in [
+            |x: &mut Account<&'static str>| x.breaker_open = true,
+            |x: &mut Account<&'static str>| x.credits = Some(0.0),
+            |x: &mut Account<&'static str>| x.draining = true,
+            |x: &mut Account<&'static str>| x.cooldown = Some(Duration::from_secs(1)),
+        ] {
+            let mut accounts = accounts.clone();
+            spoil(&mut accounts[1]);
+            let chosen = pick_bound(&accounts, 0, bound).map(|i| accounts[i].key);
+            assert_eq!(chosen, Ok("best"));
+        }
+        // An account nobody serves any more, or no binding at all: the usual choice.
+        assert_eq!(pick_bound(&accounts, 0, |k| *k == "gone"), Ok(0));
+        let spent = [a("x", Some(0.0), 1, 0)];
+        assert_eq!(pick_bound(&spent, 0, |_| true), Err(Shortage::CreditsSpent));
     }
 
     #[test]

@@ -7,32 +7,50 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use drawbridge_core::breaker::{Outcome, classify};
 use drawbridge_core::tokens;
 use drawbridge_http::{ChatContext, EventStream};
 use drawbridge_types::worker::{PromptBody, WorkerEvent};
-use drawbridge_types::{ApiError, ChatCompletionRequest, CompletionEvent, Finish, Metering, Usage};
+use drawbridge_types::{
+    ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, Finish, Metering, Usage,
+};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::{Engine, InflightGuard, RouteKey};
 
-/// The accounts one request has used, and how many more it may use.
+/// The accounts one request has used, how many more it may use, and its deadline.
 pub struct Attempts {
     pub tried: HashSet<RouteKey>,
     max: usize,
+    /// When the whole request must be over (`engine.request_timeout` after it began).
+    pub deadline: Instant,
+    /// The conversation key (session affinity), and the account it is bound to.
+    pub conversation: Option<String>,
+    pub bound: Option<String>,
 }
 
 impl Attempts {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, deadline: Instant) -> Self {
         Attempts {
             tried: HashSet::new(),
             max: max.max(1),
+            deadline,
+            conversation: None,
+            bound: None,
         }
     }
 
+    /// Whether another account may be tried: the rotation budget is not spent and the
+    /// deadline has not passed.
     pub fn left(&self) -> bool {
-        self.tried.len() < self.max
+        self.tried.len() < self.max && !self.expired()
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
     }
 
     pub fn used(&self) -> usize {
@@ -99,11 +117,7 @@ impl Answer {
         loop {
             let event = match self.turn.first.take() {
                 Some(event) => event,
-                None => self.turn.rest.next().await.unwrap_or_else(|| {
-                    WorkerEvent::Error(ApiError::upstream(
-                        "The worker ended the answer before it was complete.",
-                    ))
-                }),
+                None => self.next_event().await,
             };
             match event {
                 WorkerEvent::Started { .. } => continue,
@@ -151,6 +165,25 @@ impl Answer {
         }
     }
 
+    /// The turn's next event, within `engine.idle_timeout` of the last one and before the
+    /// request's deadline: a silent agent is a failure (the answer resumes elsewhere), not a
+    /// wait.
+    async fn next_event(&mut self) -> WorkerEvent {
+        let idle = self.engine.settings.idle_timeout;
+        let until = (Instant::now() + idle).min(self.attempts.deadline);
+        match tokio::time::timeout_at(until, self.turn.rest.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => WorkerEvent::Error(ApiError::upstream(
+                "The worker ended the answer before it was complete.",
+            )),
+            Err(_) if self.attempts.expired() => WorkerEvent::Error(crate::deadline_passed()),
+            Err(_) => WorkerEvent::Error(ApiError::new(
+                ErrorKind::Timeout,
+                format!("The agent sent nothing for {idle:?}."),
+            )),
+        }
+    }
+
     /// The turn failed after its first byte: continue the answer on another account, or give
     /// back the error when none can.
     async fn resume(&mut self, error: ApiError) -> Result<Turn, ApiError> {
@@ -186,6 +219,7 @@ impl Answer {
                     to = turn.account,
                     "answer resumed on another account"
                 );
+                self.engine.metrics.record_failover("resume");
                 Ok(turn)
             }
             Err(resume_error) => {

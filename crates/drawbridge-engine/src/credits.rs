@@ -179,8 +179,12 @@ impl Credits {
         let credits = Arc::clone(self);
         let account = account.to_owned();
         shutdown.spawn(async move {
-            if let Err(error) = credits.store.set_balance(&account, Some(0)).await {
-                tracing::warn!(account, %error, "could not mark the account's credits spent");
+            match credits.store.set_balance(&account, Some(0)).await {
+                // Again once stored: a read that began before the write does not undo it.
+                Ok(()) => credits.remember(&account, Some(0)),
+                Err(error) => {
+                    tracing::warn!(account, %error, "could not mark the account's credits spent");
+                }
             }
         });
     }

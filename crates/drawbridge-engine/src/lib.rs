@@ -4,6 +4,7 @@
 //! before its first byte. It serves an internal OpenAI-compatible endpoint (what the gateway
 //! and NEW-API call) through [`drawbridge_http`].
 
+mod affinity;
 mod answer;
 mod breakers;
 mod cooldowns;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
 use drawbridge_state::{
-    BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
+    AffinityStore, BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
 };
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{AccountSlots, AccountStatus, PromptBody, PromptInput};
@@ -35,6 +36,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+pub use affinity::AffinitySettings;
 pub use credits::grants;
 pub use workers::{GrpcWorkerConn, WorkerConn};
 
@@ -64,6 +66,17 @@ pub struct EngineSettings {
     pub request_cost: f64,
     /// How long an account rests after a rate limit that did not say for how long.
     pub rate_limit_cooldown: Duration,
+    /// Tries of a failed turn on the same account before moving on (the retry budget;
+    /// `max_attempts` is the rotation budget).
+    pub retries_per_account: u32,
+    /// The longest wait for a turn's first byte.
+    pub first_byte_timeout: Duration,
+    /// The longest silence between two events of a started turn.
+    pub idle_timeout: Duration,
+    /// The deadline of a whole request.
+    pub request_timeout: Duration,
+    /// Session affinity.
+    pub affinity: AffinitySettings,
 }
 
 impl EngineSettings {
@@ -74,6 +87,15 @@ impl EngineSettings {
             resume_after_first_byte: config.engine.resume_after_first_byte,
             request_cost: config.engine.request_cost,
             rate_limit_cooldown: config.engine.rate_limit_cooldown,
+            retries_per_account: config.engine.retries_per_account,
+            first_byte_timeout: config.engine.first_byte_timeout,
+            idle_timeout: config.engine.idle_timeout,
+            request_timeout: config.engine.request_timeout,
+            affinity: AffinitySettings {
+                enabled: config.engine.affinity.enabled,
+                user_field: config.engine.affinity.user_field,
+                ttl: config.engine.affinity.ttl,
+            },
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -92,6 +114,11 @@ impl Default for EngineSettings {
             breaker: drawbridge_core::breaker::BreakerConfig::default(),
             request_cost: 1.0,
             rate_limit_cooldown: Duration::from_secs(60),
+            retries_per_account: 0,
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(900),
+            affinity: AffinitySettings::default(),
         }
     }
 }
@@ -102,6 +129,7 @@ pub struct EngineState {
     pub credits: Arc<dyn CreditStore>,
     pub breakers: Arc<dyn BreakerStore>,
     pub cooldowns: Arc<dyn CooldownStore>,
+    pub affinity: Arc<dyn AffinityStore>,
 }
 
 impl EngineState {
@@ -111,7 +139,8 @@ impl EngineState {
         EngineState {
             credits: Arc::new(EmbeddedCredits::new()),
             breakers: routing.clone(),
-            cooldowns: routing,
+            cooldowns: routing.clone(),
+            affinity: routing,
         }
     }
 
@@ -120,7 +149,8 @@ impl EngineState {
         EngineState {
             credits: store.clone(),
             breakers: store.clone(),
-            cooldowns: store,
+            cooldowns: store.clone(),
+            affinity: store,
         }
     }
 }
@@ -131,6 +161,7 @@ pub struct Engine {
     breakers: Arc<breakers::Breakers>,
     credits: Arc<credits::Credits>,
     cooldowns: Arc<cooldowns::Cooldowns>,
+    affinity: Arc<affinity::Affinity>,
     workers: fleet::WorkerSet,
     routes: RwLock<Vec<Route>>,
     /// Turns this engine has in flight per route, between two refreshes.
@@ -159,6 +190,7 @@ impl Engine {
             ),
             credits: Arc::new(credits::Credits::new(state.credits, settings.request_cost)),
             cooldowns: Arc::new(cooldowns::Cooldowns::new(state.cooldowns)),
+            affinity: Arc::new(affinity::Affinity::new(state.affinity, settings.affinity)),
             settings,
             workers: fleet::WorkerSet::fixed(workers),
             routes: RwLock::new(Vec::new()),
@@ -320,7 +352,12 @@ impl Engine {
 
     /// Pick the best route for `model`, skipping accounts already tried; when there is none,
     /// the error says why (see [`drawbridge_core::schedule`]).
-    fn pick(&self, model: &str, tried: &HashSet<RouteKey>) -> Result<Route, Shortage> {
+    fn pick(
+        &self,
+        model: &str,
+        tried: &HashSet<RouteKey>,
+        bound: Option<&str>,
+    ) -> Result<Route, Shortage> {
         let inflight = self.inflight.lock().map(|m| m.clone()).unwrap_or_default();
         let accounts: Vec<schedule::Account<Route>> = self
             .routes()
@@ -348,7 +385,11 @@ impl Engine {
             })
             .collect();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        schedule::pick(&accounts, rotation).map(|i| accounts[i].key.clone())
+        let chosen = match bound {
+            Some(bound) => schedule::pick_bound(&accounts, rotation, |r| r.slots.account == bound),
+            None => schedule::pick(&accounts, rotation),
+        };
+        chosen.map(|i| accounts[i].key.clone())
     }
 
     /// Why no account can take a request for `model`, as the client's error.
@@ -429,7 +470,14 @@ impl Engine {
             .me
             .upgrade()
             .ok_or_else(|| ApiError::unavailable("The engine is shutting down."))?;
-        let mut attempts = answer::Attempts::new(self.settings.max_attempts);
+        let mut attempts = answer::Attempts::new(
+            self.settings.max_attempts,
+            tokio::time::Instant::now() + self.settings.request_timeout,
+        );
+        if let Some(key) = self.affinity.key(&request, ctx) {
+            attempts.bound = self.affinity.lookup(&key).await;
+            attempts.conversation = Some(key);
+        }
         let body = PromptBody::Messages(request.messages.clone());
         let turn = self.start_turn(&request, ctx, &mut attempts, body).await?;
         Ok(answer::stream(engine, request, ctx.clone(), attempts, turn))
@@ -437,6 +485,9 @@ impl Engine {
 
     /// Start a turn on the best account not tried yet, moving on to the next one while the
     /// turn fails before its first content event with an error another account could avoid.
+    /// A turn that crashed or timed out is first tried again on the same account, up to
+    /// `retries_per_account` times. Each wait for a first byte is bounded by
+    /// `first_byte_timeout`, and everything by the request's deadline.
     async fn start_turn(
         &self,
         request: &ChatCompletionRequest,
@@ -447,7 +498,7 @@ impl Engine {
         let model = request.model.as_str();
         let mut last_error: Option<ApiError> = None;
         while attempts.left() {
-            let route = match self.pick(model, &attempts.tried) {
+            let route = match self.pick(model, &attempts.tried, attempts.bound.as_deref()) {
                 Ok(route) => route,
                 Err(shortage) => {
                     return Err(match last_error {
@@ -466,63 +517,120 @@ impl Engine {
             let Some(worker) = self.workers.get(route.worker) else {
                 continue; // the worker left the registry since the last refresh
             };
-            let Some(ticket) = self.breakers.admit(&route.slots.account).await else {
-                continue; // its breaker has no probe slot left: the next account
-            };
-            let input = PromptInput {
-                request_id: ctx.request_id.clone(),
-                model: request.model.clone(),
-                account: Some(route.slots.account.clone()),
-                body: body.clone(),
-                max_output_tokens: request.max_output_tokens(),
-            };
-            let guard = InflightGuard::new(Arc::clone(&self.inflight), key);
-            // One span per attempt; the worker's spans continue it.
-            let span = tracing::info_span!(
-                "attempt",
-                account = %route.slots.account,
-                attempt = attempts.used()
-            );
-            let events = span.in_scope(|| worker.prompt(input));
-            match events::first_content(events).instrument(span).await {
-                Ok((first, rest)) => {
-                    tracing::debug!(
-                        request_id = ctx.request_id,
-                        account = route.slots.account,
-                        attempt = attempts.used(),
-                        "turn started"
-                    );
-                    return Ok(answer::Turn {
-                        account: route.slots.account,
-                        first: Some(first),
-                        rest,
-                        ticket: Some(ticket),
-                        _guard: guard,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        request_id = ctx.request_id,
-                        account = route.slots.account,
-                        worker = worker.name(),
-                        attempt = attempts.used(),
-                        %error,
-                        "turn failed before its first byte"
-                    );
-                    ticket.record(drawbridge_core::breaker::classify(error.kind));
-                    self.account_failed(&route.slots.account, &error);
-                    if !error.retryable() {
-                        return Err(error);
+            if last_error.is_some() {
+                self.metrics.record_failover("retry");
+            }
+            let account = route.slots.account;
+            let mut tries = 0;
+            loop {
+                let Some(ticket) = self.breakers.admit(&account).await else {
+                    break; // its breaker has no probe slot left: the next account
+                };
+                let input = PromptInput {
+                    request_id: ctx.request_id.clone(),
+                    model: request.model.clone(),
+                    account: Some(account.clone()),
+                    body: body.clone(),
+                    max_output_tokens: request.max_output_tokens(),
+                };
+                let guard = InflightGuard::new(Arc::clone(&self.inflight), key.clone());
+                // One span per attempt; the worker's spans continue it.
+                let span = tracing::info_span!(
+                    "attempt",
+                    account = %account,
+                    attempt = attempts.used()
+                );
+                let events = span.in_scope(|| worker.prompt(input));
+                let first_byte = self.settings.first_byte_timeout;
+                let until = (tokio::time::Instant::now() + first_byte).min(attempts.deadline);
+                let started =
+                    tokio::time::timeout_at(until, events::first_content(events).instrument(span))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(if attempts.expired() {
+                                deadline_passed()
+                            } else {
+                                ApiError::new(
+                                    ErrorKind::Timeout,
+                                    format!("The agent sent nothing within {first_byte:?}."),
+                                )
+                            })
+                        });
+                let error = match started {
+                    Ok((first, rest)) => {
+                        tracing::debug!(
+                            request_id = ctx.request_id,
+                            account,
+                            attempt = attempts.used(),
+                            "turn started"
+                        );
+                        if let Some(conversation) = &attempts.conversation {
+                            if attempts.bound.as_deref() != Some(account.as_str()) {
+                                tracing::info!(
+                                    request_id = ctx.request_id,
+                                    account,
+                                    "conversation bound to an account"
+                                );
+                            }
+                            self.affinity.bind(conversation, &account, &self.shutdown);
+                            attempts.bound = Some(account.clone());
+                        }
+                        return Ok(answer::Turn {
+                            account,
+                            first: Some(first),
+                            rest,
+                            ticket: Some(ticket),
+                            _guard: guard,
+                        });
                     }
-                    last_error = Some(error);
+                    Err(error) => error,
+                };
+                tracing::warn!(
+                    request_id = ctx.request_id,
+                    account,
+                    worker = worker.name(),
+                    attempt = attempts.used(),
+                    %error,
+                    "turn failed before its first byte"
+                );
+                ticket.record(drawbridge_core::breaker::classify(error.kind));
+                self.account_failed(&account, &error);
+                if !error.retryable() {
+                    return Err(error);
                 }
+                // A crash or a silence may not happen again on a fresh agent of the same
+                // account; an account's limit or a busy pool would.
+                let again = tries < self.settings.retries_per_account
+                    && matches!(error.kind, ErrorKind::Upstream | ErrorKind::Timeout)
+                    && !attempts.expired();
+                last_error = Some(error);
+                if !again {
+                    break;
+                }
+                tries += 1;
+                tracing::info!(
+                    request_id = ctx.request_id,
+                    account,
+                    retry = tries,
+                    "trying the same account again"
+                );
             }
         }
-        Err(last_error.map_or_else(
-            || ApiError::unavailable("No account is left to try."),
-            |error| for_client(error, model),
-        ))
+        Err(match last_error {
+            Some(error) if !attempts.expired() => for_client(error, model),
+            Some(_) => deadline_passed(),
+            None if attempts.expired() => deadline_passed(),
+            None => ApiError::unavailable("No account is left to try."),
+        })
     }
+}
+
+/// The request's deadline (`engine.request_timeout`) has passed (504).
+pub(crate) fn deadline_passed() -> ApiError {
+    ApiError::new(
+        ErrorKind::Timeout,
+        "The request took longer than the engine's request timeout.",
+    )
 }
 
 /// Every account for `model` has spent its credits (429 `insufficient_quota`).
@@ -633,6 +741,9 @@ pub fn router(
         draining,
     )
     .with_metrics(metrics);
+    if let Some(header) = drawbridge_http::session_header(&config.engine.affinity.header) {
+        state = state.with_session_header(header);
+    }
     // Its callers are Drawbridge's gateway (which charges by the metering) and NEW-API (which
     // ignores the extra field).
     state.expose_metering = true;

@@ -30,6 +30,8 @@ pub struct HttpEngine {
     base: String,
     key: Option<Secret>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The header the engine reads conversation keys from (session affinity).
+    session_header: Option<http::HeaderName>,
 }
 
 impl HttpEngine {
@@ -41,7 +43,14 @@ impl HttpEngine {
             base: base.trim_end_matches('/').to_owned(),
             key,
             client: Client::builder(TokioExecutor::new()).build(connector),
+            session_header: None,
         }
+    }
+
+    /// Pass each request's conversation key on to the engine in the header `name`.
+    pub fn with_session_header(mut self, name: http::HeaderName) -> Self {
+        self.session_header = Some(name);
+        self
     }
 
     async fn send(
@@ -50,6 +59,7 @@ impl HttpEngine {
         path: &str,
         body: Bytes,
         request_id: Option<&str>,
+        session: Option<&str>,
     ) -> Result<Response<hyper::body::Incoming>, ApiError> {
         let mut request = Request::builder()
             .method(method)
@@ -60,6 +70,9 @@ impl HttpEngine {
         }
         if let Some(id) = request_id {
             request = request.header("x-request-id", id);
+        }
+        if let (Some(name), Some(session)) = (&self.session_header, session) {
+            request = request.header(name, session);
         }
         for (name, value) in drawbridge_telemetry::current_context_headers() {
             request = request.header(name, value);
@@ -169,6 +182,7 @@ impl ChatBackend for HttpEngine {
                     "/v1/chat/completions",
                     Bytes::from(body),
                     Some(&ctx.request_id),
+                    ctx.session.as_deref(),
                 )
                 .await?;
             if response.status() != StatusCode::OK {
@@ -193,7 +207,7 @@ impl ChatBackend for HttpEngine {
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>> {
         async move {
             let response = self
-                .send(Method::GET, "/v1/models", Bytes::new(), None)
+                .send(Method::GET, "/v1/models", Bytes::new(), None, None)
                 .await?;
             if response.status() != StatusCode::OK {
                 return Err(error_from(response).await);
@@ -221,7 +235,7 @@ impl ChatBackend for HttpEngine {
             };
             let ask = async {
                 let response = self
-                    .send(Method::GET, "/health", Bytes::new(), None)
+                    .send(Method::GET, "/health", Bytes::new(), None, None)
                     .await
                     .ok()?;
                 let body = response.into_body().collect().await.ok()?.to_bytes();
@@ -243,7 +257,7 @@ impl ChatBackend for HttpEngine {
         }
         async move {
             let response = self
-                .send(Method::GET, "/internal/accounts", Bytes::new(), None)
+                .send(Method::GET, "/internal/accounts", Bytes::new(), None, None)
                 .await?;
             if response.status() != StatusCode::OK {
                 return Err(error_from(response).await);
@@ -291,6 +305,7 @@ impl ChatBackend for HttpEngine {
                     Method::POST,
                     &format!("/internal/accounts/{account}/credits"),
                     Bytes::from(body.to_string()),
+                    None,
                     None,
                 )
                 .await?;

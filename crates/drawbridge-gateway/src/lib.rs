@@ -117,6 +117,11 @@ pub fn router(live: &LiveConfig, deps: GatewayDeps) -> axum::Router {
         deps.draining,
     )
     .with_metrics(Arc::clone(&deps.metrics));
+    // A conversation key in `engine.affinity.header` is passed on to the engine.
+    let state = match drawbridge_http::session_header(&live.load().engine.affinity.header) {
+        Some(header) => state.with_session_header(header),
+        None => state,
+    };
     let admin = admin::Admin::new(settings, deps.stores, deps.backend, deps.metrics);
     admin::router(Arc::new(admin)).merge(drawbridge_http::openai_router(state))
 }

@@ -22,11 +22,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     // The usage writes of answers that ended: drained before the stores close.
     let usage_writes = Shutdown::new();
-    let backend = Arc::new(HttpEngine::new(
+    let mut engine = HttpEngine::new(
         &config.gateway.engine_url,
         config.gateway.engine_key.clone(),
         Duration::from_secs(2),
-    ));
+    );
+    if let Some(header) = drawbridge_http::session_header(&config.engine.affinity.header) {
+        engine = engine.with_session_header(header);
+    }
+    let backend = Arc::new(engine);
     let (stores, store) = drawbridge_gateway::open_stores(&config, &shutdown).await?;
     let listener = drawbridge_http::bind_or_inherit(config.gateway.listen).await?;
     announce("gateway", listener.local_addr()?);

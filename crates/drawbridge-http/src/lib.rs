@@ -47,6 +47,18 @@ pub type EventStream = BoxStream<'static, Result<CompletionEvent, ApiError>>;
 pub struct ChatContext {
     pub request_id: String,
     pub caller: Caller,
+    /// The conversation key the client sent in [`ApiState::session_header`] (session
+    /// affinity), if any.
+    pub session: Option<String>,
+}
+
+/// The longest conversation key taken from a request header; a longer one is ignored.
+pub const MAX_SESSION_KEY: usize = 200;
+
+/// The header named `name` (`engine.affinity.header`, validated by the config), as a header
+/// name.
+pub fn session_header(name: &str) -> Option<axum::http::HeaderName> {
+    axum::http::HeaderName::try_from(name.to_ascii_lowercase()).ok()
 }
 
 /// Whatever answers chat requests behind the HTTP surface.
@@ -97,6 +109,9 @@ pub struct ApiState {
     /// Put each answer's metering (accounts, credits) on its usage chunk: only for a caller
     /// that is Drawbridge's own gateway (the engine's internal API).
     pub expose_metering: bool,
+    /// The request header carrying a conversation key (`engine.affinity.header`), passed to
+    /// the backend as [`ChatContext::session`].
+    pub session_header: Option<axum::http::HeaderName>,
 }
 
 impl ApiState {
@@ -114,7 +129,14 @@ impl ApiState {
             draining,
             metrics: None,
             expose_metering: false,
+            session_header: None,
         }
+    }
+
+    /// Read conversation keys from the header `name` (session affinity).
+    pub fn with_session_header(mut self, name: axum::http::HeaderName) -> Self {
+        self.session_header = Some(name);
+        self
     }
 
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -246,6 +268,14 @@ async fn start_chat(
     started: tokio::time::Instant,
 ) -> Result<(Response, HeaderMap), Refusal> {
     let entry = state.gate.enter(request.headers()).await?;
+    let session = state
+        .session_header
+        .as_ref()
+        .and_then(|name| request.headers().get(name))
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.len() <= MAX_SESSION_KEY)
+        .map(str::to_owned);
     let headers = entry.headers.clone();
     let refuse = |error: ApiError| Refusal {
         error,
@@ -272,6 +302,7 @@ async fn start_chat(
     let ctx = ChatContext {
         request_id: request_id.to_owned(),
         caller: entry.caller,
+        session,
     };
     let mut meter = meter::Meter {
         pass,

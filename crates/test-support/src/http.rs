@@ -80,12 +80,26 @@ impl Client {
     }
 
     pub async fn request(&self, method: Method, path: &str, body: impl Into<Bytes>) -> Reply {
+        self.request_with_headers(method, path, body, &[]).await
+    }
+
+    /// [`Client::request`] with more headers.
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("content-type", "application/json");
         if let Some(key) = &self.key {
             request = request.header("authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request.body(Full::new(body.into())).expect("request");
         let response = self.inner.request(request).await.expect("send request");

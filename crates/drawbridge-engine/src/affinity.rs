@@ -1,0 +1,96 @@
+//! Session affinity: requests of one conversation (the same key in the configured header, or
+//! else the same `user` field) go to the account that served the conversation last, while that
+//! account is a candidate (see `drawbridge_core::schedule::pick_bound`). The binding is stored
+//! with a TTL ([`AffinityStore`]: `affinity:{key}` in ValKey, shared by every engine), renewed
+//! by every request of the conversation, and moves when another account serves it (the bound
+//! one failed, or could not take the request).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drawbridge_http::ChatContext;
+use drawbridge_state::{AffinityStore, MAX_AFFINITY_KEY};
+use drawbridge_telemetry::Shutdown;
+use drawbridge_types::ChatCompletionRequest;
+
+/// How long a request waits for its conversation's binding before it is scheduled without
+/// one (the store is slow or away).
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// `engine.affinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AffinitySettings {
+    pub enabled: bool,
+    /// Use the request's `user` field when the header is absent.
+    pub user_field: bool,
+    /// How long a binding outlives its conversation's last request.
+    pub ttl: Duration,
+}
+
+impl Default for AffinitySettings {
+    fn default() -> Self {
+        AffinitySettings {
+            enabled: false,
+            user_field: true,
+            ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+pub(crate) struct Affinity {
+    store: Arc<dyn AffinityStore>,
+    settings: AffinitySettings,
+}
+
+impl Affinity {
+    pub fn new(store: Arc<dyn AffinityStore>, settings: AffinitySettings) -> Self {
+        Affinity { store, settings }
+    }
+
+    /// The conversation key of a request, if affinity is on and it has one: the header's
+    /// value (`s:` in front) or the `user` field (`u:` in front, so the two never meet).
+    pub fn key(&self, request: &ChatCompletionRequest, ctx: &ChatContext) -> Option<String> {
+        if !self.settings.enabled {
+            return None;
+        }
+        let key = match (&ctx.session, &request.user) {
+            (Some(session), _) => format!("s:{session}"),
+            (None, Some(user)) if self.settings.user_field && !user.is_empty() => {
+                format!("u:{user}")
+            }
+            _ => return None,
+        };
+        (key.len() <= MAX_AFFINITY_KEY).then_some(key)
+    }
+
+    /// The account `key` is bound to; `None` when there is none or the store does not answer
+    /// in time (the request is scheduled as if the conversation were new).
+    pub async fn lookup(&self, key: &str) -> Option<String> {
+        match tokio::time::timeout(LOOKUP_TIMEOUT, self.store.affinity(key)).await {
+            Ok(Ok(account)) => account,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "could not read the conversation's account");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("the conversation's account was not read in time");
+                None
+            }
+        }
+    }
+
+    /// Bind `key` to `account` (again: the TTL starts over), in the background.
+    pub fn bind(self: &Arc<Self>, key: &str, account: &str, shutdown: &Shutdown) {
+        let affinity = Arc::clone(self);
+        let (key, account) = (key.to_owned(), account.to_owned());
+        shutdown.spawn(async move {
+            if let Err(error) = affinity
+                .store
+                .set_affinity(&key, &account, affinity.settings.ttl)
+                .await
+            {
+                tracing::debug!(account, %error, "could not bind the conversation to its account");
+            }
+        });
+    }
+}

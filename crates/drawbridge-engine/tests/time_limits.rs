@@ -1,0 +1,225 @@
+//! The engine's time limits on paused time, with scripted workers: the idle limit between
+//! chunks (a silent account is a failure: the answer resumes elsewhere), the first-byte limit
+//! (the request moves on), and the request's deadline (it bounds everything).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic on failure, like the tests that call them"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drawbridge_engine::{Engine, EngineSettings, EngineState, WorkerConn};
+use drawbridge_http::{Caller, ChatContext};
+use drawbridge_telemetry::Shutdown;
+use drawbridge_types::openai::FinishReason;
+use drawbridge_types::worker::{
+    AccountSlots, AccountStatus, PromptBody, PromptInput, SlotsReport, TurnSummary, WorkerEvent,
+};
+use drawbridge_types::{ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+/// How a scripted account answers.
+#[derive(Clone, Copy)]
+enum Script {
+    /// Two chunks, then silence forever.
+    SilentAfterTwo,
+    /// Nothing at all, ever.
+    Mute,
+    /// The rest of a resumed answer (or a whole one), then the finish.
+    Finishes,
+}
+
+/// One worker serving one account.
+struct Scripted {
+    account: &'static str,
+    slots: u32,
+    script: Script,
+}
+
+impl WorkerConn for Scripted {
+    fn name(&self) -> &str {
+        self.account
+    }
+
+    fn prompt(&self, input: PromptInput) -> BoxStream<'static, WorkerEvent> {
+        let started = WorkerEvent::Started {
+            account: self.account.to_owned(),
+        };
+        let text = |t: &str| WorkerEvent::Text(t.to_owned());
+        match self.script {
+            Script::SilentAfterTwo => stream::iter([started, text("one "), text("two ")])
+                .chain(stream::pending())
+                .boxed(),
+            Script::Mute => stream::iter([started]).chain(stream::pending()).boxed(),
+            Script::Finishes => {
+                let rest = match input.body {
+                    PromptBody::Resume { partial, .. } => format!("[after {partial}]"),
+                    _ => "whole".to_owned(),
+                };
+                stream::iter([
+                    started,
+                    WorkerEvent::Text(rest),
+                    WorkerEvent::Finished(TurnSummary {
+                        finish_reason: FinishReason::Stop,
+                        prompt_tokens: 1,
+                        completion_tokens: 1,
+                        tokens_estimated: true,
+                        credits: 0.0,
+                        context_usage_percent: None,
+                        continuation_rounds: 0,
+                    }),
+                ])
+                .boxed()
+            }
+        }
+    }
+
+    fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
+        futures::future::ready(Ok(SlotsReport {
+            worker_id: self.account.to_owned(),
+            draining: false,
+            accounts: vec![AccountSlots {
+                account: self.account.to_owned(),
+                models: vec!["kiro".to_owned()],
+                size: self.slots,
+                busy: 0,
+                idle: self.slots,
+                starting: 0,
+                failed: 0,
+                queue_depth: 0,
+                credits_used: 0.0,
+                last_error: None,
+                status: AccountStatus::Healthy,
+            }],
+        }))
+        .boxed()
+    }
+}
+
+const IDLE: Duration = Duration::from_secs(30);
+const FIRST_BYTE: Duration = Duration::from_secs(20);
+
+/// An engine over `first` (three slots: the best score) and `second` (one slot).
+async fn engine(first: Script, second: Script, request_timeout: Duration) -> Arc<Engine> {
+    let workers: Vec<Arc<dyn WorkerConn>> = vec![
+        Arc::new(Scripted {
+            account: "first",
+            slots: 3,
+            script: first,
+        }),
+        Arc::new(Scripted {
+            account: "second",
+            slots: 1,
+            script: second,
+        }),
+    ];
+    let settings = EngineSettings {
+        idle_timeout: IDLE,
+        first_byte_timeout: FIRST_BYTE,
+        request_timeout,
+        ..EngineSettings::default()
+    };
+    let engine = Engine::new(workers, settings, EngineState::embedded(), Shutdown::new());
+    engine.refresh().await;
+    engine
+}
+
+fn request() -> ChatCompletionRequest {
+    ChatCompletionRequest::from_json(
+        br#"{"model": "kiro", "stream": true, "messages": [{"role": "user", "content": "go"}]}"#,
+    )
+    .unwrap()
+}
+
+fn ctx() -> ChatContext {
+    ChatContext {
+        request_id: "r1".to_owned(),
+        caller: Caller {
+            key_id: "static:test".to_owned(),
+            key_name: "test".to_owned(),
+        },
+        session: None,
+    }
+}
+
+/// The answer's text and how it ended.
+async fn answer(engine: &Engine) -> (String, Result<FinishReason, ApiError>) {
+    let mut events = engine.chat(request(), &ctx()).await.expect("started");
+    let mut text = String::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(CompletionEvent::Delta(delta)) => text.push_str(&delta),
+            Ok(CompletionEvent::Finish(finish)) => return (text, Ok(finish.finish_reason)),
+            Err(error) => return (text, Err(error)),
+        }
+    }
+    panic!("the answer ended without a finish or an error")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_account_fails_after_the_idle_limit_and_the_answer_resumes() {
+    let engine = engine(
+        Script::SilentAfterTwo,
+        Script::Finishes,
+        Duration::from_secs(600),
+    )
+    .await;
+    let began = Instant::now();
+    let (text, end) = answer(&engine).await;
+    assert_eq!(text, "one two [after one two ]");
+    assert_eq!(end.unwrap(), FinishReason::Stop);
+    assert_eq!(
+        began.elapsed(),
+        IDLE,
+        "exactly the idle limit, not the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_first_byte_moves_on_after_the_first_byte_limit() {
+    let engine = engine(Script::Mute, Script::Finishes, Duration::from_secs(600)).await;
+    let began = Instant::now();
+    let (text, end) = answer(&engine).await;
+    assert_eq!(text, "whole");
+    assert_eq!(end.unwrap(), FinishReason::Stop);
+    assert_eq!(began.elapsed(), FIRST_BYTE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_ends_an_answer_that_no_account_can_finish_in_time() {
+    // Both accounts go silent after two chunks; the deadline (40 s) comes before the second
+    // one's idle limit would.
+    let engine = engine(
+        Script::SilentAfterTwo,
+        Script::SilentAfterTwo,
+        Duration::from_secs(40),
+    )
+    .await;
+    let began = Instant::now();
+    let (text, end) = answer(&engine).await;
+    // 30 s: the first account is silent, the second resumes (and repeats, as this script
+    // ignores the partial answer), then goes silent too: the deadline ends it at 40 s.
+    assert_eq!(text, "one two one two ");
+    let error = end.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    assert_eq!(began.elapsed(), Duration::from_secs(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_the_wait_for_a_first_byte() {
+    let engine = engine(Script::Mute, Script::Mute, Duration::from_secs(25)).await;
+    let began = Instant::now();
+    let error = match engine.chat(request(), &ctx()).await {
+        Err(error) => error,
+        Ok(_) => panic!("no account answered, yet the answer started"),
+    };
+    assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
+    // 20 s for the first account's first byte, then 5 s of the second's before the deadline.
+    assert_eq!(began.elapsed(), Duration::from_secs(25));
+}
