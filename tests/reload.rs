@@ -137,3 +137,57 @@ async fn a_bad_file_keeps_the_running_accounts_and_says_why() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+/// The engine's routing settings and the accounts' credit grants reload too (here in the
+/// single-node binary): `engine.max_attempts: 1` lets a failing first account fail the
+/// request; after the reload to 2 the request moves on to the second account, and a changed
+/// grant resets that account's balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_reloads_its_routing_settings_and_grants() {
+    use test_support::{AccountSpec, Stack, StackOptions};
+    let mut stack = Stack::single(StackOptions {
+        // acct-1 (three slots) scores first and fails before its first byte.
+        accounts: vec![
+            AccountSpec::new(3).behaviour("crash after=0"),
+            AccountSpec::new(1).credits(1.0),
+        ],
+        engine_yaml: "engine: { max_attempts: 1 }\n".to_owned(),
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+    let ask = json!({"model": "kiro", "messages": [{"role": "user", "content": "hello"}]});
+    let reply = client.chat(&ask).await;
+    assert_eq!(reply.status, 502, "one attempt only: {}", reply.text());
+
+    let path = stack.dir.path().join("drawbridge.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("max_attempts: 1", "max_attempts: 2")
+        .replace("credits: 1", "credits: 7");
+    std::fs::write(&path, text).unwrap();
+    stack.processes[0].signal(Signal::SIGHUP);
+    assert!(stack.wait_for_log("engine settings reloaded").await);
+
+    let reply = client.chat(&ask).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "the second account serves: {}",
+        reply.text()
+    );
+    let accounts = stack.admin().get("/admin/accounts").await.json();
+    let second = accounts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "acct-2")
+        .cloned()
+        .unwrap();
+    // 7 credits granted by the reload, less what the one answer cost (0.01).
+    assert!(
+        (6_900..=7_000).contains(&second["credits"].as_i64().unwrap()),
+        "{second}"
+    );
+    stack.stop().await;
+}

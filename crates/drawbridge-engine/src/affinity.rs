@@ -39,23 +39,33 @@ impl Default for AffinitySettings {
 
 pub(crate) struct Affinity {
     store: Arc<dyn AffinityStore>,
-    settings: AffinitySettings,
+    /// Follows the configuration (a reload).
+    settings: arc_swap::ArcSwap<AffinitySettings>,
 }
 
 impl Affinity {
     pub fn new(store: Arc<dyn AffinityStore>, settings: AffinitySettings) -> Self {
-        Affinity { store, settings }
+        Affinity {
+            store,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
+        }
+    }
+
+    /// Use `settings` from now on (a configuration reload).
+    pub fn set_settings(&self, settings: AffinitySettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// The conversation key of a request, if affinity is on and it has one: the header's
     /// value (`s:` in front) or the `user` field (`u:` in front, so the two never meet).
     pub fn key(&self, request: &ChatCompletionRequest, ctx: &ChatContext) -> Option<String> {
-        if !self.settings.enabled {
+        let settings = **self.settings.load();
+        if !settings.enabled {
             return None;
         }
         let key = match (&ctx.session, &request.user) {
             (Some(session), _) => format!("s:{session}"),
-            (None, Some(user)) if self.settings.user_field && !user.is_empty() => {
+            (None, Some(user)) if settings.user_field && !user.is_empty() => {
                 format!("u:{user}")
             }
             _ => return None,
@@ -86,7 +96,7 @@ impl Affinity {
         shutdown.spawn(async move {
             if let Err(error) = affinity
                 .store
-                .set_affinity(&key, &account, affinity.settings.ttl)
+                .set_affinity(&key, &account, affinity.settings.load().ttl)
                 .await
             {
                 tracing::debug!(account, %error, "could not bind the conversation to its account");

@@ -169,7 +169,7 @@ impl Answer {
     /// request's deadline: a silent agent is a failure (the answer resumes elsewhere), not a
     /// wait.
     async fn next_event(&mut self) -> WorkerEvent {
-        let idle = self.engine.settings.idle_timeout;
+        let idle = self.engine.settings().idle_timeout;
         let until = (Instant::now() + idle).min(self.attempts.deadline);
         match tokio::time::timeout_at(until, self.turn.rest.next()).await {
             Ok(Some(event)) => event,
@@ -198,7 +198,7 @@ impl Answer {
             %error,
             "answer broke off after its first byte"
         );
-        let settings = self.engine.settings;
+        let settings = self.engine.settings();
         let model = self.request.model.clone();
         if !settings.resume_after_first_byte || !error.retryable() || !self.attempts.left() {
             return Err(crate::for_client(error, &model));

@@ -21,6 +21,7 @@
 //! While the store is unreachable, each engine goes on with its own copy (the last value it
 //! read, changed locally) and writes again once the store answers.
 
+use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -67,7 +68,8 @@ impl Cached {
 }
 
 pub struct Breakers {
-    config: BreakerConfig,
+    /// Follows the configuration (a reload changes it for the next admission).
+    config: ArcSwap<BreakerConfig>,
     store: Arc<dyn BreakerStore>,
     cache: Mutex<HashMap<String, Cached>>,
     /// This process's clock: the system time at start, moved on by tokio's clock.
@@ -92,7 +94,7 @@ impl Breakers {
         shutdown: Shutdown,
     ) -> Arc<Self> {
         Arc::new(Breakers {
-            config,
+            config: ArcSwap::from_pointee(config),
             store,
             cache: Mutex::new(HashMap::new()),
             epoch_ms: SystemTime::now()
@@ -105,6 +107,15 @@ impl Breakers {
             metrics,
             shutdown,
         })
+    }
+
+    fn config(&self) -> BreakerConfig {
+        **self.config.load()
+    }
+
+    /// Use `config` from now on (a configuration reload).
+    pub fn set_config(&self, config: BreakerConfig) {
+        self.config.store(Arc::new(config));
     }
 
     fn cache(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
@@ -164,7 +175,7 @@ impl Breakers {
         let now = self.now_ms();
         self.cache()
             .get(account)
-            .is_some_and(|c| c.breaker.retry_after_ms(&self.config, now) > 0)
+            .is_some_and(|c| c.breaker.retry_after_ms(&self.config(), now) > 0)
     }
 
     /// The breaker's state as `closed`, `open` or `half_open` (an account never seen is closed).
@@ -297,7 +308,7 @@ impl Breakers {
         let admission = if closed {
             Admission::Allowed
         } else {
-            let config = self.config;
+            let config = self.config();
             self.update(account, |b, now| b.admit(&config, now)).await
         };
         match admission {
@@ -347,7 +358,7 @@ impl Ticket {
         if nothing_to_say {
             return;
         }
-        let (config, probe) = (breakers.config, self.probe);
+        let (config, probe) = (breakers.config(), self.probe);
         breakers
             .update(&self.account, |b, now| {
                 ((), b.record(&config, now, outcome, probe))

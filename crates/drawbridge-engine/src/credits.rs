@@ -5,7 +5,7 @@
 //! answer never waits for the store).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(crate) struct Credits {
     store: Arc<dyn CreditStore>,
-    /// Milli-credits charged for a finished turn that reported no cost.
-    request_cost: i64,
+    /// Milli-credits charged for a finished turn that reported no cost (follows reloads).
+    request_cost: AtomicI64,
     /// Balances as last read or changed (`None`: unmetered; an account not read yet counts as
     /// unmetered), with when this engine last changed each one.
     cache: RwLock<HashMap<String, Cached>>,
@@ -58,10 +58,16 @@ impl Credits {
     pub fn new(store: Arc<dyn CreditStore>, request_cost: f64) -> Self {
         Credits {
             store,
-            request_cost: to_milli(request_cost),
+            request_cost: AtomicI64::new(to_milli(request_cost)),
             cache: RwLock::new(HashMap::new()),
             changes: AtomicU64::new(0),
         }
+    }
+
+    /// Charge `request_cost` credits from now on for turns that report none (a reload).
+    pub fn set_request_cost(&self, request_cost: f64) {
+        self.request_cost
+            .store(to_milli(request_cost), Ordering::Relaxed);
     }
 
     /// The balance the scheduler sees, in milli-credits (`None`: unmetered).
@@ -135,7 +141,7 @@ impl Credits {
     /// when it reported none. The cache drops at once; the store is charged in the background.
     pub fn charge(self: &Arc<Self>, account: &str, reported: f64, shutdown: &Shutdown) {
         let amount = match to_milli(reported) {
-            0 => self.request_cost,
+            0 => self.request_cost.load(Ordering::Relaxed),
             amount => amount,
         };
         if amount == 0 {

@@ -157,7 +157,8 @@ impl EngineState {
 
 pub struct Engine {
     me: Weak<Engine>,
-    settings: EngineSettings,
+    /// Follows the configuration: [`Engine::follow_reloads`].
+    settings: arc_swap::ArcSwap<EngineSettings>,
     breakers: Arc<breakers::Breakers>,
     credits: Arc<credits::Credits>,
     cooldowns: Arc<cooldowns::Cooldowns>,
@@ -191,7 +192,7 @@ impl Engine {
             credits: Arc::new(credits::Credits::new(state.credits, settings.request_cost)),
             cooldowns: Arc::new(cooldowns::Cooldowns::new(state.cooldowns)),
             affinity: Arc::new(affinity::Affinity::new(state.affinity, settings.affinity)),
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             workers: fleet::WorkerSet::fixed(workers),
             routes: RwLock::new(Vec::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
@@ -199,6 +200,49 @@ impl Engine {
             shutdown,
             metrics,
         })
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> EngineSettings {
+        **self.settings.load()
+    }
+
+    /// Use `settings` from now on: requests that start after this see them (retries,
+    /// budgets, time limits, breaker thresholds, the default cost, affinity).
+    pub fn apply_settings(&self, settings: EngineSettings) {
+        self.breakers.set_config(settings.breaker);
+        self.credits.set_request_cost(settings.request_cost);
+        self.affinity.set_settings(settings.affinity);
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Follow `live`: on every reload (SIGHUP, or the file changing), apply the engine's
+    /// settings and the accounts' configured credit grants (a changed grant resets that
+    /// account's balance).
+    pub fn follow_reloads(
+        self: &Arc<Self>,
+        live: drawbridge_telemetry::LiveConfig,
+        scope: &Shutdown,
+    ) {
+        let engine = Arc::clone(self);
+        let stop = scope.clone();
+        let mut changes = live.subscribe();
+        scope.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let config = live.load();
+                        engine.apply_settings(EngineSettings::from_config(&config));
+                        engine.apply_grants(&grants(&config)).await;
+                        tracing::info!("engine settings reloaded");
+                    }
+                }
+            }
+        });
     }
 
     /// The metrics this engine counts into; its HTTP API serves them on `/metrics`.
@@ -427,7 +471,7 @@ impl Engine {
             ErrorKind::AccountRateLimited => {
                 let rest = error
                     .retry_after
-                    .unwrap_or(self.settings.rate_limit_cooldown);
+                    .unwrap_or(self.settings().rate_limit_cooldown);
                 tracing::warn!(
                     account,
                     rest_ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX),
@@ -471,8 +515,8 @@ impl Engine {
             .upgrade()
             .ok_or_else(|| ApiError::unavailable("The engine is shutting down."))?;
         let mut attempts = answer::Attempts::new(
-            self.settings.max_attempts,
-            tokio::time::Instant::now() + self.settings.request_timeout,
+            self.settings().max_attempts,
+            tokio::time::Instant::now() + self.settings().request_timeout,
         );
         if let Some(key) = self.affinity.key(&request, ctx) {
             attempts.bound = self.affinity.lookup(&key).await;
@@ -541,7 +585,7 @@ impl Engine {
                     attempt = attempts.used()
                 );
                 let events = span.in_scope(|| worker.prompt(input));
-                let first_byte = self.settings.first_byte_timeout;
+                let first_byte = self.settings().first_byte_timeout;
                 let until = (tokio::time::Instant::now() + first_byte).min(attempts.deadline);
                 let started =
                     tokio::time::timeout_at(until, events::first_content(events).instrument(span))
@@ -600,7 +644,7 @@ impl Engine {
                 }
                 // A crash or a silence may not happen again on a fresh agent of the same
                 // account; an account's limit or a busy pool would.
-                let again = tries < self.settings.retries_per_account
+                let again = tries < self.settings().retries_per_account
                     && matches!(error.kind, ErrorKind::Upstream | ErrorKind::Timeout)
                     && !attempts.expired();
                 last_error = Some(error);

@@ -13,7 +13,10 @@ use drawbridge_engine::{
     Engine, EngineSettings, EngineState, GrpcWorkerConn, WorkerConn, discovery, leader,
 };
 use drawbridge_state::{ValkeyRegistry, redact_url};
-use drawbridge_telemetry::{Shutdown, Signals, announce};
+use drawbridge_telemetry::{LiveConfig, Shutdown, Signals, announce};
+
+/// How often the config file is checked for changes.
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> ExitCode {
     drawbridge_telemetry::run_binary(Role::Engine, run)
@@ -111,6 +114,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     engine.spawn_refresher(config.engine.refresh_interval);
+    // Routing settings and credit grants reload without a restart: SIGHUP, or the file changing.
+    let live = LiveConfig::new(config.clone());
+    if let Some(path) = config.source.clone() {
+        live.watch(path, Role::Engine, RELOAD_POLL, &shutdown);
+    }
+    engine.follow_reloads(live, &shutdown);
     if config.engine.channel_keys.is_empty() {
         tracing::warn!(
             "engine.channel_keys is empty: the engine API is open; keep it on a private address"

@@ -76,11 +76,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let usage_writes = Shutdown::new();
     announce("gateway", listener.local_addr()?);
     let metrics = engine.metrics();
-    // Keys, limits and the admin token reload without a restart: SIGHUP, or the file changing.
+    // Keys, limits, the admin token, routing settings, credit grants and the accounts reload
+    // without a restart: SIGHUP, or the file changing.
     let live = LiveConfig::new(config.clone());
     if let Some(path) = config.source.clone() {
         live.watch(path, Role::AllInOne, RELOAD_POLL, &shutdown);
     }
+    engine.follow_reloads(live.clone(), &engine_scope);
+    worker.follow_reloads(live.clone(), &shutdown);
     let router = drawbridge_gateway::router(
         &live,
         GatewayDeps {
