@@ -138,11 +138,12 @@ async fn one_request_is_one_trace_across_gateway_engine_and_worker() {
     // The JSON log lines of the request carry its trace id, in the gateway and in the engine.
     let trace_hex: String = trace.iter().map(|b| format!("{b:02x}")).collect();
     for log in &logs[1..] {
-        let started = log
+        let ended = log
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["message"] == "chat completion started")
-            .unwrap_or_else(|| panic!("no JSON start line: {log}"));
-        assert_eq!(started["span"]["trace_id"], trace_hex.as_str(), "{started}");
+            .find(|l| l["message"] == "chat completion ended")
+            .unwrap_or_else(|| panic!("no JSON end line: {log}"));
+        assert_eq!(ended["span"]["trace_id"], trace_hex.as_str(), "{ended}");
+        assert_eq!(ended["outcome"], "stop", "{ended}");
     }
 }

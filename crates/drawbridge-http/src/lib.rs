@@ -306,6 +306,7 @@ async fn start_chat(
     };
     let mut meter = meter::Meter {
         pass,
+        request_id: request_id.to_owned(),
         metrics: state.metrics.clone(),
         model: if model.len() <= MAX_MODEL_LABEL {
             model.clone()
@@ -330,7 +331,7 @@ async fn start_chat(
     // The answer is produced while the body streams, after this handler returned: keep its
     // work (retries, resumptions) inside the request's span.
     let events = events::in_current_span(events);
-    tracing::info!(request_id, model, stream, "chat completion started");
+    tracing::debug!(request_id, model, stream, "chat completion started");
     let response = if stream {
         render::sse(model, include_usage, state.expose_metering, events)
     } else {

@@ -20,6 +20,8 @@ pub const ABANDONED: &str = "client_closed";
 /// What the meter needs to report one request.
 pub struct Meter {
     pub pass: Box<dyn Pass>,
+    /// The request's id, on its log line.
+    pub request_id: String,
     pub metrics: Option<Arc<Metrics>>,
     /// The model label (a served model, or `UNKNOWN_MODEL`).
     pub model: String,
@@ -82,6 +84,7 @@ impl Metered {
                 &ended,
                 self.first_token,
             );
+            log_end(&meter, &ended, self.first_token);
             meter.pass.end(&ended);
         }
     }
@@ -120,6 +123,25 @@ impl Drop for Metered {
         // Dropped before its end: the client went away (or the server is shutting down).
         self.end(Outcome::Abandoned);
     }
+}
+
+/// One line per answered request, when it ends: how it ended, how long it took, how long the
+/// first text took.
+fn log_end(meter: &Meter, ended: &Ended, first_token: Option<std::time::Duration>) {
+    let outcome = match &ended.outcome {
+        Outcome::Finished(finish) => finish.finish_reason.as_str(),
+        Outcome::Failed(kind) => kind.code(),
+        Outcome::Abandoned => ABANDONED,
+    };
+    tracing::info!(
+        request_id = meter.request_id,
+        model = meter.model,
+        stream = meter.streamed,
+        outcome,
+        elapsed_ms = ended.duration.as_millis() as u64,
+        first_token_ms = first_token.map(|t| t.as_millis() as u64),
+        "chat completion ended"
+    );
 }
 
 fn report(

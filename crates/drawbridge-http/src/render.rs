@@ -5,8 +5,9 @@ use std::convert::Infallible;
 use axum::body::Body;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use drawbridge_types::{ApiError, ChunkEncoder, Collector, CompletionEvent, CompletionMeta};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 
 use crate::EventStream;
 
@@ -31,23 +32,19 @@ pub fn sse(
     }
     let body = futures::stream::unfold(Some((events, encoder)), |state| async move {
         let (mut events, mut encoder) = state?;
-        let (frame, next) = match events.next().await {
-            Some(Ok(CompletionEvent::Delta(text))) => {
-                let frame = encoder.delta(&text);
-                (frame, Some((events, encoder)))
+        // Wait for the next event, then take every event that is ready at once too and send
+        // them as one write: a burst of chunks (a fast agent, or a hop reading several chunks
+        // from one packet) costs one system call, not one per chunk. Nothing waits for more.
+        let mut frames = BytesMut::new();
+        let mut open = encode(events.next().await, &mut encoder, &mut frames);
+        while open && frames.len() < COALESCE_LIMIT {
+            match events.next().now_or_never() {
+                Some(item) => open = encode(item, &mut encoder, &mut frames),
+                None => break,
             }
-            Some(Ok(CompletionEvent::Finish(finish))) => (encoder.finish(&finish), None),
-            Some(Err(error)) => {
-                tracing::warn!(
-                    id = encoder.meta().id,
-                    code = error.kind.code(),
-                    "stream ended with an error"
-                );
-                (encoder.error(&error), None)
-            }
-            None => (encoder.error(&ended_early()), None),
-        };
-        Some((Ok::<_, Infallible>(frame), next))
+        }
+        let next = open.then_some((events, encoder));
+        Some((Ok::<_, Infallible>(frames.freeze()), next))
     });
     (
         [
@@ -58,6 +55,41 @@ pub fn sse(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// Frames that are ready together are joined into one write up to about this many bytes.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
+/// Append the frame of `item` (the next event of the answer) to `out`; whether the answer
+/// goes on after it.
+fn encode(
+    item: Option<Result<CompletionEvent, ApiError>>,
+    encoder: &mut ChunkEncoder,
+    out: &mut BytesMut,
+) -> bool {
+    match item {
+        Some(Ok(CompletionEvent::Delta(text))) => {
+            out.extend_from_slice(&encoder.delta(&text));
+            true
+        }
+        Some(Ok(CompletionEvent::Finish(finish))) => {
+            out.extend_from_slice(&encoder.finish(&finish));
+            false
+        }
+        Some(Err(error)) => {
+            tracing::warn!(
+                id = encoder.meta().id,
+                code = error.kind.code(),
+                "stream ended with an error"
+            );
+            out.extend_from_slice(&encoder.error(&error));
+            false
+        }
+        None => {
+            out.extend_from_slice(&encoder.error(&ended_early()));
+            false
+        }
+    }
 }
 
 /// Gather the answer into one JSON body. A failure at any point is an error status: the client
@@ -73,4 +105,75 @@ pub async fn json(model: String, mut events: EventStream) -> Result<Response, Ap
         }
     }
     Err(ended_early())
+}
+
+#[cfg(test)]
+mod tests {
+    use drawbridge_types::openai::FinishReason;
+    use drawbridge_types::{Finish, Metering, Usage};
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn finish() -> CompletionEvent {
+        CompletionEvent::Finish(Finish {
+            finish_reason: FinishReason::Stop,
+            usage: Usage::new(1, 2),
+            metering: Metering::default(),
+        })
+    }
+
+    /// The `data:` payloads of one body write.
+    fn events_of(frame: &[u8]) -> Vec<String> {
+        drawbridge_types::sse::SseDecoder::new().push(frame)
+    }
+
+    #[tokio::test]
+    async fn events_ready_together_leave_in_one_write() {
+        let events: EventStream = futures::stream::iter([
+            Ok(CompletionEvent::Delta("a".into())),
+            Ok(CompletionEvent::Delta("b".into())),
+            Ok(finish()),
+        ])
+        .boxed();
+        let body = sse("m".into(), true, false, events).into_body();
+        let frames: Vec<_> = body.into_data_stream().collect().await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        let payloads = events_of(frames[0].as_ref().unwrap());
+        // two deltas, the finish chunk, the usage chunk, [DONE]
+        assert_eq!(payloads.len(), 5, "{payloads:?}");
+        assert_eq!(payloads[4], "[DONE]");
+    }
+
+    #[tokio::test]
+    async fn nothing_waits_for_an_event_that_is_not_there_yet() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let events: EventStream = tokio_stream_of(rx);
+        let mut body = sse("m".into(), false, false, events)
+            .into_body()
+            .into_data_stream();
+        tx.send(Ok(CompletionEvent::Delta("first".into()))).unwrap();
+        // A renderer that waited for more would never answer here.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("the first event was held back")
+            .unwrap()
+            .unwrap();
+        let payloads = events_of(&first);
+        assert_eq!(payloads.len(), 1, "{payloads:?}");
+        assert!(payloads[0].contains("first"), "{payloads:?}");
+        tx.send(Ok(CompletionEvent::Delta("second".into())))
+            .unwrap();
+        tx.send(Ok(finish())).unwrap();
+        let rest = body.next().await.unwrap().unwrap();
+        let payloads = events_of(&rest);
+        assert_eq!(payloads.len(), 3, "{payloads:?}"); // delta, finish, [DONE]
+        assert!(body.next().await.is_none());
+    }
+
+    fn tokio_stream_of(
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Result<CompletionEvent, ApiError>>,
+    ) -> EventStream {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    }
 }
