@@ -431,54 +431,72 @@ async fn concurrent_streams_never_overspend_a_budget() {
     let probe = stack.client().chat(&body).await.json();
     let cost = probe["usage"]["total_tokens"].as_u64().unwrap();
     let budget = cost * 5 + cost / 2;
-    let (id, secret) = create_key(
-        &admin,
-        json!({"name": "budget", "quota": {"unit": "tokens", "limit": budget}}),
-    )
-    .await;
-    let keyed = stack.client().with_key(Some(&secret));
-    let mut streamed = body.clone();
-    streamed["stream"] = json!(true);
-    let replies = join_all((0..12).map(|_| keyed.chat(&streamed))).await;
-    let mut refused = 0;
-    for reply in &replies {
-        match reply.status {
-            200 => {
-                reply.sse_chunks();
+    // A client may send its own `x-request-id`, the same one on every request: its
+    // requests still hold one reservation each.
+    for same_request_id in [false, true] {
+        let (id, secret) = create_key(
+            &admin,
+            json!({"name": format!("budget{same_request_id}"), "quota": {"unit": "tokens", "limit": budget}}),
+        )
+        .await;
+        let keyed = stack.client().with_key(Some(&secret));
+        let headers: &[(&str, &str)] = if same_request_id {
+            &[("x-request-id", "the-same-id")]
+        } else {
+            &[]
+        };
+        let send = |body: &Value| {
+            let keyed = keyed.clone();
+            let body = serde_json::to_vec(body).unwrap();
+            async move {
+                keyed
+                    .request_with_headers(Method::POST, "/v1/chat/completions", body, headers)
+                    .await
             }
-            429 => {
-                assert_eq!(error_code(reply), "insufficient_quota");
-                refused += 1;
+        };
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let replies = join_all((0..12).map(|_| send(&streamed))).await;
+        let mut refused = 0;
+        for reply in &replies {
+            match reply.status {
+                200 => {
+                    reply.sse_chunks();
+                }
+                429 => {
+                    assert_eq!(error_code(reply), "insufficient_quota");
+                    refused += 1;
+                }
+                other => panic!("unexpected {other}: {}", reply.text()),
             }
-            other => panic!("unexpected {other}: {}", reply.text()),
         }
-    }
-    assert!(
-        refused > 0,
-        "12 concurrent requests cannot all fit a budget of 5.5"
-    );
-    // Keep spending until the budget says no.
-    let mut served = replies.len() - refused;
-    loop {
-        let reply = keyed.chat(&body).await;
-        if reply.status == 429 {
-            assert_eq!(error_code(&reply), "insufficient_quota");
-            break;
+        assert!(
+            refused > 0,
+            "12 concurrent requests cannot all fit a budget of 5.5 (same id: {same_request_id})"
+        );
+        // Keep spending until the budget says no.
+        let mut served = replies.len() - refused;
+        loop {
+            let reply = send(&body).await;
+            if reply.status == 429 {
+                assert_eq!(error_code(&reply), "insufficient_quota");
+                break;
+            }
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            served += 1;
+            assert!(served < 50, "the budget never ran out");
         }
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        served += 1;
-        assert!(served < 50, "the budget never ran out");
+        let total = usage_of(&admin, &id, |u| u["requests"] == served as u64).await;
+        let spent = total["total_tokens"].as_u64().unwrap();
+        assert!(
+            spent <= budget + cost,
+            "spent {spent} of a budget of {budget}: over by more than one request ({cost}); same id: {same_request_id}"
+        );
+        assert!(
+            spent + cost > budget,
+            "the budget was used up: {spent} of {budget}"
+        );
     }
-    let total = usage_of(&admin, &id, |u| u["requests"] == served as u64).await;
-    let spent = total["total_tokens"].as_u64().unwrap();
-    assert!(
-        spent <= budget + cost,
-        "spent {spent} of a budget of {budget}: over by more than one request ({cost})"
-    );
-    assert!(
-        spent + cost > budget,
-        "the budget was used up: {spent} of {budget}"
-    );
     stack.stop().await;
 }
 

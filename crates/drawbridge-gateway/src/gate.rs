@@ -380,6 +380,9 @@ impl Gate for GatewayGate {
                     "chat request messages"
                 );
             }
+            // The reservation and the charge go under an id of our own: the request id may
+            // be the client's `x-request-id`, which a client can repeat.
+            let charge_id = charge_id(request_id);
             let mut reserved = false;
             if let Some(quota) = &context.quota {
                 let amount = Self::reservation(&settings, quota, request);
@@ -388,7 +391,7 @@ impl Gate for GatewayGate {
                     .usage
                     .reserve(
                         &entry.caller.key_id,
-                        request_id,
+                        &charge_id,
                         quota,
                         amount,
                         settings.reservation_ttl,
@@ -429,6 +432,7 @@ impl Gate for GatewayGate {
                 tasks: self.tasks.clone(),
                 key_id: entry.caller.key_id.clone(),
                 request_id: request_id.to_owned(),
+                charge_id,
                 model: request.model.clone(),
                 prompt_tokens: prompt_tokens(request),
                 reserved,
@@ -454,17 +458,37 @@ struct Charge {
     usage: Arc<dyn UsageStore>,
     tasks: Shutdown,
     key_id: String,
+    /// The request's id, for the log.
     request_id: String,
+    /// The id its reservation and its ledger entry are made under ([`charge_id`]).
+    charge_id: String,
     model: String,
     prompt_tokens: u64,
     reserved: bool,
+}
+
+/// An id no other request of any gateway node has: this process's random tag and a counter
+/// (the request id is added for the reader of ValKey; it is not what makes it unique).
+fn charge_id(request_id: &str) -> String {
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let mut random = [0u8; 8];
+        // Without a random source, the start time still tells processes apart.
+        if getrandom::fill(&mut random).is_err() {
+            random = (now_ms() ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        random.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{process}-{n}-{request_id}")
 }
 
 impl Pass for Charge {
     fn end(self: Box<Self>, ended: &Ended) {
         let entry = match &ended.outcome {
             Outcome::Finished(finish) => Some(UsageEntry {
-                request_id: self.request_id.clone(),
+                request_id: self.charge_id.clone(),
                 key_id: self.key_id.clone(),
                 account: finish
                     .metering
@@ -482,7 +506,7 @@ impl Pass for Charge {
             // The client received part of an answer: it is charged for that part, estimated.
             Outcome::Failed(_) | Outcome::Abandoned if ended.delivered_chars > 0 => {
                 Some(UsageEntry {
-                    request_id: self.request_id.clone(),
+                    request_id: self.charge_id.clone(),
                     key_id: self.key_id.clone(),
                     account: UNKNOWN_ACCOUNT.to_owned(),
                     model: self.model.clone(),
@@ -497,11 +521,12 @@ impl Pass for Charge {
             Outcome::Failed(_) | Outcome::Abandoned => None,
         };
         let usage = Arc::clone(&self.usage);
-        let (key_id, request_id, reserved) = (self.key_id, self.request_id, self.reserved);
+        let (key_id, request_id, charge_id, reserved) =
+            (self.key_id, self.request_id, self.charge_id, self.reserved);
         self.tasks.spawn(async move {
             let result = match &entry {
                 Some(entry) => usage.record_usage(entry).await,
-                None if reserved => usage.release(&key_id, &request_id).await,
+                None if reserved => usage.release(&key_id, &charge_id).await,
                 None => Ok(()),
             };
             if let Err(error) = result {

@@ -141,6 +141,9 @@ pub trait RateLimiter: Send + Sync + 'static {
 /// One request's usage, recorded when it ends.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageEntry {
+    /// The id its reservation was made under: unique per request (the gateway makes its own;
+    /// a client-chosen `x-request-id` may repeat, and would let requests share one
+    /// reservation).
     pub request_id: String,
     pub key_id: String,
     pub account: String,
