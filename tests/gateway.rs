@@ -53,7 +53,7 @@ async fn create_key(admin: &Client, body: Value) -> (String, String) {
 /// just after the answer ends.
 async fn usage_of(admin: &Client, key_id: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
-    let found = tokio::time::timeout(Duration::from_secs(10), async {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let reply = admin
                 .get(&format!("/admin/usage?key={key_id}&group_by=key"))
@@ -304,6 +304,47 @@ async fn two_gateways(redis: &RedisServer, options: StackOptions) -> (Stack, Cli
     let second = stack.add_gateway().await;
     let client = Client::new(second, Some(API_KEY));
     (stack, client)
+}
+
+/// ValKey goes away while answers are served: their charges wait, and land once each when it
+/// is back (nothing lost, nothing charged twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charges_made_while_valkey_is_down_land_once_when_it_returns() {
+    let mut redis = RedisServer::start();
+    let mut stack = Stack::three(StackOptions {
+        gateway_top_yaml: format!("redis: {{ url: \"{}\" }}\n", redis.url()),
+        ..StackOptions::default()
+    })
+    .await;
+    let admin = stack.admin();
+    let client = stack.client();
+    let charged = |n: u64| move |u: &Value| u["requests"].as_u64() >= Some(n);
+    assert_eq!(client.chat(&user("before")).await.status, 200);
+    usage_of(&admin, "static.test", charged(1)).await;
+
+    redis.stop();
+    // The static key needs no store: the answers are served while ValKey is away.
+    for _ in 0..2 {
+        let reply = client.chat(&user("while it is away")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    // Their charges failed and wait.
+    let waiting = tokio::time::timeout(Duration::from_secs(30), async {
+        while !stack.logs().contains("retrying until the store is back") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waiting.is_ok(), "no charge waited:\n{}", stack.logs());
+
+    redis.restart(); // empty: only what lands from now on is there
+    let total = usage_of(&admin, "static.test", charged(2)).await;
+    assert_eq!(total["requests"], 2, "{total}");
+    assert_eq!(client.chat(&user("after")).await.status, 200);
+    let total = usage_of(&admin, "static.test", charged(3)).await;
+    assert_eq!(total["requests"], 3, "each charge landed once: {total}");
+    assert!(!stack.logs().contains("usage is lost"), "{}", stack.logs());
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use drawbridge_config::{Config, Secret};
 use drawbridge_http::{Caller, Ended, Entry, Gate, Keys, Outcome, Pass, Refusal};
 use drawbridge_state::{
-    ApiKeyRecord, KeyStore, Quota, QuotaUnit, RateDecision, RateLimiter, StateError, UsageEntry,
-    UsageStore,
+    ApiKeyRecord, CHARGE_DEDUP_WINDOW, KeyStore, Quota, QuotaUnit, RateDecision, RateLimiter,
+    StateError, UsageEntry, UsageStore,
 };
 use drawbridge_telemetry::metrics::Rejection;
 use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
@@ -467,6 +467,50 @@ struct Charge {
     reserved: bool,
 }
 
+/// The first wait before a failed charge is tried again; it doubles up to [`RETRY_MAX_WAIT`].
+const RETRY_FIRST_WAIT: Duration = Duration::from_millis(100);
+const RETRY_MAX_WAIT: Duration = Duration::from_secs(5);
+/// How long a charge is retried while the store is unreachable: well inside the store's
+/// memory of charged ids, so a retry of a charge that did land is recognised.
+const RETRY_WINDOW: Duration = Duration::from_secs(10 * 60);
+const _: () = assert!(RETRY_WINDOW.as_secs() * 2 <= CHARGE_DEDUP_WINDOW.as_secs());
+
+/// Run `op` until it succeeds, fails for good, or the store has been unreachable for
+/// [`RETRY_WINDOW`]; once shutdown has begun, one more try and no more waiting.
+async fn retrying<F, Fut>(scope: &Shutdown, mut op: F) -> Result<(), StateError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StateError>>,
+{
+    let give_up = tokio::time::Instant::now() + RETRY_WINDOW;
+    let mut wait = RETRY_FIRST_WAIT;
+    let mut failures = 0u32;
+    loop {
+        let error = match op().await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(failures, "usage recorded after the store came back");
+                }
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let late = tokio::time::Instant::now() + wait > give_up;
+        if !error.retryable() || late || scope.is_cancelled() {
+            return Err(error);
+        }
+        if failures == 0 {
+            tracing::warn!(%error, "cannot record usage now; retrying until the store is back");
+        }
+        failures += 1;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = scope.cancelled() => {}
+        }
+        wait = (wait * 2).min(RETRY_MAX_WAIT);
+    }
+}
+
 /// An id no other request of any gateway node has: this process's random tag and a counter
 /// (the request id is added for the reader of ValKey; it is not what makes it unique).
 fn charge_id(request_id: &str) -> String {
@@ -523,14 +567,24 @@ impl Pass for Charge {
         let usage = Arc::clone(&self.usage);
         let (key_id, request_id, charge_id, reserved) =
             (self.key_id, self.request_id, self.charge_id, self.reserved);
+        let tasks = self.tasks.clone();
         self.tasks.spawn(async move {
-            let result = match &entry {
-                Some(entry) => usage.record_usage(entry).await,
-                None if reserved => usage.release(&key_id, &charge_id).await,
-                None => Ok(()),
-            };
+            let result = retrying(&tasks, || async {
+                match &entry {
+                    Some(entry) => usage.record_usage(entry).await,
+                    None if reserved => usage.release(&key_id, &charge_id).await,
+                    None => Ok(()),
+                }
+            })
+            .await;
             if let Err(error) = result {
-                tracing::error!(%error, key_id, request_id, "cannot record the request's usage");
+                tracing::error!(
+                    %error,
+                    key_id,
+                    request_id,
+                    usage = ?entry,
+                    "the request's usage is lost: it could not be recorded"
+                );
             }
         });
     }

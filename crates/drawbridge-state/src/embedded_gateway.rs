@@ -34,9 +34,9 @@ use crate::data_file::{Batch, Contents, DataFile};
 use crate::embedded_credits::EmbeddedCredits;
 use crate::error::StateError;
 use crate::gateway::{
-    ApiKeyRecord, KeyLimits, KeyStore, Quota, QuotaDecision, RateDecision, RateLimiter, RowKey,
-    RowTotals, Spent, UsageEntry, UsageFilter, UsageRow, UsageStore, check_entry, check_hit,
-    check_limits, check_record, check_reserve, day_range, select_rows,
+    ApiKeyRecord, CHARGE_DEDUP_WINDOW, KeyLimits, KeyStore, Quota, QuotaDecision, RateDecision,
+    RateLimiter, RowKey, RowTotals, Spent, UsageEntry, UsageFilter, UsageRow, UsageStore,
+    check_entry, check_hit, check_limits, check_record, check_reserve, day_range, select_rows,
 };
 use crate::registry::StateFuture;
 
@@ -101,6 +101,9 @@ struct Data {
     rows: BTreeMap<RowKey, RowTotals>,
     /// Per key: request id → reservation. Not persisted.
     reservations: HashMap<String, HashMap<String, Reservation>>,
+    /// The request ids charged in the last [`CHARGE_DEDUP_WINDOW`], oldest first, with when.
+    /// Not persisted: a retried charge does not outlive the process that retries it.
+    charged: Charged,
     /// What changed since the last write behind.
     dirty: Dirty,
 }
@@ -111,6 +114,32 @@ struct Dirty {
     spent: HashSet<String>,
     rows: HashSet<RowKey>,
     credits: bool,
+}
+
+#[derive(Default)]
+struct Charged {
+    ids: HashSet<String>,
+    order: VecDeque<(u64, String)>,
+}
+
+impl Charged {
+    /// Remember `id` as charged at `now_ms`; false if it was charged within the window.
+    fn first_time(&mut self, id: &str, now_ms: u64) -> bool {
+        let window = u64::try_from(CHARGE_DEDUP_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        while let Some((at, _)) = self.order.front() {
+            if now_ms.saturating_sub(*at) < window {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        self.order.push_back((now_ms, id.to_owned()));
+        true
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -560,7 +589,11 @@ impl UsageStore for EmbeddedGatewayStore {
             check_entry(entry)?;
             self.check_open()?;
             let row = RowKey::of(entry);
+            let now = (self.clock)();
             let mut data = self.shared.data();
+            if !data.charged.first_time(&entry.request_id, now) {
+                return Ok(());
+            }
             if let Some(reservations) = data.reservations.get_mut(&entry.key_id) {
                 reservations.remove(&entry.request_id);
                 if reservations.is_empty() {

@@ -23,6 +23,10 @@ pub const USAGE_RETENTION_DAYS: i64 = 400;
 /// The days a usage query covers when it gives no `from_day`: the last 31, its last day
 /// included.
 pub const DEFAULT_USAGE_DAYS: i64 = 31;
+/// How long a recorded request id is remembered: recording it again within this time charges
+/// nothing (a retry after a failure whose outcome was unclear cannot charge twice). A caller
+/// retrying a charge gives up before this has passed.
+pub const CHARGE_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 60);
 /// The longest key id (and rate-limit subject) a store accepts, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -241,8 +245,9 @@ pub trait UsageStore: Send + Sync + 'static {
     ) -> StateFuture<'a, QuotaDecision>;
 
     /// A request ended: drop its reservation (if any), add it to the key's spent totals and to
-    /// the ledger row (UTC day of `at_ms`, key, account, model). One call per request (a second
-    /// call charges again); atomic.
+    /// the ledger row (UTC day of `at_ms`, key, account, model); atomic. A second call with the
+    /// same request id within [`CHARGE_DEDUP_WINDOW`] charges nothing, so a call whose outcome
+    /// is unclear (a timeout) can be retried.
     fn record_usage<'a>(&'a self, entry: &'a UsageEntry) -> StateFuture<'a, ()>;
 
     /// A request ended with nothing to charge (it failed before any answer reached the

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use drawbridge_state::{
-    ApiKeyRecord, EmbeddedGatewayStore, KeyLimits, KeyStore, Quota, QuotaUnit, RateLimiter, Spent,
-    StateError, UsageEntry, UsageFilter, UsageRow, UsageStore, ValkeyRegistry,
+    ApiKeyRecord, CHARGE_DEDUP_WINDOW, EmbeddedGatewayStore, KeyLimits, KeyStore, Quota, QuotaUnit,
+    RateLimiter, Spent, StateError, UsageEntry, UsageFilter, UsageRow, UsageStore, ValkeyRegistry,
 };
 use drawbridge_telemetry::Shutdown;
 use test_support::redis::RedisServer;
@@ -440,6 +440,36 @@ mod suite {
         admitted
     }
 
+    pub async fn a_charge_recorded_twice_counts_once(n: Nodes) {
+        let budget = credits(100.0);
+        assert!(
+            n.a.reserve("key_1", "r1", &budget, 10.0, MINUTE)
+                .await
+                .unwrap()
+                .allowed
+        );
+        let mut used = entry("r1", "key_1", "acct-a", "kiro", n.now_ms());
+        used.credits = 3.0;
+        // The first call's outcome was unclear to its caller, who records it again, elsewhere.
+        n.a.record_usage(&used).await.unwrap();
+        n.b.record_usage(&used).await.unwrap();
+        n.a.record_usage(&used).await.unwrap();
+        let once = Spent {
+            tokens: 30,
+            credits: 3.0,
+            requests: 1,
+        };
+        assert_eq!(n.b.spent("key_1").await.unwrap(), once);
+        let rows = n.a.usage(&UsageFilter::default()).await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].requests, rows[0].credits), (1, 3.0), "{rows:?}");
+        // Another request of the same key is charged, of course.
+        n.b.record_usage(&entry("r2", "key_1", "acct-a", "kiro", n.now_ms()))
+            .await
+            .unwrap();
+        assert_eq!(n.a.spent("key_1").await.unwrap().requests, 2);
+    }
+
     pub async fn a_released_reservation_frees_the_budget_and_charges_nothing(n: Nodes) {
         let budget = credits(100.0);
         assert!(
@@ -779,10 +809,34 @@ conformance!(
     the_window_slides,
     concurrent_reserves_admit_what_the_rule_allows,
     recorded_usage_frees_the_reservation_and_counts,
+    a_charge_recorded_twice_counts_once,
     a_released_reservation_frees_the_budget_and_charges_nothing,
     expired_reservations_stop_counting,
     usage_rows_aggregate_and_filter,
 );
+
+/// A charged request id is remembered for the dedup window and forgotten after it (the
+/// embedded store's memory stays bounded).
+#[tokio::test]
+async fn embedded_charged_ids_are_forgotten_after_the_window() {
+    let t0 = at("2026-01-01", 0);
+    let clock = Arc::new(AtomicU64::new(t0));
+    let reader = Arc::clone(&clock);
+    let store = EmbeddedGatewayStore::in_memory()
+        .with_clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+    let window = CHARGE_DEDUP_WINDOW.as_millis() as u64;
+    let record_at = |ms: u64, id: &str| {
+        clock.store(t0 + ms, Ordering::SeqCst);
+        let entry = entry(id, "key_1", "acct-a", "kiro", t0 + ms);
+        let store = &store;
+        async move { store.record_usage(&entry).await.unwrap() }
+    };
+    record_at(0, "r1").await;
+    record_at(window - 1, "r1").await;
+    assert_eq!(store.spent("key_1").await.unwrap().requests, 1);
+    record_at(window, "r1").await;
+    assert_eq!(store.spent("key_1").await.unwrap().requests, 2);
+}
 
 /// The embedded window to the millisecond, on a clock the test sets.
 #[tokio::test]
@@ -921,6 +975,11 @@ async fn valkey_gateway_key_layout() {
     let ttl: i64 = raw.ttl(&day).await.unwrap();
     let retention = 400 * 86_400;
     assert!(ttl > retention - 60 && ttl <= retention, "{ttl}");
+    // The charged request is remembered for the dedup window, then forgotten.
+    let marker = format!("charged:{}", used.request_id);
+    let pttl: i64 = raw.pttl(&marker).await.unwrap();
+    let window = CHARGE_DEDUP_WINDOW.as_millis() as i64;
+    assert!(pttl > window - 60_000 && pttl <= window, "{marker}: {pttl}");
 
     // No stored value, anywhere, holds the secret.
     let secret = secret("key_0123456789abcdef");

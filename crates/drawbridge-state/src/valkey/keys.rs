@@ -74,6 +74,8 @@ pub(crate) const QUOTA_PREFIX: &str = "quota:";
 pub(crate) const RESERVED_SUFFIX: &str = ":reserved";
 /// Prefix of a day's usage ledger.
 pub(crate) const USAGE_PREFIX: &str = "usage:";
+/// Prefix of the marker of a charged request (kept [`crate::gateway::CHARGE_DEDUP_WINDOW`]).
+pub(crate) const CHARGED_PREFIX: &str = "charged:";
 
 pub(crate) fn api_key(id: &str) -> String {
     format!("{API_KEY_PREFIX}{id}")
@@ -93,6 +95,10 @@ pub(crate) fn quota_reserved(key_id: &str) -> String {
 
 pub(crate) fn usage_day(day: &str) -> String {
     format!("{USAGE_PREFIX}{day}")
+}
+
+pub(crate) fn charged(request_id: &str) -> String {
+    format!("{CHARGED_PREFIX}{request_id}")
 }
 
 /// An account's balance, in milli-credits.

@@ -1,9 +1,11 @@
 -- A request ended: drop its reservation, add it to the key's spent totals and to its ledger
--- row, in one step.
+-- row, in one step. A request already charged (its marker is there) is not charged again: a
+-- retry after a failure whose outcome was unclear is safe.
 --
 -- KEYS[1]  the key's spent totals
 -- KEYS[2]  the key's reservations
 -- KEYS[3]  the ledger of the request's UTC day
+-- KEYS[4]  the request's charged marker
 -- ARGV[1]  request id
 -- ARGV[2]  prompt tokens
 -- ARGV[3]  completion tokens
@@ -12,8 +14,12 @@
 -- ARGV[6]  '1' when the token counts are estimates, '0' otherwise
 -- ARGV[7]  the row's identity, JSON ["key_id","account","model"]
 -- ARGV[8]  how long the day's ledger is kept after its last write, in seconds
--- Returns 1.
+-- ARGV[9]  how long the charged marker is kept, in milliseconds
+-- Returns 1, or 0 when the request had been charged already.
 
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[9]) then
+  return 0
+end
 redis.call('HDEL', KEYS[2], ARGV[1])
 
 redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[4])
