@@ -34,8 +34,12 @@ fn limited_and_healthy(limited: &str, flag: &Path) -> StackOptions {
     }
 }
 
-fn failures_of(stack: &Stack, account: &str) -> usize {
-    stack.count_log_lines(&["turn failed before its first byte", account])
+/// The turns of `account` that failed before their first byte, once there are `expected`
+/// (or 5 s have passed).
+async fn failures_of(stack: &Stack, account: &str, expected: usize) -> usize {
+    stack
+        .log_lines_reach(&["turn failed before its first byte", account], expected)
+        .await
 }
 
 fn engine_api(stack: &Stack) -> Client {
@@ -67,7 +71,11 @@ async fn an_exhausted_account_is_skipped_until_topped_up() {
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
         assert_eq!(content(&reply), ALL_SIX);
     }
-    assert_eq!(failures_of(&stack, "acct-1"), 1, "tried once, then skipped");
+    assert_eq!(
+        failures_of(&stack, "acct-1", 1).await,
+        1,
+        "tried once, then skipped"
+    );
     assert!(stack.wait_for_log("account quota spent").await);
     let engine = engine_api(&stack);
     assert_eq!(credits_of(&engine, "acct-1").await, 0);
@@ -81,7 +89,7 @@ async fn an_exhausted_account_is_skipped_until_topped_up() {
     let reply = client.chat(&ask("hello")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(content(&reply), "hello", "acct-1 (an echo now) answered");
-    assert_eq!(failures_of(&stack, "acct-1"), 1);
+    assert_eq!(failures_of(&stack, "acct-1", 1).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,7 +104,9 @@ async fn a_rate_limited_account_rests_for_the_time_it_asks() {
     assert_eq!(content(&reply), ALL_SIX);
     assert!(stack.wait_for_log("account rate limited; resting it").await);
     assert_eq!(
-        stack.count_log_lines(&["account rate limited", "acct-1", "rest_ms=2000"]),
+        stack
+            .log_lines_reach(&["account rate limited", "acct-1", "rest_ms=2000"], 1)
+            .await,
         1,
         "the agent's Retry-After was read"
     );
@@ -119,7 +129,7 @@ async fn a_rate_limited_account_rests_for_the_time_it_asks() {
         back >= Duration::from_millis(1500),
         "it rested only {back:?} of the 2 s it asked"
     );
-    assert_eq!(failures_of(&stack, "acct-1"), 1);
+    assert_eq!(failures_of(&stack, "acct-1", 1).await, 1);
 }
 
 async fn every_account_limited_gives_429(client: &Client, stack: &Stack) {
@@ -135,7 +145,7 @@ async fn every_account_limited_gives_429(client: &Client, stack: &Stack) {
     // The second request does not even try the resting account.
     let again = client.chat(&ask("hello")).await;
     assert_eq!(again.status, 429, "{}", again.text());
-    assert_eq!(failures_of(stack, "acct-1"), 1);
+    assert_eq!(failures_of(stack, "acct-1", 1).await, 1);
 }
 
 async fn every_account_spent_gives_429(client: &Client) {

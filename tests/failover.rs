@@ -139,10 +139,13 @@ async fn a_failing_account_is_isolated(stack: Stack) {
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
         assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
     }
-    assert!(stack.wait_for_log("circuit breaker transition").await);
-    let opened = stack.count_log_lines(&["circuit breaker transition", "acct-1", "to=\"open\""]);
+    let opened = stack
+        .log_lines_reach(&["circuit breaker transition", "acct-1", "to=\"open\""], 1)
+        .await;
     assert_eq!(opened, 1, "the failing account's breaker opened once");
-    let failures = stack.count_log_lines(&["turn failed before its first byte", "acct-1"]);
+    let failures = stack
+        .log_lines_reach(&["turn failed before its first byte", "acct-1"], 2)
+        .await;
     assert_eq!(
         failures, 2,
         "after two failures the account got no more traffic"
@@ -196,7 +199,9 @@ async fn a_fixed_account_is_restored_by_a_probe(stack: Stack, broken: &std::path
         assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
     }
     assert_eq!(
-        stack.count_log_lines(&["circuit breaker transition", "acct-1", "to=\"open\""]),
+        stack
+            .log_lines_reach(&["circuit breaker transition", "acct-1", "to=\"open\""], 1)
+            .await,
         1
     );
     std::fs::remove_file(broken).unwrap();
@@ -218,7 +223,9 @@ async fn a_fixed_account_is_restored_by_a_probe(stack: Stack, broken: &std::path
     assert!(restored.is_ok(), "the fixed account never got a probe");
     for needle in ["to=\"half_open\"", "to=\"closed\""] {
         assert_eq!(
-            stack.count_log_lines(&["circuit breaker transition", "acct-1", needle]),
+            stack
+                .log_lines_reach(&["circuit breaker transition", "acct-1", needle], 1)
+                .await,
             1,
             "{needle}"
         );
@@ -316,11 +323,16 @@ async fn a_missing_first_byte_moves_the_request_on() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
     assert_eq!(
-        stack.count_log_lines(&[
-            "turn failed before its first byte",
-            "acct-1",
-            "The agent sent nothing within 500ms"
-        ]),
+        stack
+            .log_lines_reach(
+                &[
+                    "turn failed before its first byte",
+                    "acct-1",
+                    "The agent sent nothing within 500ms"
+                ],
+                1
+            )
+            .await,
         1
     );
 }
@@ -359,11 +371,15 @@ async fn the_retry_budget_tries_the_same_account_again() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
     assert_eq!(
-        stack.count_log_lines(&["turn failed before its first byte", "acct-1"]),
+        stack
+            .log_lines_reach(&["turn failed before its first byte", "acct-1"], 2)
+            .await,
         2
     );
     assert_eq!(
-        stack.count_log_lines(&["trying the same account again", "acct-1"]),
+        stack
+            .log_lines_reach(&["trying the same account again", "acct-1"], 1)
+            .await,
         1
     );
 }

@@ -327,6 +327,19 @@ impl Stack {
         .is_ok()
     }
 
+    /// [`Stack::count_log_lines`], once it has reached `expected` or 5 s have passed: a line
+    /// can reach the captured log after the answer that followed it reached the test (another
+    /// process, another pipe), and some are written when the answer has been sent.
+    pub async fn log_lines_reach(&self, needles: &[&str], expected: usize) -> usize {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.count_log_lines(needles) < expected {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        self.count_log_lines(needles)
+    }
+
     /// How many log lines of the stack's processes contain every one of `needles`.
     pub fn count_log_lines(&self, needles: &[&str]) -> usize {
         self.processes
