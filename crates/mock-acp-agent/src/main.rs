@@ -36,12 +36,22 @@ fn main() -> ExitCode {
             tokio::time::sleep(delay).await;
         }
         tracing::info!("mock-acp-agent serving ACP on stdio");
-        mock_acp_agent::serve(
-            tokio::io::stdin().compat(),
-            tokio::io::stdout().compat_write(),
-            config,
-        )
-        .await
+        // Pipes (how an ACP client runs us) are read and written as non-blocking pipes on the
+        // runtime; tokio's stdin/stdout hand every read and write to a blocking thread, which
+        // costs a context switch per line. Anything else (a terminal, a file) keeps those.
+        match stdio_pipes() {
+            Some((input, output)) => {
+                mock_acp_agent::serve(input.compat(), output.compat_write(), config).await
+            }
+            None => {
+                mock_acp_agent::serve(
+                    tokio::io::stdin().compat(),
+                    tokio::io::stdout().compat_write(),
+                    config,
+                )
+                .await
+            }
+        }
     });
     let code = match served {
         Ok(()) => 0,
@@ -53,6 +63,19 @@ fn main() -> ExitCode {
     // Exit without dropping the runtime: a stdin read still in flight would block its
     // shutdown.
     std::process::exit(code)
+}
+
+/// stdin and stdout as async pipes, when both are pipes.
+fn stdio_pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd as _;
+    let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let input = tokio::net::unix::pipe::Receiver::from_owned_fd(input).ok()?;
+    let output = tokio::net::unix::pipe::Sender::from_owned_fd(output).ok()?;
+    Some((input, output))
 }
 
 fn config_from_env() -> Result<MockConfig, String> {
