@@ -123,3 +123,58 @@ async fn a_conversation_moves_when_its_account_fails_and_stays_moved() {
     assert_eq!(served(&client, Some("new"), None).await, "hi");
     assert_eq!(served(&client, None, None).await, "hi");
 }
+
+/// Conversation keys belong to the API key that sent them: a second key using the same
+/// `x-session-id` starts its own conversation instead of joining the first key's.
+async fn conversations_are_kept_per_api_key(stack: Stack, broken: &std::path::Path) {
+    let first = stack.client();
+    let created = stack
+        .admin()
+        .post_json("/admin/keys", &json!({"name": "second"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let second = first.with_key(Some(created.json()["key"].as_str().unwrap()));
+    // The first key's conversation is bound to the best account, then moves to the other one
+    // while the best one fails.
+    assert_eq!(served(&first, Some("conv"), None).await, "hi");
+    std::fs::write(broken, "").unwrap();
+    assert_eq!(served(&first, Some("conv"), None).await, ONE);
+    std::fs::remove_file(broken).unwrap();
+    assert_eq!(served(&first, Some("conv"), None).await, ONE, "stays moved");
+    // The same conversation key from the second API key is a new conversation: it goes by
+    // score, to the best account, and keeps it.
+    assert_eq!(served(&second, Some("conv"), None).await, "hi");
+    assert_eq!(served(&second, Some("conv"), None).await, "hi");
+    assert_eq!(served(&first, Some("conv"), None).await, ONE);
+    // The `user` field alike.
+    assert_eq!(served(&first, None, Some("alice")).await, "hi");
+    std::fs::write(broken, "").unwrap();
+    assert_eq!(served(&first, None, Some("alice")).await, ONE);
+    std::fs::remove_file(broken).unwrap();
+    assert_eq!(served(&second, None, Some("alice")).await, "hi");
+    assert_eq!(served(&first, None, Some("alice")).await, ONE);
+}
+
+fn per_key_options(broken: &std::path::Path) -> StackOptions {
+    affinity_on(vec![
+        // Three slots: the best score. It echoes ("hi") unless the file exists.
+        AccountSpec::new(3).behaviour(&format!("crash after=0 while={}", broken.display())),
+        AccountSpec::new(1).behaviour("stream n=2"),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_keeps_conversations_per_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    let stack = Stack::single(per_key_options(&broken)).await;
+    conversations_are_kept_per_api_key(stack, &broken).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_keep_conversations_per_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    let stack = Stack::three(per_key_options(&broken)).await;
+    conversations_are_kept_per_api_key(stack, &broken).await;
+}

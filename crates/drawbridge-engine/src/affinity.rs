@@ -12,6 +12,7 @@ use drawbridge_http::ChatContext;
 use drawbridge_state::{AffinityStore, MAX_AFFINITY_KEY};
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::ChatCompletionRequest;
+use sha2::{Digest as _, Sha256};
 
 /// How long a request waits for its conversation's binding before it is scheduled without
 /// one (the store is slow or away).
@@ -56,8 +57,9 @@ impl Affinity {
         self.settings.store(Arc::new(settings));
     }
 
-    /// The conversation key of a request, if affinity is on and it has one: the header's
-    /// value (`s:` in front) or the `user` field (`u:` in front, so the two never meet).
+    /// The conversation key of a request, if affinity is on and it has one: the SHA-256 (hex)
+    /// of the request's tenant and the header's value (`s:` in front) or the `user` field (`u:`
+    /// in front, so the two never meet).
     pub fn key(&self, request: &ChatCompletionRequest, ctx: &ChatContext) -> Option<String> {
         let settings = **self.settings.load();
         if !settings.enabled {
@@ -70,7 +72,17 @@ impl Affinity {
             }
             _ => return None,
         };
-        (key.len() <= MAX_AFFINITY_KEY).then_some(key)
+        if key.len() > MAX_AFFINITY_KEY {
+            return None;
+        }
+        // Per client key, and hashed: the store holds no raw user id, and two clients' equal
+        // conversation keys are two conversations.
+        let digest = Sha256::new()
+            .chain_update(ctx.tenant.as_bytes())
+            .chain_update([0u8])
+            .chain_update(key.as_bytes())
+            .finalize();
+        Some(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// The account `key` is bound to; `None` when there is none or the store does not answer

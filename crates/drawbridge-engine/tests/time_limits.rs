@@ -145,6 +145,7 @@ fn ctx() -> ChatContext {
             key_name: "test".to_owned(),
         },
         session: None,
+        tenant: "static.test".to_owned(),
     }
 }
 

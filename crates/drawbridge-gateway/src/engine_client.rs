@@ -59,7 +59,7 @@ impl HttpEngine {
         path: &str,
         body: Bytes,
         request_id: Option<&str>,
-        session: Option<&str>,
+        conversation: Option<(&str, Option<&str>)>,
     ) -> Result<Response<hyper::body::Incoming>, ApiError> {
         let mut request = Request::builder()
             .method(method)
@@ -71,8 +71,13 @@ impl HttpEngine {
         if let Some(id) = request_id {
             request = request.header("x-request-id", id);
         }
-        if let (Some(name), Some(session)) = (&self.session_header, session) {
-            request = request.header(name, session);
+        // Whose request it is (the client's key id: conversation keys are kept per key), and
+        // the client's conversation key.
+        if let Some((tenant, session)) = conversation {
+            request = request.header(drawbridge_http::TENANT_HEADER, tenant);
+            if let (Some(name), Some(session)) = (&self.session_header, session) {
+                request = request.header(name, session);
+            }
         }
         for (name, value) in drawbridge_telemetry::current_context_headers() {
             request = request.header(name, value);
@@ -182,7 +187,7 @@ impl ChatBackend for HttpEngine {
                     "/v1/chat/completions",
                     Bytes::from(body),
                     Some(&ctx.request_id),
-                    ctx.session.as_deref(),
+                    Some((ctx.tenant.as_str(), ctx.session.as_deref())),
                 )
                 .await?;
             if response.status() != StatusCode::OK {

@@ -50,7 +50,15 @@ pub struct ChatContext {
     /// The conversation key the client sent in [`ApiState::session_header`] (session
     /// affinity), if any.
     pub session: Option<String>,
+    /// Whose conversation keys these are: the client's API key id (on the gateway, or in
+    /// `drawbridge`); on the engine's internal API, the id the gateway passes in
+    /// [`TENANT_HEADER`] (else the channel key's). Two clients' equal keys never meet.
+    pub tenant: String,
 }
+
+/// The header in which Drawbridge's gateway tells the engine whose request it forwards (the
+/// client's key id). Read only on the engine's internal API, behind its channel keys.
+pub const TENANT_HEADER: &str = "x-drawbridge-tenant";
 
 /// The longest conversation key taken from a request header; a longer one is ignored.
 pub const MAX_SESSION_KEY: usize = 200;
@@ -106,8 +114,9 @@ pub struct ApiState {
     pub draining: CancellationToken,
     /// This process's metrics: counted per request, served on `GET /metrics`.
     pub metrics: Option<Arc<Metrics>>,
-    /// Put each answer's metering (accounts, credits) on its usage chunk: only for a caller
-    /// that is Drawbridge's own gateway (the engine's internal API).
+    /// Put each answer's metering (accounts, credits) on its usage chunk, and take the
+    /// [`TENANT_HEADER`]: only for a caller that is Drawbridge's own gateway (the engine's
+    /// internal API).
     pub expose_metering: bool,
     /// The request header carrying a conversation key (`engine.affinity.header`), passed to
     /// the backend as [`ChatContext::session`].
@@ -276,6 +285,15 @@ async fn start_chat(
         .map(str::trim)
         .filter(|key| !key.is_empty() && key.len() <= MAX_SESSION_KEY)
         .map(str::to_owned);
+    // Only Drawbridge's own gateway, calling the internal API with a channel key, may say
+    // whose request this is.
+    let tenant = state
+        .expose_metering
+        .then(|| request.headers().get(TENANT_HEADER))
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map_or_else(|| entry.caller.key_id.clone(), str::to_owned);
     let headers = entry.headers.clone();
     let refuse = |error: ApiError| Refusal {
         error,
@@ -303,6 +321,7 @@ async fn start_chat(
         request_id: request_id.to_owned(),
         caller: entry.caller,
         session,
+        tenant,
     };
     let mut meter = meter::Meter {
         pass,
