@@ -52,6 +52,8 @@ pub(crate) struct Batch {
     pub spent: Vec<(String, Spent)>,
     pub rows: Vec<(RowKey, RowTotals)>,
     pub credits: Option<CreditSnapshot>,
+    /// Days whose ledger rows are past their retention: deleted.
+    pub expired_days: Vec<String>,
 }
 
 impl Batch {
@@ -61,6 +63,7 @@ impl Batch {
             && self.spent.is_empty()
             && self.rows.is_empty()
             && self.credits.is_none()
+            && self.expired_days.is_empty()
     }
 }
 
@@ -214,6 +217,11 @@ impl DataFile {
                 );
                 table
                     .insert(key, body.as_str())
+                    .map_err(|e| failed(e.into()))?;
+            }
+            if !batch.expired_days.is_empty() {
+                table
+                    .retain(|(day, ..), _| !batch.expired_days.iter().any(|d| d == day))
                     .map_err(|e| failed(e.into()))?;
             }
             if let Some(credits) = &batch.credits {

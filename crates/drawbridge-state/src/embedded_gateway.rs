@@ -15,6 +15,9 @@
 //! It is also the single-node engine's [`CreditStore`]: the account balances live in memory
 //! ([`EmbeddedCredits`]) and are written behind like usage.
 //!
+//! Ledger days are dropped (from memory and the file) [`USAGE_RETENTION_DAYS`] after their
+//! last write, like ValKey's day hashes, so a long-running node's ledger stays bounded.
+//!
 //! Rate-limit windows and quota reservations are in memory only: a restart forgets them.
 //! Time (the windows, reservation TTLs, "today" of a usage query) comes from the store's clock,
 //! the system clock unless [`EmbeddedGatewayStore::with_clock`] gives another.
@@ -35,13 +38,16 @@ use crate::embedded_credits::EmbeddedCredits;
 use crate::error::StateError;
 use crate::gateway::{
     ApiKeyRecord, CHARGE_DEDUP_WINDOW, KeyLimits, KeyStore, Quota, QuotaDecision, RateDecision,
-    RateLimiter, RowKey, RowTotals, Spent, UsageEntry, UsageFilter, UsageRow, UsageStore,
-    check_entry, check_hit, check_limits, check_record, check_reserve, day_range, select_rows,
+    RateLimiter, RowKey, RowTotals, Spent, USAGE_RETENTION_DAYS, UsageEntry, UsageFilter, UsageRow,
+    UsageStore, check_entry, check_hit, check_limits, check_record, check_reserve, day_range,
+    select_rows,
 };
 use crate::registry::StateFuture;
 
 /// How long usage and last uses may wait in memory before they are written to the data file.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the ledger is checked for days past their retention.
+const PRUNE_EVERY_MS: u64 = 3_600_000;
 /// The rate-limit windows are swept of idle subjects once per this many hits.
 const SWEEP_EVERY: u32 = 1024;
 
@@ -104,6 +110,11 @@ struct Data {
     /// The request ids charged in the last [`CHARGE_DEDUP_WINDOW`], oldest first, with when.
     /// Not persisted: a retried charge does not outlive the process that retries it.
     charged: Charged,
+    /// Per ledger day: when a row of it was last written (ms). A day's rows are dropped
+    /// [`USAGE_RETENTION_DAYS`] after that, as ValKey expires a day's hash.
+    day_written: HashMap<String, u64>,
+    /// When the ledger is next checked for expired days (ms).
+    next_prune_ms: u64,
     /// What changed since the last write behind.
     dirty: Dirty,
 }
@@ -114,6 +125,7 @@ struct Dirty {
     spent: HashSet<String>,
     rows: HashSet<RowKey>,
     credits: bool,
+    expired_days: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -162,7 +174,37 @@ impl Data {
         }
         data.spent = contents.spent.into_iter().collect();
         data.rows = contents.rows.into_iter().collect();
+        // When each day was last written is not stored: the end of the day stands for it.
+        for key in data.rows.keys() {
+            if let Some(day) = day::parse_day(&key.day) {
+                let end = u64::try_from(day + 1).unwrap_or(0) * day::DAY_MS;
+                data.day_written.insert(key.day.clone(), end);
+            }
+        }
         data
+    }
+
+    /// Drop the ledger days last written [`USAGE_RETENTION_DAYS`] or more before `now` (at most
+    /// once an hour).
+    fn prune(&mut self, now: u64) {
+        if now < self.next_prune_ms {
+            return;
+        }
+        self.next_prune_ms = now.saturating_add(PRUNE_EVERY_MS);
+        let retention = u64::try_from(USAGE_RETENTION_DAYS).unwrap_or(0) * day::DAY_MS;
+        let expired: HashSet<String> = self
+            .day_written
+            .iter()
+            .filter(|(_, written)| written.saturating_add(retention) <= now)
+            .map(|(day, _)| day.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        self.rows.retain(|key, _| !expired.contains(&key.day));
+        self.dirty.rows.retain(|key| !expired.contains(&key.day));
+        self.day_written.retain(|day, _| !expired.contains(day));
+        self.dirty.expired_days.extend(expired);
     }
 
     /// What changed since the last call, to write behind.
@@ -192,6 +234,7 @@ impl Data {
                     Some((key, totals))
                 })
                 .collect(),
+            expired_days: dirty.expired_days.into_iter().collect(),
         }
     }
 
@@ -207,6 +250,9 @@ impl Data {
         self.dirty
             .rows
             .extend(batch.rows.iter().map(|(key, _)| key.clone()));
+        self.dirty
+            .expired_days
+            .extend(batch.expired_days.iter().cloned());
     }
 }
 
@@ -606,7 +652,10 @@ impl UsageStore for EmbeddedGatewayStore {
                 .add(entry);
             data.rows.entry(row.clone()).or_default().add(entry);
             data.dirty.spent.insert(entry.key_id.clone());
+            let written = data.day_written.entry(row.day.clone()).or_default();
+            *written = (*written).max(now);
             data.dirty.rows.insert(row);
+            data.prune(now);
             Ok(())
         })
     }

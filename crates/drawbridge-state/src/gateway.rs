@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::StateError;
 use crate::registry::StateFuture;
 
-/// How long usage rows are kept (the ValKey store expires a day's rows this long after its last
-/// write) and the longest range one [`UsageStore::usage`] query may span, in days.
+/// How long usage rows are kept (both stores drop a day's rows this long after its last write:
+/// ValKey by the day's TTL, the embedded store when it records usage, at most hourly) and the
+/// longest range one [`UsageStore::usage`] query may span, in days.
 pub const USAGE_RETENTION_DAYS: i64 = 400;
 /// The days a usage query covers when it gives no `from_day`: the last 31, its last day
 /// included.

@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use drawbridge_state::{
     ApiKeyRecord, CHARGE_DEDUP_WINDOW, EmbeddedGatewayStore, KeyLimits, KeyStore, Quota, QuotaUnit,
-    RateLimiter, Spent, StateError, UsageEntry, UsageFilter, UsageRow, UsageStore, ValkeyRegistry,
+    RateLimiter, Spent, StateError, USAGE_RETENTION_DAYS, UsageEntry, UsageFilter, UsageRow,
+    UsageStore, ValkeyRegistry,
 };
 use drawbridge_telemetry::Shutdown;
 use test_support::redis::RedisServer;
@@ -1169,6 +1170,54 @@ async fn embedded_usage_is_written_behind() {
     })
     .await;
     store.close().await.unwrap();
+}
+
+/// A ledger day is dropped, in memory and in the file, once it was last written
+/// `USAGE_RETENTION_DAYS` ago (as ValKey expires a day's hash); younger days stay.
+#[tokio::test]
+async fn embedded_ledger_days_expire_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.redb");
+    let scope = Shutdown::new();
+    let t0 = at("2026-01-01", 0);
+    let clock = Arc::new(AtomicU64::new(t0));
+    let reader = Arc::clone(&clock);
+    let store = open(&path, &scope)
+        .await
+        .with_clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+    let record_at = |ms: u64, id: &str| {
+        clock.store(ms, Ordering::SeqCst);
+        let entry = entry(id, "key_1", "acct-a", "kiro", ms);
+        let store = &store;
+        async move { store.record_usage(&entry).await.unwrap() }
+    };
+    let day = drawbridge_core::day::DAY_MS;
+    let retention = USAGE_RETENTION_DAYS as u64 * day;
+    record_at(t0, "r1").await;
+    record_at(t0 + 10 * day, "r2").await;
+    let january = UsageFilter {
+        from_day: Some("2026-01-01".into()),
+        to_day: Some("2026-01-11".into()),
+        ..UsageFilter::default()
+    };
+    let days = |rows: Vec<UsageRow>| rows.into_iter().map(|r| r.day).collect::<Vec<_>>();
+    // A millisecond before the first day's retention ends, both days are there.
+    record_at(t0 + retention - 1, "r3").await;
+    assert_eq!(
+        days(store.usage(&january).await.unwrap()),
+        ["2026-01-01", "2026-01-11"]
+    );
+    // An hour later (the ledger is checked at most hourly), the first day is gone.
+    record_at(t0 + retention + 3_600_000, "r4").await;
+    assert_eq!(days(store.usage(&january).await.unwrap()), ["2026-01-11"]);
+    // From the file too.
+    store.close().await.unwrap();
+    let reopened = open(&path, &scope).await;
+    assert_eq!(
+        days(reopened.usage(&january).await.unwrap()),
+        ["2026-01-11"]
+    );
+    reopened.close().await.unwrap();
 }
 
 /// Dropping the store (no close) after shutdown began still writes what waits, and lets the
