@@ -589,3 +589,84 @@ impl Pass for Charge {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn down() -> StateError {
+        StateError::Unavailable("connection refused".into())
+    }
+
+    /// An operation failing with `error` its first `failures` calls, counting them all.
+    fn failing(
+        failures: u32,
+        error: fn() -> StateError,
+    ) -> (
+        Arc<AtomicU32>,
+        impl FnMut() -> futures::future::Ready<Result<(), StateError>>,
+    ) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&calls);
+        let op = move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            futures::future::ready(if n < failures { Err(error()) } else { Ok(()) })
+        };
+        (calls, op)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charge_is_retried_with_backoff_until_the_store_is_back() {
+        let started = tokio::time::Instant::now();
+        let (calls, op) = failing(5, down);
+        assert_eq!(retrying(&Shutdown::new(), op).await, Ok(()));
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        // 100 + 200 + 400 + 800 + 1600 ms of waiting.
+        assert_eq!(started.elapsed(), Duration::from_millis(3_100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charge_is_given_up_after_the_retry_window() {
+        let started = tokio::time::Instant::now();
+        let (calls, op) = failing(u32::MAX, down);
+        assert_eq!(retrying(&Shutdown::new(), op).await, Err(down()));
+        assert!(started.elapsed() <= RETRY_WINDOW, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() > RETRY_WINDOW - RETRY_MAX_WAIT * 2,
+            "{:?}",
+            started.elapsed()
+        );
+        // About one try every RETRY_MAX_WAIT once the backoff is at its cap.
+        let tries = calls.load(Ordering::SeqCst);
+        assert!((110..=130).contains(&tries), "{tries}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charge_the_store_refuses_for_good_is_not_retried() {
+        let (calls, op) = failing(u32::MAX, || StateError::Invalid("bad entry".into()));
+        assert!(matches!(
+            retrying(&Shutdown::new(), op).await,
+            Err(StateError::Invalid(_))
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_retries_after_one_more_try() {
+        let scope = Shutdown::new();
+        let (calls, op) = failing(u32::MAX, down);
+        let retries = retrying(&scope, op);
+        let cancel = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            scope.cancel();
+        };
+        let started = tokio::time::Instant::now();
+        let (result, ()) = tokio::join!(retries, cancel);
+        assert_eq!(result, Err(down()));
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        let before_cancel = 1 + 5 + (30_000 - 3_100) / 5_000; // the backoff, then every 5 s
+        assert_eq!(calls.load(Ordering::SeqCst), before_cancel + 1);
+    }
+}
