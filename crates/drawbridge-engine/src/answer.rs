@@ -136,7 +136,10 @@ impl Answer {
                         summary.credits,
                         &self.engine.shutdown,
                     );
-                    let completion_tokens = if self.attempts.used() > 1 {
+                    // Spliced from more than one turn: the last turn's count covers only its
+                    // part. (Accounts that failed before the first byte wrote nothing.)
+                    let resumed = self.served.len() > 1;
+                    let completion_tokens = if resumed {
                         tokens::estimate_tokens(&self.text)
                     } else {
                         summary.completion_tokens
@@ -147,7 +150,7 @@ impl Answer {
                         metering: Metering {
                             accounts: std::mem::take(&mut self.served),
                             credits: summary.credits,
-                            tokens_estimated: summary.tokens_estimated || self.attempts.used() > 1,
+                            tokens_estimated: summary.tokens_estimated || resumed,
                         },
                     })));
                 }
@@ -187,10 +190,19 @@ impl Answer {
     /// The turn failed after its first byte: continue the answer on another account, or give
     /// back the error when none can.
     async fn resume(&mut self, error: ApiError) -> Result<Turn, ApiError> {
+        // The request's own deadline says nothing about the account that happened to be
+        // answering when it passed.
+        let deadline = self.attempts.expired();
         if let Some(ticket) = self.turn.ticket.take() {
-            ticket.record(classify(error.kind));
+            ticket.record(if deadline {
+                Outcome::Ignored
+            } else {
+                classify(error.kind)
+            });
         }
-        self.engine.account_failed(&self.turn.account, &error);
+        if !deadline {
+            self.engine.account_failed(&self.turn.account, &error);
+        }
         tracing::warn!(
             request_id = self.ctx.request_id,
             account = self.turn.account,

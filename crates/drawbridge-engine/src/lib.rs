@@ -637,8 +637,13 @@ impl Engine {
                     %error,
                     "turn failed before its first byte"
                 );
-                ticket.record(drawbridge_core::breaker::classify(error.kind));
-                self.account_failed(&account, &error);
+                // The request's own deadline says nothing about this account.
+                if attempts.expired() {
+                    ticket.record(drawbridge_core::breaker::Outcome::Ignored);
+                } else {
+                    ticket.record(drawbridge_core::breaker::classify(error.kind));
+                    self.account_failed(&account, &error);
+                }
                 if !error.retryable() {
                     return Err(error);
                 }

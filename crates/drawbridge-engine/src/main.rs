@@ -131,15 +131,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let router = drawbridge_engine::router(Arc::clone(&engine), &config, shutdown.token().clone());
     let grace = config.engine.shutdown_grace;
     drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
-    if let Some((valkey, cluster, processes)) = store {
-        cluster.cancel();
-        cluster.drain(std::time::Duration::from_secs(5)).await;
-        if let Some(processes) = processes {
-            processes.stop_all().await;
+    let valkey = match store {
+        Some((valkey, cluster, processes)) => {
+            cluster.cancel();
+            cluster.drain(std::time::Duration::from_secs(5)).await;
+            if let Some(processes) = processes {
+                processes.stop_all().await;
+            }
+            Some(valkey)
         }
+        None => None,
+    };
+    // The engine's background writes (credit charges, breaker outcomes, cooldowns, affinity
+    // bindings of the last answers) finish before the store connection closes.
+    shutdown.drain(grace).await;
+    if let Some(valkey) = valkey {
         valkey.close().await;
     }
-    shutdown.drain(grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -107,6 +107,17 @@ const FIRST_BYTE: Duration = Duration::from_secs(20);
 
 /// An engine over `first` (three slots: the best score) and `second` (one slot).
 async fn engine(first: Script, second: Script, request_timeout: Duration) -> Arc<Engine> {
+    engine_with(first, second, request_timeout, |_| {}, Shutdown::new()).await
+}
+
+/// [`engine`] with its settings changed by `tweak`, its background tasks on `scope`.
+async fn engine_with(
+    first: Script,
+    second: Script,
+    request_timeout: Duration,
+    tweak: impl FnOnce(&mut EngineSettings),
+    scope: Shutdown,
+) -> Arc<Engine> {
     let workers: Vec<Arc<dyn WorkerConn>> = vec![
         Arc::new(Scripted {
             account: "first",
@@ -119,13 +130,14 @@ async fn engine(first: Script, second: Script, request_timeout: Duration) -> Arc
             script: second,
         }),
     ];
-    let settings = EngineSettings {
+    let mut settings = EngineSettings {
         idle_timeout: IDLE,
         first_byte_timeout: FIRST_BYTE,
         request_timeout,
         ..EngineSettings::default()
     };
-    let engine = Engine::new(workers, settings, EngineState::embedded(), Shutdown::new());
+    tweak(&mut settings);
+    let engine = Engine::new(workers, settings, EngineState::embedded(), scope);
     engine.refresh().await;
     engine
 }
@@ -147,6 +159,16 @@ fn ctx() -> ChatContext {
         session: None,
         tenant: "static.test".to_owned(),
     }
+}
+
+/// Each account's breaker state, by account.
+async fn breakers(engine: &Engine) -> std::collections::HashMap<String, String> {
+    drawbridge_http::ChatBackend::accounts(engine)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.account, a.breaker))
+        .collect()
 }
 
 /// The answer's text and how it ended.
@@ -223,4 +245,57 @@ async fn the_deadline_bounds_the_wait_for_a_first_byte() {
     assert_eq!(error.kind, ErrorKind::Timeout, "{error}");
     // 20 s for the first account's first byte, then 5 s of the second's before the deadline.
     assert_eq!(began.elapsed(), Duration::from_secs(25));
+}
+
+/// The request's deadline passing while an account answers is the request's limit, not the
+/// account's failure: its breaker does not count it. The account that really went silent is
+/// counted.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_is_not_held_against_the_account_answering_when_it_passes() {
+    let scope = Shutdown::new();
+    let engine = engine_with(
+        Script::SilentAfterTwo,
+        Script::SilentAfterTwo,
+        Duration::from_secs(40),
+        |settings| settings.breaker.failure_threshold = 1,
+        scope.clone(),
+    )
+    .await;
+    let (_, end) = answer(&engine).await;
+    assert_eq!(end.unwrap_err().kind, ErrorKind::Timeout);
+    // The outcomes are written in the background: wait for those writes.
+    assert!(scope.drain(Duration::from_secs(5)).await);
+    let states = breakers(&engine).await;
+    let breaker = |id: &str| states[id].clone();
+    assert_eq!(
+        breaker("first"),
+        "open",
+        "silent for the idle limit: a failure"
+    );
+    assert_eq!(
+        breaker("second"),
+        "closed",
+        "cut by the deadline: not its failure"
+    );
+}
+
+/// The same before the first byte: the account still waited on when the deadline passes is
+/// not counted; the one that missed its first-byte limit is.
+#[tokio::test(start_paused = true)]
+async fn the_deadline_is_not_held_against_the_account_awaited_when_it_passes() {
+    let scope = Shutdown::new();
+    let engine = engine_with(
+        Script::Mute,
+        Script::Mute,
+        Duration::from_secs(25),
+        |settings| settings.breaker.failure_threshold = 1,
+        scope.clone(),
+    )
+    .await;
+    assert!(engine.chat(request(), &ctx()).await.is_err());
+    assert!(scope.drain(Duration::from_secs(5)).await);
+    let states = breakers(&engine).await;
+    let breaker = |id: &str| states[id].clone();
+    assert_eq!(breaker("first"), "open", "no first byte within its limit");
+    assert_eq!(breaker("second"), "closed", "cut by the deadline");
 }
