@@ -225,22 +225,12 @@ impl Engine {
         scope: &Shutdown,
     ) {
         let engine = Arc::clone(self);
-        let stop = scope.clone();
-        let mut changes = live.subscribe();
-        scope.spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        let config = live.load();
-                        engine.apply_settings(EngineSettings::from_config(&config));
-                        engine.apply_grants(&grants(&config)).await;
-                        tracing::info!("engine settings reloaded");
-                    }
-                }
+        live.follow(scope, move |config| {
+            let engine = Arc::clone(&engine);
+            async move {
+                engine.apply_settings(EngineSettings::from_config(&config));
+                engine.apply_grants(&grants(&config)).await;
+                tracing::info!("engine settings reloaded");
             }
         });
     }

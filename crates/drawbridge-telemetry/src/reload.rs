@@ -50,6 +50,30 @@ impl LiveConfig {
         self.generation.subscribe()
     }
 
+    /// Call `apply` with the new config after every reload, until `scope` ends.
+    pub fn follow<F, Fut>(&self, scope: &Shutdown, mut apply: F)
+    where
+        F: FnMut(Arc<Config>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let live = self.clone();
+        let stop = scope.clone();
+        let mut changes = self.subscribe();
+        scope.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        apply(live.load()).await;
+                    }
+                }
+            }
+        });
+    }
+
     /// Load `path` for `role` and, if it is valid and different, make it live.
     pub fn reload_from(&self, path: &Path, role: Role) -> Result<Reloaded, ConfigError> {
         let next = Config::load(path)?;
@@ -80,6 +104,13 @@ impl LiveConfig {
             || previous.worker.grpc_listen != next.worker.grpc_listen
         {
             restart_needed.push("listen addresses");
+        }
+        // Read once, when the HTTP routers are built.
+        if previous.gateway.max_body_bytes != next.gateway.max_body_bytes {
+            restart_needed.push("gateway.max_body_bytes");
+        }
+        if previous.engine.affinity.header != next.engine.affinity.header {
+            restart_needed.push("engine.affinity.header");
         }
         self.current.store(Arc::new(next));
         self.generation.send_modify(|g| *g += 1);
@@ -223,12 +254,18 @@ mod tests {
     fn restart_only_keys_are_named() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let live = live(BASE);
-        let path = write(dir.path(), &format!("{BASE}node: {{ id: other }}\n"));
+        let path = write(
+            dir.path(),
+            &format!(
+                "{BASE}node: {{ id: other }}\ngateway: {{ max_body_bytes: 1000 }}\n\
+                 engine: {{ affinity: {{ header: x-conversation }} }}\n"
+            ),
+        );
         assert_eq!(
             live.reload_from(&path, Role::Worker)
                 .unwrap_or_else(|e| panic!("{e}")),
             Reloaded::Applied {
-                restart_needed: vec!["node"]
+                restart_needed: vec!["node", "gateway.max_body_bytes", "engine.affinity.header"]
             }
         );
     }

@@ -122,20 +122,9 @@ impl Worker {
         scope: &Shutdown,
     ) {
         let worker = Arc::clone(self);
-        let stop = scope.clone();
-        let mut changes = live.subscribe();
-        scope.spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    changed = changes.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        worker.reconfigure(&live.load()).await;
-                    }
-                }
-            }
+        live.follow(scope, move |config| {
+            let worker = Arc::clone(&worker);
+            async move { worker.reconfigure(&config).await }
         });
     }
 
