@@ -71,8 +71,20 @@ fn stdio_pipes() -> Option<(
     tokio::net::unix::pipe::Sender,
 )> {
     use std::os::fd::AsFd as _;
+    use std::os::unix::fs::FileTypeExt as _;
     let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
     let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    // Converting one makes it non-blocking (for every holder of the descriptor): do it only
+    // when both are pipes, or the stdio fallback would meet a non-blocking stdin.
+    let is_pipe = |fd: &std::os::fd::OwnedFd| {
+        fd.try_clone()
+            .map(std::fs::File::from)
+            .and_then(|file| file.metadata())
+            .is_ok_and(|meta| meta.file_type().is_fifo())
+    };
+    if !(is_pipe(&input) && is_pipe(&output)) {
+        return None;
+    }
     let input = tokio::net::unix::pipe::Receiver::from_owned_fd(input).ok()?;
     let output = tokio::net::unix::pipe::Sender::from_owned_fd(output).ok()?;
     Some((input, output))
