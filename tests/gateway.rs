@@ -186,6 +186,19 @@ async fn key_lifecycle(stack: &Stack) -> Vec<String> {
         .request(Method::DELETE, "/admin/keys/key_0000000000000000", "")
         .await;
     assert_eq!(reply.status, 404, "{}", reply.text());
+    for unknown in [
+        "/admin/keys/static.nope",
+        "/admin/keys/key_0000000000000000",
+    ] {
+        assert_eq!(admin.get(unknown).await.status, 404, "{unknown}");
+        let reply = admin.request(Method::DELETE, unknown, "").await;
+        assert_eq!(reply.status, 404, "{unknown}: {}", reply.text());
+    }
+    assert_eq!(admin.get("/admin/keys/static.test").await.status, 200);
+    // A day that is not a date is refused, naming the parameter the client sent.
+    let reply = admin.get("/admin/usage?from=2026-13-45").await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert_eq!(reply.json()["error"]["param"], "from", "{}", reply.text());
     // Bad admin input is a 400 in the OpenAI shape.
     for bad in [
         json!({}),
@@ -823,6 +836,58 @@ async fn a_broken_answer_is_charged_for_what_the_client_received() {
     let not_streamed = admin.get(&format!("/admin/keys/{json_id}")).await.json();
     assert_eq!(not_streamed["spent"]["requests"], 0, "{not_streamed}");
     assert_eq!(not_streamed["spent"]["tokens"], 0, "{not_streamed}");
+    stack.stop().await;
+}
+
+/// A client that hangs up mid-stream is charged once, for the text it received and, for a
+/// budget in credits, the credits reserved for it (the agent's figure never comes): hanging up
+/// before the end is no way around a budget. The request counts as `client_closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_is_charged_once() {
+    let mut stack = Stack::single(StackOptions {
+        accounts: vec![AccountSpec::new(2).behaviour("stream n=40")],
+        delay_ms: 50,
+        ..StackOptions::default()
+    })
+    .await;
+    let admin = stack.admin();
+    let (id, secret) = create_key(
+        &admin,
+        json!({"name": "leaver", "quota": {"unit": "credits", "limit": 100}}),
+    )
+    .await;
+    let keyed = stack.client().with_key(Some(&secret));
+    let mut body = user("count for me");
+    body["stream"] = json!(true);
+    let (status, mut stream) = keyed.post_streaming("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200);
+    // Wait for some text, then hang up.
+    let mut received = String::new();
+    while !received.contains("chunk 1") {
+        let bytes = futures::StreamExt::next(&mut stream)
+            .await
+            .expect("the stream ended early")
+            .expect("the stream broke");
+        received.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    drop(stream);
+
+    let total = usage_of(&admin, &id, |u| u["requests"] == 1).await;
+    assert_eq!(
+        total["credits"], 1.0,
+        "gateway.quota.reserve_credits: {total}"
+    );
+    assert!(total["completion_tokens"].as_u64() > Some(0), "{total}");
+    assert_eq!(total["estimated_requests"], 1, "{total}");
+    let metrics = stack.client().get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("drawbridge_request_errors_total")
+                && l.contains("code=\"client_closed\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
     stack.stop().await;
 }
 

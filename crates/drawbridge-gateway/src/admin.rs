@@ -375,12 +375,15 @@ async fn list_keys(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Respo
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// A key made with the admin API, or 404.
+/// A key made with the admin API; 400 for a key of the config, 404 for no key.
 async fn stored_key(admin: &Admin, id: &str) -> Result<ApiKeyRecord, ApiError> {
-    if id.starts_with("static.") {
-        return Err(ApiError::invalid_request(
-            "This key is defined in the config (gateway.api_keys): change it there.",
-        ));
+    if let Some(name) = drawbridge_http::Caller::static_name(id) {
+        if admin.settings.now().static_rpm.contains_key(name) {
+            return Err(ApiError::invalid_request(
+                "This key is defined in the config (gateway.api_keys): change it there.",
+            ));
+        }
+        return Err(no_such_key(id));
     }
     admin
         .stores
@@ -398,10 +401,8 @@ async fn get_key(
 ) -> Response {
     let result = async {
         admin.authorize(&headers)?;
-        if let Some((name, rpm)) = admin
-            .static_keys()
-            .iter()
-            .find(|(name, _)| drawbridge_http::Caller::from_static(name).key_id == id)
+        if let Some(name) = drawbridge_http::Caller::static_name(&id)
+            && let Some(rpm) = admin.settings.now().static_rpm.get(name)
         {
             return Ok(json(
                 StatusCode::OK,
@@ -567,15 +568,7 @@ impl UsageOut {
 }
 
 fn valid_day(param: &str, day: &str) -> Result<(), ApiError> {
-    let bytes = day.as_bytes();
-    let digits = |r: std::ops::Range<usize>| bytes[r].iter().all(u8::is_ascii_digit);
-    let ok = bytes.len() == 10
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && digits(0..4)
-        && digits(5..7)
-        && digits(8..10);
-    if ok {
+    if drawbridge_core::day::parse_day(day).is_some() {
         Ok(())
     } else {
         Err(

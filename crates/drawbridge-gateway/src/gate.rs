@@ -248,10 +248,14 @@ impl GatewayGate {
     }
 
     /// Tokens (or credits) to hold for `request` while it runs.
-    fn reservation(settings: &Settings, quota: &Quota, request: &ChatCompletionRequest) -> f64 {
+    fn reservation(
+        settings: &Settings,
+        quota: &Quota,
+        request: &ChatCompletionRequest,
+        prompt: u64,
+    ) -> f64 {
         match quota.unit {
             QuotaUnit::Tokens => {
-                let prompt = prompt_tokens(request);
                 let answer = request
                     .max_output_tokens()
                     .map_or(settings.reserve_tokens, u64::from);
@@ -383,9 +387,11 @@ impl Gate for GatewayGate {
             // The reservation and the charge go under an id of our own: the request id may
             // be the client's `x-request-id`, which a client can repeat.
             let charge_id = charge_id(request_id);
+            let prompt_tokens = prompt_tokens(request);
             let mut reserved = false;
+            let mut partial_credits = 0.0;
             if let Some(quota) = &context.quota {
-                let amount = Self::reservation(&settings, quota, request);
+                let amount = Self::reservation(&settings, quota, request, prompt_tokens);
                 let decision = self
                     .stores
                     .usage
@@ -426,6 +432,9 @@ impl Gate for GatewayGate {
                     return Err(error);
                 }
                 reserved = true;
+                if quota.unit == QuotaUnit::Credits {
+                    partial_credits = amount;
+                }
             }
             Ok(Box::new(Charge {
                 usage: Arc::clone(&self.stores.usage),
@@ -434,8 +443,9 @@ impl Gate for GatewayGate {
                 request_id: request_id.to_owned(),
                 charge_id,
                 model: request.model.clone(),
-                prompt_tokens: prompt_tokens(request),
+                prompt_tokens,
                 reserved,
+                partial_credits,
             }) as Box<dyn Pass>)
         }
         .boxed()
@@ -465,6 +475,9 @@ struct Charge {
     model: String,
     prompt_tokens: u64,
     reserved: bool,
+    /// What an answer that broke off is charged in credits (the agent's figure never came):
+    /// what was reserved, for a key whose quota is in credits; nothing otherwise.
+    partial_credits: f64,
 }
 
 /// The first wait before a failed charge is tried again; it doubles up to [`RETRY_MAX_WAIT`].
@@ -557,7 +570,7 @@ impl Pass for Charge {
                     at_ms: now_ms(),
                     prompt_tokens: self.prompt_tokens,
                     completion_tokens: (ended.delivered_chars as u64).div_ceil(4),
-                    credits: 0.0,
+                    credits: self.partial_credits,
                     tokens_estimated: true,
                 })
             }

@@ -16,13 +16,21 @@ pub struct Caller {
     pub key_name: String,
 }
 
+/// What the id of a key from the config starts with (the name follows).
+const STATIC_PREFIX: &str = "static.";
+
 impl Caller {
     /// The caller of a key from the config.
     pub fn from_static(name: &str) -> Self {
         Caller {
-            key_id: format!("static.{name}"),
+            key_id: format!("{STATIC_PREFIX}{name}"),
             key_name: name.to_owned(),
         }
+    }
+
+    /// The config name in a static key's id (`static.<name>`); `None` for any other id.
+    pub fn static_name(key_id: &str) -> Option<&str> {
+        key_id.strip_prefix(STATIC_PREFIX)
     }
 }
 
