@@ -663,9 +663,7 @@ async fn usage(
 async fn metrics_snapshot(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
     let result = async {
         admin.authorize(&headers)?;
-        if let Ok(accounts) = admin.backend.accounts().await {
-            admin.metrics.set_accounts(accounts);
-        }
+        drawbridge_http::refresh_account_gauges(admin.backend.as_ref(), &admin.metrics).await;
         Ok::<_, ApiError>(json(StatusCode::OK, admin.metrics.snapshot()))
     }
     .await;

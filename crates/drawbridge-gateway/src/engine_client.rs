@@ -122,6 +122,25 @@ async fn error_from(response: Response<hyper::body::Incoming>) -> ApiError {
     error
 }
 
+/// The engine's JSON answer to a request: its error when not 200; `what` names the answer in
+/// the error when it breaks off or does not parse.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    response: Response<hyper::body::Incoming>,
+    what: &str,
+) -> Result<T, ApiError> {
+    if response.status() != StatusCode::OK {
+        return Err(error_from(response).await);
+    }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| ApiError::upstream(format!("The engine's {what} broke off.")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|_| ApiError::upstream(format!("The engine sent a malformed {what}.")))
+}
+
 struct Reader {
     body: http_body_util::BodyDataStream<hyper::body::Incoming>,
     decoder: SseDecoder,
@@ -214,17 +233,7 @@ impl ChatBackend for HttpEngine {
             let response = self
                 .send(Method::GET, "/v1/models", Bytes::new(), None, None)
                 .await?;
-            if response.status() != StatusCode::OK {
-                return Err(error_from(response).await);
-            }
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|_| ApiError::upstream("The engine's model list broke off."))?
-                .to_bytes();
-            let list: ModelList = serde_json::from_slice(&body)
-                .map_err(|_| ApiError::upstream("The engine sent a malformed model list."))?;
+            let list: ModelList = read_json(response, "model list").await?;
             Ok(list.data.into_iter().map(|m| m.id).collect())
         }
         .boxed()
@@ -264,17 +273,7 @@ impl ChatBackend for HttpEngine {
             let response = self
                 .send(Method::GET, "/internal/accounts", Bytes::new(), None, None)
                 .await?;
-            if response.status() != StatusCode::OK {
-                return Err(error_from(response).await);
-            }
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|_| ApiError::upstream("The engine's account list broke off."))?
-                .to_bytes();
-            let list: List = serde_json::from_slice(&body)
-                .map_err(|_| ApiError::upstream("The engine sent a malformed account list."))?;
+            let list: List = read_json(response, "account list").await?;
             Ok(list.accounts)
         }
         .boxed()
@@ -294,12 +293,8 @@ impl ChatBackend for HttpEngine {
                 CreditChange::Add(n) => serde_json::json!({ "add": n }),
                 CreditChange::Set(n) => serde_json::json!({ "set": n }),
             };
-            // Account ids are letters, digits, '-', '_' and '.': nothing to escape in a path;
-            // anything else cannot name an account.
-            if !account
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
+            // An account id has nothing to escape in a path; anything else cannot name one.
+            if !drawbridge_state::valid_id(account) {
                 return Err(ApiError::new(
                     ErrorKind::NotFound,
                     format!("No account '{account}'."),
@@ -314,17 +309,7 @@ impl ChatBackend for HttpEngine {
                     None,
                 )
                 .await?;
-            if response.status() != StatusCode::OK {
-                return Err(error_from(response).await);
-            }
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|_| ApiError::upstream("The engine's answer broke off."))?
-                .to_bytes();
-            let changed: Changed = serde_json::from_slice(&body)
-                .map_err(|_| ApiError::upstream("The engine sent a malformed answer."))?;
+            let changed: Changed = read_json(response, "answer").await?;
             Ok(changed.credits)
         }
         .boxed()

@@ -471,7 +471,21 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     let Some(metrics) = &state.metrics else {
         return ApiError::new(ErrorKind::NotFound, "Metrics are off.").into_response();
     };
-    match tokio::time::timeout(HEALTH_TIMEOUT, state.backend.accounts()).await {
+    refresh_account_gauges(state.backend.as_ref(), metrics).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            drawbridge_telemetry::metrics::CONTENT_TYPE,
+        )],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// Set `metrics`' per-account gauges from `backend`'s accounts now, within
+/// [`HEALTH_TIMEOUT`]; with no answer in time, the gauges are cleared rather than left stale.
+pub async fn refresh_account_gauges(backend: &dyn ChatBackend, metrics: &Metrics) {
+    match tokio::time::timeout(HEALTH_TIMEOUT, backend.accounts()).await {
         Ok(Ok(accounts)) => metrics.set_accounts(accounts),
         Ok(Err(error)) => {
             tracing::debug!(%error, "no account snapshot for the metrics");
@@ -482,14 +496,6 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             metrics.set_accounts(Vec::new());
         }
     }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            drawbridge_telemetry::metrics::CONTENT_TYPE,
-        )],
-        metrics.render(),
-    )
-        .into_response()
 }
 
 async fn health(State(state): State<ApiState>) -> Response {
