@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod continuation;
 pub mod day;
+pub mod hex;
 pub mod limits;
 pub mod placement;
 pub mod prompt;

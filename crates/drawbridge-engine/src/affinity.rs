@@ -82,7 +82,7 @@ impl Affinity {
             .chain_update([0u8])
             .chain_update(key.as_bytes())
             .finalize();
-        Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Some(drawbridge_core::hex::encode(&digest))
     }
 
     /// The account `key` is bound to; `None` when there is none or the store does not answer

@@ -535,7 +535,7 @@ fn charge_id(request_id: &str) -> String {
         if getrandom::fill(&mut random).is_err() {
             random = (now_ms() ^ u64::from(std::process::id())).to_le_bytes();
         }
-        random.iter().map(|b| format!("{b:02x}")).collect()
+        drawbridge_core::hex::encode(&random)
     });
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{process}-{n}-{request_id}")

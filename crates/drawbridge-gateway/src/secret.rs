@@ -26,13 +26,9 @@ impl std::fmt::Debug for NewSecret {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The stored form of a secret: lowercase hex SHA-256.
 pub fn hash(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
+    drawbridge_core::hex::encode(&Sha256::digest(secret.as_bytes()))
 }
 
 /// Make a new secret.
@@ -40,7 +36,7 @@ pub fn generate() -> Result<NewSecret, ApiError> {
     let mut random = [0u8; RANDOM_BYTES];
     getrandom::fill(&mut random)
         .map_err(|e| ApiError::internal(format!("no random source for a new key: {e}")))?;
-    let secret = format!("{PREFIX}{}", hex(&random));
+    let secret = format!("{PREFIX}{}", drawbridge_core::hex::encode(&random));
     Ok(NewSecret {
         hash: hash(&secret),
         prefix: secret.chars().take(SHOWN_CHARS).collect(),
@@ -53,7 +49,7 @@ pub fn new_id() -> Result<String, ApiError> {
     let mut random = [0u8; 8];
     getrandom::fill(&mut random)
         .map_err(|e| ApiError::internal(format!("no random source for a key id: {e}")))?;
-    Ok(format!("key_{}", hex(&random)))
+    Ok(format!("key_{}", drawbridge_core::hex::encode(&random)))
 }
 
 #[cfg(test)]
