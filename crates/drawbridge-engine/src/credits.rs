@@ -96,7 +96,7 @@ impl Credits {
         }
     }
 
-    /// Apply the configured grants (at start).
+    /// Apply the configured grants (at start, and on every reload).
     pub async fn apply_grants(&self, grants: &[Grant]) {
         match self.store.apply_grants(grants).await {
             Ok(applied) => {

@@ -98,8 +98,7 @@ pub struct Stack {
     options: StackOptions,
 }
 
-/// The `gateway:` keys every test stack has besides `listen`: the unlimited static key, the
-/// data file in the stack's directory, and the caller's extra keys.
+/// The top-level `admin:` section, when the stack has an admin token.
 fn gateway_admin(options: &StackOptions) -> String {
     if options.admin {
         format!("admin: {{ auth_token: {ADMIN_TOKEN} }}\n")
@@ -108,6 +107,8 @@ fn gateway_admin(options: &StackOptions) -> String {
     }
 }
 
+/// The `gateway:` keys every test stack has besides `listen`: the unlimited static key, the
+/// data file in the stack's directory, and the caller's extra keys.
 fn gateway_keys(dir: &Path, options: &StackOptions) -> String {
     format!(
         "  api_keys: [{{ name: test, key: {API_KEY}, rpm: 0 }}]\n  shutdown_grace: 20s\n  data_file: {}\n{}",
