@@ -319,8 +319,9 @@ async fn two_gateways(redis: &RedisServer, options: StackOptions) -> (Stack, Cli
     (stack, client)
 }
 
-/// ValKey goes away while answers are served: their charges wait, and land once each when it
-/// is back (nothing lost, nothing charged twice).
+/// ValKey goes away while answers are served: keys it knew and their rate limits keep
+/// working, and the charges wait and land once each when it is back (nothing lost, nothing
+/// charged twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn charges_made_while_valkey_is_down_land_once_when_it_returns() {
     let mut redis = RedisServer::start();
@@ -334,6 +335,10 @@ async fn charges_made_while_valkey_is_down_land_once_when_it_returns() {
     let charged = |n: u64| move |u: &Value| u["requests"].as_u64() >= Some(n);
     assert_eq!(client.chat(&user("before")).await.status, 200);
     usage_of(&admin, "static.test", charged(1)).await;
+    // A stored key with a rate limit, known to the gateway before ValKey goes.
+    let (_, secret) = create_key(&admin, json!({"name": "limited", "rpm": 10})).await;
+    let limited = client.with_key(Some(&secret));
+    assert_eq!(limited.chat(&user("before")).await.status, 200);
 
     redis.stop();
     // The static key needs no store: the answers are served while ValKey is away.
@@ -341,6 +346,10 @@ async fn charges_made_while_valkey_is_down_land_once_when_it_returns() {
         let reply = client.chat(&user("while it is away")).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+    // The stored key is served from the gateway's memory of it, and its rate limit, which
+    // lives in ValKey, lets the request through rather than refusing it.
+    let reply = limited.chat(&user("while it is away")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
     // Their charges failed and wait.
     let waiting = tokio::time::timeout(Duration::from_secs(30), async {
         while !stack.logs().contains("retrying until the store is back") {
@@ -957,4 +966,27 @@ async fn accounts_are_listed_and_topped_up_through_the_admin_api() {
         "an unmetered account has no credits gauge"
     );
     stack.stop().await;
+}
+
+/// Message content reaches the log only when `log.messages` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_logged_only_when_asked() {
+    const SECRET_PROMPT: &str = "purple elephants dance at 4711";
+    for logged in [false, true] {
+        let mut stack = Stack::single(StackOptions {
+            env: vec![("DRAWBRIDGE_LOG__MESSAGES".to_owned(), logged.to_string())],
+            ..StackOptions::default()
+        })
+        .await;
+        let reply = stack.client().chat(&user(SECRET_PROMPT)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        if logged {
+            assert!(stack.wait_for_log(SECRET_PROMPT).await, "{}", stack.logs());
+        } else {
+            // The request's last line is written when it ends: after it, nothing more of it.
+            assert!(stack.wait_for_log("chat completion ended").await);
+            assert!(!stack.logs().contains(SECRET_PROMPT), "{}", stack.logs());
+        }
+        stack.stop().await;
+    }
 }
