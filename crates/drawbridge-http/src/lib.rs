@@ -241,16 +241,17 @@ async fn chat_completions(State(state): State<ApiState>, request: Request) -> Re
         Ok(answer) => answer,
         Err(Refusal { error, headers }) => {
             log_refusal(&request_id, &error, started);
-            if let Some(metrics) = &state.metrics {
-                metrics.record_request(&drawbridge_telemetry::metrics::RequestRecord {
-                    model: drawbridge_telemetry::metrics::UNKNOWN_MODEL,
-                    error_code: Some(error.kind.code()),
-                    duration: started.elapsed(),
-                    first_token: None,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                });
-            }
+            let ended = Ended {
+                outcome: Outcome::Failed(error.kind),
+                delivered_chars: 0,
+                duration: started.elapsed(),
+            };
+            meter::report(
+                state.metrics.as_deref(),
+                drawbridge_telemetry::metrics::UNKNOWN_MODEL,
+                &ended,
+                None,
+            );
             (error.into_response(), headers)
         }
     };

@@ -144,7 +144,8 @@ fn log_end(meter: &Meter, ended: &Ended, first_token: Option<std::time::Duration
     );
 }
 
-fn report(
+/// Count one request that ended as `ended` in `metrics` (if any).
+pub(crate) fn report(
     metrics: Option<&Metrics>,
     model: &str,
     ended: &Ended,
