@@ -15,7 +15,9 @@ use crate::routing::{
     validate_affinity_key, validate_breaker, validate_ttl,
 };
 
-/// Bindings kept before expired ones are swept.
+/// Bindings kept before expired ones are first swept. After a sweep, the next one waits until
+/// the map has doubled (or reached this again), so sweeping costs amortised O(1) per binding
+/// however many are live.
 const SWEEP_AT: usize = 4096;
 
 #[derive(Debug)]
@@ -26,11 +28,36 @@ pub struct EmbeddedRouting {
     started: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     breakers: HashMap<String, String>,
     cooldowns: HashMap<String, Instant>,
     affinity: HashMap<String, (String, Instant)>,
+    /// The number of bindings at which expired ones are next swept.
+    next_sweep: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            breakers: HashMap::new(),
+            cooldowns: HashMap::new(),
+            affinity: HashMap::new(),
+            next_sweep: SWEEP_AT,
+        }
+    }
+}
+
+impl State {
+    /// Bind `key` to `account` until `until`, first sweeping expired bindings if it is time.
+    fn bind(&mut self, key: &str, account: &str, until: Instant, now: Instant) {
+        if self.affinity.len() >= self.next_sweep {
+            self.affinity.retain(|_, (_, until)| *until > now);
+            self.next_sweep = SWEEP_AT.max(self.affinity.len().saturating_mul(2));
+        }
+        self.affinity
+            .insert(key.to_owned(), (account.to_owned(), until));
+    }
 }
 
 impl Default for EmbeddedRouting {
@@ -150,14 +177,64 @@ impl AffinityStore for EmbeddedRouting {
             validate_account_id(account)?;
             validate_ttl("affinity TTL", ttl)?;
             let now = Instant::now();
-            let mut state = self.state();
-            if state.affinity.len() >= SWEEP_AT {
-                state.affinity.retain(|_, (_, until)| *until > now);
-            }
-            state
-                .affinity
-                .insert(key.to_owned(), (account.to_owned(), now + ttl));
+            self.state().bind(key, account, now + ttl, now);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn expired_bindings_are_swept_when_the_map_reaches_the_mark() {
+        let mut state = State::default();
+        let now = Instant::now();
+        let later = now + 2 * SECOND;
+        // Half expire at `now + 1 s`, half stay.
+        for i in 0..SWEEP_AT {
+            let until = if i % 2 == 0 {
+                now + SECOND
+            } else {
+                now + 3 * SECOND
+            };
+            state.bind(&format!("k{i}"), "acct", until, now);
+        }
+        assert_eq!(state.affinity.len(), SWEEP_AT, "no sweep below the mark");
+        state.bind("one-more", "acct", later + SECOND, later);
+        assert_eq!(
+            state.affinity.len(),
+            SWEEP_AT / 2 + 1,
+            "the expired half went"
+        );
+        assert!(state.affinity.contains_key("k1"));
+        assert!(!state.affinity.contains_key("k0"));
+        assert_eq!(state.next_sweep, SWEEP_AT, "never below SWEEP_AT");
+    }
+
+    #[test]
+    fn with_many_live_bindings_sweeps_are_spaced_out() {
+        let mut state = State::default();
+        let now = Instant::now();
+        let until = now + SECOND;
+        for i in 0..=SWEEP_AT {
+            state.bind(&format!("k{i}"), "acct", until, now);
+        }
+        // The sweep at SWEEP_AT found nothing expired: the next waits for twice as many.
+        assert_eq!(state.next_sweep, 2 * SWEEP_AT);
+        // Until then, bindings past their time stay (reads skip them) and nothing is swept...
+        let later = now + 2 * SECOND;
+        for i in 0..SWEEP_AT - 2 {
+            state.bind(&format!("n{i}"), "acct", later + SECOND, later);
+        }
+        assert_eq!(state.affinity.len(), 2 * SWEEP_AT - 1);
+        // ...and at the mark, the expired ones go.
+        state.bind("last", "acct", later + SECOND, later);
+        state.bind("after", "acct", later + SECOND, later);
+        assert_eq!(state.affinity.len(), SWEEP_AT);
+        assert_eq!(state.next_sweep, SWEEP_AT.max(2 * (SWEEP_AT - 1)));
     }
 }
