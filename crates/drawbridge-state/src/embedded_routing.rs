@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::credits::validate_account_id;
+use crate::error::StateError;
 use crate::registry::StateFuture;
 use crate::routing::{
     AffinityStore, BreakerRead, BreakerStore, CooldownStore, Swap, validate_accounts,
@@ -58,6 +59,12 @@ impl State {
         self.affinity
             .insert(key.to_owned(), (account.to_owned(), until));
     }
+}
+
+/// `now + ttl`; a TTL too long for the clock is refused ([`validate_ttl`] refuses those first).
+fn deadline(now: Instant, what: &str, ttl: Duration) -> Result<Instant, StateError> {
+    now.checked_add(ttl)
+        .ok_or_else(|| StateError::Invalid(format!("the {what} {ttl:?} is too long")))
 }
 
 impl Default for EmbeddedRouting {
@@ -130,7 +137,7 @@ impl CooldownStore for EmbeddedRouting {
         Box::pin(async move {
             validate_account_id(account)?;
             validate_ttl("cooldown", duration)?;
-            let until = Instant::now() + duration;
+            let until = deadline(Instant::now(), "cooldown", duration)?;
             let mut state = self.state();
             let end = state.cooldowns.entry(account.to_owned()).or_insert(until);
             *end = (*end).max(until);
@@ -177,7 +184,8 @@ impl AffinityStore for EmbeddedRouting {
             validate_account_id(account)?;
             validate_ttl("affinity TTL", ttl)?;
             let now = Instant::now();
-            self.state().bind(key, account, now + ttl, now);
+            let until = deadline(now, "affinity TTL", ttl)?;
+            self.state().bind(key, account, until, now);
             Ok(())
         })
     }

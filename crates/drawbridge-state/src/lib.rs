@@ -45,6 +45,7 @@ pub use gateway::{
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
 pub use routing::{
-    AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, Swap,
+    AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, MAX_ROUTING_TTL,
+    Swap,
 };
 pub use valkey::{ValkeyOptions, ValkeyRegistry, redact_url};
