@@ -25,13 +25,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use drawbridge_core::day;
 use drawbridge_core::limits::{in_window, quota_admits, sliding_window};
 use drawbridge_telemetry::Shutdown;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::{Clock, millis, system_ms};
 use crate::credits::{Charge, CreditStore, Grant};
 use crate::data_file::{Batch, Contents, DataFile};
 use crate::embedded_credits::EmbeddedCredits;
@@ -50,17 +51,6 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const PRUNE_EVERY_MS: u64 = 3_600_000;
 /// The rate-limit windows are swept of idle subjects once per this many hits.
 const SWEEP_EVERY: u32 = 1024;
-
-/// The store's clock: milliseconds since the Unix epoch.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-fn system_clock() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
 
 /// The gateway's stores of one process, optionally backed by a data file.
 pub struct EmbeddedGatewayStore {
@@ -141,7 +131,7 @@ struct Charged {
 impl Charged {
     /// Remember `id` as charged at `now_ms`; false if it was charged within the window.
     fn first_time(&mut self, id: &str, now_ms: u64) -> bool {
-        let window = u64::try_from(CHARGE_DEDUP_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        let window = millis(CHARGE_DEDUP_WINDOW);
         while let Some((at, _)) = self.order.front() {
             if now_ms.saturating_sub(*at) < window {
                 break;
@@ -346,7 +336,7 @@ impl EmbeddedGatewayStore {
     pub fn in_memory() -> Self {
         EmbeddedGatewayStore {
             shared: Arc::default(),
-            clock: Arc::new(system_clock),
+            clock: Arc::new(system_ms),
             file: None,
             key_writes: tokio::sync::Mutex::new(()),
         }
@@ -388,7 +378,7 @@ impl EmbeddedGatewayStore {
         shutdown.spawn(writer.run(receiver, shutdown.clone()));
         Ok(EmbeddedGatewayStore {
             shared,
-            clock: Arc::new(system_clock),
+            clock: Arc::new(system_ms),
             file: Some(FileHandle {
                 commands,
                 path: shown,
@@ -398,7 +388,7 @@ impl EmbeddedGatewayStore {
     }
 
     /// The same store on another clock (ms since the epoch): tests control time with it.
-    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+    pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::{millis, system_ms};
 use crate::credits::validate_account_id;
 use crate::error::StateError;
 use crate::registry::StateFuture;
@@ -77,9 +78,7 @@ impl EmbeddedRouting {
     pub fn new() -> Self {
         EmbeddedRouting {
             state: Mutex::new(State::default()),
-            epoch_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            epoch_ms: system_ms(),
             started: Instant::now(),
         }
     }
@@ -89,8 +88,7 @@ impl EmbeddedRouting {
     }
 
     fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.epoch_ms.saturating_add(elapsed)
+        self.epoch_ms.saturating_add(millis(self.started.elapsed()))
     }
 }
 
