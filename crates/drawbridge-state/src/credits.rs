@@ -26,6 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
+use crate::gateway::check_id;
 use crate::registry::StateFuture;
 
 /// Milli-credits per credit: balances are integers of 1/1000 credit.
@@ -108,21 +109,10 @@ pub struct CreditSnapshot {
     pub grants: Vec<(String, i64)>,
 }
 
-/// An account id as the stores take it: what `accounts[].id` allows (letters, digits, `-`,
-/// `_`, `.`), at most 128 bytes. It becomes part of a key, so nothing else gets in.
+/// An account id as the stores take it: what `accounts[].id` allows, the rule of every id
+/// the stores take ([`crate::valid_id`]). It becomes part of a key, so nothing else gets in.
 pub(crate) fn validate_account_id(id: &str) -> Result<(), StateError> {
-    let fine = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if fine {
-        Ok(())
-    } else {
-        Err(StateError::Invalid(format!(
-            "account id {id:?} is not an account id (letters, digits, '-', '_', '.'; at most 128)"
-        )))
-    }
+    check_id("an account id", id)
 }
 
 /// A balance or amount the stores accept: 0 ..= [`MAX_BALANCE`].

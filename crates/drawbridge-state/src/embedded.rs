@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
+use crate::clock::system_ms;
 use crate::registry::{
     EventKind, PodRecord, Registry, StateFuture, TopologyEvent, TopologyStream, topology_change,
     validate_heartbeat,
@@ -69,20 +70,12 @@ impl EmbeddedRegistry {
     }
 }
 
-/// Milliseconds since the Unix epoch on this machine's clock: with one process, the store's
-/// clock is the process's.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Registry for EmbeddedRegistry {
     fn heartbeat<'a>(&'a self, pod: &'a PodRecord, ttl: Duration) -> StateFuture<'a, ()> {
         Box::pin(async move {
             validate_heartbeat(pod, ttl)?;
             let mut record = pod.clone();
-            record.updated_at_ms = now_ms();
+            record.updated_at_ms = system_ms();
             let mut pods = self.live();
             let change = topology_change(pods.get(&pod.id).map(|e| &e.record), &record);
             pods.insert(

@@ -9,6 +9,7 @@ use crate::credits::{
     Charge, CreditSnapshot, CreditStore, Grant, MAX_BALANCE, validate_account_id, validate_amount,
     validate_grants,
 };
+use crate::error::StateError;
 use crate::registry::StateFuture;
 
 #[derive(Debug, Default)]
@@ -55,6 +56,85 @@ impl EmbeddedCredits {
         self.snapshot().balances
     }
 
+    // The changes, synchronous so that a caller can make them under a lock of its own (the
+    // gateway store's data lock, taken before this one).
+
+    /// [`CreditStore::apply_grants`].
+    pub(crate) fn apply_grants_now(&self, grants: &[Grant]) -> Result<Vec<String>, StateError> {
+        validate_grants(grants)?;
+        let mut state = self.state();
+        let mut applied = Vec::new();
+        for (account, grant) in grants {
+            let previous = state.grants.get(account).copied();
+            let changed = previous != *grant;
+            let missing = grant.is_some() && !state.balances.contains_key(account);
+            if !(changed || missing) {
+                continue;
+            }
+            match grant {
+                Some(grant) => {
+                    state.balances.insert(account.clone(), *grant);
+                    state.grants.insert(account.clone(), *grant);
+                }
+                None => {
+                    state.balances.remove(account);
+                    state.grants.remove(account);
+                }
+            }
+            applied.push(account.clone());
+        }
+        Ok(applied)
+    }
+
+    /// [`CreditStore::charge`].
+    pub(crate) fn charge_now(
+        &self,
+        account: &str,
+        amount: i64,
+    ) -> Result<Option<Charge>, StateError> {
+        validate_account_id(account)?;
+        validate_amount("a charge", amount)?;
+        let mut state = self.state();
+        Ok(state.balances.get_mut(account).map(|balance| {
+            let charged = amount.min(*balance).max(0);
+            *balance -= charged;
+            Charge {
+                charged,
+                balance: *balance,
+            }
+        }))
+    }
+
+    /// [`CreditStore::top_up`].
+    pub(crate) fn top_up_now(&self, account: &str, amount: i64) -> Result<i64, StateError> {
+        validate_account_id(account)?;
+        validate_amount("a top-up", amount)?;
+        let mut state = self.state();
+        let balance = state.balances.entry(account.to_owned()).or_insert(0);
+        *balance = balance.saturating_add(amount).min(MAX_BALANCE);
+        Ok(*balance)
+    }
+
+    /// [`CreditStore::set_balance`].
+    pub(crate) fn set_balance_now(
+        &self,
+        account: &str,
+        balance: Option<i64>,
+    ) -> Result<(), StateError> {
+        validate_account_id(account)?;
+        let mut state = self.state();
+        match balance {
+            Some(balance) => {
+                validate_amount("a balance", balance)?;
+                state.balances.insert(account.to_owned(), balance);
+            }
+            None => {
+                state.balances.remove(account);
+            }
+        }
+        Ok(())
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -62,31 +142,7 @@ impl EmbeddedCredits {
 
 impl CreditStore for EmbeddedCredits {
     fn apply_grants<'a>(&'a self, grants: &'a [Grant]) -> StateFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            validate_grants(grants)?;
-            let mut state = self.state();
-            let mut applied = Vec::new();
-            for (account, grant) in grants {
-                let previous = state.grants.get(account).copied();
-                let changed = previous != *grant;
-                let missing = grant.is_some() && !state.balances.contains_key(account);
-                if !(changed || missing) {
-                    continue;
-                }
-                match grant {
-                    Some(grant) => {
-                        state.balances.insert(account.clone(), *grant);
-                        state.grants.insert(account.clone(), *grant);
-                    }
-                    None => {
-                        state.balances.remove(account);
-                        state.grants.remove(account);
-                    }
-                }
-                applied.push(account.clone());
-            }
-            Ok(applied)
-        })
+        Box::pin(async move { self.apply_grants_now(grants) })
     }
 
     fn balances<'a>(&'a self, accounts: &'a [String]) -> StateFuture<'a, Vec<Option<i64>>> {
@@ -100,46 +156,14 @@ impl CreditStore for EmbeddedCredits {
     }
 
     fn charge<'a>(&'a self, account: &'a str, amount: i64) -> StateFuture<'a, Option<Charge>> {
-        Box::pin(async move {
-            validate_account_id(account)?;
-            validate_amount("a charge", amount)?;
-            let mut state = self.state();
-            Ok(state.balances.get_mut(account).map(|balance| {
-                let charged = amount.min(*balance).max(0);
-                *balance -= charged;
-                Charge {
-                    charged,
-                    balance: *balance,
-                }
-            }))
-        })
+        Box::pin(async move { self.charge_now(account, amount) })
     }
 
     fn top_up<'a>(&'a self, account: &'a str, amount: i64) -> StateFuture<'a, i64> {
-        Box::pin(async move {
-            validate_account_id(account)?;
-            validate_amount("a top-up", amount)?;
-            let mut state = self.state();
-            let balance = state.balances.entry(account.to_owned()).or_insert(0);
-            *balance = balance.saturating_add(amount).min(MAX_BALANCE);
-            Ok(*balance)
-        })
+        Box::pin(async move { self.top_up_now(account, amount) })
     }
 
     fn set_balance<'a>(&'a self, account: &'a str, balance: Option<i64>) -> StateFuture<'a, ()> {
-        Box::pin(async move {
-            validate_account_id(account)?;
-            let mut state = self.state();
-            match balance {
-                Some(balance) => {
-                    validate_amount("a balance", balance)?;
-                    state.balances.insert(account.to_owned(), balance);
-                }
-                None => {
-                    state.balances.remove(account);
-                }
-            }
-            Ok(())
-        })
+        Box::pin(async move { self.set_balance_now(account, balance) })
     }
 }

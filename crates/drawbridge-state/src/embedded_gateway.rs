@@ -25,13 +25,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use drawbridge_core::day;
 use drawbridge_core::limits::{in_window, quota_admits, sliding_window};
 use drawbridge_telemetry::Shutdown;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::{Clock, millis, system_ms};
 use crate::credits::{Charge, CreditStore, Grant};
 use crate::data_file::{Batch, Contents, DataFile};
 use crate::embedded_credits::EmbeddedCredits;
@@ -50,17 +51,6 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const PRUNE_EVERY_MS: u64 = 3_600_000;
 /// The rate-limit windows are swept of idle subjects once per this many hits.
 const SWEEP_EVERY: u32 = 1024;
-
-/// The store's clock: milliseconds since the Unix epoch.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-fn system_clock() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
 
 /// The gateway's stores of one process, optionally backed by a data file.
 pub struct EmbeddedGatewayStore {
@@ -84,7 +74,8 @@ impl std::fmt::Debug for EmbeddedGatewayStore {
 struct Shared {
     data: Mutex<Data>,
     windows: Mutex<Windows>,
-    /// The single-node engine's account balances.
+    /// The single-node engine's account balances. When both are locked, `data` is first
+    /// (a write behind snapshots the balances under it, and a change is made under it).
     credits: EmbeddedCredits,
 }
 
@@ -117,6 +108,9 @@ struct Data {
     next_prune_ms: u64,
     /// What changed since the last write behind.
     dirty: Dirty,
+    /// Set with the last write behind of a close: a change after it would never be written, so
+    /// it is refused (checked under this lock, so no change slips in after that write).
+    closed: bool,
 }
 
 #[derive(Default)]
@@ -137,7 +131,7 @@ struct Charged {
 impl Charged {
     /// Remember `id` as charged at `now_ms`; false if it was charged within the window.
     fn first_time(&mut self, id: &str, now_ms: u64) -> bool {
-        let window = u64::try_from(CHARGE_DEDUP_WINDOW.as_millis()).unwrap_or(u64::MAX);
+        let window = millis(CHARGE_DEDUP_WINDOW);
         while let Some((at, _)) = self.order.front() {
             if now_ms.saturating_sub(*at) < window {
                 break;
@@ -342,7 +336,7 @@ impl EmbeddedGatewayStore {
     pub fn in_memory() -> Self {
         EmbeddedGatewayStore {
             shared: Arc::default(),
-            clock: Arc::new(system_clock),
+            clock: Arc::new(system_ms),
             file: None,
             key_writes: tokio::sync::Mutex::new(()),
         }
@@ -384,7 +378,7 @@ impl EmbeddedGatewayStore {
         shutdown.spawn(writer.run(receiver, shutdown.clone()));
         Ok(EmbeddedGatewayStore {
             shared,
-            clock: Arc::new(system_clock),
+            clock: Arc::new(system_ms),
             file: Some(FileHandle {
                 commands,
                 path: shown,
@@ -394,7 +388,7 @@ impl EmbeddedGatewayStore {
     }
 
     /// The same store on another clock (ms since the epoch): tests control time with it.
-    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+    pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
@@ -429,6 +423,17 @@ impl EmbeddedGatewayStore {
         match &self.file {
             Some(file) if file.commands.is_closed() => Err(file.closed()),
             _ => Ok(()),
+        }
+    }
+
+    /// The data, locked, for a change to write behind; fails once the data file is closed.
+    /// A change made under this guard is either in the close's last write or refused.
+    fn data_to_change(&self) -> Result<MutexGuard<'_, Data>, StateError> {
+        self.check_open()?;
+        let data = self.shared.data();
+        match &self.file {
+            Some(file) if data.closed => Err(file.closed()),
+            _ => Ok(data),
         }
     }
 
@@ -633,10 +638,9 @@ impl UsageStore for EmbeddedGatewayStore {
     fn record_usage<'a>(&'a self, entry: &'a UsageEntry) -> StateFuture<'a, ()> {
         Box::pin(async move {
             check_entry(entry)?;
-            self.check_open()?;
             let row = RowKey::of(entry);
-            let now = (self.clock)();
-            let mut data = self.shared.data();
+            let now = self.now();
+            let mut data = self.data_to_change()?;
             if !data.charged.first_time(&entry.request_id, now) {
                 return Ok(());
             }
@@ -749,6 +753,11 @@ impl Writer {
     /// Write what changed since the last write behind; on failure it stays to be written.
     async fn flush(&mut self) -> Result<(), StateError> {
         let batch = self.shared.data().take_dirty(&self.shared.credits);
+        self.write_behind(batch).await
+    }
+
+    /// Write `batch`, taken from the dirty set; on failure it goes back to it.
+    async fn write_behind(&mut self, batch: Batch) -> Result<(), StateError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -772,7 +781,13 @@ impl Writer {
     }
 
     async fn close(&mut self) -> Result<(), StateError> {
-        let flushed = self.flush().await;
+        // The last write behind: changes are refused from the moment it is taken.
+        let batch = {
+            let mut data = self.shared.data();
+            data.closed = true;
+            data.take_dirty(&self.shared.credits)
+        };
+        let flushed = self.write_behind(batch).await;
         let Some(file) = self.file.take() else {
             return flushed;
         };
@@ -799,10 +814,10 @@ impl Writer {
 impl CreditStore for EmbeddedGatewayStore {
     fn apply_grants<'a>(&'a self, grants: &'a [Grant]) -> StateFuture<'a, Vec<String>> {
         Box::pin(async move {
-            self.check_open()?;
-            let applied = self.shared.credits.apply_grants(grants).await?;
+            let mut data = self.data_to_change()?;
+            let applied = self.shared.credits.apply_grants_now(grants)?;
             if !applied.is_empty() {
-                self.shared.data().dirty.credits = true;
+                data.dirty.credits = true;
             }
             Ok(applied)
         })
@@ -814,10 +829,10 @@ impl CreditStore for EmbeddedGatewayStore {
 
     fn charge<'a>(&'a self, account: &'a str, amount: i64) -> StateFuture<'a, Option<Charge>> {
         Box::pin(async move {
-            self.check_open()?;
-            let charge = self.shared.credits.charge(account, amount).await?;
+            let mut data = self.data_to_change()?;
+            let charge = self.shared.credits.charge_now(account, amount)?;
             if charge.is_some_and(|c| c.charged > 0) {
-                self.shared.data().dirty.credits = true;
+                data.dirty.credits = true;
             }
             Ok(charge)
         })
@@ -825,18 +840,18 @@ impl CreditStore for EmbeddedGatewayStore {
 
     fn top_up<'a>(&'a self, account: &'a str, amount: i64) -> StateFuture<'a, i64> {
         Box::pin(async move {
-            self.check_open()?;
-            let balance = self.shared.credits.top_up(account, amount).await?;
-            self.shared.data().dirty.credits = true;
+            let mut data = self.data_to_change()?;
+            let balance = self.shared.credits.top_up_now(account, amount)?;
+            data.dirty.credits = true;
             Ok(balance)
         })
     }
 
     fn set_balance<'a>(&'a self, account: &'a str, balance: Option<i64>) -> StateFuture<'a, ()> {
         Box::pin(async move {
-            self.check_open()?;
-            self.shared.credits.set_balance(account, balance).await?;
-            self.shared.data().dirty.credits = true;
+            let mut data = self.data_to_change()?;
+            self.shared.credits.set_balance_now(account, balance)?;
+            data.dirty.credits = true;
             Ok(())
         })
     }

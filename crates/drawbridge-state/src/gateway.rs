@@ -14,6 +14,7 @@ use std::time::Duration;
 pub use drawbridge_core::limits::RateDecision;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::millis;
 use crate::error::StateError;
 use crate::registry::StateFuture;
 
@@ -322,7 +323,7 @@ pub(crate) fn check_hit(subject: &str, limit: u32, window: Duration) -> Result<u
             "rate limit of {subject}: a limit must be at least 1"
         )));
     }
-    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    let window_ms = millis(window);
     if window_ms == 0 {
         return Err(StateError::Invalid(format!(
             "rate limit of {subject}: the window must be at least 1 ms"
@@ -352,7 +353,7 @@ pub(crate) fn check_reserve(
             "quota of {key_id}: the amount must be a finite number ≥ 0"
         )));
     }
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let ttl_ms = millis(ttl);
     if ttl_ms == 0 {
         return Err(StateError::Invalid(format!(
             "quota of {key_id}: a reservation TTL must be at least 1 ms"

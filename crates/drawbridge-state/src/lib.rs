@@ -12,6 +12,7 @@
 //! and usage ledger with quotas ([`UsageStore`]); the embedded gateway store keeps keys and usage
 //! in a local data file ([`EmbeddedGatewayStore`]).
 
+mod clock;
 mod control;
 mod credits;
 mod data_file;
@@ -27,6 +28,7 @@ mod registry;
 mod routing;
 mod valkey;
 
+pub use clock::Clock;
 pub use control::{AccountRecord, AccountStore, CONTROLLER_LEASE, Lease, LeaseStore};
 pub use credits::{
     Charge, CreditSnapshot, CreditStore, Grant, MAX_BALANCE, MILLI_CREDITS, from_milli, to_milli,
@@ -34,7 +36,7 @@ pub use credits::{
 pub use embedded::EmbeddedRegistry;
 pub use embedded_control::EmbeddedControl;
 pub use embedded_credits::EmbeddedCredits;
-pub use embedded_gateway::{Clock, EmbeddedGatewayStore, FLUSH_INTERVAL};
+pub use embedded_gateway::{EmbeddedGatewayStore, FLUSH_INTERVAL};
 pub use embedded_routing::EmbeddedRouting;
 pub use error::StateError;
 pub use gateway::{
@@ -45,6 +47,7 @@ pub use gateway::{
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
 pub use routing::{
-    AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, Swap,
+    AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, MAX_ROUTING_TTL,
+    Swap,
 };
 pub use valkey::{ValkeyOptions, ValkeyRegistry, redact_url};

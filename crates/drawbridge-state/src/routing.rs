@@ -109,10 +109,20 @@ pub(crate) fn validate_breaker(account: &str, value: &str) -> Result<(), StateEr
     Ok(())
 }
 
+/// The longest cooldown or affinity TTL the stores take (30 days): a longer one is a mistake
+/// (a cooldown's length can come from a worker's `retry_after`), refused rather than kept.
+pub const MAX_ROUTING_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub(crate) fn validate_ttl(what: &str, ttl: Duration) -> Result<(), StateError> {
     if ttl.as_millis() == 0 {
         return Err(StateError::Invalid(format!(
             "the {what} must be at least 1 ms"
+        )));
+    }
+    if ttl > MAX_ROUTING_TTL {
+        return Err(StateError::Invalid(format!(
+            "the {what} must be at most {} days, not {ttl:?}",
+            MAX_ROUTING_TTL.as_secs() / 86_400
         )));
     }
     Ok(())

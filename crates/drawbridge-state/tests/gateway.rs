@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use drawbridge_state::{
-    ApiKeyRecord, CHARGE_DEDUP_WINDOW, EmbeddedGatewayStore, KeyLimits, KeyStore, Quota, QuotaUnit,
-    RateLimiter, Spent, StateError, USAGE_RETENTION_DAYS, UsageEntry, UsageFilter, UsageRow,
-    UsageStore, ValkeyRegistry,
+    ApiKeyRecord, CHARGE_DEDUP_WINDOW, CreditStore, EmbeddedGatewayStore, KeyLimits, KeyStore,
+    Quota, QuotaUnit, RateLimiter, Spent, StateError, USAGE_RETENTION_DAYS, UsageEntry,
+    UsageFilter, UsageRow, UsageStore, ValkeyRegistry,
 };
 use drawbridge_telemetry::Shutdown;
 use test_support::redis::RedisServer;
@@ -1258,6 +1258,7 @@ async fn embedded_changes_after_close_fail() {
     let store = open(&dir.path().join("gateway.redb"), &scope).await;
     let now = system_ms();
     store.create_key(&record("key_1", now)).await.unwrap();
+    store.top_up("acct-a", 10).await.unwrap();
     store.close().await.unwrap();
     store.close().await.unwrap();
     assert!(store.key("key_1").await.unwrap().is_some());
@@ -1279,5 +1280,94 @@ async fn embedded_changes_after_close_fail() {
         "{refused:?}"
     );
     assert_eq!(store.spent("key_1").await.unwrap(), Spent::default());
+    // The credits, too: every change is refused, and the balance is what was written.
+    let grants = [("acct-a".to_owned(), Some(5))];
+    for refused in [
+        store.charge("acct-a", 1).await.map(|_| ()),
+        store.top_up("acct-a", 1).await.map(|_| ()),
+        store.set_balance("acct-a", Some(1)).await,
+        store.apply_grants(&grants).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(refused, Err(StateError::Unavailable(_))),
+            "{refused:?}"
+        );
+    }
+    let account = ["acct-a".to_owned()];
+    assert_eq!(store.balances(&account).await.unwrap(), [Some(10)]);
     assert!(scope.drain(PATIENCE).await);
+}
+
+/// Keep making one change until the store refuses it as closed: how many were acknowledged.
+async fn change_until_closed<F, Fut>(mut change: F) -> u64
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<(), StateError>>,
+{
+    let mut acknowledged = 0;
+    loop {
+        match change(acknowledged).await {
+            Ok(()) => acknowledged += 1,
+            Err(StateError::Unavailable(_)) => return acknowledged,
+            Err(other) => panic!("a change failed otherwise: {other:?}"),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Changes racing a close are kept or refused, never acknowledged and then lost: usage and
+/// credits keep changing while the store closes, and the reopened file holds exactly what was
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_changes_racing_a_close_are_kept_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.redb");
+    let scope = Shutdown::new();
+    let store = Arc::new(open(&path, &scope).await);
+    let account = vec!["acct-a".to_owned()];
+    let usage = scope.spawn({
+        let store = Arc::clone(&store);
+        change_until_closed(move |i| {
+            let store = Arc::clone(&store);
+            async move {
+                let entry = entry(&format!("r{i}"), "key_1", "acct-a", "kiro", system_ms());
+                store.record_usage(&entry).await
+            }
+        })
+    });
+    let credits = scope.spawn({
+        let store = Arc::clone(&store);
+        change_until_closed(move |_| {
+            let store = Arc::clone(&store);
+            async move { store.top_up("acct-a", 1).await.map(|_| ()) }
+        })
+    });
+    eventually("both changes are under way", || async {
+        let recorded = store.spent("key_1").await.unwrap().requests > 0;
+        let topped_up = store.balances(&account).await.unwrap()[0].is_some();
+        (recorded && topped_up).then_some(())
+    })
+    .await;
+    store.close().await.unwrap();
+    let recorded = usage.await.unwrap();
+    let topped_up = credits.await.unwrap();
+    assert_eq!(store.spent("key_1").await.unwrap().requests, recorded);
+    let balance = |n: u64| vec![Some(i64::try_from(n).unwrap())];
+    assert_eq!(store.balances(&account).await.unwrap(), balance(topped_up));
+    drop(store);
+    assert!(scope.drain(PATIENCE).await);
+
+    let scope = Shutdown::new();
+    let reopened = open(&path, &scope).await;
+    assert_eq!(
+        reopened.spent("key_1").await.unwrap().requests,
+        recorded,
+        "every acknowledged usage is in the file"
+    );
+    assert_eq!(
+        reopened.balances(&account).await.unwrap(),
+        balance(topped_up),
+        "every acknowledged top-up is in the file"
+    );
+    reopened.close().await.unwrap();
 }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drawbridge_state::{
-    AffinityStore, BreakerStore, CooldownStore, EmbeddedRouting, StateError, Swap, ValkeyRegistry,
+    AffinityStore, BreakerStore, CooldownStore, EmbeddedRouting, MAX_ROUTING_TTL, StateError, Swap,
+    ValkeyRegistry,
 };
 use test_support::redis::RedisServer;
 
@@ -137,6 +138,33 @@ mod suite {
         }
         assert_eq!(n.b.affinity("k").await.unwrap(), None);
     }
+
+    /// A TTL longer than `MAX_ROUTING_TTL` (say, a worker's absurd `retry_after`) is refused
+    /// alike by both stores, and changes nothing; up to it is taken.
+    pub async fn absurd_ttls_are_refused(n: Nodes) {
+        let too_long = MAX_ROUTING_TTL + Duration::from_millis(1);
+        for ttl in [too_long, Duration::from_secs(u64::MAX), Duration::MAX] {
+            let refused = n.a.cool_down("x", ttl).await;
+            assert!(
+                matches!(refused, Err(StateError::Invalid(_))),
+                "{refused:?}"
+            );
+            let refused = n.a.set_affinity("k", "acct-1", ttl).await;
+            assert!(
+                matches!(refused, Err(StateError::Invalid(_))),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(n.b.cooldowns(&ids(&["x"])).await.unwrap(), [None]);
+        assert_eq!(n.b.affinity("k").await.unwrap(), None);
+        n.a.cool_down("x", MAX_ROUTING_TTL).await.unwrap();
+        n.a.set_affinity("k", "acct-1", MAX_ROUTING_TTL)
+            .await
+            .unwrap();
+        let left = n.b.cooldowns(&ids(&["x"])).await.unwrap()[0].unwrap();
+        assert!(left > MAX_ROUTING_TTL - Duration::from_secs(60), "{left:?}");
+        assert_eq!(n.b.affinity("k").await.unwrap().as_deref(), Some("acct-1"));
+    }
 }
 
 macro_rules! conformance {
@@ -173,6 +201,7 @@ conformance!(
     cooldowns_run_out_and_the_longer_one_wins,
     affinity_binds_until_its_ttl,
     bad_input_is_refused,
+    absurd_ttls_are_refused,
 );
 
 #[tokio::test]

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use fred::types::scripts::Script;
 
-use super::{ValkeyRegistry, keys, millis};
+use super::{ValkeyRegistry, keys};
+use crate::clock::millis;
 use crate::control::{
     AccountRecord, AccountStore, Lease, LeaseStore, validate_account, validate_lease,
 };

@@ -13,6 +13,7 @@ use crate::credits::{
 };
 use crate::error::StateError;
 use crate::registry::StateFuture;
+use crate::routing::validate_accounts;
 
 static GRANTS: LazyLock<Script> =
     LazyLock::new(|| Script::from_lua(include_str!("credits_grants.lua")));
@@ -60,9 +61,7 @@ impl CreditStore for ValkeyRegistry {
             if accounts.is_empty() {
                 return Ok(Vec::new());
             }
-            for account in accounts {
-                validate_account_id(account)?;
-            }
+            validate_accounts(accounts)?;
             let script_keys: Vec<String> = accounts.iter().map(|a| keys::credits(a)).collect();
             let stored: Vec<Option<String>> = self
                 .bounded("balances", self.client.mget(script_keys))

@@ -25,6 +25,7 @@ use tokio::sync::OnceCell;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::clock::millis;
 use crate::error::StateError;
 use crate::registry::{
     EventKind, PodRecord, Registry, StateFuture, TopologyEvent, TopologyStream, validate_heartbeat,
@@ -415,10 +416,6 @@ fn record_without_stamp(pod: &PodRecord) -> Result<String, StateError> {
     }
     // Never `{}`: the record always has its id, so the script can splice before the `}`.
     serde_json::to_string(&value).map_err(invalid)
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Map a fred error to ours. `target` is already redacted; fred's messages carry no credentials.

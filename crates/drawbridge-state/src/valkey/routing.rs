@@ -8,7 +8,8 @@ use fred::prelude::KeysInterface;
 use fred::types::Expiration;
 use fred::types::scripts::Script;
 
-use super::{ValkeyRegistry, keys, millis};
+use super::{ValkeyRegistry, keys};
+use crate::clock::millis;
 use crate::credits::validate_account_id;
 use crate::error::StateError;
 use crate::registry::StateFuture;
