@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use drawbridge_state::CooldownStore;
+use drawbridge_state::{CooldownStore, MAX_ROUTING_TTL};
 use drawbridge_telemetry::Shutdown;
 use tokio::time::Instant;
 
@@ -59,7 +59,10 @@ impl Cooldowns {
     }
 
     /// Rest `account` for `duration`: here at once, in the store in the background.
+    /// A rest longer than the stores keep one ([`MAX_ROUTING_TTL`]; an agent may ask for
+    /// anything) is cut to that.
     pub fn cool_down(self: &Arc<Self>, account: &str, duration: Duration, shutdown: &Shutdown) {
+        let duration = duration.min(MAX_ROUTING_TTL);
         let until = Instant::now() + duration;
         if let Ok(mut cache) = self.cache.write() {
             let end = cache.entry(account.to_owned()).or_insert(until);
@@ -72,5 +75,27 @@ impl Cooldowns {
                 tracing::warn!(account, %error, "could not share the account's cooldown");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent asking for an absurd rest (a worker passes its `retry_after` on) does not
+    /// overflow the clock: the account rests for the longest rest the stores keep.
+    #[tokio::test]
+    async fn an_absurd_rest_is_cut_to_the_longest_kept() {
+        let cooldowns = Arc::new(Cooldowns::new(Arc::new(
+            drawbridge_state::EmbeddedRouting::default(),
+        )));
+        let scope = Shutdown::new();
+        cooldowns.cool_down("acct-1", Duration::MAX, &scope);
+        let left = cooldowns.left("acct-1").expect("resting");
+        assert!(
+            left <= MAX_ROUTING_TTL && left > MAX_ROUTING_TTL / 2,
+            "{left:?}"
+        );
+        assert!(scope.drain(Duration::from_secs(5)).await);
     }
 }
