@@ -391,6 +391,10 @@ pub struct AccountConfig {
 
 /// The largest credit grant `accounts[].credits` takes (the stores keep milli-credits below
 /// 2^53).
+/// The longest affinity TTL or account rest the shared stores keep (30 days; the stores'
+/// `drawbridge_state::MAX_ROUTING_TTL`, checked equal where both are known).
+pub const MAX_ROUTING_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub const MAX_CREDITS: f64 = 1e12;
 
 fn default_pool_size() -> u32 {
@@ -900,6 +904,17 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        for (key, value) in [
+            ("engine.affinity.ttl", affinity.ttl),
+            (
+                "engine.rate_limit_cooldown",
+                self.engine.rate_limit_cooldown,
+            ),
+        ] {
+            if value > MAX_ROUTING_TTL {
+                return Err(ConfigError::invalid(key, "must be at most 30 days"));
+            }
+        }
         if self.engine.retries_per_account > 5 {
             return Err(ConfigError::invalid(
                 "engine.retries_per_account",
@@ -1155,6 +1170,11 @@ accounts:
                 "engine.affinity.header",
             ),
             ("engine: { affinity: { ttl: 0s } }", "engine.affinity.ttl"),
+            ("engine: { affinity: { ttl: 31d } }", "engine.affinity.ttl"),
+            (
+                "engine: { rate_limit_cooldown: 800h }",
+                "engine.rate_limit_cooldown",
+            ),
         ] {
             let err = Config::from_yaml(&format!("accounts: [{{ id: a }}]\n{yaml}"))
                 .unwrap()
