@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use drawbridge_core::day;
 use drawbridge_core::limits::{in_window, quota_admits, sliding_window};
-use drawbridge_telemetry::Shutdown;
+use drawbridge_runtime::Shutdown;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::{Clock, millis, system_ms};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drawbridge_telemetry::Shutdown;
+use drawbridge_runtime::Shutdown;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 

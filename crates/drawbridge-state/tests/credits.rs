@@ -168,7 +168,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let dir = tempfile::tempdir().unwrap();
-                    let shutdown = drawbridge_telemetry::Shutdown::new();
+                    let shutdown = drawbridge_runtime::Shutdown::new();
                     let file = Arc::new(
                         EmbeddedGatewayStore::open(dir.path().join("data.redb"), &shutdown)
                             .await
@@ -283,7 +283,7 @@ async fn the_embedded_store_restores_from_its_snapshot() {
 async fn the_data_file_keeps_balances_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.redb");
-    let shutdown = drawbridge_telemetry::Shutdown::new();
+    let shutdown = drawbridge_runtime::Shutdown::new();
     let store = EmbeddedGatewayStore::open(&path, &shutdown).await.unwrap();
     store
         .apply_grants(&[("a".to_owned(), Some(1_000)), ("b".to_owned(), Some(50))])

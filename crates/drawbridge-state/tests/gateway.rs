@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use drawbridge_runtime::Shutdown;
 use drawbridge_state::{
     ApiKeyRecord, CHARGE_DEDUP_WINDOW, CreditStore, EmbeddedGatewayStore, KeyLimits, KeyStore,
     Quota, QuotaUnit, RateLimiter, Spent, StateError, USAGE_RETENTION_DAYS, UsageEntry,
     UsageFilter, UsageRow, UsageStore, ValkeyRegistry,
 };
-use drawbridge_telemetry::Shutdown;
 use test_support::redis::RedisServer;
 use tokio::time::Instant;
 

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use drawbridge_runtime::Shutdown;
 use drawbridge_state::{
     DEREGISTER_TIMEOUT, EmbeddedRegistry, PodRecord, PodStatus, Registry, StateError, StateFuture,
     TopologyStream, heartbeat_loop,
 };
-use drawbridge_telemetry::Shutdown;
 use tokio::time::Instant;
 
 fn pod() -> PodRecord {

@@ -14,11 +14,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drawbridge_runtime::Shutdown;
 use drawbridge_state::{
     EmbeddedRegistry, PodRecord, PodStatus, Registry, StateError, TopologyEvent, TopologyStream,
     ValkeyOptions, ValkeyRegistry, heartbeat_loop,
 };
-use drawbridge_telemetry::Shutdown;
 use drawbridge_types::worker::{AccountSlots, AccountStatus};
 use futures::StreamExt;
 use test_support::redis::RedisServer;

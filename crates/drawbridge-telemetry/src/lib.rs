@@ -1,16 +1,14 @@
-//! Logging and the shutdown scope every Drawbridge process runs in.
+//! Logging, traces and metrics. The process runtime (shutdown scope, signals, live config) is
+//! `drawbridge-runtime`; its types are re-exported here for the binaries' convenience.
 
 pub mod boot;
 pub mod metrics;
 pub mod otel;
-pub mod reload;
-pub mod shutdown;
 
 pub use boot::{announce, boot, run_binary};
+pub use drawbridge_runtime::{DrainPlan, LiveConfig, Reloaded, Shutdown, Signals};
 pub use metrics::Metrics;
 pub use otel::{Tracing, continue_trace, current_context_headers};
-pub use reload::{LiveConfig, Reloaded};
-pub use shutdown::{Shutdown, Signals};
 
 use drawbridge_config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
