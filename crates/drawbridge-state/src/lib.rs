@@ -26,6 +26,7 @@ mod gateway;
 mod heartbeat;
 mod registry;
 mod routing;
+mod stores;
 mod valkey;
 
 pub use clock::Clock;
@@ -50,4 +51,5 @@ pub use routing::{
     AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, MAX_ROUTING_TTL,
     Swap,
 };
+pub use stores::{Backing, Stores};
 pub use valkey::{ValkeyOptions, ValkeyRegistry, redact_url};
