@@ -613,26 +613,6 @@ mod tests {
         );
     }
 
-    fn split_into<'a>(text: &'a str, cuts: &[prop::sample::Index]) -> Vec<&'a str> {
-        let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-        let mut points: Vec<usize> = if boundaries.is_empty() {
-            Vec::new()
-        } else {
-            cuts.iter()
-                .map(|c| boundaries[c.index(boundaries.len())])
-                .collect()
-        };
-        points.push(text.len());
-        points.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        for point in points {
-            chunks.push(&text[start..point]);
-            start = point;
-        }
-        chunks
-    }
-
     proptest! {
         #[test]
         fn splicing_does_not_depend_on_chunking(
@@ -653,7 +633,7 @@ mod tests {
             prop_assert!(next.ends_with(expected));
             let mut splicer = Splicer::new(&previous);
             let mut out = String::new();
-            for chunk in split_into(&next, &cuts) {
+            for chunk in crate::chunks::split_at(&next, &cuts) {
                 out.push_str(&splicer.push(chunk));
                 prop_assert!(splicer.held_bytes() <= next.len());
             }

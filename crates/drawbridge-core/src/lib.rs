@@ -2,6 +2,8 @@
 //! state come in as arguments, so every rule is tested without sockets or sleeps.
 
 pub mod breaker;
+#[cfg(test)]
+mod chunks;
 pub mod continuation;
 pub mod day;
 pub mod hex;

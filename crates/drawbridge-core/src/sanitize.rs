@@ -1040,26 +1040,6 @@ mod tests {
         "\t",
     ];
 
-    fn split_into(text: &str, cuts: &[prop::sample::Index]) -> Vec<String> {
-        let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-        let mut points: Vec<usize> = if boundaries.is_empty() {
-            Vec::new()
-        } else {
-            cuts.iter()
-                .map(|c| boundaries[c.index(boundaries.len())])
-                .collect()
-        };
-        points.push(text.len());
-        points.sort_unstable();
-        let mut chunks = Vec::new();
-        let mut start = 0;
-        for point in points {
-            chunks.push(text[start..point].to_owned());
-            start = point;
-        }
-        chunks
-    }
-
     fn options_strategy() -> impl Strategy<Value = SanitizeOptions> {
         (
             prop::sample::select(vec![
@@ -1099,9 +1079,8 @@ mod tests {
             cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
         ) {
             let whole = sanitize(options, &text);
-            let chunks = split_into(&text, &cuts);
-            let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
-            prop_assert_eq!(chunked(options, &refs), whole);
+            let chunks = crate::chunks::split_at(&text, &cuts);
+            prop_assert_eq!(chunked(options, &chunks), whole);
         }
 
         #[test]

@@ -163,44 +163,36 @@ impl ChunkEncoder {
         (!std::mem::replace(&mut self.role_sent, true)).then_some("assistant")
     }
 
-    /// A content chunk.
-    pub fn delta(&mut self, text: &str) -> Bytes {
+    /// A chunk of the one choice: its text, or its finish (with the error object when it
+    /// failed).
+    fn choice(
+        &mut self,
+        content: Option<&str>,
+        finish_reason: Option<FinishReason>,
+        error: Option<&ErrorObject>,
+    ) -> Bytes {
         let role = self.role();
         self.frame(
             &[ChoiceOut {
                 index: 0,
-                delta: DeltaOut {
-                    role,
-                    content: Some(text),
-                },
+                delta: DeltaOut { role, content },
                 logprobs: None,
-                finish_reason: None,
+                finish_reason,
             }],
             None,
-            None,
+            error,
             None,
         )
     }
 
+    /// A content chunk.
+    pub fn delta(&mut self, text: &str) -> Bytes {
+        self.choice(Some(text), None, None)
+    }
+
     /// The end of a successful answer: finish chunk, usage chunk if asked for, `[DONE]`.
     pub fn finish(&mut self, finish: &Finish) -> Bytes {
-        let role = self.role();
-        let mut out = self
-            .frame(
-                &[ChoiceOut {
-                    index: 0,
-                    delta: DeltaOut {
-                        role,
-                        content: None,
-                    },
-                    logprobs: None,
-                    finish_reason: Some(finish.finish_reason),
-                }],
-                None,
-                None,
-                None,
-            )
-            .to_vec();
+        let mut out = self.choice(None, Some(finish.finish_reason), None).to_vec();
         if self.include_usage {
             out.extend_from_slice(&self.frame(
                 &[],
@@ -216,23 +208,9 @@ impl ChunkEncoder {
     /// The end of an answer that could not be completed: a last choice chunk with
     /// `finish_reason: "error"` carrying the error object (the SDKs raise it), then `[DONE]`.
     pub fn error(&mut self, error: &ApiError) -> Bytes {
-        let role = self.role();
         let object = error.to_object();
         let mut out = self
-            .frame(
-                &[ChoiceOut {
-                    index: 0,
-                    delta: DeltaOut {
-                        role,
-                        content: None,
-                    },
-                    logprobs: None,
-                    finish_reason: Some(FinishReason::Error),
-                }],
-                None,
-                Some(&object),
-                None,
-            )
+            .choice(None, Some(FinishReason::Error), Some(&object))
             .to_vec();
         out.extend_from_slice(&sse::done_frame());
         Bytes::from(out)
