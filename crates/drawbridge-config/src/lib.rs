@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use drawbridge_types::rules::{self, IdError, MAX_ID_LEN};
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
 use serde::{Deserialize, Serialize};
@@ -389,12 +390,12 @@ pub struct AccountConfig {
     pub credits: Option<f64>,
 }
 
+/// The longest affinity TTL or account rest the shared stores keep (30 days): the stores'
+/// own cap, defined once in `drawbridge_types::rules`.
+pub use drawbridge_types::rules::MAX_ROUTING_TTL;
+
 /// The largest credit grant `accounts[].credits` takes (the stores keep milli-credits below
 /// 2^53).
-/// The longest affinity TTL or account rest the shared stores keep (30 days; the stores'
-/// `drawbridge_state::MAX_ROUTING_TTL`, checked equal where both are known).
-pub const MAX_ROUTING_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
 pub const MAX_CREDITS: f64 = 1e12;
 
 fn default_pool_size() -> u32 {
@@ -720,16 +721,17 @@ impl Config {
             if account.id.trim().is_empty() {
                 return Err(ConfigError::invalid(key("id"), "must not be empty"));
             }
-            if !account
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                || account.id.starts_with('.')
-            {
-                return Err(ConfigError::invalid(
-                    key("id"),
-                    "use letters, digits, '-', '_' and '.' only (it names a directory)",
-                ));
+            // The stores' id rule, and no leading '.' (the id names a directory).
+            match rules::check_id(&account.id) {
+                Err(IdError::TooLong) => {
+                    return Err(ConfigError::invalid(
+                        key("id"),
+                        format!("must be at most {MAX_ID_LEN} characters (the stores' longest id)"),
+                    ));
+                }
+                Err(_) => return Err(bad_account_id(key("id"))),
+                Ok(()) if account.id.starts_with('.') => return Err(bad_account_id(key("id"))),
+                Ok(()) => {}
             }
             if !ids.insert(account.id.as_str()) {
                 return Err(ConfigError::invalid(
@@ -1013,18 +1015,24 @@ impl Config {
     }
 }
 
+fn bad_account_id(key: String) -> ConfigError {
+    ConfigError::invalid(
+        key,
+        "use letters, digits, '-', '_' and '.' only (it names a directory)",
+    )
+}
+
+/// The longest `name` of a [`StaticKey`]: its id, `static.<name>`, stays a store id.
+const MAX_KEY_NAME_LEN: usize = 64;
+const _: () = assert!("static.".len() + MAX_KEY_NAME_LEN <= MAX_ID_LEN);
+
 fn validate_keys(key: &str, keys: &[StaticKey]) -> Result<(), ConfigError> {
     let mut seen = BTreeSet::new();
     let mut names = BTreeSet::new();
     for (i, k) in keys.iter().enumerate() {
-        // The name becomes part of the key's id (`static.<name>`), which the stores use.
-        if k.name.is_empty()
-            || k.name.len() > 64
-            || !k
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        // The name becomes part of the key's id (`static.<name>`), which the stores use: an id
+        // by their rule, short enough that the whole id is one too.
+        if !rules::valid_id(&k.name) || k.name.len() > MAX_KEY_NAME_LEN {
             return Err(ConfigError::invalid(
                 format!("{key}[{i}].name"),
                 "use 1 to 64 letters, digits, '-', '_' and '.'",
@@ -1237,6 +1245,43 @@ accounts:
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(&format!("`{key}`")), "{yaml} → {err}");
+        }
+    }
+
+    /// An id the config takes is one the stores take: the rule is `drawbridge_types::rules`,
+    /// which the stores apply too.
+    #[test]
+    fn ids_follow_the_stores_rule() {
+        let long = "a".repeat(200);
+        assert!(!rules::valid_id(&long), "the stores refuse it");
+        let err = Config::from_yaml(&format!("accounts: [{{ id: {long} }}]"))
+            .unwrap()
+            .validate(Role::AllInOne)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`accounts[0].id`"), "{err}");
+        assert!(err.contains("at most 128 characters"), "{err}");
+        let longest = "a".repeat(MAX_ID_LEN);
+        Config::from_yaml(&format!("accounts: [{{ id: {longest} }}]"))
+            .unwrap()
+            .validate(Role::AllInOne)
+            .unwrap();
+        for (name, ok) in [
+            ("a".repeat(64), true),
+            ("a".repeat(65), false),
+            ("a:b".into(), false),
+        ] {
+            let yaml = format!(
+                "accounts: [{{ id: a }}]\nengine: {{ channel_keys: [{{ name: '{name}', key: channel-key-1 }}] }}"
+            );
+            let result = Config::from_yaml(&yaml).unwrap().validate(Role::Engine);
+            assert_eq!(result.is_ok(), ok, "{name}: {result:?}");
+            if ok {
+                assert!(rules::valid_id(&format!("static.{name}")));
+            } else {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("`engine.channel_keys[0].name`"), "{err}");
+            }
         }
     }
 
