@@ -108,7 +108,7 @@ impl EngineConfig {
     /// The engine binary's own endpoint: its channel keys and where it finds workers
     /// (`has_redis`: whether `redis.url` is set, to discover them).
     pub(crate) fn validate_endpoint(&self, has_redis: bool) -> Result<(), ConfigError> {
-        crate::keys::validate("engine.channel_keys", &self.channel_keys)?;
+        crate::keys::validate(crate::keys::KeyList::EngineChannel, &self.channel_keys)?;
         if self.workers.is_empty() && !has_redis {
             return Err(ConfigError::invalid(
                 "engine.workers",

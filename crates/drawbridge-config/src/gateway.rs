@@ -91,7 +91,7 @@ impl GatewayConfig {
     /// For a binary that serves the gateway (`role`: the gateway or `drawbridge`); `has_redis`:
     /// whether `redis.url` is set.
     pub(crate) fn validate(&self, role: Role, has_redis: bool) -> Result<(), ConfigError> {
-        crate::keys::validate("gateway.api_keys", &self.api_keys)?;
+        crate::keys::validate(crate::keys::KeyList::GatewayApi, &self.api_keys)?;
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "gateway.max_body_bytes",
