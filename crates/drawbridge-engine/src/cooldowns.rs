@@ -7,9 +7,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use drawbridge_state::{CooldownStore, MAX_ROUTING_TTL};
-
-// The config refuses what the stores would.
-const _: () = assert!(drawbridge_config::MAX_ROUTING_TTL.as_secs() == MAX_ROUTING_TTL.as_secs());
 use drawbridge_telemetry::Shutdown;
 use tokio::time::Instant;
 

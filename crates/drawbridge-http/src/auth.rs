@@ -121,6 +121,7 @@ mod tests {
             name: "team-a".into(),
             key: Secret::new("db-secret-1234"),
             rpm: None,
+            trust_tenant: false,
         }]
     }
 

@@ -29,8 +29,10 @@ pub const DEFAULT_USAGE_DAYS: i64 = 31;
 /// nothing (a retry after a failure whose outcome was unclear cannot charge twice). A caller
 /// retrying a charge gives up before this has passed.
 pub const CHARGE_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 60);
-/// The longest key id (and rate-limit subject) a store accepts, in bytes.
-pub const MAX_ID_LEN: usize = 128;
+/// The longest key id (and rate-limit subject) a store accepts, in bytes, and whether a string
+/// is an id a store takes: the rule the config applies too, defined once in
+/// `drawbridge_types::rules`.
+pub use drawbridge_types::rules::{MAX_ID_LEN, valid_id};
 
 /// An API key as stored: everything but its secret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,24 +268,14 @@ pub trait UsageStore: Send + Sync + 'static {
     fn usage<'a>(&'a self, filter: &'a UsageFilter) -> StateFuture<'a, Vec<UsageRow>>;
 }
 
-/// Whether `id` can be a key id (or a rate-limit subject): 1 to [`MAX_ID_LEN`] ASCII letters,
-/// digits, `_`, `-` or `.` (it becomes part of a ValKey key, so no `:` and no spaces).
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
-
+/// [`valid_id`] as a [`StateError::Invalid`] naming `what` ("a key id", "an account id").
 pub(crate) fn check_id(what: &str, id: &str) -> Result<(), StateError> {
-    if valid_id(id) {
-        Ok(())
-    } else {
-        Err(StateError::Invalid(format!(
-            "{what} must be 1 to {MAX_ID_LEN} of A-Z a-z 0-9 _ - ."
-        )))
-    }
+    drawbridge_types::rules::check_id(id).map_err(|_| {
+        StateError::Invalid(format!(
+            "{what} must be 1 to {MAX_ID_LEN} of {}",
+            drawbridge_types::rules::ID_CHARS
+        ))
+    })
 }
 
 /// Whether `hash` looks like what the gateway stores: 64 lowercase hex digits. Refusing
@@ -493,16 +485,27 @@ pub(crate) fn select_rows<'a>(
 mod tests {
     use super::*;
 
+    /// The stores apply the id rule of `drawbridge_types::rules`, the one the config applies:
+    /// an account id the config refuses for its length is refused here too, and the longest
+    /// it accepts is taken.
     #[test]
-    fn ids_that_fit_in_a_store_key() {
-        assert!(valid_id("key_0123456789abcdef"));
-        assert!(valid_id("static-1.a"));
-        assert!(!valid_id(""));
-        assert!(!valid_id("a:b"));
-        assert!(!valid_id("a b"));
-        assert!(!valid_id("ключ"));
-        assert!(!valid_id(&"a".repeat(MAX_ID_LEN + 1)));
-        assert!(valid_id(&"a".repeat(MAX_ID_LEN)));
+    fn ids_follow_the_shared_rule() {
+        let long = "a".repeat(200);
+        assert!(drawbridge_types::rules::check_id(&long).is_err());
+        let Err(StateError::Invalid(message)) = crate::credits::validate_account_id(&long) else {
+            panic!("a 200-character account id was taken");
+        };
+        assert_eq!(
+            message,
+            "an account id must be 1 to 128 of A-Z a-z 0-9 _ - ."
+        );
+        for id in ["", "a:b", "a b", &long, &"a".repeat(MAX_ID_LEN)] {
+            assert_eq!(
+                check_id("a key id", id).is_ok(),
+                drawbridge_types::rules::valid_id(id),
+                "{id}"
+            );
+        }
     }
 
     #[test]

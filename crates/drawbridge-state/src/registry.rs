@@ -42,26 +42,9 @@ pub struct PodRecord {
     pub updated_at_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PodStatus {
-    Healthy,
-    Degraded,
-    /// Finishing its in-flight turns; takes no new work.
-    Draining,
-    Unhealthy,
-}
-
-impl PodStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PodStatus::Healthy => "healthy",
-            PodStatus::Degraded => "degraded",
-            PodStatus::Draining => "draining",
-            PodStatus::Unhealthy => "unhealthy",
-        }
-    }
-}
+/// A pod's status: the status its `/health` reports (`draining`: finishing its in-flight
+/// turns, taking no new work), stored under the same lowercase names.
+pub use drawbridge_types::HealthStatus as PodStatus;
 
 /// A change of the topology, as published to every subscriber.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +195,23 @@ mod tests {
             status,
             assignable: false,
             updated_at_ms: 0,
+        }
+    }
+
+    /// The status is stored (in ValKey's JSON, read by `heartbeat.lua`) under the names a
+    /// worker's `/health` reports.
+    #[test]
+    fn statuses_keep_their_stored_names() {
+        for (status, name) in [
+            (PodStatus::Healthy, "healthy"),
+            (PodStatus::Degraded, "degraded"),
+            (PodStatus::Draining, "draining"),
+            (PodStatus::Unhealthy, "unhealthy"),
+        ] {
+            let json = serde_json::to_value(pod(status, &["m"])).unwrap();
+            assert_eq!(json["status"], name);
+            let back: PodRecord = serde_json::from_value(json).unwrap();
+            assert_eq!(back.status, status);
         }
     }
 

@@ -109,9 +109,9 @@ pub(crate) fn validate_breaker(account: &str, value: &str) -> Result<(), StateEr
     Ok(())
 }
 
-/// The longest cooldown or affinity TTL the stores take (30 days): a longer one is a mistake
-/// (a cooldown's length can come from a worker's `retry_after`), refused rather than kept.
-pub const MAX_ROUTING_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest cooldown or affinity TTL the stores take (30 days), the cap the config applies
+/// too (defined once in `drawbridge_types::rules`).
+pub use drawbridge_types::rules::MAX_ROUTING_TTL;
 
 pub(crate) fn validate_ttl(what: &str, ttl: Duration) -> Result<(), StateError> {
     if ttl.as_millis() == 0 {

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The status of a process as `GET /health` reports it, and of a pod as the registry keeps it
+/// (`drawbridge_state::PodStatus` is this type): the same lowercase names on the wire and in
+/// ValKey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// Every account can take traffic.

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod health;
 pub mod openai;
+pub mod rules;
 pub mod sse;
 pub mod stream;
 pub mod worker;
