@@ -30,9 +30,8 @@ pub struct AccountConfig {
     pub credits: Option<f64>,
 }
 
-/// The largest credit grant `accounts[].credits` takes (the stores keep milli-credits below
-/// 2^53).
-pub const MAX_CREDITS: f64 = 1e12;
+/// The largest credit grant `accounts[].credits` takes: the largest balance a store holds.
+pub use drawbridge_types::rules::MAX_CREDITS;
 
 fn default_pool_size() -> u32 {
     3

@@ -29,12 +29,7 @@ use crate::error::StateError;
 use crate::gateway::check_id;
 use crate::registry::StateFuture;
 
-/// Milli-credits per credit: balances are integers of 1/1000 credit.
-pub const MILLI_CREDITS: i64 = 1000;
-
-/// The largest balance a store holds, in milli-credits (a trillion credits): far below 2^53,
-/// so the scripts' floating-point arithmetic stays exact.
-pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+pub use drawbridge_types::rules::{MAX_BALANCE, MILLI_CREDITS};
 
 /// `credits` (a reported or configured amount of credits) in milli-credits, rounded up;
 /// negative, NaN and infinite amounts count as 0, huge ones as [`MAX_BALANCE`].

@@ -14,6 +14,21 @@ pub const ID_CHARS: &str = "A-Z a-z 0-9 _ - .";
 /// (a cooldown's length can come from a worker's `retry_after`), refused rather than kept.
 pub const MAX_ROUTING_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Milli-credits per credit: balances are integers of 1/1000 credit.
+pub const MILLI_CREDITS: i64 = 1000;
+
+/// The largest balance a store holds, in milli-credits (a trillion credits): far below 2^53,
+/// so the stores' floating-point arithmetic stays exact.
+pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+
+/// The largest amount of credits the config takes (a grant, a request's cost): the largest
+/// balance, in credits.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "MAX_BALANCE / MILLI_CREDITS is 1e12, exact in an f64"
+)]
+pub const MAX_CREDITS: f64 = (MAX_BALANCE / MILLI_CREDITS) as f64;
+
 /// Why a string is not an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
