@@ -8,10 +8,12 @@
 //! scheduler's view, one immutable snapshot per change), `turn` (one turn's start with its
 //! retry and rotation budgets), `answer` (one answer across accounts), `errors` (what the
 //! client gets when no account can answer), `versioned` (an older read never undoes this
-//! engine's own write: credits, breakers, cooldowns), `router` (the HTTP surface).
+//! engine's own write: credits, breakers, cooldowns), `router` (the HTTP surface), `app`
+//! (the whole engine built from its config, with its drain order).
 
 mod affinity;
 mod answer;
+mod app;
 mod breakers;
 mod cooldowns;
 mod credits;
@@ -40,6 +42,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 pub use affinity::AffinitySettings;
+pub use app::EngineApp;
 pub use credits::grants;
 pub use router::router;
 pub use settings::EngineSettings;
