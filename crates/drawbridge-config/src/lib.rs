@@ -130,6 +130,11 @@ pub struct StaticKey {
     /// `gateway.rate_limit.requests_per_minute`; 0: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
+    /// Engine channel keys only: a caller with this key may name whose request it forwards
+    /// (the `x-drawbridge-tenant` header; Drawbridge's own gateway does). Off: the header is
+    /// ignored and the key itself is the tenant.
+    #[serde(default)]
+    pub trust_tenant: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
