@@ -284,3 +284,27 @@ async fn the_tenant_header_is_taken_from_a_trusted_key_only() {
         "another key's tenant header is ignored: the key is the tenant"
     );
 }
+
+/// The routing view follows this engine's own writes at once, not at the next refresh: an
+/// account that met its rate limit gets no further request while it rests.
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_account_is_skipped_by_the_next_request_without_a_refresh() {
+    let limited = ApiError::new(ErrorKind::AccountRateLimited, "slow down")
+        .with_retry_after(Duration::from_secs(60));
+    let first = Arc::new(
+        FakeWorker::new("acct-a")
+            .slots(4)
+            .then(Script::Fails(limited)),
+    );
+    let second = Arc::new(FakeWorker::new("acct-b").slots(1));
+    let h = harness(&[&first, &second]).await;
+    for _ in 0..2 {
+        let (status, answer) = ask(&h, "kiro").await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    assert_eq!(
+        (first.prompts().len(), second.prompts().len()),
+        (1, 2),
+        "the resting account was not tried again"
+    );
+}
