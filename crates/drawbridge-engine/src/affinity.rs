@@ -14,6 +14,8 @@ use drawbridge_telemetry::Shutdown;
 use drawbridge_types::ChatCompletionRequest;
 use sha2::{Digest as _, Sha256};
 
+use crate::settings::Settings;
+
 /// How long a request waits for its conversation's binding before it is scheduled without
 /// one (the store is slow or away).
 const LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -40,28 +42,20 @@ impl Default for AffinitySettings {
 
 pub(crate) struct Affinity {
     store: Arc<dyn AffinityStore>,
-    /// Follows the configuration (a reload).
-    settings: arc_swap::ArcSwap<AffinitySettings>,
+    /// `affinity`: follows the configuration (a reload).
+    settings: Settings,
 }
 
 impl Affinity {
-    pub fn new(store: Arc<dyn AffinityStore>, settings: AffinitySettings) -> Self {
-        Affinity {
-            store,
-            settings: arc_swap::ArcSwap::from_pointee(settings),
-        }
-    }
-
-    /// Use `settings` from now on (a configuration reload).
-    pub fn set_settings(&self, settings: AffinitySettings) {
-        self.settings.store(Arc::new(settings));
+    pub fn new(store: Arc<dyn AffinityStore>, settings: Settings) -> Self {
+        Affinity { store, settings }
     }
 
     /// The conversation key of a request, if affinity is on and it has one: the SHA-256 (hex)
     /// of the request's tenant and the header's value (`s:` in front) or the `user` field (`u:`
     /// in front, so the two never meet).
     pub fn key(&self, request: &ChatCompletionRequest, ctx: &ChatContext) -> Option<String> {
-        let settings = **self.settings.load();
+        let settings = self.settings.get().affinity;
         if !settings.enabled {
             return None;
         }
@@ -108,7 +102,7 @@ impl Affinity {
         shutdown.spawn(async move {
             if let Err(error) = affinity
                 .store
-                .set_affinity(&key, &account, affinity.settings.load().ttl)
+                .set_affinity(&key, &account, affinity.settings.get().affinity.ttl)
                 .await
             {
                 tracing::debug!(account, %error, "could not bind the conversation to its account");

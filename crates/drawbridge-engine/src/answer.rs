@@ -4,12 +4,11 @@
 //! splices its output so nothing is repeated). Only when no account can resume does the
 //! answer end with the error.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use drawbridge_core::breaker::{Outcome, classify};
+use drawbridge_core::breaker::Outcome;
 use drawbridge_core::tokens;
 use drawbridge_http::{ChatContext, EventStream};
 use drawbridge_types::worker::{PromptBody, WorkerEvent};
@@ -17,63 +16,12 @@ use drawbridge_types::{
     ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, Finish, Metering, Usage,
 };
 use futures::StreamExt;
-use futures::stream::BoxStream;
 
-use crate::{Engine, InflightGuard, RouteKey};
-
-/// The accounts one request has used, how many more it may use, and its deadline.
-pub struct Attempts {
-    pub tried: HashSet<RouteKey>,
-    max: usize,
-    /// When the whole request must be over (`engine.request_timeout` after it began).
-    pub deadline: Instant,
-    /// The conversation key (session affinity), and the account it is bound to.
-    pub conversation: Option<String>,
-    pub bound: Option<String>,
-}
-
-impl Attempts {
-    pub fn new(max: usize, deadline: Instant) -> Self {
-        Attempts {
-            tried: HashSet::new(),
-            max: max.max(1),
-            deadline,
-            conversation: None,
-            bound: None,
-        }
-    }
-
-    /// Whether another account may be tried: the rotation budget is not spent and the
-    /// deadline has not passed.
-    pub fn left(&self) -> bool {
-        self.tried.len() < self.max && !self.expired()
-    }
-
-    pub fn expired(&self) -> bool {
-        Instant::now() >= self.deadline
-    }
-
-    pub fn used(&self) -> usize {
-        self.tried.len()
-    }
-
-    pub fn record(&mut self, key: RouteKey) {
-        self.tried.insert(key);
-    }
-}
-
-/// A started turn: its first content event, the rest, and its place in the in-flight count.
-pub struct Turn {
-    pub account: String,
-    pub first: Option<WorkerEvent>,
-    pub rest: BoxStream<'static, WorkerEvent>,
-    /// The account's circuit-breaker ticket, resolved when the turn ends.
-    pub ticket: Option<crate::breakers::Ticket>,
-    pub _guard: InflightGuard,
-}
+use crate::errors;
+use crate::turn::{Attempts, Turn, Turns};
 
 struct Answer {
-    engine: Arc<Engine>,
+    turns: Arc<Turns>,
     request: ChatCompletionRequest,
     ctx: ChatContext,
     attempts: Attempts,
@@ -85,15 +33,15 @@ struct Answer {
     done: bool,
 }
 
-pub fn stream(
-    engine: Arc<Engine>,
+pub(crate) fn stream(
+    turns: Arc<Turns>,
     request: ChatCompletionRequest,
     ctx: ChatContext,
     attempts: Attempts,
     turn: Turn,
 ) -> EventStream {
     let answer = Answer {
-        engine,
+        turns,
         request,
         ctx,
         attempts,
@@ -131,11 +79,7 @@ impl Answer {
                         ticket.record(Outcome::Success);
                     }
                     // The one charge of this turn: only a turn that finished reaches here.
-                    self.engine.credits.charge(
-                        &self.turn.account,
-                        summary.credits,
-                        &self.engine.shutdown,
-                    );
+                    self.turns.finished(&self.turn.account, summary.credits);
                     // Spliced from more than one turn: the last turn's count covers only its
                     // part. (Accounts that failed before the first byte wrote nothing.)
                     let resumed = self.served.len() > 1;
@@ -172,14 +116,14 @@ impl Answer {
     /// request's deadline: a silent agent is a failure (the answer resumes elsewhere), not a
     /// wait.
     async fn next_event(&mut self) -> WorkerEvent {
-        let idle = self.engine.settings().idle_timeout;
+        let idle = self.turns.settings().idle_timeout;
         let until = (Instant::now() + idle).min(self.attempts.deadline);
         match tokio::time::timeout_at(until, self.turn.rest.next()).await {
             Ok(Some(event)) => event,
             Ok(None) => WorkerEvent::Error(ApiError::upstream(
                 "The worker ended the answer before it was complete.",
             )),
-            Err(_) if self.attempts.expired() => WorkerEvent::Error(crate::deadline_passed()),
+            Err(_) if self.attempts.expired() => WorkerEvent::Error(errors::deadline_passed()),
             Err(_) => WorkerEvent::Error(ApiError::new(
                 ErrorKind::Timeout,
                 format!("The agent sent nothing for {idle:?}."),
@@ -192,16 +136,13 @@ impl Answer {
     async fn resume(&mut self, error: ApiError) -> Result<Turn, ApiError> {
         // The request's own deadline says nothing about the account that happened to be
         // answering when it passed.
-        let deadline = self.attempts.expired();
-        if let Some(ticket) = self.turn.ticket.take() {
-            ticket.record(if deadline {
-                Outcome::Ignored
-            } else {
-                classify(error.kind)
-            });
-        }
-        if !deadline {
-            self.engine.account_failed(&self.turn.account, &error);
+        let expired = self.attempts.expired();
+        match self.turn.ticket.take() {
+            Some(ticket) => self
+                .turns
+                .settle(ticket, &self.turn.account, &error, expired),
+            None if !expired => self.turns.failed(&self.turn.account, &error),
+            None => {}
         }
         tracing::warn!(
             request_id = self.ctx.request_id,
@@ -210,18 +151,18 @@ impl Answer {
             %error,
             "answer broke off after its first byte"
         );
-        let settings = self.engine.settings();
+        let settings = self.turns.settings();
         let model = self.request.model.clone();
         if !settings.resume_after_first_byte || !error.retryable() || !self.attempts.left() {
-            return Err(crate::for_client(error, &model));
+            return Err(errors::for_client(error, &model));
         }
         let body = PromptBody::Resume {
             messages: self.request.messages.clone(),
             partial: self.text.clone(),
         };
-        let engine = Arc::clone(&self.engine);
-        match engine
-            .start_turn(&self.request, &self.ctx, &mut self.attempts, body)
+        let turns = Arc::clone(&self.turns);
+        match turns
+            .start(&self.request, &self.ctx, &mut self.attempts, body)
             .await
         {
             Ok(turn) => {
@@ -231,12 +172,12 @@ impl Answer {
                     to = turn.account,
                     "answer resumed on another account"
                 );
-                self.engine.metrics.record_failover("resume");
+                self.turns.resumed();
                 Ok(turn)
             }
             Err(resume_error) => {
                 tracing::warn!(request_id = self.ctx.request_id, %resume_error, "no account could resume the answer");
-                Err(crate::for_client(error, &model))
+                Err(errors::for_client(error, &model))
             }
         }
     }

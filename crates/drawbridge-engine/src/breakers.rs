@@ -21,10 +21,9 @@
 //! While the store is unreachable, each engine goes on with its own copy (the last value it
 //! read, changed locally) and writes again once the store answers.
 
-use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use drawbridge_core::breaker::{
@@ -33,6 +32,9 @@ use drawbridge_core::breaker::{
 use drawbridge_state::{BreakerStore, Swap};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use tokio::time::Instant;
+
+use crate::settings::Settings;
+use crate::versioned::{Changes, Versioned};
 
 /// How many compare-and-set rounds one change makes before it settles for the local result.
 const MAX_SWAPS: usize = 8;
@@ -43,9 +45,6 @@ struct Cached {
     /// The stored JSON exactly as read: what a compare-and-set compares with.
     raw: Option<String>,
     breaker: Breaker,
-    /// The change number of this engine's last write or decision (a read that began before
-    /// it is older news); 0 for a value read from the store.
-    changed: u64,
 }
 
 impl Cached {
@@ -59,27 +58,21 @@ impl Cached {
                 Breaker::default()
             }
         };
-        Cached {
-            raw,
-            breaker,
-            changed: 0,
-        }
+        Cached { raw, breaker }
     }
 }
 
 pub struct Breakers {
-    /// Follows the configuration (a reload changes it for the next admission).
-    config: ArcSwap<BreakerConfig>,
+    /// `breaker`: follows the configuration (a reload changes it for the next admission).
+    settings: Settings,
     store: Arc<dyn BreakerStore>,
-    cache: Mutex<HashMap<String, Cached>>,
+    /// A read that began before this engine's own write or decision does not undo it.
+    cache: Versioned<Cached>,
     /// This process's clock: the system time at start, moved on by tokio's clock.
     epoch_ms: u64,
     started: Instant,
     /// The store's clock minus this process's, in ms, from the last store answer.
     offset_ms: AtomicI64,
-    /// Numbers this engine's own changes, so that a read that began before one of them does
-    /// not undo it.
-    changes: AtomicU64,
     /// Transitions this engine made, by account and the state entered.
     transitions: Mutex<BTreeMap<(String, &'static str), u64>>,
     metrics: Arc<Metrics>,
@@ -88,38 +81,29 @@ pub struct Breakers {
 
 impl Breakers {
     pub fn new(
-        config: BreakerConfig,
+        settings: Settings,
         store: Arc<dyn BreakerStore>,
         metrics: Arc<Metrics>,
         shutdown: Shutdown,
+        changes: Changes,
     ) -> Arc<Self> {
         Arc::new(Breakers {
-            config: ArcSwap::from_pointee(config),
+            settings,
             store,
-            cache: Mutex::new(HashMap::new()),
+            cache: Versioned::new(changes),
             epoch_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             started: Instant::now(),
             offset_ms: AtomicI64::new(0),
-            changes: AtomicU64::new(0),
             transitions: Mutex::new(BTreeMap::new()),
             metrics,
             shutdown,
         })
     }
 
-    fn config(&self) -> BreakerConfig {
-        **self.config.load()
-    }
-
-    /// Use `config` from now on (a configuration reload).
-    pub fn set_config(&self, config: BreakerConfig) {
-        self.config.store(Arc::new(config));
-    }
-
-    fn cache(&self) -> MutexGuard<'_, HashMap<String, Cached>> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn config(&self) -> BreakerConfig {
+        self.settings.get().breaker
     }
 
     fn local_ms(&self) -> u64 {
@@ -128,7 +112,7 @@ impl Breakers {
     }
 
     /// The store's clock now, as estimated from its last answer.
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.local_ms()
             .saturating_add_signed(self.offset_ms.load(Ordering::Relaxed))
     }
@@ -140,47 +124,53 @@ impl Breakers {
         self.offset_ms.store(offset, Ordering::Relaxed);
     }
 
-    /// A new change number.
-    fn next_change(&self) -> u64 {
-        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    fn cached(&self, account: &str) -> Cached {
+        self.cache.get(account).unwrap_or_default()
     }
 
-    fn cached(&self, account: &str) -> Cached {
-        self.cache().get(account).cloned().unwrap_or_default()
+    /// Every breaker known.
+    pub(crate) fn all(&self) -> HashMap<String, Breaker> {
+        self.cache
+            .all()
+            .into_iter()
+            .map(|(account, cached)| (account, cached.breaker))
+            .collect()
     }
 
     /// Re-read the breakers of `accounts` from the store (the scheduler's view); on failure
     /// the cache stays as it was.
     pub async fn refresh(&self, accounts: &[String]) {
-        let asked = self.changes.load(Ordering::SeqCst);
+        let began = self.cache.began();
         match self.store.breakers(accounts).await {
             Ok(read) => {
                 self.observe_clock(read.now_ms);
-                let mut cache = self.cache();
-                for (account, raw) in accounts.iter().zip(read.values) {
-                    let keep = cache
-                        .get(account)
-                        .is_some_and(|c| c.raw == raw || c.changed > asked);
-                    if !keep {
-                        cache.insert(account.clone(), Cached::from_raw(account, raw));
-                    }
-                }
+                // An unchanged value is not parsed again (nor a local decision taken while
+                // the store was away, made on that value, undone).
+                let changed = accounts
+                    .iter()
+                    .zip(read.values)
+                    .filter(|(account, raw)| self.cache.get(account).is_none_or(|c| c.raw != *raw))
+                    .map(|(account, raw)| (account.clone(), Cached::from_raw(account, raw)))
+                    .collect::<Vec<_>>();
+                self.cache.refreshed(began, changed, |_, _| false);
             }
             Err(error) => tracing::debug!(%error, "could not read the circuit breakers"),
         }
     }
 
     /// Whether `account` refuses traffic now (without admitting anything).
-    pub fn is_open(&self, account: &str) -> bool {
+    #[cfg(test)]
+    fn is_open(&self, account: &str) -> bool {
         let now = self.now_ms();
-        self.cache()
+        self.cache
             .get(account)
             .is_some_and(|c| c.breaker.retry_after_ms(&self.config(), now) > 0)
     }
 
     /// The breaker's state as `closed`, `open` or `half_open` (an account never seen is closed).
-    pub fn state_of(&self, account: &str) -> &'static str {
-        self.cache()
+    #[cfg(test)]
+    fn state_of(&self, account: &str) -> &'static str {
+        self.cache
             .get(account)
             .map_or(BreakerState::Closed, |c| c.breaker.state())
             .as_str()
@@ -261,12 +251,11 @@ impl Breakers {
             match swap {
                 Some(Swap::Done { now_ms }) => {
                     self.observe_clock(now_ms);
-                    self.cache().insert(
-                        account.to_owned(),
+                    self.cache.write(
+                        account,
                         Cached {
                             raw: Some(json),
                             breaker: next,
-                            changed: self.next_change(),
                         },
                     );
                     self.note(account, transition);
@@ -278,20 +267,16 @@ impl Breakers {
                 }) => {
                     self.observe_clock(now_ms);
                     now = now_ms;
-                    current = Cached {
-                        changed: self.next_change(),
-                        ..Cached::from_raw(account, raw)
-                    };
-                    self.cache().insert(account.to_owned(), current.clone());
+                    current = Cached::from_raw(account, raw);
+                    self.cache.write(account, current.clone());
                 }
                 None => {
                     // Keep what the store holds as the base of the next compare-and-set.
-                    self.cache().insert(
-                        account.to_owned(),
+                    self.cache.write(
+                        account,
                         Cached {
                             raw: current.raw,
                             breaker: next,
-                            changed: self.next_change(),
                         },
                     );
                     self.note(account, transition);
@@ -406,10 +391,14 @@ mod tests {
         let store = Arc::new(EmbeddedRouting::new());
         let engine = |store: &Arc<EmbeddedRouting>| {
             Breakers::new(
-                config(),
+                Settings::new(crate::EngineSettings {
+                    breaker: config(),
+                    ..crate::EngineSettings::default()
+                }),
                 Arc::clone(store) as Arc<dyn BreakerStore>,
                 Arc::new(Metrics::new()),
                 Shutdown::new(),
+                Changes::default(),
             )
         };
         (engine(&store), engine(&store), store)

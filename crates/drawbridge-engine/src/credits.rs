@@ -4,35 +4,26 @@
 //! turns (applied to the cache at once, and to the store in the background: the client's
 //! answer never waits for the store).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use drawbridge_state::{CreditStore, Grant, StateError, from_milli, to_milli};
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::{ApiError, CreditChange, ErrorKind};
 
+use crate::settings::Settings;
+use crate::versioned::{Changes, Versioned};
+
 /// How long a store operation made for a client (an admin change) may take.
 const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(crate) struct Credits {
     store: Arc<dyn CreditStore>,
-    /// Milli-credits charged for a finished turn that reported no cost (follows reloads).
-    request_cost: AtomicI64,
+    /// `request_cost`: milli-credits charged for a finished turn that reported no cost.
+    settings: Settings,
     /// Balances as last read or changed (`None`: unmetered; an account not read yet counts as
-    /// unmetered), with when this engine last changed each one.
-    cache: RwLock<HashMap<String, Cached>>,
-    /// Numbers this engine's own changes.
-    changes: AtomicU64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Cached {
-    balance: Option<i64>,
-    /// The number of this engine's last change of the balance (a read that began before it
-    /// is older news); 0 for a balance read from the store.
-    changed: u64,
+    /// unmetered).
+    cache: Versioned<Option<i64>>,
 }
 
 /// The configured grants of `config`'s accounts, in milli-credits.
@@ -55,45 +46,22 @@ fn store_error(error: &StateError) -> ApiError {
 }
 
 impl Credits {
-    pub fn new(store: Arc<dyn CreditStore>, request_cost: f64) -> Self {
+    pub fn new(store: Arc<dyn CreditStore>, settings: Settings, changes: Changes) -> Self {
         Credits {
             store,
-            request_cost: AtomicI64::new(to_milli(request_cost)),
-            cache: RwLock::new(HashMap::new()),
-            changes: AtomicU64::new(0),
+            settings,
+            cache: Versioned::new(changes),
         }
     }
 
-    /// Charge `request_cost` credits from now on for turns that report none (a reload).
-    pub fn set_request_cost(&self, request_cost: f64) {
-        self.request_cost
-            .store(to_milli(request_cost), Ordering::Relaxed);
-    }
-
-    /// The balance the scheduler sees, in milli-credits (`None`: unmetered).
-    pub fn balance(&self, account: &str) -> Option<i64> {
-        self.cache
-            .read()
-            .ok()
-            .and_then(|cache| cache.get(account).and_then(|c| c.balance))
-    }
-
-    /// A new change number.
-    fn next_change(&self) -> u64 {
-        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    /// Every balance known, in milli-credits.
+    pub fn balances(&self) -> std::collections::HashMap<String, Option<i64>> {
+        self.cache.all()
     }
 
     /// A balance this engine just learned from its own change.
     fn remember(&self, account: &str, balance: Option<i64>) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.insert(
-                account.to_owned(),
-                Cached {
-                    balance,
-                    changed: self.next_change(),
-                },
-            );
-        }
+        self.cache.write(account, balance);
     }
 
     /// Apply the configured grants (at start, and on every reload).
@@ -111,27 +79,11 @@ impl Credits {
     /// Re-read the balances of `accounts`; on failure the cache stays as it was. A balance
     /// this engine changed while the read was on its way keeps the change.
     pub async fn refresh(&self, accounts: &[String]) {
-        let asked = self.changes.load(Ordering::SeqCst);
+        let began = self.cache.began();
         match self.store.balances(accounts).await {
             Ok(balances) => {
-                if let Ok(mut cache) = self.cache.write() {
-                    let mut fresh: HashMap<String, Cached> = accounts
-                        .iter()
-                        .cloned()
-                        .zip(balances.into_iter().map(|balance| Cached {
-                            balance,
-                            changed: 0,
-                        }))
-                        .collect();
-                    for (account, local) in cache.iter() {
-                        if local.changed > asked
-                            && let Some(entry) = fresh.get_mut(account)
-                        {
-                            *entry = *local;
-                        }
-                    }
-                    *cache = fresh;
-                }
+                self.cache
+                    .refreshed(began, accounts.iter().cloned().zip(balances), |_, _| false);
             }
             Err(error) => tracing::debug!(%error, "could not read the credit balances"),
         }
@@ -141,21 +93,18 @@ impl Credits {
     /// when it reported none. The cache drops at once; the store is charged in the background.
     pub fn charge(self: &Arc<Self>, account: &str, reported: f64, shutdown: &Shutdown) {
         let amount = match to_milli(reported) {
-            0 => self.request_cost.load(Ordering::Relaxed),
+            0 => to_milli(self.settings.get().request_cost),
             amount => amount,
         };
         if amount == 0 {
             return;
         }
-        if let Ok(mut cache) = self.cache.write()
-            && let Some(cached) = cache.get_mut(account)
-            && let Some(balance) = cached.balance
-        {
-            *cached = Cached {
-                balance: Some(balance.saturating_sub(amount).max(0)),
-                changed: self.next_change(),
-            };
-        }
+        self.cache.update(account, |cached| {
+            cached
+                .copied()
+                .flatten()
+                .map(|balance| Some(balance.saturating_sub(amount).max(0)))
+        });
         let credits = Arc::clone(self);
         let account = account.to_owned();
         shutdown.spawn(async move {

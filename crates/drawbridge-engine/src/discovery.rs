@@ -87,7 +87,7 @@ pub fn spawn(
                         failing = true;
                     }
                     Some(TopologyEvent::Leave(pod_id)) => {
-                        if engine.workers.remove(&pod_id) {
+                        if engine.workers().remove(&pod_id) {
                             tracing::info!(%pod_id, "worker left the registry");
                             engine.refresh().await;
                         }
@@ -102,7 +102,7 @@ pub fn spawn(
 
 /// Make the engine's worker set match `pods`, then refresh the routes at once.
 async fn apply(engine: &Engine, pods: &[PodRecord], connect_timeout: Duration) {
-    let changes = engine.workers.sync(pods, |pod| {
+    let changes = engine.workers().sync(pods, |pod| {
         match GrpcWorkerConn::new(&pod.address, connect_timeout) {
             Ok(conn) => Some(Arc::new(conn) as Arc<dyn WorkerConn>),
             Err(error) => {

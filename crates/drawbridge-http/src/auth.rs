@@ -39,6 +39,8 @@ impl Caller {
 pub struct Keys {
     keys: Vec<(String, Vec<u8>)>,
     open: bool,
+    /// The names of the keys whose callers may name the tenant ([`StaticKey::trust_tenant`]).
+    trusted: Vec<String>,
 }
 
 impl Keys {
@@ -50,6 +52,11 @@ impl Keys {
                 .map(|k| (k.name.clone(), k.key.expose().as_bytes().to_vec()))
                 .collect(),
             open: false,
+            trusted: keys
+                .iter()
+                .filter(|k| k.trust_tenant)
+                .map(|k| k.name.clone())
+                .collect(),
         }
     }
 
@@ -63,6 +70,12 @@ impl Keys {
 
     pub fn is_open(&self) -> bool {
         self.open
+    }
+
+    /// Whether `caller` authenticated with a key trusted to name the tenant. Without keys
+    /// (an open listener) nobody is: an unauthenticated caller never says whose request it is.
+    pub fn trusts_tenant(&self, caller: &Caller) -> bool {
+        !self.open && self.trusted.contains(&caller.key_name)
     }
 
     /// Check `Authorization: Bearer <key>`.
@@ -123,6 +136,26 @@ mod tests {
             rpm: None,
             trust_tenant: false,
         }]
+    }
+
+    #[test]
+    fn only_a_key_marked_trust_tenant_may_name_the_tenant() {
+        let mut trusted = keys();
+        trusted.push(StaticKey {
+            name: "gateway".into(),
+            key: Secret::new("db-gateway-5678"),
+            rpm: None,
+            trust_tenant: true,
+        });
+        let k = Keys::required(&trusted);
+        let gateway = k.authenticate(&headers("Bearer db-gateway-5678")).unwrap();
+        let team = k.authenticate(&headers("Bearer db-secret-1234")).unwrap();
+        assert!(k.trusts_tenant(&gateway));
+        assert!(!k.trusts_tenant(&team));
+        // An open listener (no keys) trusts nobody, whatever the caller says it is.
+        let open = Keys::optional(&[]);
+        let anonymous = open.authenticate(&HeaderMap::new()).unwrap();
+        assert!(!open.trusts_tenant(&anonymous));
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub trait Gate: Send + Sync + 'static {
         request_id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Pass>, ApiError>>;
 
+    /// Whether this caller may name whose request it forwards ([`crate::TENANT_HEADER`]): only
+    /// a caller with an engine channel key marked `trust_tenant`.
+    fn trusts_tenant(&self, _entry: &Entry) -> bool {
+        false
+    }
+
     /// The models of `models` this caller may use (`GET /v1/models`).
     fn visible_models(&self, _entry: &Entry, models: Vec<String>) -> Vec<String> {
         models
@@ -105,6 +111,10 @@ impl Gate for Keys {
             extensions: http::Extensions::new(),
         });
         futures::future::ready(entry.map_err(Refusal::from)).boxed()
+    }
+
+    fn trusts_tenant(&self, entry: &Entry) -> bool {
+        Keys::trusts_tenant(self, &entry.caller)
     }
 
     fn admit<'a>(

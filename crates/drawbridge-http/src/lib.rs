@@ -57,7 +57,7 @@ pub struct ChatContext {
 }
 
 /// The header in which Drawbridge's gateway tells the engine whose request it forwards (the
-/// client's key id). Read only on the engine's internal API, behind its channel keys.
+/// client's key id). Read only from a caller with a channel key marked `trust_tenant`.
 pub const TENANT_HEADER: &str = "x-drawbridge-tenant";
 
 /// The longest conversation key taken from a request header; a longer one is ignored.
@@ -114,9 +114,9 @@ pub struct ApiState {
     pub draining: CancellationToken,
     /// This process's metrics: counted per request, served on `GET /metrics`.
     pub metrics: Option<Arc<Metrics>>,
-    /// Put each answer's metering (accounts, credits) on its usage chunk, and take the
-    /// [`TENANT_HEADER`]: only for a caller that is Drawbridge's own gateway (the engine's
-    /// internal API).
+    /// Put each answer's metering (accounts, credits) on its usage chunk: only for a caller
+    /// that is Drawbridge's own gateway (the engine's internal API). Whether the
+    /// [`TENANT_HEADER`] is taken is the gate's decision ([`Gate::trusts_tenant`]).
     pub expose_metering: bool,
     /// The request header carrying a conversation key (`engine.affinity.header`), passed to
     /// the backend as [`ChatContext::session`].
@@ -286,10 +286,11 @@ async fn start_chat(
         .map(str::trim)
         .filter(|key| !key.is_empty() && key.len() <= MAX_SESSION_KEY)
         .map(str::to_owned);
-    // Only Drawbridge's own gateway, calling the internal API with a channel key, may say
-    // whose request this is.
+    // Only a caller whose key is trusted to (Drawbridge's own gateway, calling the internal
+    // API with a `trust_tenant` channel key) may say whose request this is.
     let tenant = state
-        .expose_metering
+        .gate
+        .trusts_tenant(&entry)
         .then(|| request.headers().get(TENANT_HEADER))
         .flatten()
         .and_then(|value| value.to_str().ok())

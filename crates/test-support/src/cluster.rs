@@ -140,7 +140,7 @@ impl Cluster {
         };
         let yaml = format!(
             "node: {{ id: {id} }}\n\
-             engine:\n  listen: 127.0.0.1:0\n  workers: []\n  refresh_interval: {}ms\n  shutdown_grace: 10s\n  channel_keys: [{{ name: test, key: {CLUSTER_CHANNEL_KEY} }}]\n\
+             engine:\n  listen: 127.0.0.1:0\n  workers: []\n  refresh_interval: {}ms\n  shutdown_grace: 10s\n  channel_keys: [{{ name: test, key: {CLUSTER_CHANNEL_KEY}, trust_tenant: true }}]\n\
              redis: {{ url: \"{}\" }}\n\
              cluster: {{ sync_interval: 2s, leader_ttl: {}ms, leader_renew_interval: 300ms, reconcile_interval: {}ms{cluster} }}\n\
              {accounts}{extra}",

@@ -8,6 +8,7 @@
 )]
 
 pub mod cluster;
+pub mod fake_worker;
 pub mod http;
 pub use ::http::Method;
 pub mod process;

@@ -247,7 +247,7 @@ impl Stack {
         .await;
         let engine_yaml = format!(
             "node: {{ id: engine-1 }}\n\
-             engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY} }}]\n\
+             engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY}, trust_tenant: true }}]\n\
              accounts:\n{}{}",
             worker.addr("grpc"),
             accounts_yaml(&options),

@@ -1,0 +1,99 @@
+//! The engine's settings, in one holder every part reads: a reload swaps them whole, and
+//! whatever starts after it (a request, a breaker decision, a charge) sees the new ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::affinity::AffinitySettings;
+
+/// How the engine retries and resumes.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// Accounts one request may use in all: first try, retries before the first byte, and
+    /// resumptions after it.
+    pub max_attempts: usize,
+    /// Resume an answer that broke off after its first byte on another account.
+    pub resume_after_first_byte: bool,
+    pub breaker: drawbridge_core::breaker::BreakerConfig,
+    /// Credits charged for a finished turn that reported no cost.
+    pub request_cost: f64,
+    /// How long an account rests after a rate limit that did not say for how long.
+    pub rate_limit_cooldown: Duration,
+    /// Tries of a failed turn on the same account before moving on (the retry budget;
+    /// `max_attempts` is the rotation budget).
+    pub retries_per_account: u32,
+    /// The longest wait for a turn's first byte.
+    pub first_byte_timeout: Duration,
+    /// The longest silence between two events of a started turn.
+    pub idle_timeout: Duration,
+    /// The deadline of a whole request.
+    pub request_timeout: Duration,
+    /// Session affinity.
+    pub affinity: AffinitySettings,
+}
+
+impl EngineSettings {
+    pub fn from_config(config: &drawbridge_config::Config) -> Self {
+        let cb = &config.health.circuit_breaker;
+        EngineSettings {
+            max_attempts: config.engine.max_attempts as usize,
+            resume_after_first_byte: config.engine.resume_after_first_byte,
+            request_cost: config.engine.request_cost,
+            rate_limit_cooldown: config.engine.rate_limit_cooldown,
+            retries_per_account: config.engine.retries_per_account,
+            first_byte_timeout: config.engine.first_byte_timeout,
+            idle_timeout: config.engine.idle_timeout,
+            request_timeout: config.engine.request_timeout,
+            affinity: AffinitySettings {
+                enabled: config.engine.affinity.enabled,
+                user_field: config.engine.affinity.user_field,
+                ttl: config.engine.affinity.ttl,
+            },
+            breaker: drawbridge_core::breaker::BreakerConfig {
+                failure_threshold: cb.failure_threshold,
+                window_size: cb.window_size,
+                reset_timeout: cb.reset_timeout,
+                half_open_probes: cb.half_open_probes,
+            },
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_attempts: 3,
+            resume_after_first_byte: true,
+            breaker: drawbridge_core::breaker::BreakerConfig::default(),
+            request_cost: 1.0,
+            rate_limit_cooldown: Duration::from_secs(60),
+            retries_per_account: 0,
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(900),
+            affinity: AffinitySettings::default(),
+        }
+    }
+}
+
+/// The settings in force, shared by every part of one engine.
+#[derive(Clone)]
+pub(crate) struct Settings(Arc<ArcSwap<EngineSettings>>);
+
+impl Settings {
+    pub fn new(settings: EngineSettings) -> Self {
+        Settings(Arc::new(ArcSwap::from_pointee(settings)))
+    }
+
+    /// The settings in force now.
+    pub fn get(&self) -> EngineSettings {
+        **self.0.load()
+    }
+
+    /// Use `settings` from now on.
+    pub fn set(&self, settings: EngineSettings) {
+        self.0.store(Arc::new(settings));
+    }
+}

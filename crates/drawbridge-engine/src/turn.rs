@@ -1,0 +1,353 @@
+//! One turn's start: pick the best account not tried yet, send the turn to its worker and wait
+//! for the first content event. A turn that fails before it, with an error another account
+//! could avoid, moves on to the next account (the rotation budget, `max_attempts`, counted in
+//! [`Attempts`]); one that crashed or went silent is first tried again on the same account (the
+//! retry budget, `retries_per_account`). Each wait for a first byte is bounded by
+//! `first_byte_timeout`, and everything by the request's deadline.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use drawbridge_core::breaker::{Outcome, classify};
+use drawbridge_http::{ChatContext, events};
+use drawbridge_telemetry::{Metrics, Shutdown};
+use drawbridge_types::worker::{PromptBody, PromptInput, WorkerEvent};
+use drawbridge_types::{ApiError, ChatCompletionRequest, ErrorKind};
+use futures::stream::BoxStream;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::affinity::Affinity;
+use crate::breakers::{Breakers, Ticket};
+use crate::cooldowns::Cooldowns;
+use crate::credits::Credits;
+use crate::errors;
+use crate::routing::{InflightGuard, Picked, RouteKey, Routing};
+use crate::settings::{EngineSettings, Settings};
+use crate::workers::WorkerConn;
+
+/// The accounts one request has used, how many more it may use, and its deadline.
+pub(crate) struct Attempts {
+    tried: HashSet<RouteKey>,
+    max: usize,
+    /// When the whole request must be over (`engine.request_timeout` after it began).
+    pub deadline: Instant,
+    /// The conversation key (session affinity), and the account it is bound to.
+    pub conversation: Option<String>,
+    pub bound: Option<String>,
+}
+
+impl Attempts {
+    pub fn new(max: usize, deadline: Instant) -> Self {
+        Attempts {
+            tried: HashSet::new(),
+            max: max.max(1),
+            deadline,
+            conversation: None,
+            bound: None,
+        }
+    }
+
+    /// Whether another account may be tried: the rotation budget is not spent and the
+    /// deadline has not passed.
+    pub fn left(&self) -> bool {
+        self.tried.len() < self.max && !self.expired()
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    pub fn used(&self) -> usize {
+        self.tried.len()
+    }
+}
+
+/// A started turn: its first content event, the rest, and its place in the in-flight count.
+pub(crate) struct Turn {
+    pub account: String,
+    pub first: Option<WorkerEvent>,
+    pub rest: BoxStream<'static, WorkerEvent>,
+    /// The account's circuit-breaker ticket, resolved when the turn ends.
+    pub ticket: Option<Ticket>,
+    pub _guard: InflightGuard,
+}
+
+/// How one account's tries ended.
+enum OnAccount {
+    Started(Turn),
+    /// Give the client this error: no other account would do better.
+    Fatal(ApiError),
+    /// Try the next account; the last error met here, if any.
+    MoveOn(Option<ApiError>),
+}
+
+/// What starting a turn needs, and what an answer reports back: the narrow interface the
+/// answer across accounts ([`crate::answer`]) works through.
+pub(crate) struct Turns {
+    pub settings: Settings,
+    pub routing: Arc<Routing>,
+    pub credits: Arc<Credits>,
+    pub breakers: Arc<Breakers>,
+    pub cooldowns: Arc<Cooldowns>,
+    pub affinity: Arc<Affinity>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+}
+
+impl Turns {
+    pub fn settings(&self) -> EngineSettings {
+        self.settings.get()
+    }
+
+    /// The request's attempts, with its conversation's account when affinity binds it.
+    pub async fn attempts(&self, request: &ChatCompletionRequest, ctx: &ChatContext) -> Attempts {
+        let settings = self.settings();
+        let mut attempts = Attempts::new(
+            settings.max_attempts,
+            Instant::now() + settings.request_timeout,
+        );
+        if let Some(key) = self.affinity.key(request, ctx) {
+            attempts.bound = self.affinity.lookup(&key).await;
+            attempts.conversation = Some(key);
+        }
+        attempts
+    }
+
+    /// Start a turn of `body` on the best account not tried yet (see the module docs).
+    pub async fn start(
+        &self,
+        request: &ChatCompletionRequest,
+        ctx: &ChatContext,
+        attempts: &mut Attempts,
+        body: PromptBody,
+    ) -> Result<Turn, ApiError> {
+        let model = request.model.as_str();
+        let mut last_error: Option<ApiError> = None;
+        while attempts.left() {
+            let picked = match self
+                .routing
+                .pick(model, &attempts.tried, attempts.bound.as_deref())
+            {
+                Ok(picked) => picked,
+                Err(shortage) => return Err(self.no_account(shortage, last_error, model)),
+            };
+            attempts.tried.insert(picked.key());
+            let Some(worker) = self.routing.workers().get(picked.route.worker) else {
+                continue; // the worker left the registry since the last refresh
+            };
+            if last_error.is_some() {
+                self.metrics.record_failover("retry");
+            }
+            let on_account = self
+                .on_account(request, ctx, attempts, &body, &picked, worker.as_ref())
+                .await;
+            match on_account {
+                OnAccount::Started(turn) => return Ok(turn),
+                OnAccount::Fatal(error) => return Err(error),
+                OnAccount::MoveOn(Some(error)) => last_error = Some(error),
+                OnAccount::MoveOn(None) => {}
+            }
+        }
+        Err(match last_error {
+            Some(error) if !attempts.expired() => errors::for_client(error, model),
+            Some(_) => errors::deadline_passed(),
+            None if attempts.expired() => errors::deadline_passed(),
+            None => errors::no_account_left(),
+        })
+    }
+
+    /// The error when the scheduler has no account left, after `last_error`.
+    fn no_account(
+        &self,
+        shortage: drawbridge_core::schedule::Shortage,
+        last_error: Option<ApiError>,
+        model: &str,
+    ) -> ApiError {
+        let from_state = || errors::shortage(shortage, model, self.routing.serving_any());
+        match last_error {
+            // After an account's limit, the state of every account explains best (all
+            // spent, all resting, ...), unless every one was tried.
+            Some(last)
+                if errors::account_limit(&last)
+                    && shortage != drawbridge_core::schedule::Shortage::AllTried =>
+            {
+                from_state()
+            }
+            Some(last) => errors::for_client(last, model),
+            None => from_state(),
+        }
+    }
+
+    /// Try the turn on `picked`'s account, again while the retry budget allows.
+    async fn on_account(
+        &self,
+        request: &ChatCompletionRequest,
+        ctx: &ChatContext,
+        attempts: &mut Attempts,
+        body: &PromptBody,
+        picked: &Picked,
+        worker: &dyn WorkerConn,
+    ) -> OnAccount {
+        let account = picked.route.slots.account.clone();
+        let mut last_error = None;
+        let mut tries = 0;
+        loop {
+            let Some(ticket) = self.breakers.admit(&account).await else {
+                // Its breaker has no probe slot left: the next account.
+                return OnAccount::MoveOn(last_error);
+            };
+            let guard = picked.inflight();
+            let input = PromptInput {
+                request_id: ctx.request_id.clone(),
+                model: request.model.clone(),
+                account: Some(account.clone()),
+                body: body.clone(),
+                max_output_tokens: request.max_output_tokens(),
+            };
+            let error = match self.first_byte(worker, input, attempts).await {
+                Ok((first, rest)) => {
+                    tracing::debug!(
+                        request_id = ctx.request_id,
+                        account,
+                        attempt = attempts.used(),
+                        "turn started"
+                    );
+                    self.bind_conversation(ctx, attempts, &account);
+                    return OnAccount::Started(Turn {
+                        account,
+                        first: Some(first),
+                        rest,
+                        ticket: Some(ticket),
+                        _guard: guard,
+                    });
+                }
+                Err(error) => error,
+            };
+            tracing::warn!(
+                request_id = ctx.request_id,
+                account,
+                worker = worker.name(),
+                attempt = attempts.used(),
+                %error,
+                "turn failed before its first byte"
+            );
+            self.settle(ticket, &account, &error, attempts.expired());
+            if !error.retryable() {
+                return OnAccount::Fatal(error);
+            }
+            // A crash or a silence may not happen again on a fresh agent of the same
+            // account; an account's limit or a busy pool would.
+            let again = tries < self.settings().retries_per_account
+                && matches!(error.kind, ErrorKind::Upstream | ErrorKind::Timeout)
+                && !attempts.expired();
+            last_error = Some(error);
+            if !again {
+                return OnAccount::MoveOn(last_error);
+            }
+            tries += 1;
+            tracing::info!(
+                request_id = ctx.request_id,
+                account,
+                retry = tries,
+                "trying the same account again"
+            );
+        }
+    }
+
+    /// Send the turn and wait for its first content event, within `first_byte_timeout` and
+    /// the request's deadline.
+    async fn first_byte(
+        &self,
+        worker: &dyn WorkerConn,
+        input: PromptInput,
+        attempts: &Attempts,
+    ) -> Result<(WorkerEvent, BoxStream<'static, WorkerEvent>), ApiError> {
+        // One span per attempt; the worker's spans continue it.
+        let span = tracing::info_span!(
+            "attempt",
+            account = input.account.as_deref().unwrap_or_default(),
+            attempt = attempts.used()
+        );
+        let events = span.in_scope(|| worker.prompt(input));
+        let first_byte = self.settings().first_byte_timeout;
+        let until = (Instant::now() + first_byte).min(attempts.deadline);
+        tokio::time::timeout_at(until, events::first_content(events).instrument(span))
+            .await
+            .unwrap_or_else(|_| {
+                Err(if attempts.expired() {
+                    errors::deadline_passed()
+                } else {
+                    ApiError::new(
+                        ErrorKind::Timeout,
+                        format!("The agent sent nothing within {first_byte:?}."),
+                    )
+                })
+            })
+    }
+
+    /// Bind the request's conversation (if affinity keys it) to the account that serves it.
+    fn bind_conversation(&self, ctx: &ChatContext, attempts: &mut Attempts, account: &str) {
+        let Some(conversation) = &attempts.conversation else {
+            return;
+        };
+        if attempts.bound.as_deref() != Some(account) {
+            tracing::info!(
+                request_id = ctx.request_id,
+                account,
+                "conversation bound to an account"
+            );
+        }
+        self.affinity.bind(conversation, account, &self.shutdown);
+        attempts.bound = Some(account.to_owned());
+    }
+
+    /// Resolve the breaker ticket of a turn that failed with `error`, and let the failure
+    /// mark the account. The request's own deadline (`expired`) says nothing about the
+    /// account that happened to be answering when it passed.
+    pub fn settle(&self, ticket: Ticket, account: &str, error: &ApiError, expired: bool) {
+        if expired {
+            ticket.record(Outcome::Ignored);
+        } else {
+            ticket.record(classify(error.kind));
+            self.failed(account, error);
+        }
+    }
+
+    /// What an account's failure says about the account itself: a spent quota marks it
+    /// exhausted (credits 0, until an operator tops it up), a rate limit rests it for the time
+    /// it asked (or `engine.rate_limit_cooldown`). Both keep it out of the scheduler's choice.
+    pub fn failed(&self, account: &str, error: &ApiError) {
+        match error.kind {
+            ErrorKind::AccountQuotaExhausted => {
+                tracing::warn!(
+                    account,
+                    "account quota spent; it gets no traffic until its credits are topped up"
+                );
+                self.credits.exhaust(account, &self.shutdown);
+            }
+            ErrorKind::AccountRateLimited => {
+                let rest = error
+                    .retry_after
+                    .unwrap_or(self.settings().rate_limit_cooldown);
+                tracing::warn!(
+                    account,
+                    rest_ms = u64::try_from(rest.as_millis()).unwrap_or(u64::MAX),
+                    "account rate limited; resting it"
+                );
+                self.cooldowns.cool_down(account, rest, &self.shutdown);
+            }
+            _ => {}
+        }
+    }
+
+    /// A turn of `account` finished: charge what its agent reported (or the configured cost).
+    pub fn finished(&self, account: &str, credits: f64) {
+        self.credits.charge(account, credits, &self.shutdown);
+    }
+
+    /// An answer moved on to another account after its first byte.
+    pub fn resumed(&self) {
+        self.metrics.record_failover("resume");
+    }
+}

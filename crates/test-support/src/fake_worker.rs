@@ -1,0 +1,185 @@
+//! A scripted worker connection for in-process engine tests: one account, answering each turn
+//! as scripted ([`Script`]), recording every turn it was sent.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use drawbridge_engine::WorkerConn;
+use drawbridge_types::ApiError;
+use drawbridge_types::openai::FinishReason;
+use drawbridge_types::worker::{
+    AccountSlots, AccountStatus, PromptBody, PromptInput, SlotsReport, TurnSummary, WorkerEvent,
+};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+
+/// How the account answers one turn.
+#[derive(Debug, Clone)]
+pub enum Script {
+    /// These chunks, then the finish.
+    Answer(Vec<String>),
+    /// These chunks, then this error: a failure after the first byte.
+    BreaksAfter(Vec<String>, ApiError),
+    /// This error before any content: a failure before the first byte.
+    Fails(ApiError),
+    /// A resumed turn answers `[after <partial>]`, any other turn `whole`; then the finish.
+    Continues,
+    /// Nothing at all, ever.
+    Mute,
+}
+
+impl Script {
+    /// [`Script::Answer`] of `chunks`.
+    pub fn answer(chunks: &[&str]) -> Script {
+        Script::Answer(chunks.iter().map(|c| (*c).to_owned()).collect())
+    }
+}
+
+/// One worker serving one account of the model `kiro`.
+pub struct FakeWorker {
+    account: String,
+    models: Vec<String>,
+    slots: u32,
+    draining: bool,
+    /// Replies for the next turns, in order; then `otherwise`.
+    script: Mutex<VecDeque<Script>>,
+    otherwise: Script,
+    prompts: Mutex<Vec<PromptInput>>,
+}
+
+impl FakeWorker {
+    /// `account`, with two slots, answering every turn `hello`.
+    pub fn new(account: &str) -> FakeWorker {
+        FakeWorker {
+            account: account.to_owned(),
+            models: vec!["kiro".to_owned()],
+            slots: 2,
+            draining: false,
+            script: Mutex::new(VecDeque::new()),
+            otherwise: Script::answer(&["hello"]),
+            prompts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Report `slots` free slots (more slots: a better score).
+    pub fn slots(mut self, slots: u32) -> FakeWorker {
+        self.slots = slots;
+        self
+    }
+
+    /// Report the worker as draining.
+    pub fn draining(mut self) -> FakeWorker {
+        self.draining = true;
+        self
+    }
+
+    /// Answer the next unscripted turn with `script_of_turn`.
+    pub fn then(self, script_of_turn: Script) -> FakeWorker {
+        self.script
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(script_of_turn);
+        self
+    }
+
+    /// Answer every turn past the scripted ones with `script_of_turn`.
+    pub fn otherwise(mut self, script_of_turn: Script) -> FakeWorker {
+        self.otherwise = script_of_turn;
+        self
+    }
+
+    /// As a connection for the engine.
+    pub fn conn(self: &Arc<Self>) -> Arc<dyn WorkerConn> {
+        Arc::clone(self) as Arc<dyn WorkerConn>
+    }
+
+    /// Every turn this worker was sent, in order.
+    pub fn prompts(&self) -> Vec<PromptInput> {
+        self.prompts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn next_script(&self) -> Script {
+        self.script
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+            .unwrap_or_else(|| self.otherwise.clone())
+    }
+}
+
+fn finished() -> WorkerEvent {
+    WorkerEvent::Finished(TurnSummary {
+        finish_reason: FinishReason::Stop,
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        tokens_estimated: true,
+        credits: 0.0,
+        context_usage_percent: None,
+        continuation_rounds: 0,
+    })
+}
+
+impl WorkerConn for FakeWorker {
+    fn name(&self) -> &str {
+        &self.account
+    }
+
+    fn prompt(&self, input: PromptInput) -> BoxStream<'static, WorkerEvent> {
+        let started = WorkerEvent::Started {
+            account: self.account.clone(),
+        };
+        let body = input.body.clone();
+        self.prompts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(input);
+        let texts = |chunks: Vec<String>| chunks.into_iter().map(WorkerEvent::Text);
+        let events: Vec<WorkerEvent> = match self.next_script() {
+            Script::Answer(chunks) => std::iter::once(started)
+                .chain(texts(chunks))
+                .chain([finished()])
+                .collect(),
+            Script::BreaksAfter(chunks, error) => std::iter::once(started)
+                .chain(texts(chunks))
+                .chain([WorkerEvent::Error(error)])
+                .collect(),
+            Script::Fails(error) => vec![started, WorkerEvent::Error(error)],
+            Script::Continues => {
+                let text = match body {
+                    PromptBody::Resume { partial, .. } => format!("[after {partial}]"),
+                    _ => "whole".to_owned(),
+                };
+                vec![started, WorkerEvent::Text(text), finished()]
+            }
+            Script::Mute => {
+                return stream::iter([started]).chain(stream::pending()).boxed();
+            }
+        };
+        stream::iter(events).boxed()
+    }
+
+    fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
+        futures::future::ready(Ok(SlotsReport {
+            worker_id: self.account.clone(),
+            draining: self.draining,
+            accounts: vec![AccountSlots {
+                account: self.account.clone(),
+                models: self.models.clone(),
+                size: self.slots,
+                busy: 0,
+                idle: self.slots,
+                starting: 0,
+                failed: 0,
+                queue_depth: 0,
+                credits_used: 0.0,
+                last_error: None,
+                status: AccountStatus::Healthy,
+            }],
+        }))
+        .boxed()
+    }
+}
