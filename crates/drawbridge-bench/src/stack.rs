@@ -49,7 +49,7 @@ fn config_yaml(agent: &Path, data_dir: &Path, pool_size: u32, log_level: &str) -
     format!(
         "node: {{ id: bench }}\n\
          gateway:\n  listen: 127.0.0.1:0\n  shutdown_grace: 20s\n  engine_key: {CHANNEL_KEY}\n  api_keys:\n    - {{ name: bench, key: {API_KEY}, rpm: 0 }}\n\
-         engine:\n  listen: 127.0.0.1:0\n  shutdown_grace: 20s\n  channel_keys:\n    - {{ name: bench-gateway, key: {CHANNEL_KEY} }}\n\
+         engine:\n  listen: 127.0.0.1:0\n  shutdown_grace: 20s\n  channel_keys:\n    - {{ name: bench-gateway, key: {CHANNEL_KEY}, trust_tenant: true }}\n\
          worker:\n  http_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  data_dir: \"{}\"\n  max_queue: 4096\n  shutdown_grace: 20s\n\
          log: {{ level: {log_level} }}\n\
          accounts:\n  - id: bench\n    pool_size: {pool_size}\n    models: [kiro]\n    agent:\n      command: \"{}\"\n      args: []\n      env: {{ MOCK_ACP_DELAY_MS: \"0\" }}\n",
