@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use drawbridge_core::schedule::{self, Shortage};
-use drawbridge_http::{ChatBackend, ChatContext, EventStream, events};
+use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream, events};
 use drawbridge_state::{
     AffinityStore, BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
 };
@@ -752,7 +752,9 @@ impl ChatBackend for Engine {
     fn health(&self) -> BoxFuture<'_, HealthReport> {
         futures::future::ready(self.health_report()).boxed()
     }
+}
 
+impl AccountsAdmin for Engine {
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
         futures::future::ready(Ok(self.account_views())).boxed()
     }
@@ -774,12 +776,13 @@ pub fn router(
 ) -> axum::Router {
     let metrics = engine.metrics();
     let mut state = drawbridge_http::ApiState::new(
-        engine,
+        engine.clone(),
         Arc::new(drawbridge_http::Keys::optional(&config.engine.channel_keys)),
         config.gateway.max_body_bytes,
         draining,
     )
-    .with_metrics(metrics);
+    .with_metrics(metrics)
+    .with_accounts(engine);
     if let Some(header) = drawbridge_http::session_header(&config.engine.affinity.header) {
         state = state.with_session_header(header);
     }

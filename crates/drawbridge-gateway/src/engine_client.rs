@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drawbridge_config::Secret;
-use drawbridge_http::{ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
+use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
 use drawbridge_types::openai::{ModelList, StreamOptions};
 use drawbridge_types::sse::SseDecoder;
 use drawbridge_types::{
@@ -263,7 +263,10 @@ impl ChatBackend for HttpEngine {
         }
         .boxed()
     }
+}
 
+/// The engine's accounts, through its internal API (behind the same channel key).
+impl AccountsAdmin for HttpEngine {
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
         #[derive(serde::Deserialize)]
         struct List {

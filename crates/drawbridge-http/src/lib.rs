@@ -83,7 +83,12 @@ pub trait ChatBackend: Send + Sync + 'static {
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>>;
 
     fn health(&self) -> BoxFuture<'_, HealthReport>;
+}
 
+/// The operators' side of a backend: its accounts and their credits. Apart from
+/// [`ChatBackend`], so answering chat requests never needs it; the gateway's admin API and the
+/// engine's internal `/internal/accounts` use it, and `/metrics` reads its accounts' gauges.
+pub trait AccountsAdmin: Send + Sync + 'static {
     /// Every account as the engine sees it (`GET /internal/accounts` on the engine).
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>>;
 
@@ -96,17 +101,21 @@ pub trait ChatBackend: Send + Sync + 'static {
         change: CreditChange,
     ) -> BoxFuture<'a, Result<Option<i64>, ApiError>> {
         let _ = (account, change);
-        Box::pin(futures::future::ready(Err(ApiError::new(
-            ErrorKind::NotFound,
-            "This API keeps no account credits.",
-        ))))
+        Box::pin(futures::future::ready(Err(no_credits())))
     }
+}
+
+fn no_credits() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "This API keeps no account credits.")
 }
 
 /// What the router needs.
 #[derive(Clone)]
 pub struct ApiState {
     pub backend: Arc<dyn ChatBackend>,
+    /// The backend's accounts: `/internal/accounts` and the gauges of `/metrics` (none: the
+    /// internal account routes answer 404, and `/metrics` has no account gauges).
+    pub accounts: Option<Arc<dyn AccountsAdmin>>,
     /// Who may call, within which limits, and what an answer costs.
     pub gate: Arc<dyn Gate>,
     pub max_body_bytes: usize,
@@ -133,6 +142,7 @@ impl ApiState {
     ) -> Self {
         ApiState {
             backend,
+            accounts: None,
             gate,
             max_body_bytes,
             draining,
@@ -145,6 +155,12 @@ impl ApiState {
     /// Read conversation keys from the header `name` (session affinity).
     pub fn with_session_header(mut self, name: axum::http::HeaderName) -> Self {
         self.session_header = Some(name);
+        self
+    }
+
+    /// Serve the accounts of `accounts` (`/internal/accounts`, the `/metrics` gauges).
+    pub fn with_accounts(mut self, accounts: Arc<dyn AccountsAdmin>) -> Self {
+        self.accounts = Some(accounts);
         self
     }
 
@@ -431,7 +447,12 @@ async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Respo
 async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     let result = async {
         state.gate.enter(&headers).await.map_err(|r| r.error)?;
-        let accounts = state.backend.accounts().await?;
+        let accounts = state
+            .accounts
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "This API lists no accounts."))?
+            .accounts()
+            .await?;
         Ok::<_, ApiError>(axum::Json(serde_json::json!({ "accounts": accounts })))
     }
     .await;
@@ -457,7 +478,8 @@ async fn change_credits(
             .map_err(|r| r.error)?;
         let body = read_body(request.into_body(), MAX_CREDITS_BODY).await?;
         let change = CreditChange::from_json(&body)?;
-        let credits = state.backend.change_credits(&account, change).await?;
+        let accounts = state.accounts.as_ref().ok_or_else(no_credits)?;
+        let credits = accounts.change_credits(&account, change).await?;
         Ok::<_, ApiError>(axum::Json(
             serde_json::json!({ "account": account, "credits": credits }),
         ))
@@ -472,7 +494,9 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     let Some(metrics) = &state.metrics else {
         return ApiError::new(ErrorKind::NotFound, "Metrics are off.").into_response();
     };
-    refresh_account_gauges(state.backend.as_ref(), metrics).await;
+    if let Some(accounts) = &state.accounts {
+        refresh_account_gauges(accounts.as_ref(), metrics).await;
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -483,10 +507,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// Set `metrics`' per-account gauges from `backend`'s accounts now, within
-/// [`HEALTH_TIMEOUT`]; with no answer in time, the gauges are cleared rather than left stale.
-pub async fn refresh_account_gauges(backend: &dyn ChatBackend, metrics: &Metrics) {
-    match tokio::time::timeout(HEALTH_TIMEOUT, backend.accounts()).await {
+/// Set `metrics`' per-account gauges from `accounts` now, within [`HEALTH_TIMEOUT`]; with no
+/// answer in time, the gauges are cleared rather than left stale.
+pub async fn refresh_account_gauges(accounts: &dyn AccountsAdmin, metrics: &Metrics) {
+    match tokio::time::timeout(HEALTH_TIMEOUT, accounts.accounts()).await {
         Ok(Ok(accounts)) => metrics.set_accounts(accounts),
         Ok(Err(error)) => {
             tracing::debug!(%error, "no account snapshot for the metrics");

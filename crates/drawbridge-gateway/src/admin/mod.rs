@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, middleware};
-use drawbridge_http::ChatBackend;
+use drawbridge_http::AccountsAdmin;
 use drawbridge_state::StateError;
 use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::parse_json;
@@ -36,7 +36,7 @@ use crate::gate::{LiveSettings, Settings, Stores};
 pub struct Admin {
     settings: Arc<LiveSettings>,
     stores: Stores,
-    backend: Arc<dyn ChatBackend>,
+    accounts: Arc<dyn AccountsAdmin>,
     metrics: Arc<Metrics>,
 }
 
@@ -44,13 +44,13 @@ impl Admin {
     pub fn new(
         settings: Arc<LiveSettings>,
         stores: Stores,
-        backend: Arc<dyn ChatBackend>,
+        accounts: Arc<dyn AccountsAdmin>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Admin {
             settings,
             stores,
-            backend,
+            accounts,
             metrics,
         }
     }
@@ -192,7 +192,7 @@ async fn revoke_key(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> 
 }
 
 async fn list_accounts(State(admin): State<Arc<Admin>>) -> Answer {
-    list(admin.backend.accounts().await?)
+    list(admin.accounts.accounts().await?)
 }
 
 /// `POST /admin/accounts/{id}/credits`: `{"add": N}` or `{"set": N}` (milli-credits: 1000 is
@@ -203,7 +203,7 @@ async fn change_credits(
     body: Bytes,
 ) -> Answer {
     let change = CreditChange::from_json(&body)?;
-    let credits = admin.backend.change_credits(&account, change).await?;
+    let credits = admin.accounts.change_credits(&account, change).await?;
     tracing::info!(account, ?credits, "account credits changed");
     ok(serde_json::json!({ "account": account, "credits": credits }))
 }
@@ -214,6 +214,6 @@ async fn usage(State(admin): State<Arc<Admin>>, RawQuery(query): RawQuery) -> An
 }
 
 async fn metrics_snapshot(State(admin): State<Arc<Admin>>) -> Answer {
-    drawbridge_http::refresh_account_gauges(admin.backend.as_ref(), &admin.metrics).await;
+    drawbridge_http::refresh_account_gauges(admin.accounts.as_ref(), &admin.metrics).await;
     ok(admin.metrics.snapshot())
 }
