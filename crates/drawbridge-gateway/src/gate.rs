@@ -44,9 +44,11 @@ pub struct Stores {
     pub usage: Arc<dyn UsageStore>,
 }
 
-/// What [`GatewayGate::enter`] learnt about the key, for `admit`.
-#[derive(Clone, Debug)]
-struct KeyContext {
+/// What [`GatewayGate`]'s `enter` learnt about the key, for `admit`: its limits beyond the
+/// rate limit.
+#[derive(Clone, Debug, Default)]
+pub struct KeyContext {
+    /// The models it may use; empty: all.
     models: Vec<String>,
     quota: Option<Quota>,
 }
@@ -200,11 +202,7 @@ impl GatewayGate {
                 .copied()
                 .flatten()
                 .unwrap_or(settings.default_rpm);
-            let context = KeyContext {
-                models: Vec::new(),
-                quota: None,
-            };
-            return Ok((Caller::from_static(name), rpm, context));
+            return Ok((Caller::from_static(name), rpm, KeyContext::default()));
         }
         if !presented.starts_with(secret::PREFIX) {
             return Err(ApiError::invalid_api_key());
@@ -314,7 +312,12 @@ fn rate_headers(decision: &RateDecision, now: u64) -> HeaderMap {
 }
 
 impl Gate for GatewayGate {
-    fn enter<'a>(&'a self, headers: &'a HeaderMap) -> BoxFuture<'a, Result<Entry, Refusal>> {
+    type Context = KeyContext;
+
+    fn enter<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> BoxFuture<'a, Result<Entry<KeyContext>, Refusal>> {
         async move {
             let (caller, rpm, context) = self.identify(headers).await?;
             let mut answer_headers = HeaderMap::new();
@@ -345,12 +348,10 @@ impl Gate for GatewayGate {
                     }
                 }
             }
-            let mut extensions = http::Extensions::new();
-            extensions.insert(context);
             Ok(Entry {
                 caller,
                 headers: answer_headers,
-                extensions,
+                context,
             })
         }
         .boxed()
@@ -358,15 +359,12 @@ impl Gate for GatewayGate {
 
     fn admit<'a>(
         &'a self,
-        entry: &'a Entry,
+        entry: &'a Entry<KeyContext>,
         request: &'a ChatCompletionRequest,
         request_id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Pass>, ApiError>> {
         async move {
-            let context = entry.extensions.get::<KeyContext>().cloned().unwrap_or(KeyContext {
-                models: Vec::new(),
-                quota: None,
-            });
+            let context = &entry.context;
             if !context.models.is_empty() && !context.models.contains(&request.model) {
                 self.metrics.record_rejection(Rejection::Model);
                 return Err(ApiError::new(
@@ -451,14 +449,12 @@ impl Gate for GatewayGate {
         .boxed()
     }
 
-    fn visible_models(&self, entry: &Entry, models: Vec<String>) -> Vec<String> {
-        match entry.extensions.get::<KeyContext>() {
-            Some(context) if !context.models.is_empty() => models
-                .into_iter()
-                .filter(|m| context.models.contains(m))
-                .collect(),
-            _ => models,
+    fn visible_models(&self, entry: &Entry<KeyContext>, models: Vec<String>) -> Vec<String> {
+        let allowed = &entry.context.models;
+        if allowed.is_empty() {
+            return models;
         }
+        models.into_iter().filter(|m| allowed.contains(m)).collect()
     }
 }
 

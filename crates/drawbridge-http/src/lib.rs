@@ -109,15 +109,14 @@ fn no_credits() -> ApiError {
     ApiError::new(ErrorKind::NotFound, "This API keeps no account credits.")
 }
 
-/// What the router needs.
-#[derive(Clone)]
-pub struct ApiState {
+/// What the router needs, with the gate `G` that lets callers in.
+pub struct ApiState<G> {
     pub backend: Arc<dyn ChatBackend>,
     /// The backend's accounts: `/internal/accounts` and the gauges of `/metrics` (none: the
     /// internal account routes answer 404, and `/metrics` has no account gauges).
     pub accounts: Option<Arc<dyn AccountsAdmin>>,
     /// Who may call, within which limits, and what an answer costs.
-    pub gate: Arc<dyn Gate>,
+    pub gate: Arc<G>,
     pub max_body_bytes: usize,
     /// Cancelled when shutdown begins: `/health` then says `draining`.
     pub draining: CancellationToken,
@@ -132,11 +131,26 @@ pub struct ApiState {
     pub session_header: Option<axum::http::HeaderName>,
 }
 
-impl ApiState {
+impl<G> Clone for ApiState<G> {
+    fn clone(&self) -> Self {
+        ApiState {
+            backend: Arc::clone(&self.backend),
+            accounts: self.accounts.clone(),
+            gate: Arc::clone(&self.gate),
+            max_body_bytes: self.max_body_bytes,
+            draining: self.draining.clone(),
+            metrics: self.metrics.clone(),
+            expose_metering: self.expose_metering,
+            session_header: self.session_header.clone(),
+        }
+    }
+}
+
+impl<G: Gate> ApiState<G> {
     /// The state of a router behind `gate`, without metrics or metering.
     pub fn new(
         backend: Arc<dyn ChatBackend>,
-        gate: Arc<dyn Gate>,
+        gate: Arc<G>,
         max_body_bytes: usize,
         draining: CancellationToken,
     ) -> Self {
@@ -172,13 +186,13 @@ impl ApiState {
 
 /// `/v1/chat/completions`, `/v1/models`, `/health`, `/metrics` (when the state has metrics);
 /// anything else is an OpenAI-shaped 404.
-pub fn openai_router(state: ApiState) -> Router {
+pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
     let mut router = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(list_models))
-        .route("/health", get(health));
+        .route("/v1/chat/completions", post(chat_completions::<G>))
+        .route("/v1/models", get(list_models::<G>))
+        .route("/health", get(health::<G>));
     if state.metrics.is_some() {
-        router = router.route("/metrics", get(metrics));
+        router = router.route("/metrics", get(metrics::<G>));
     }
     router
         .fallback(not_found)
@@ -189,10 +203,10 @@ pub fn openai_router(state: ApiState) -> Router {
 /// The engine's internal API: [`openai_router`] plus `GET /internal/accounts` (behind the same
 /// channel keys), which the gateway's admin API reads. Not for the public side: a client key
 /// must not see the accounts.
-pub fn internal_router(state: ApiState) -> Router {
+pub fn internal_router<G: Gate>(state: ApiState<G>) -> Router {
     Router::new()
-        .route("/internal/accounts", get(list_accounts))
-        .route("/internal/accounts/{id}/credits", post(change_credits))
+        .route("/internal/accounts", get(list_accounts::<G>))
+        .route("/internal/accounts/{id}/credits", post(change_credits::<G>))
         .with_state(state.clone())
         .merge(openai_router(state))
 }
@@ -233,7 +247,7 @@ fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
 /// The longest model name used as a metrics label; longer ones count as unknown.
 const MAX_MODEL_LABEL: usize = 64;
 
-async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
+async fn chat_completions<G: Gate>(State(state): State<ApiState<G>>, request: Request) -> Response {
     let request_id = request_id(request.headers());
     let started = tokio::time::Instant::now();
     // One span per request, continuing the caller's trace (the gateway's, when this is the
@@ -287,8 +301,8 @@ fn log_refusal(request_id: &str, error: &ApiError, started: tokio::time::Instant
 /// Authenticate, read and parse, admit, start the answer. A refusal before the backend is
 /// asked comes back as `Err` (counted by the caller); from then on the [`meter::Meter`] counts
 /// the request and tells its pass how it ended.
-async fn start_chat(
-    state: &ApiState,
+async fn start_chat<G: Gate>(
+    state: &ApiState<G>,
     request: Request,
     request_id: &str,
     started: tokio::time::Instant,
@@ -426,7 +440,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
-async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+async fn list_models<G: Gate>(State(state): State<ApiState<G>>, headers: HeaderMap) -> Response {
     let entry = match state.gate.enter(&headers).await {
         Ok(entry) => entry,
         Err(Refusal { error, headers }) => return with_headers(error.into_response(), headers),
@@ -444,7 +458,7 @@ async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Respo
 
 /// The accounts behind this API, for operators (the gateway's `/admin/accounts` reads the
 /// engine's through it). Behind the same keys as the rest of the API.
-async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+async fn list_accounts<G: Gate>(State(state): State<ApiState<G>>, headers: HeaderMap) -> Response {
     let result = async {
         state.gate.enter(&headers).await.map_err(|r| r.error)?;
         let accounts = state
@@ -465,8 +479,8 @@ const MAX_CREDITS_BODY: usize = 4096;
 /// `POST /internal/accounts/{id}/credits` (`{"add": N}`, `{"set": N}`, `{"set": null}`, in
 /// milli-credits): `{"account", "credits"}` after the change. Behind the same keys as the
 /// rest of the internal API.
-async fn change_credits(
-    State(state): State<ApiState>,
+async fn change_credits<G: Gate>(
+    State(state): State<ApiState<G>>,
     axum::extract::Path(account): axum::extract::Path<String>,
     request: Request,
 ) -> Response {
@@ -490,7 +504,7 @@ async fn change_credits(
 
 /// `GET /metrics`: this process's counters and, read now from the backend, the per-account
 /// gauges. No authentication, like `/health`: it names no key and no secret.
-async fn metrics(State(state): State<ApiState>) -> Response {
+async fn metrics<G>(State(state): State<ApiState<G>>) -> Response {
     let Some(metrics) = &state.metrics else {
         return ApiError::new(ErrorKind::NotFound, "Metrics are off.").into_response();
     };
@@ -523,7 +537,7 @@ pub async fn refresh_account_gauges(accounts: &dyn AccountsAdmin, metrics: &Metr
     }
 }
 
-async fn health(State(state): State<ApiState>) -> Response {
+async fn health<G>(State(state): State<ApiState<G>>) -> Response {
     let mut report = state.backend.health().await;
     if state.draining.is_cancelled() {
         report.status = HealthStatus::Draining;
