@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use drawbridge_config::{Config, Secret};
 use drawbridge_http::{Caller, Ended, Entry, Gate, Keys, Outcome, Pass, Refusal};
 use drawbridge_state::{
-    ApiKeyRecord, CHARGE_DEDUP_WINDOW, KeyStore, Quota, QuotaUnit, RateDecision, RateLimiter,
-    StateError, UsageEntry, UsageStore,
+    ApiKeyRecord, CHARGE_DEDUP_WINDOW, Clock, KeyStore, Quota, QuotaUnit, RateDecision,
+    RateLimiter, StateError, UsageEntry, UsageStore,
 };
 use drawbridge_telemetry::metrics::Rejection;
 use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
@@ -36,12 +36,22 @@ const STALE_KEYS_MAX: usize = 10_000;
 pub const UNKNOWN_ACCOUNT: &str = "unknown";
 
 /// The stores the gateway keeps its records in: ValKey (shared by every gateway node) or the
-/// embedded data file.
+/// embedded data file; and the clock it reads beside them.
 #[derive(Clone)]
 pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub limiter: Arc<dyn RateLimiter>,
     pub usage: Arc<dyn UsageStore>,
+    /// Now, in ms since the Unix epoch: what a key's expiry, its last use, a new key's times
+    /// and the ledger's entries are read from. The system clock ([`system_clock`]); a test
+    /// gives one it controls (the embedded store's, with
+    /// `EmbeddedGatewayStore::with_clock`).
+    pub clock: Clock,
+}
+
+/// The system clock, in ms since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(system_ms)
 }
 
 /// What [`GatewayGate`]'s `enter` learnt about the key, for `admit`: its limits beyond the
@@ -211,7 +221,7 @@ impl GatewayGate {
             .lookup(&secret::hash(presented))
             .await?
             .ok_or_else(ApiError::invalid_api_key)?;
-        let now = now_ms();
+        let now = (self.stores.clock)();
         if record.revoked_at_ms.is_some() {
             return Err(ApiError::new(
                 ErrorKind::InvalidApiKey,
@@ -270,8 +280,8 @@ fn store_unavailable(error: &StateError) -> ApiError {
         .with_retry_after(Duration::from_secs(1))
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch, on the system clock.
+fn system_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -324,7 +334,7 @@ impl Gate for GatewayGate {
             if rpm > 0 {
                 match self.stores.limiter.hit(&caller.key_id, rpm, WINDOW).await {
                     Ok(decision) => {
-                        answer_headers = rate_headers(&decision, now_ms());
+                        answer_headers = rate_headers(&decision, (self.stores.clock)());
                         if !decision.allowed {
                             self.metrics.record_rejection(Rejection::RateLimit);
                             let retry = Duration::from_millis(decision.retry_after_ms.max(1));
@@ -436,6 +446,7 @@ impl Gate for GatewayGate {
             }
             Ok(Box::new(Charge {
                 usage: Arc::clone(&self.stores.usage),
+                clock: Arc::clone(&self.stores.clock),
                 tasks: self.tasks.clone(),
                 key_id: entry.caller.key_id.clone(),
                 request_id: request_id.to_owned(),
@@ -462,6 +473,7 @@ impl Gate for GatewayGate {
 /// once, and its quota reservation released.
 struct Charge {
     usage: Arc<dyn UsageStore>,
+    clock: Clock,
     tasks: Shutdown,
     key_id: String,
     /// The request's id, for the log.
@@ -529,7 +541,7 @@ fn charge_id(request_id: &str) -> String {
         let mut random = [0u8; 8];
         // Without a random source, the start time still tells processes apart.
         if getrandom::fill(&mut random).is_err() {
-            random = (now_ms() ^ u64::from(std::process::id())).to_le_bytes();
+            random = (system_ms() ^ u64::from(std::process::id())).to_le_bytes();
         }
         drawbridge_core::hex::encode(&random)
     });
@@ -550,7 +562,7 @@ impl Pass for Charge {
                     .cloned()
                     .unwrap_or_else(|| UNKNOWN_ACCOUNT.to_owned()),
                 model: self.model.clone(),
-                at_ms: now_ms(),
+                at_ms: (self.clock)(),
                 prompt_tokens: finish.usage.prompt_tokens,
                 completion_tokens: finish.usage.completion_tokens,
                 credits: finish.metering.credits,
@@ -563,7 +575,7 @@ impl Pass for Charge {
                     key_id: self.key_id.clone(),
                     account: UNKNOWN_ACCOUNT.to_owned(),
                     model: self.model.clone(),
-                    at_ms: now_ms(),
+                    at_ms: (self.clock)(),
                     prompt_tokens: self.prompt_tokens,
                     completion_tokens: (ended.delivered_chars as u64).div_ceil(4),
                     credits: self.partial_credits,

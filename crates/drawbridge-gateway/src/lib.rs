@@ -21,7 +21,7 @@ use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
 pub use engine_client::HttpEngine;
-pub use gate::{GatewayGate, LiveSettings, Stores};
+pub use gate::{GatewayGate, KeyContext, LiveSettings, Stores, system_clock};
 
 /// The store behind [`Stores`], to close at the end of the drain.
 pub enum StoreHandle {
@@ -70,6 +70,7 @@ pub async fn open_stores(
                 keys: store.clone(),
                 limiter: store.clone(),
                 usage: store.clone(),
+                clock: gate::system_clock(),
             };
             Ok((stores, StoreHandle::Valkey(store)))
         }
@@ -81,6 +82,7 @@ pub async fn open_stores(
                 keys: store.clone(),
                 limiter: store.clone(),
                 usage: store.clone(),
+                clock: gate::system_clock(),
             };
             Ok((stores, StoreHandle::Embedded(store)))
         }

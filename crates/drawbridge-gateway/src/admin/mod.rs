@@ -55,9 +55,9 @@ impl Admin {
         }
     }
 
-    /// Now, in ms since the Unix epoch.
+    /// Now, in ms since the Unix epoch, on the gateway's clock.
     fn now_ms(&self) -> u64 {
-        crate::gate::now_ms()
+        (self.stores.clock)()
     }
 }
 

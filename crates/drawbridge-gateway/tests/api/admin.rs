@@ -1,0 +1,1 @@
+//! The admin API: behind one token check, keys and usage.
