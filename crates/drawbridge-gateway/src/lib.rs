@@ -8,6 +8,7 @@
 //! by every gateway node, and otherwise in a local data file ([`open_stores`]).
 
 pub mod admin;
+mod app;
 mod engine_client;
 pub mod gate;
 pub mod secret;
@@ -20,6 +21,7 @@ use drawbridge_state::{CreditStore, EmbeddedGatewayStore, ValkeyRegistry};
 use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
+pub use app::GatewayApp;
 pub use engine_client::HttpEngine;
 pub use gate::{GatewayGate, KeyContext, LiveSettings, Stores, system_clock};
 
