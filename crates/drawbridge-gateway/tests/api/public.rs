@@ -103,3 +103,122 @@ async fn a_streamed_answer_is_charged_once() {
     assert_eq!(usage["data"][0]["account"], "acct-1", "{usage}");
     assert_eq!(usage["data"][0]["model"], MODEL, "{usage}");
 }
+
+/// Only key problems are 401, and the presented key is never echoed.
+#[tokio::test(start_paused = true)]
+async fn a_missing_bad_or_revoked_key_is_401() {
+    let gateway = Gateway::start("");
+    let (id, revoked) = gateway.create_key(json!({"name": "gone"})).await;
+    let reply = gateway
+        .admin(Method::DELETE, &format!("/admin/keys/{id}"), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for (what, key) in [
+        ("no key", None),
+        (
+            "unknown key",
+            Some("db-0000000000000000000000000000000000000000000000000"),
+        ),
+        ("not a key", Some("hello")),
+        ("revoked key", Some(revoked.as_str())),
+    ] {
+        for path in ["/v1/chat/completions", "/v1/models"] {
+            let reply = if path == "/v1/models" {
+                gateway.request(Method::GET, path, key, None).await
+            } else {
+                gateway.chat(key, ask(MODEL, "hi")).await
+            };
+            assert_eq!(reply.status, 401, "{what} on {path}: {}", reply.text());
+            assert_eq!(reply.code(), "invalid_api_key", "{what}");
+            if let Some(key) = key {
+                assert!(!reply.text().contains(key), "{what}: the key is echoed");
+            }
+        }
+    }
+    let reply = gateway.chat(Some(&revoked), ask(MODEL, "hi")).await;
+    assert!(reply.text().contains("revoked"), "{}", reply.text());
+    assert_eq!(gateway.backend.chats(), 0);
+}
+
+/// A key with a budget is served while budget is left, then refused with 429
+/// `insufficient_quota`, without reaching the backend.
+#[tokio::test(start_paused = true)]
+async fn a_key_whose_budget_is_spent_is_refused() {
+    let gateway = Gateway::start("");
+    let (id, secret) = gateway
+        .create_key(json!({"name": "budget", "quota": {"unit": "tokens", "limit": 20}}))
+        .await;
+    // Each answer costs 15 tokens: the second starts with 5 left, the third with none.
+    for n in 1..=2 {
+        let reply = gateway.chat(Some(&secret), ask(MODEL, "hi")).await;
+        assert_eq!(reply.status, 200, "request {n}: {}", reply.text());
+        gateway.settle().await;
+    }
+    let reply = gateway.chat(Some(&secret), ask(MODEL, "hi")).await;
+    assert_eq!(reply.status, 429, "{}", reply.text());
+    assert_eq!(reply.code(), "insufficient_quota");
+    assert!(reply.text().contains("is spent"), "{}", reply.text());
+    assert_eq!(gateway.backend.chats(), 2);
+    gateway.settle().await;
+    let spent = gateway.store.spent(&id).await.unwrap();
+    assert_eq!(
+        (spent.requests, spent.tokens),
+        (2, 30),
+        "the refusal was charged"
+    );
+}
+
+/// A key limited to some models may not ask for another, and lists only its own; the
+/// backend is told whose request it is.
+#[tokio::test(start_paused = true)]
+async fn a_key_may_use_only_its_models() {
+    let gateway = Gateway::start("");
+    let (id, secret) = gateway
+        .create_key(json!({"name": "narrow", "models": [MODEL]}))
+        .await;
+    let reply = gateway.chat(Some(&secret), ask("other-model", "hi")).await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(reply.code(), "permission_denied");
+    assert_eq!(reply.json()["error"]["param"], "model");
+    assert_eq!(gateway.backend.chats(), 0);
+    let models = gateway
+        .request(Method::GET, "/v1/models", Some(&secret), None)
+        .await
+        .json();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![MODEL], "{models}");
+    let reply = gateway.chat(Some(&secret), ask(MODEL, "hi")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let contexts = gateway.backend.contexts();
+    assert_eq!(contexts.len(), 1);
+    assert_eq!(contexts[0].tenant, id);
+    assert_eq!(contexts[0].caller.key_id, id);
+    // A key without a list sees every model.
+    let all = gateway
+        .request(Method::GET, "/v1/models", Some(STATIC_KEY), None)
+        .await
+        .json();
+    assert_eq!(all["data"].as_array().unwrap().len(), 2, "{all}");
+    gateway.settle().await;
+}
+
+/// A body over `gateway.max_body_bytes` is 413 and never reaches the backend.
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_limit_is_413() {
+    let gateway = Gateway::start("  max_body_bytes: 4096\n");
+    let reply = gateway
+        .chat(Some(STATIC_KEY), ask(MODEL, &"x".repeat(8192)))
+        .await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.code(), "payload_too_large");
+    let reply = gateway
+        .chat(Some(STATIC_KEY), ask(MODEL, &"x".repeat(1024)))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(gateway.backend.chats(), 1);
+}
