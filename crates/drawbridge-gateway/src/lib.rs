@@ -9,6 +9,7 @@
 
 pub mod admin;
 mod app;
+mod charge;
 mod engine_client;
 pub mod gate;
 pub mod secret;
@@ -22,6 +23,7 @@ use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
 pub use app::GatewayApp;
+pub use charge::UNKNOWN_ACCOUNT;
 pub use engine_client::HttpEngine;
 pub use gate::{GatewayGate, KeyContext, LiveSettings, Stores, system_clock};
 

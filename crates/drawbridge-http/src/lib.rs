@@ -22,7 +22,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::ModelList;
 use drawbridge_types::{
@@ -31,13 +30,12 @@ use drawbridge_types::{
 };
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use auth::{Caller, Keys};
 pub use gate::{Ended, Entry, FreePass, Gate, Outcome, Pass, Refusal};
-pub use listen::bind_or_inherit;
+pub use listen::{bind_or_inherit, serve, serve_until_signal, set_nodelay};
 
 /// The answer to one chat request: text, then one `Finish`; failures as `Err` items.
 pub type EventStream = BoxStream<'static, Result<CompletionEvent, ApiError>>;
@@ -209,17 +207,6 @@ pub fn internal_router<G: Gate>(state: ApiState<G>) -> Router {
         .route("/internal/accounts/{id}/credits", post(change_credits::<G>))
         .with_state(state.clone())
         .merge(openai_router(state))
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves, then finish in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener.tap_io(set_nodelay), router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -571,65 +558,6 @@ async fn method_not_allowed(request: Request) -> Response {
     .into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
-}
-
-/// Turn Nagle's algorithm off on an accepted connection: SSE chunks are small and must leave at
-/// once (with Nagle and delayed ACKs, a stream stalls about 40 ms per chunk).
-pub fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(error) = tcp.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
-}
-
-/// Serve `router` until a SIGTERM/SIGINT (or until `shutdown` is cancelled elsewhere), then
-/// drain: shutdown is cancelled, so `/health` says draining (the `ApiState::draining` token is
-/// `shutdown`'s) and new work is refused with 503, while connections are still accepted; once
-/// every request in flight (streamed answers included) is done, or `grace` has passed, the
-/// listener closes.
-pub async fn serve_until_signal(
-    listener: TcpListener,
-    router: Router,
-    shutdown: &drawbridge_telemetry::Shutdown,
-    signals: &mut drawbridge_telemetry::Signals,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let inflight = tokio_util::task::TaskTracker::new();
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        inflight.clone(),
-        inflight::track,
-    ));
-    let stop_accepting = CancellationToken::new();
-    let server = serve(listener, router, stop_accepting.clone().cancelled_owned());
-    tokio::pin!(server);
-    // The server keeps accepting (and answering `/health` with draining) while this waits.
-    let drain = async {
-        tokio::select! {
-            () = signals.recv() => {}
-            () = shutdown.cancelled() => {}
-        }
-        tracing::info!("draining");
-        shutdown.cancel();
-        inflight.close();
-        if tokio::time::timeout(grace, inflight.wait()).await.is_err() {
-            tracing::warn!(
-                in_flight = inflight.len(),
-                "requests still in flight at the drain deadline"
-            );
-        }
-        stop_accepting.cancel();
-    };
-    tokio::select! {
-        result = &mut server => return result,
-        () = drain => {}
-    }
-    // Only idle keep-alive connections are left to close.
-    match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::debug!("connections still open after the drain");
-            Ok(())
-        }
-    }
 }
 
 /// How long `/health` may take before a backend counts as unhealthy (used by backends that
