@@ -630,8 +630,6 @@ async fn bad_input_is_refused_in_the_openai_shape_and_never_charged() {
         json!({"name": "careless", "quota": {"unit": "tokens", "limit": 1000000}}),
     )
     .await;
-    let (expired_id, expired) =
-        create_key(&admin, json!({"name": "old", "expires_in": "1s"})).await;
     let (revoked_id, revoked) = create_key(&admin, json!({"name": "gone"})).await;
     admin
         .request(Method::DELETE, &format!("/admin/keys/{revoked_id}"), "")
@@ -660,24 +658,8 @@ async fn bad_input_is_refused_in_the_openai_shape_and_never_charged() {
             "{what}: limits are reported"
         );
     }
-    // Key problems: 401, and only key problems are 401.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        // The expired key's second runs out (its expiry is whole seconds away).
-        loop {
-            let reply = stack
-                .client()
-                .with_key(Some(&expired))
-                .get("/v1/models")
-                .await;
-            if reply.status == 401 {
-                assert!(reply.text().contains("expired"), "{}", reply.text());
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the key expires");
+    // Key problems: 401, and only key problems are 401 (an expired key: the gateway's
+    // in-process tests, on paused time).
     for (what, key) in [
         ("no key", None),
         (
@@ -686,7 +668,6 @@ async fn bad_input_is_refused_in_the_openai_shape_and_never_charged() {
         ),
         ("not a key", Some("hello")),
         ("revoked key", Some(revoked.as_str())),
-        ("expired key", Some(expired.as_str())),
     ] {
         let reply = stack.client().with_key(key).chat(&user("hi")).await;
         assert_eq!(reply.status, 401, "{what}: {}", reply.text());
@@ -701,9 +682,7 @@ async fn bad_input_is_refused_in_the_openai_shape_and_never_charged() {
     usage_of(&admin, &id, |u| u["requests"] == 1).await;
     let one = admin.get(&format!("/admin/keys/{id}")).await.json();
     assert_eq!(one["spent"]["requests"], 1, "bad input was charged: {one}");
-    let old = admin.get(&format!("/admin/keys/{expired_id}")).await.json();
-    assert_eq!(old["status"], "expired", "{old}");
-    no_secret_in_logs(&stack, &[&secret, &expired, &revoked, ADMIN_TOKEN, API_KEY]);
+    no_secret_in_logs(&stack, &[&secret, &revoked, ADMIN_TOKEN, API_KEY]);
     stack.stop().await;
 }
 

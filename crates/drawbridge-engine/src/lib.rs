@@ -34,7 +34,7 @@ pub mod workers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drawbridge_http::{ChatBackend, ChatContext, EventStream};
+use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::PromptBody;
 use drawbridge_types::{AccountView, ApiError, ChatCompletionRequest, CreditChange, HealthReport};
@@ -260,7 +260,9 @@ impl ChatBackend for Engine {
     fn health(&self) -> BoxFuture<'_, HealthReport> {
         futures::future::ready(self.health_report()).boxed()
     }
+}
 
+impl AccountsAdmin for Engine {
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
         futures::future::ready(Ok(self.account_views())).boxed()
     }

@@ -15,12 +15,13 @@ pub fn router(
 ) -> axum::Router {
     let metrics = engine.metrics();
     let mut state = drawbridge_http::ApiState::new(
-        engine,
+        engine.clone(),
         Arc::new(drawbridge_http::Keys::optional(&config.engine.channel_keys)),
         config.gateway.max_body_bytes,
         draining,
     )
-    .with_metrics(metrics);
+    .with_metrics(metrics)
+    .with_accounts(engine);
     if let Some(header) = drawbridge_http::session_header(&config.engine.affinity.header) {
         state = state.with_session_header(header);
     }

@@ -163,7 +163,7 @@ fn ctx() -> ChatContext {
 
 /// Each account's breaker state, by account.
 async fn breakers(engine: &Engine) -> std::collections::HashMap<String, String> {
-    drawbridge_http::ChatBackend::accounts(engine)
+    drawbridge_http::AccountsAdmin::accounts(engine)
         .await
         .unwrap()
         .into_iter()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drawbridge_config::Secret;
-use drawbridge_http::{ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
+use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
 use drawbridge_types::openai::{ModelList, StreamOptions};
 use drawbridge_types::sse::SseDecoder;
 use drawbridge_types::{
@@ -23,6 +23,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+/// How long connecting to the engine may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Error bodies larger than this are not read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -44,6 +46,20 @@ impl HttpEngine {
             key,
             client: Client::builder(TokioExecutor::new()).build(connector),
             session_header: None,
+        }
+    }
+
+    /// The engine of `gateway.engine_url`, behind `gateway.engine_key`, passed conversation
+    /// keys in `engine.affinity.header`.
+    pub fn from_config(config: &drawbridge_config::Config) -> Self {
+        let engine = HttpEngine::new(
+            &config.gateway.engine_url,
+            config.gateway.engine_key.clone(),
+            CONNECT_TIMEOUT,
+        );
+        match drawbridge_http::session_header(&config.engine.affinity.header) {
+            Some(header) => engine.with_session_header(header),
+            None => engine,
         }
     }
 
@@ -263,7 +279,10 @@ impl ChatBackend for HttpEngine {
         }
         .boxed()
     }
+}
 
+/// The engine's accounts, through its internal API (behind the same channel key).
+impl AccountsAdmin for HttpEngine {
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>> {
         #[derive(serde::Deserialize)]
         struct List {

@@ -1,13 +1,15 @@
 //! Layer 1: the gateway. It serves the public OpenAI API behind API keys (the config's static
 //! keys and keys made with the admin API), per-key rate limits and quotas, records usage in a
 //! ledger, serves the admin API and Prometheus metrics, and hands each request to a
-//! [`ChatBackend`]: [`HttpEngine`] (a remote engine over HTTP, the three-process shape) or the
+//! [`Backend`]: [`HttpEngine`] (a remote engine over HTTP, the three-process shape) or the
 //! engine itself (inside the single-process `drawbridge`).
 //!
 //! Its records (keys, rate-limit windows, usage, quotas) live in ValKey with `redis.url`, shared
 //! by every gateway node, and otherwise in a local data file ([`open_stores`]).
 
 pub mod admin;
+mod app;
+mod charge;
 mod engine_client;
 pub mod gate;
 pub mod secret;
@@ -15,13 +17,15 @@ pub mod secret;
 use std::sync::Arc;
 
 use drawbridge_config::Config;
-use drawbridge_http::{ApiState, ChatBackend};
+use drawbridge_http::{AccountsAdmin, ApiState, ChatBackend};
 use drawbridge_state::{CreditStore, EmbeddedGatewayStore, ValkeyRegistry};
 use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
+pub use app::GatewayApp;
+pub use charge::UNKNOWN_ACCOUNT;
 pub use engine_client::HttpEngine;
-pub use gate::{GatewayGate, LiveSettings, Stores};
+pub use gate::{GatewayGate, KeyContext, LiveSettings, Stores, system_clock};
 
 /// The store behind [`Stores`], to close at the end of the drain.
 pub enum StoreHandle {
@@ -70,6 +74,7 @@ pub async fn open_stores(
                 keys: store.clone(),
                 limiter: store.clone(),
                 usage: store.clone(),
+                clock: gate::system_clock(),
             };
             Ok((stores, StoreHandle::Valkey(store)))
         }
@@ -81,15 +86,22 @@ pub async fn open_stores(
                 keys: store.clone(),
                 limiter: store.clone(),
                 usage: store.clone(),
+                clock: gate::system_clock(),
             };
             Ok((stores, StoreHandle::Embedded(store)))
         }
     }
 }
 
+/// What the gateway answers from: chat requests ([`ChatBackend`]), and the accounts behind
+/// them for the admin API and the metrics ([`AccountsAdmin`]).
+pub trait Backend: ChatBackend + AccountsAdmin {}
+
+impl<T: ChatBackend + AccountsAdmin> Backend for T {}
+
 /// Everything the gateway's router needs.
 pub struct GatewayDeps {
-    pub backend: Arc<dyn ChatBackend>,
+    pub backend: Arc<dyn Backend>,
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
     /// Usage writes run on this scope: the binary drains it after the server stopped and
@@ -110,18 +122,21 @@ pub fn router(live: &LiveConfig, deps: GatewayDeps) -> axum::Router {
         Arc::clone(&deps.metrics),
         deps.tasks,
     );
+    let chat: Arc<dyn ChatBackend> = deps.backend.clone();
+    let accounts: Arc<dyn AccountsAdmin> = deps.backend;
     let state = ApiState::new(
-        Arc::clone(&deps.backend),
+        chat,
         Arc::new(gate),
         live.load().gateway.max_body_bytes,
         deps.draining,
     )
-    .with_metrics(Arc::clone(&deps.metrics));
+    .with_metrics(Arc::clone(&deps.metrics))
+    .with_accounts(Arc::clone(&accounts));
     // A conversation key in `engine.affinity.header` is passed on to the engine.
     let state = match drawbridge_http::session_header(&live.load().engine.affinity.header) {
         Some(header) => state.with_session_header(header),
         None => state,
     };
-    let admin = admin::Admin::new(settings, deps.stores, deps.backend, deps.metrics);
+    let admin = admin::Admin::new(settings, deps.stores, accounts, deps.metrics);
     admin::router(Arc::new(admin)).merge(drawbridge_http::openai_router(state))
 }

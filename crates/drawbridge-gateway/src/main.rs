@@ -1,14 +1,13 @@
 //! `drawbridge-gateway`: Layer 1 as its own process, answering from a remote engine.
-//! Config → logging → stores → serve the public and admin API until a signal → drain → close
-//! the stores.
+//! Config → logging → build the gateway → serve the public and admin API until a signal →
+//! drain ([`GatewayApp::drain`] states the order).
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use drawbridge_config::{Config, Role};
-use drawbridge_gateway::{GatewayDeps, HttpEngine};
-use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown, Signals, announce};
+use drawbridge_gateway::{GatewayApp, HttpEngine};
+use drawbridge_telemetry::{LiveConfig, Shutdown, Signals, announce};
 
 /// How often the config file is checked for changes.
 const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -19,42 +18,20 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
-    let shutdown = Shutdown::new();
-    // The usage writes of answers that ended: drained before the stores close.
-    let usage_writes = Shutdown::new();
-    let mut engine = HttpEngine::new(
-        &config.gateway.engine_url,
-        config.gateway.engine_key.clone(),
-        Duration::from_secs(2),
-    );
-    if let Some(header) = drawbridge_http::session_header(&config.engine.affinity.header) {
-        engine = engine.with_session_header(header);
-    }
-    let backend = Arc::new(engine);
-    let (stores, store) = drawbridge_gateway::open_stores(&config, &shutdown).await?;
-    let listener = drawbridge_http::bind_or_inherit(config.gateway.listen).await?;
-    announce("gateway", listener.local_addr()?);
+    let process = Shutdown::new();
     // Keys, limits and the admin token reload without a restart: SIGHUP, or the file changing.
     let live = LiveConfig::new(config.clone());
     if let Some(path) = config.source.clone() {
-        live.watch(path, Role::Gateway, RELOAD_POLL, &shutdown);
+        live.watch(path, Role::Gateway, RELOAD_POLL, &process);
     }
-    let router = drawbridge_gateway::router(
-        &live,
-        GatewayDeps {
-            backend,
-            stores,
-            metrics: Arc::new(Metrics::new()),
-            tasks: usage_writes.clone(),
-            draining: shutdown.token().clone(),
-        },
-    );
+    let engine = Arc::new(HttpEngine::from_config(&config));
+    let app = GatewayApp::build(&live, engine, &process).await?;
+    let listener = drawbridge_http::bind_or_inherit(config.gateway.listen).await?;
+    announce("gateway", listener.local_addr()?);
     let grace = config.gateway.shutdown_grace;
-    drawbridge_http::serve_until_signal(listener, router, &shutdown, &mut signals, grace).await?;
-    // Usage of the last answers is written before the stores close.
-    usage_writes.drain(grace).await;
-    store.close().await;
-    shutdown.drain(grace).await;
+    drawbridge_http::serve_until_signal(listener, app.router(), &process, &mut signals, grace)
+        .await?;
+    app.drain(grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,8 +6,10 @@
 //! returns, e.g. `X-RateLimit-*`), and [`Gate::admit`] with the parsed request (may this caller
 //! use this model, has it budget left). The [`Pass`] that `admit` returns is told exactly once
 //! how the answer ended ([`Ended`]): finished (with its usage and metering), failed, or
-//! abandoned by the client. The engine's gate is its channel keys ([`Keys`]); the gateway's
-//! adds API keys from the store, rate limits, quotas and the usage ledger.
+//! abandoned by the client. What `enter` learnt that `admit` needs (e.g. the key's limits)
+//! travels in the [`Entry`] as the gate's own typed [`Gate::Context`]. The engine's gate is its
+//! channel keys ([`Keys`]); the gateway's adds API keys from the store, rate limits, quotas and
+//! the usage ledger.
 
 use std::time::Duration;
 
@@ -20,12 +22,12 @@ use crate::auth::{Caller, Keys};
 
 /// An authenticated caller, let in by its rate limit.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct Entry<C> {
     pub caller: Caller,
     /// Headers every answer to this request carries (the rate-limit headers).
     pub headers: HeaderMap,
-    /// What the gate wants to remember between `enter` and `admit` (e.g. the key's limits).
-    pub extensions: http::Extensions,
+    /// What the gate remembers between `enter` and `admit` (e.g. the key's limits).
+    pub context: C,
 }
 
 /// A request turned away at the door: the error, and the headers its answer carries.
@@ -79,47 +81,55 @@ impl Pass for FreePass {
 }
 
 pub trait Gate: Send + Sync + 'static {
+    /// What [`Gate::enter`] hands to [`Gate::admit`] and [`Gate::visible_models`].
+    type Context: Send + Sync + 'static;
+
     /// Authenticate the caller and count the request against its rate limit.
-    fn enter<'a>(&'a self, headers: &'a HeaderMap) -> BoxFuture<'a, Result<Entry, Refusal>>;
+    fn enter<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> BoxFuture<'a, Result<Entry<Self::Context>, Refusal>>;
 
     /// Admit a parsed chat request: the caller may use the model and has budget left.
     fn admit<'a>(
         &'a self,
-        entry: &'a Entry,
+        entry: &'a Entry<Self::Context>,
         request: &'a ChatCompletionRequest,
         request_id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Pass>, ApiError>>;
 
     /// Whether this caller may name whose request it forwards ([`crate::TENANT_HEADER`]): only
     /// a caller with an engine channel key marked `trust_tenant`.
-    fn trusts_tenant(&self, _entry: &Entry) -> bool {
+    fn trusts_tenant(&self, _entry: &Entry<Self::Context>) -> bool {
         false
     }
 
     /// The models of `models` this caller may use (`GET /v1/models`).
-    fn visible_models(&self, _entry: &Entry, models: Vec<String>) -> Vec<String> {
+    fn visible_models(&self, _entry: &Entry<Self::Context>, models: Vec<String>) -> Vec<String> {
         models
     }
 }
 
 /// Static keys are a gate with no limits: the engine's channel keys.
 impl Gate for Keys {
-    fn enter<'a>(&'a self, headers: &'a HeaderMap) -> BoxFuture<'a, Result<Entry, Refusal>> {
+    type Context = ();
+
+    fn enter<'a>(&'a self, headers: &'a HeaderMap) -> BoxFuture<'a, Result<Entry<()>, Refusal>> {
         let entry = self.authenticate(headers).map(|caller| Entry {
             caller,
             headers: HeaderMap::new(),
-            extensions: http::Extensions::new(),
+            context: (),
         });
         futures::future::ready(entry.map_err(Refusal::from)).boxed()
     }
 
-    fn trusts_tenant(&self, entry: &Entry) -> bool {
+    fn trusts_tenant(&self, entry: &Entry<()>) -> bool {
         Keys::trusts_tenant(self, &entry.caller)
     }
 
     fn admit<'a>(
         &'a self,
-        _entry: &'a Entry,
+        _entry: &'a Entry<()>,
         _request: &'a ChatCompletionRequest,
         _request_id: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Pass>, ApiError>> {

@@ -22,7 +22,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::ModelList;
 use drawbridge_types::{
@@ -31,13 +30,12 @@ use drawbridge_types::{
 };
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use auth::{Caller, Keys};
 pub use gate::{Ended, Entry, FreePass, Gate, Outcome, Pass, Refusal};
-pub use listen::bind_or_inherit;
+pub use listen::{bind_or_inherit, serve, serve_until_signal, set_nodelay};
 
 /// The answer to one chat request: text, then one `Finish`; failures as `Err` items.
 pub type EventStream = BoxStream<'static, Result<CompletionEvent, ApiError>>;
@@ -83,7 +81,12 @@ pub trait ChatBackend: Send + Sync + 'static {
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>>;
 
     fn health(&self) -> BoxFuture<'_, HealthReport>;
+}
 
+/// The operators' side of a backend: its accounts and their credits. Apart from
+/// [`ChatBackend`], so answering chat requests never needs it; the gateway's admin API and the
+/// engine's internal `/internal/accounts` use it, and `/metrics` reads its accounts' gauges.
+pub trait AccountsAdmin: Send + Sync + 'static {
     /// Every account as the engine sees it (`GET /internal/accounts` on the engine).
     fn accounts(&self) -> BoxFuture<'_, Result<Vec<AccountView>, ApiError>>;
 
@@ -96,19 +99,22 @@ pub trait ChatBackend: Send + Sync + 'static {
         change: CreditChange,
     ) -> BoxFuture<'a, Result<Option<i64>, ApiError>> {
         let _ = (account, change);
-        Box::pin(futures::future::ready(Err(ApiError::new(
-            ErrorKind::NotFound,
-            "This API keeps no account credits.",
-        ))))
+        Box::pin(futures::future::ready(Err(no_credits())))
     }
 }
 
-/// What the router needs.
-#[derive(Clone)]
-pub struct ApiState {
+fn no_credits() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "This API keeps no account credits.")
+}
+
+/// What the router needs, with the gate `G` that lets callers in.
+pub struct ApiState<G> {
     pub backend: Arc<dyn ChatBackend>,
+    /// The backend's accounts: `/internal/accounts` and the gauges of `/metrics` (none: the
+    /// internal account routes answer 404, and `/metrics` has no account gauges).
+    pub accounts: Option<Arc<dyn AccountsAdmin>>,
     /// Who may call, within which limits, and what an answer costs.
-    pub gate: Arc<dyn Gate>,
+    pub gate: Arc<G>,
     pub max_body_bytes: usize,
     /// Cancelled when shutdown begins: `/health` then says `draining`.
     pub draining: CancellationToken,
@@ -123,16 +129,32 @@ pub struct ApiState {
     pub session_header: Option<axum::http::HeaderName>,
 }
 
-impl ApiState {
+impl<G> Clone for ApiState<G> {
+    fn clone(&self) -> Self {
+        ApiState {
+            backend: Arc::clone(&self.backend),
+            accounts: self.accounts.clone(),
+            gate: Arc::clone(&self.gate),
+            max_body_bytes: self.max_body_bytes,
+            draining: self.draining.clone(),
+            metrics: self.metrics.clone(),
+            expose_metering: self.expose_metering,
+            session_header: self.session_header.clone(),
+        }
+    }
+}
+
+impl<G: Gate> ApiState<G> {
     /// The state of a router behind `gate`, without metrics or metering.
     pub fn new(
         backend: Arc<dyn ChatBackend>,
-        gate: Arc<dyn Gate>,
+        gate: Arc<G>,
         max_body_bytes: usize,
         draining: CancellationToken,
     ) -> Self {
         ApiState {
             backend,
+            accounts: None,
             gate,
             max_body_bytes,
             draining,
@@ -148,6 +170,12 @@ impl ApiState {
         self
     }
 
+    /// Serve the accounts of `accounts` (`/internal/accounts`, the `/metrics` gauges).
+    pub fn with_accounts(mut self, accounts: Arc<dyn AccountsAdmin>) -> Self {
+        self.accounts = Some(accounts);
+        self
+    }
+
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
@@ -156,13 +184,13 @@ impl ApiState {
 
 /// `/v1/chat/completions`, `/v1/models`, `/health`, `/metrics` (when the state has metrics);
 /// anything else is an OpenAI-shaped 404.
-pub fn openai_router(state: ApiState) -> Router {
+pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
     let mut router = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(list_models))
-        .route("/health", get(health));
+        .route("/v1/chat/completions", post(chat_completions::<G>))
+        .route("/v1/models", get(list_models::<G>))
+        .route("/health", get(health::<G>));
     if state.metrics.is_some() {
-        router = router.route("/metrics", get(metrics));
+        router = router.route("/metrics", get(metrics::<G>));
     }
     router
         .fallback(not_found)
@@ -173,23 +201,12 @@ pub fn openai_router(state: ApiState) -> Router {
 /// The engine's internal API: [`openai_router`] plus `GET /internal/accounts` (behind the same
 /// channel keys), which the gateway's admin API reads. Not for the public side: a client key
 /// must not see the accounts.
-pub fn internal_router(state: ApiState) -> Router {
+pub fn internal_router<G: Gate>(state: ApiState<G>) -> Router {
     Router::new()
-        .route("/internal/accounts", get(list_accounts))
-        .route("/internal/accounts/{id}/credits", post(change_credits))
+        .route("/internal/accounts", get(list_accounts::<G>))
+        .route("/internal/accounts/{id}/credits", post(change_credits::<G>))
         .with_state(state.clone())
         .merge(openai_router(state))
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves, then finish in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener.tap_io(set_nodelay), router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -217,7 +234,7 @@ fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
 /// The longest model name used as a metrics label; longer ones count as unknown.
 const MAX_MODEL_LABEL: usize = 64;
 
-async fn chat_completions(State(state): State<ApiState>, request: Request) -> Response {
+async fn chat_completions<G: Gate>(State(state): State<ApiState<G>>, request: Request) -> Response {
     let request_id = request_id(request.headers());
     let started = tokio::time::Instant::now();
     // One span per request, continuing the caller's trace (the gateway's, when this is the
@@ -271,8 +288,8 @@ fn log_refusal(request_id: &str, error: &ApiError, started: tokio::time::Instant
 /// Authenticate, read and parse, admit, start the answer. A refusal before the backend is
 /// asked comes back as `Err` (counted by the caller); from then on the [`meter::Meter`] counts
 /// the request and tells its pass how it ended.
-async fn start_chat(
-    state: &ApiState,
+async fn start_chat<G: Gate>(
+    state: &ApiState<G>,
     request: Request,
     request_id: &str,
     started: tokio::time::Instant,
@@ -411,7 +428,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
-async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+async fn list_models<G: Gate>(State(state): State<ApiState<G>>, headers: HeaderMap) -> Response {
     let entry = match state.gate.enter(&headers).await {
         Ok(entry) => entry,
         Err(Refusal { error, headers }) => return with_headers(error.into_response(), headers),
@@ -429,10 +446,15 @@ async fn list_models(State(state): State<ApiState>, headers: HeaderMap) -> Respo
 
 /// The accounts behind this API, for operators (the gateway's `/admin/accounts` reads the
 /// engine's through it). Behind the same keys as the rest of the API.
-async fn list_accounts(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+async fn list_accounts<G: Gate>(State(state): State<ApiState<G>>, headers: HeaderMap) -> Response {
     let result = async {
         state.gate.enter(&headers).await.map_err(|r| r.error)?;
-        let accounts = state.backend.accounts().await?;
+        let accounts = state
+            .accounts
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, "This API lists no accounts."))?
+            .accounts()
+            .await?;
         Ok::<_, ApiError>(axum::Json(serde_json::json!({ "accounts": accounts })))
     }
     .await;
@@ -445,8 +467,8 @@ const MAX_CREDITS_BODY: usize = 4096;
 /// `POST /internal/accounts/{id}/credits` (`{"add": N}`, `{"set": N}`, `{"set": null}`, in
 /// milli-credits): `{"account", "credits"}` after the change. Behind the same keys as the
 /// rest of the internal API.
-async fn change_credits(
-    State(state): State<ApiState>,
+async fn change_credits<G: Gate>(
+    State(state): State<ApiState<G>>,
     axum::extract::Path(account): axum::extract::Path<String>,
     request: Request,
 ) -> Response {
@@ -458,7 +480,8 @@ async fn change_credits(
             .map_err(|r| r.error)?;
         let body = read_body(request.into_body(), MAX_CREDITS_BODY).await?;
         let change = CreditChange::from_json(&body)?;
-        let credits = state.backend.change_credits(&account, change).await?;
+        let accounts = state.accounts.as_ref().ok_or_else(no_credits)?;
+        let credits = accounts.change_credits(&account, change).await?;
         Ok::<_, ApiError>(axum::Json(
             serde_json::json!({ "account": account, "credits": credits }),
         ))
@@ -469,11 +492,13 @@ async fn change_credits(
 
 /// `GET /metrics`: this process's counters and, read now from the backend, the per-account
 /// gauges. No authentication, like `/health`: it names no key and no secret.
-async fn metrics(State(state): State<ApiState>) -> Response {
+async fn metrics<G>(State(state): State<ApiState<G>>) -> Response {
     let Some(metrics) = &state.metrics else {
         return ApiError::new(ErrorKind::NotFound, "Metrics are off.").into_response();
     };
-    refresh_account_gauges(state.backend.as_ref(), metrics).await;
+    if let Some(accounts) = &state.accounts {
+        refresh_account_gauges(accounts.as_ref(), metrics).await;
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -484,10 +509,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// Set `metrics`' per-account gauges from `backend`'s accounts now, within
-/// [`HEALTH_TIMEOUT`]; with no answer in time, the gauges are cleared rather than left stale.
-pub async fn refresh_account_gauges(backend: &dyn ChatBackend, metrics: &Metrics) {
-    match tokio::time::timeout(HEALTH_TIMEOUT, backend.accounts()).await {
+/// Set `metrics`' per-account gauges from `accounts` now, within [`HEALTH_TIMEOUT`]; with no
+/// answer in time, the gauges are cleared rather than left stale.
+pub async fn refresh_account_gauges(accounts: &dyn AccountsAdmin, metrics: &Metrics) {
+    match tokio::time::timeout(HEALTH_TIMEOUT, accounts.accounts()).await {
         Ok(Ok(accounts)) => metrics.set_accounts(accounts),
         Ok(Err(error)) => {
             tracing::debug!(%error, "no account snapshot for the metrics");
@@ -500,7 +525,7 @@ pub async fn refresh_account_gauges(backend: &dyn ChatBackend, metrics: &Metrics
     }
 }
 
-async fn health(State(state): State<ApiState>) -> Response {
+async fn health<G>(State(state): State<ApiState<G>>) -> Response {
     let mut report = state.backend.health().await;
     if state.draining.is_cancelled() {
         report.status = HealthStatus::Draining;
@@ -534,65 +559,6 @@ async fn method_not_allowed(request: Request) -> Response {
     .into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
-}
-
-/// Turn Nagle's algorithm off on an accepted connection: SSE chunks are small and must leave at
-/// once (with Nagle and delayed ACKs, a stream stalls about 40 ms per chunk).
-pub fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(error) = tcp.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
-}
-
-/// Serve `router` until a SIGTERM/SIGINT (or until `shutdown` is cancelled elsewhere), then
-/// drain: shutdown is cancelled, so `/health` says draining (the `ApiState::draining` token is
-/// `shutdown`'s) and new work is refused with 503, while connections are still accepted; once
-/// every request in flight (streamed answers included) is done, or `grace` has passed, the
-/// listener closes.
-pub async fn serve_until_signal(
-    listener: TcpListener,
-    router: Router,
-    shutdown: &drawbridge_telemetry::Shutdown,
-    signals: &mut drawbridge_telemetry::Signals,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let inflight = tokio_util::task::TaskTracker::new();
-    let router = router.layer(axum::middleware::from_fn_with_state(
-        inflight.clone(),
-        inflight::track,
-    ));
-    let stop_accepting = CancellationToken::new();
-    let server = serve(listener, router, stop_accepting.clone().cancelled_owned());
-    tokio::pin!(server);
-    // The server keeps accepting (and answering `/health` with draining) while this waits.
-    let drain = async {
-        tokio::select! {
-            () = signals.recv() => {}
-            () = shutdown.cancelled() => {}
-        }
-        tracing::info!("draining");
-        shutdown.cancel();
-        inflight.close();
-        if tokio::time::timeout(grace, inflight.wait()).await.is_err() {
-            tracing::warn!(
-                in_flight = inflight.len(),
-                "requests still in flight at the drain deadline"
-            );
-        }
-        stop_accepting.cancel();
-    };
-    tokio::select! {
-        result = &mut server => return result,
-        () = drain => {}
-    }
-    // Only idle keep-alive connections are left to close.
-    match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::debug!("connections still open after the drain");
-            Ok(())
-        }
-    }
 }
 
 /// How long `/health` may take before a backend counts as unhealthy (used by backends that

@@ -7,6 +7,8 @@
     reason = "a test harness fails loudly and shows the logs of what it started"
 )]
 
+pub mod backend;
+pub mod clock;
 pub mod cluster;
 pub mod fake_worker;
 pub mod http;
@@ -15,6 +17,7 @@ pub mod process;
 pub mod redis;
 pub mod stack;
 
+pub use backend::{Script, ScriptedBackend};
 pub use http::{Client, Reply};
 pub use process::{Process, binary, processes_under};
 pub use stack::{AccountSpec, Stack, StackOptions, WorkerUnderTest};
