@@ -13,6 +13,7 @@ pub use ::http::Method;
 pub mod process;
 pub mod redis;
 pub mod stack;
+pub mod state;
 pub mod wait;
 
 pub use http::{Client, Reply};

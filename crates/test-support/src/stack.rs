@@ -8,6 +8,7 @@ use tempfile::TempDir;
 
 use crate::http::Client;
 use crate::process::{Process, binary, processes_under};
+use crate::wait::poll;
 
 /// The client key every test stack accepts (a static key without a rate limit).
 pub const API_KEY: &str = "db-test-key-0123456789";
@@ -294,22 +295,17 @@ impl Stack {
     /// Wait until every agent process is warm: `/health` reports all slots available.
     pub async fn wait_ready(&self) {
         let client = self.client();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let reply = client.get("/health").await;
-                if reply.status == 200 {
-                    let health: Value = reply.json();
-                    let total = health["total_slots"].as_u64().unwrap_or(0);
-                    if total > 0 && health["available_slots"].as_u64() == Some(total) {
-                        return;
-                    }
-                }
-                // Polling an observable condition, with a deadline around the whole loop.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready = poll(Duration::from_secs(30), || async {
+            let reply = client.get("/health").await;
+            if reply.status != 200 {
+                return false;
             }
+            let health: Value = reply.json();
+            let total = health["total_slots"].as_u64().unwrap_or(0);
+            total > 0 && health["available_slots"].as_u64() == Some(total)
         })
         .await;
-        if ready.is_err() {
+        if ready.is_none() {
             for p in &self.processes {
                 eprintln!("---- log ----\n{}", p.log());
             }
@@ -319,13 +315,8 @@ impl Stack {
 
     /// Wait (up to 5 s) until some process of the stack has logged a line containing `needle`.
     pub async fn wait_for_log(&self, needle: &str) -> bool {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while !self.processes.iter().any(|p| p.log().contains(needle)) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .is_ok()
+        let logged = || std::future::ready(self.processes.iter().any(|p| p.log().contains(needle)));
+        poll(Duration::from_secs(5), logged).await.is_some()
     }
 
     /// [`Stack::count_log_lines`], once it has reached `expected` or 5 s have passed: a line
@@ -415,24 +406,20 @@ impl WorkerUnderTest {
     /// Poll `/slots` until `ready` holds (deadline 20 s); returns the last report.
     pub async fn wait_for_slots(&self, ready: impl Fn(&Value) -> bool) -> Value {
         let client = self.client();
-        let mut last = Value::Null;
-        let found = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                last = client.get("/slots").await.json();
-                if ready(&last) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let last = std::cell::RefCell::new(Value::Null);
+        let found = poll(Duration::from_secs(20), || async {
+            let slots = client.get("/slots").await.json();
+            *last.borrow_mut() = slots.clone();
+            ready(&slots).then_some(slots)
         })
         .await;
-        if found.is_err() {
+        found.unwrap_or_else(|| {
             panic!(
-                "/slots never reached the expected state; last: {last}\nlog:\n{}",
+                "/slots never reached the expected state; last: {}\nlog:\n{}",
+                last.borrow(),
                 self.process.log()
-            );
-        }
-        last
+            )
+        })
     }
 
     pub fn agent_pids(&self) -> Vec<u32> {

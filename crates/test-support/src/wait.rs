@@ -42,11 +42,21 @@ where
 }
 
 /// [`eventually`] with a patience of its own.
-pub async fn eventually_within<R, F, Fut>(
-    patience: Duration,
-    what: &str,
-    mut attempt: F,
-) -> R::Value
+pub async fn eventually_within<R, F, Fut>(patience: Duration, what: &str, attempt: F) -> R::Value
+where
+    R: Ready,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = R>,
+{
+    match poll(patience, attempt).await {
+        Some(value) => value,
+        None => panic!("timed out after {patience:?} waiting until {what}"),
+    }
+}
+
+/// Poll `attempt` until it is ready and return its value, or `None` once `patience` has
+/// passed (for a caller that reports the failure its own way, e.g. with the logs).
+pub async fn poll<R, F, Fut>(patience: Duration, mut attempt: F) -> Option<R::Value>
 where
     R: Ready,
     F: FnMut() -> Fut,
@@ -55,12 +65,11 @@ where
     let deadline = Instant::now() + patience;
     loop {
         if let Some(value) = attempt().await.ready() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {patience:?} waiting until {what}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(POLL).await;
     }
 }
