@@ -289,6 +289,9 @@ async fn a_redis_restart_under_load_hangs_nothing_and_the_engine_resyncs() {
         })
     });
     let load: Vec<_> = load.collect();
+    // w1's pool, warm: the agents that must still serve after the outage.
+    let agents = cluster.agent_pids("w1");
+    assert_eq!(agents.len(), 2, "{agents:?}");
     cluster.redis.stop();
     // Requests go on from the cache while Redis is away: 20 more of them, and past the point
     // where the engine found the store unreachable (its periodic sync, every 2 s).
@@ -345,11 +348,16 @@ async fn a_redis_restart_under_load_hangs_nothing_and_the_engine_resyncs() {
     })
     .await
     .expect("acct-1 is assigned to w1 again");
-    assert!(
-        !cluster.workers[0].log().contains("account unassigned"),
+    // w1 never stopped serving acct-1: the same agent processes serve it, and it still
+    // reports the account.
+    assert_eq!(
+        cluster.agent_pids("w1"),
+        agents,
         "{}",
         cluster.workers[0].log()
     );
+    let slots = cluster.worker_http(0).get("/slots").await.json();
+    assert_eq!(slots["accounts"][0]["account"], "acct-1", "{slots}");
     stop.store(true, Ordering::SeqCst);
     for task in load {
         task.await.unwrap();

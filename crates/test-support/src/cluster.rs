@@ -211,6 +211,13 @@ impl Cluster {
         })
     }
 
+    /// Pids of worker `id`'s agent processes (those running under its data directory), sorted.
+    pub fn agent_pids(&self, id: &str) -> Vec<u32> {
+        let mut pids = crate::process::processes_under(&self.dir.path().join(id));
+        pids.sort_unstable();
+        pids
+    }
+
     /// Kill worker `i` with SIGKILL and reap it.
     pub async fn kill_worker(&mut self, i: usize) {
         self.workers[i].signal(Signal::SIGKILL);
