@@ -4,6 +4,7 @@
 //! gRPC to the engine ([`grpc`]), over HTTP for people and probes ([`http`]), and called
 //! directly by the single-process `drawbridge` binary.
 
+mod app;
 mod assignment;
 pub mod grpc;
 pub mod http;
@@ -23,6 +24,7 @@ use drawbridge_types::{ApiError, HealthStatus};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+pub use app::WorkerApp;
 pub use pool::{AccountPool, PoolSettings};
 use settings::PoolConfig;
 
