@@ -3,7 +3,7 @@
 //! client stream; only when no account can continue does the stream end with an error chunk.
 
 use serde_json::{Value, json};
-use test_support::{AccountSpec, Reply, Stack, StackOptions};
+use test_support::{AccountSpec, Reply, Stack, StackOptions, eventually};
 
 fn go(stream: bool) -> Value {
     json!({"model": "kiro", "stream": stream, "messages": [{"role": "user", "content": "count for me"}]})
@@ -171,20 +171,14 @@ async fn a_failing_account_is_isolated(stack: Stack) {
     // healthy account's slot counts as available.
     // (Slot counts come with the engine's next refresh of the worker: wait for the last
     // request's slot to be reported free.)
-    let health = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            let health = client.with_key(None).get("/health").await;
-            assert_eq!(health.status, 200);
-            let health = health.json();
-            assert_eq!(health["status"], "degraded", "{health}");
-            if health["available_slots"] == 1 {
-                return health;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    let health = eventually("the healthy account's slot is reported free", || async {
+        let health = client.with_key(None).get("/health").await;
+        assert_eq!(health.status, 200);
+        let health = health.json();
+        assert_eq!(health["status"], "degraded", "{health}");
+        (health["available_slots"] == 1).then_some(health)
     })
-    .await
-    .expect("the healthy account's slot is reported free");
+    .await;
     assert_eq!(health["available_slots"], 1, "{health}");
 }
 
