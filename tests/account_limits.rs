@@ -34,11 +34,11 @@ fn limited_and_healthy(limited: &str, flag: &Path) -> StackOptions {
     }
 }
 
-/// The turns of `account` that failed before their first byte, once there are `expected`
-/// (or 5 s have passed).
-async fn failures_of(stack: &Stack, account: &str, expected: usize) -> usize {
+/// The turns that failed before their first byte and moved to another account (the engine's
+/// metric, counted before it answers). Only acct-1 fails in these tests.
+async fn failures_of_acct_1(stack: &Stack) -> f64 {
     stack
-        .log_lines_reach(&["turn failed before its first byte", account], expected)
+        .engine_metric("drawbridge_failovers_total", &[("kind", "retry")])
         .await
 }
 
@@ -72,8 +72,8 @@ async fn an_exhausted_account_is_skipped_until_topped_up() {
         assert_eq!(content(&reply), ALL_SIX);
     }
     assert_eq!(
-        failures_of(&stack, "acct-1", 1).await,
-        1,
+        failures_of_acct_1(&stack).await,
+        1.0,
         "tried once, then skipped"
     );
     assert!(stack.wait_for_log("account quota spent").await);
@@ -89,7 +89,7 @@ async fn an_exhausted_account_is_skipped_until_topped_up() {
     let reply = client.chat(&ask("hello")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(content(&reply), "hello", "acct-1 (an echo now) answered");
-    assert_eq!(failures_of(&stack, "acct-1", 1).await, 1);
+    assert_eq!(failures_of_acct_1(&stack).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +105,11 @@ async fn a_rate_limited_account_rests_for_the_time_it_asks() {
     assert!(stack.wait_for_log("account rate limited; resting it").await);
     assert_eq!(
         stack
-            .log_lines_reach(&["account rate limited", "acct-1", "rest_ms=2000"], 1)
+            .log_lines_once_ended(
+                &["account rate limited", "acct-1", "rest_ms=2000"],
+                1,
+                &["chat completion ended"]
+            )
             .await,
         1,
         "the agent's Retry-After was read"
@@ -129,7 +133,7 @@ async fn a_rate_limited_account_rests_for_the_time_it_asks() {
         back >= Duration::from_millis(1500),
         "it rested only {back:?} of the 2 s it asked"
     );
-    assert_eq!(failures_of(&stack, "acct-1", 1).await, 1);
+    assert_eq!(failures_of_acct_1(&stack).await, 1.0);
 }
 
 async fn every_account_limited_gives_429(client: &Client, stack: &Stack) {
@@ -145,7 +149,13 @@ async fn every_account_limited_gives_429(client: &Client, stack: &Stack) {
     // The second request does not even try the resting account.
     let again = client.chat(&ask("hello")).await;
     assert_eq!(again.status, 429, "{}", again.text());
-    assert_eq!(failures_of(stack, "acct-1", 1).await, 1);
+    let failed = ["turn failed before its first byte", "acct-1"];
+    assert_eq!(
+        stack
+            .log_lines_once_ended(&failed, 1, &["chat completion ended"])
+            .await,
+        1
+    );
 }
 
 async fn every_account_spent_gives_429(client: &Client) {

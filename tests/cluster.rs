@@ -9,10 +9,11 @@ use std::time::Duration;
 use drawbridge_state::{AccountStore as _, CONTROLLER_LEASE, LeaseStore as _, Registry as _};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use test_support::AccountSpec;
 use test_support::cluster::{
     Assignment, Cluster, LEADER_TTL, RECONCILE_INTERVAL, WORKER_TTL, wait_for_lines,
 };
+use test_support::wait::poll;
+use test_support::{AccountSpec, eventually_within};
 
 fn ask(text: &str, stream: bool) -> Value {
     json!({"model": "kiro", "stream": stream, "messages": [{"role": "user", "content": text}]})
@@ -187,16 +188,10 @@ async fn two_engines_elect_one_leader_and_the_other_takes_over() {
     cluster.wait_serving(1, 1).await;
 
     let state = store(&cluster).await;
-    let leader = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(lease) = state.holder(CONTROLLER_LEASE).await.unwrap() {
-                return lease;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let leader = eventually_within(Duration::from_secs(5), "one engine leads", || async {
+        state.holder(CONTROLLER_LEASE).await.unwrap()
     })
-    .await
-    .expect("one engine leads");
+    .await;
     let (dead, survivor) = if leader.holder == "e1" {
         (0, 1)
     } else {
@@ -289,19 +284,22 @@ async fn a_redis_restart_under_load_hangs_nothing_and_the_engine_resyncs() {
         })
     });
     let load: Vec<_> = load.collect();
+    // w1's pool, warm: the agents that must still serve after the outage.
+    let agents = cluster.agent_pids("w1");
+    assert_eq!(agents.len(), 2, "{agents:?}");
     cluster.redis.stop();
     // Requests go on from the cache while Redis is away: 20 more of them, and past the point
     // where the engine found the store unreachable (its periodic sync, every 2 s).
     let before = served.load(Ordering::SeqCst);
-    let outage = tokio::time::timeout(Duration::from_secs(10), async {
-        while served.load(Ordering::SeqCst) < before + 20
-            || !cluster.engines[0].log().contains("registry unreachable")
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    eventually_within(
+        Duration::from_secs(10),
+        "the engine kept serving without Redis",
+        || async {
+            served.load(Ordering::SeqCst) >= before + 20
+                && cluster.engines[0].log().contains("registry unreachable")
+        },
+    )
     .await;
-    assert!(outage.is_ok(), "the engine kept serving without Redis");
     cluster.redis.restart();
     // … and after it returns the engine resynchronises: it re-reads the registry (the worker
     // registers again), takes the lease again and rewrites its desired accounts.
@@ -325,31 +323,33 @@ async fn a_redis_restart_under_load_hangs_nothing_and_the_engine_resyncs() {
         "the lease was lost with Redis's data and taken again"
     );
     let state = store(&cluster).await;
-    let accounts = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
+    let accounts = eventually_within(
+        Duration::from_secs(5),
+        "the desired accounts are written again",
+        || async {
             let accounts = state.accounts().await.unwrap();
-            if !accounts.is_empty() {
-                return accounts;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the desired accounts are written again");
+            (!accounts.is_empty()).then_some(accounts)
+        },
+    )
+    .await;
     assert_eq!(accounts[0].id, "acct-1");
     // The assignment is rebuilt from what runs: acct-1 stays on w1, whose pool never stopped.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while state.accounts().await.unwrap()[0].assigned_pod.as_deref() != Some("w1") {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("acct-1 is assigned to w1 again");
-    assert!(
-        !cluster.workers[0].log().contains("account unassigned"),
+    eventually_within(
+        Duration::from_secs(5),
+        "acct-1 is assigned to w1 again",
+        || async { state.accounts().await.unwrap()[0].assigned_pod.as_deref() == Some("w1") },
+    )
+    .await;
+    // w1 never stopped serving acct-1: the same agent processes serve it, and it still
+    // reports the account.
+    assert_eq!(
+        cluster.agent_pids("w1"),
+        agents,
         "{}",
         cluster.workers[0].log()
     );
+    let slots = cluster.worker_http(0).get("/slots").await.json();
+    assert_eq!(slots["accounts"][0]["account"], "acct-1", "{slots}");
     stop.store(true, Ordering::SeqCst);
     for task in load {
         task.await.unwrap();
@@ -394,26 +394,20 @@ async fn the_reconciler_moves_a_dead_workers_accounts() {
     cluster.kill_worker(dead).await;
 
     // Within one reconcile period after the record expires, everything is on the live worker.
-    tokio::time::timeout(
+    let moved = poll(
         WORKER_TTL + RECONCILE_INTERVAL + Duration::from_secs(2),
-        async {
-            loop {
-                let accounts = state.accounts().await.unwrap();
-                if accounts
-                    .iter()
-                    .all(|a| a.assigned_pod.as_deref() == Some(live))
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        || async {
+            let accounts = state.accounts().await.unwrap();
+            accounts
+                .iter()
+                .all(|a| a.assigned_pod.as_deref() == Some(live))
         },
     )
-    .await
-    .unwrap_or_else(|_| {
+    .await;
+    if moved.is_none() {
         cluster.dump();
         panic!("the accounts did not move to {live}");
-    });
+    }
     assert!(
         wait_for_lines(
             &cluster.engines[0],
@@ -520,19 +514,19 @@ async fn a_draining_workers_accounts_move_at_once() {
         .request(test_support::Method::POST, "/drain", "")
         .await;
     assert_eq!(drain.status, 202);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !state
-            .accounts()
-            .await
-            .unwrap()
-            .iter()
-            .all(|a| a.assigned_pod.as_deref() == Some(live))
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the accounts left the draining worker");
+    eventually_within(
+        Duration::from_secs(5),
+        "the accounts left the draining worker",
+        || async {
+            state
+                .accounts()
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.assigned_pod.as_deref() == Some(live))
+        },
+    )
+    .await;
     assert!(cluster.workers[draining].wait().await.success());
     cluster.wait_serving(0, 2).await;
     let reply = cluster.engine(0).chat(&ask("moved", false)).await;
@@ -577,8 +571,10 @@ async fn a_breaker_opened_through_one_engine_is_respected_by_the_other() {
         .await
     );
     // e2 sees the open breaker within a refresh interval (200 ms here) …
-    let seen = tokio::time::timeout(Duration::from_secs(3), async {
-        loop {
+    let seen = eventually_within(
+        Duration::from_secs(3),
+        "e2 sees the breaker e1 opened",
+        || async {
             let accounts = cluster.engine(1).get("/internal/accounts").await.json();
             let acct = accounts["accounts"]
                 .as_array()
@@ -587,14 +583,10 @@ async fn a_breaker_opened_through_one_engine_is_respected_by_the_other() {
                 .find(|a| a["account"] == "acct-1")
                 .cloned()
                 .unwrap();
-            if acct["breaker"] == "open" {
-                return acct;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("e2 sees the breaker e1 opened");
+            (acct["breaker"] == "open").then_some(acct)
+        },
+    )
+    .await;
     assert_eq!(seen["status"], "unhealthy");
     // … and routes around the account without trying it once.
     for _ in 0..4 {

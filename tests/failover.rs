@@ -3,7 +3,7 @@
 //! client stream; only when no account can continue does the stream end with an error chunk.
 
 use serde_json::{Value, json};
-use test_support::{AccountSpec, Reply, Stack, StackOptions};
+use test_support::{AccountSpec, Reply, Stack, StackOptions, eventually};
 
 fn go(stream: bool) -> Value {
     json!({"model": "kiro", "stream": stream, "messages": [{"role": "user", "content": "count for me"}]})
@@ -130,6 +130,23 @@ async fn a_failure_before_the_first_byte_is_invisible() {
     retries_before_the_first_byte(Stack::three(options("crash after=0", "stream n=6")).await).await;
 }
 
+/// How often acct-1's circuit breaker entered `to` (the engine's metric).
+async fn breaker_transitions(stack: &Stack, to: &str) -> f64 {
+    stack
+        .engine_metric(
+            "drawbridge_breaker_transitions_total",
+            &[("account", "acct-1"), ("to", to)],
+        )
+        .await
+}
+
+/// How many turns moved to another account before their first byte (the engine's metric).
+async fn retries(stack: &Stack) -> f64 {
+    stack
+        .engine_metric("drawbridge_failovers_total", &[("kind", "retry")])
+        .await
+}
+
 /// An account whose agent always fails is isolated after `failure_threshold` failures: later
 /// requests go straight to the healthy account, and no client ever sees an error.
 async fn a_failing_account_is_isolated(stack: Stack) {
@@ -139,35 +156,29 @@ async fn a_failing_account_is_isolated(stack: Stack) {
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
         assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
     }
-    let opened = stack
-        .log_lines_reach(&["circuit breaker transition", "acct-1", "to=\"open\""], 1)
-        .await;
-    assert_eq!(opened, 1, "the failing account's breaker opened once");
-    let failures = stack
-        .log_lines_reach(&["turn failed before its first byte", "acct-1"], 2)
-        .await;
+    // The engine counts both before it answers: what it says now is final.
     assert_eq!(
-        failures, 2,
-        "after two failures the account got no more traffic"
+        breaker_transitions(&stack, "open").await,
+        1.0,
+        "the failing account's breaker opened once"
+    );
+    assert_eq!(
+        retries(&stack).await,
+        2.0,
+        "after two failures (each moved on to the healthy account) the account got no more traffic"
     );
     // On-call sees it: one of two accounts is out, so the service is degraded, and only the
     // healthy account's slot counts as available.
     // (Slot counts come with the engine's next refresh of the worker: wait for the last
     // request's slot to be reported free.)
-    let health = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            let health = client.with_key(None).get("/health").await;
-            assert_eq!(health.status, 200);
-            let health = health.json();
-            assert_eq!(health["status"], "degraded", "{health}");
-            if health["available_slots"] == 1 {
-                return health;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    let health = eventually("the healthy account's slot is reported free", || async {
+        let health = client.with_key(None).get("/health").await;
+        assert_eq!(health.status, 200);
+        let health = health.json();
+        assert_eq!(health["status"], "degraded", "{health}");
+        (health["available_slots"] == 1).then_some(health)
     })
-    .await
-    .expect("the healthy account's slot is reported free");
+    .await;
     assert_eq!(health["available_slots"], 1, "{health}");
 }
 
@@ -198,12 +209,7 @@ async fn a_fixed_account_is_restored_by_a_probe(stack: Stack, broken: &std::path
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
         assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
     }
-    assert_eq!(
-        stack
-            .log_lines_reach(&["circuit breaker transition", "acct-1", "to=\"open\""], 1)
-            .await,
-        1
-    );
+    assert_eq!(breaker_transitions(&stack, "open").await, 1.0);
     std::fs::remove_file(broken).unwrap();
     // Until reset_timeout has passed the healthy account answers; then the probe goes to the
     // fixed one (the better score: three slots), which echoes.
@@ -221,14 +227,8 @@ async fn a_fixed_account_is_restored_by_a_probe(stack: Stack, broken: &std::path
     })
     .await;
     assert!(restored.is_ok(), "the fixed account never got a probe");
-    for needle in ["to=\"half_open\"", "to=\"closed\""] {
-        assert_eq!(
-            stack
-                .log_lines_reach(&["circuit breaker transition", "acct-1", needle], 1)
-                .await,
-            1,
-            "{needle}"
-        );
+    for state in ["half_open", "closed"] {
+        assert_eq!(breaker_transitions(&stack, state).await, 1.0, "{state}");
     }
     // Closed again: it takes the traffic its score gives it.
     let reply = client.chat(&go(false)).await;
@@ -323,17 +323,14 @@ async fn a_missing_first_byte_moves_the_request_on() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
     assert_eq!(
+        retries(&stack).await,
+        1.0,
+        "acct-1 failed once, then acct-2 answered"
+    );
+    assert!(
         stack
-            .log_lines_reach(
-                &[
-                    "turn failed before its first byte",
-                    "acct-1",
-                    "The agent sent nothing within 500ms"
-                ],
-                1
-            )
-            .await,
-        1
+            .wait_for_log("The agent sent nothing within 500ms")
+            .await
     );
 }
 
@@ -370,15 +367,17 @@ async fn the_retry_budget_tries_the_same_account_again() {
     let reply = stack.client().chat(&go(false)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["choices"][0]["message"]["content"], ALL_SIX);
+    assert_eq!(retries(&stack).await, 1.0, "one move to the other account");
+    let end = ["chat completion ended"];
     assert_eq!(
         stack
-            .log_lines_reach(&["turn failed before its first byte", "acct-1"], 2)
+            .log_lines_once_ended(&["turn failed before its first byte", "acct-1"], 2, &end)
             .await,
         2
     );
     assert_eq!(
         stack
-            .log_lines_reach(&["trying the same account again", "acct-1"], 1)
+            .log_lines_once_ended(&["trying the same account again", "acct-1"], 1, &end)
             .await,
         1
     );

@@ -10,7 +10,8 @@ use http::Method;
 use serde_json::{Value, json};
 use test_support::redis::RedisServer;
 use test_support::stack::{ADMIN_TOKEN, API_KEY};
-use test_support::{AccountSpec, Client, Reply, Stack, StackOptions};
+use test_support::wait::poll;
+use test_support::{AccountSpec, Client, Reply, Stack, StackOptions, eventually};
 
 fn user(text: &str) -> Value {
     json!({"model": "kiro", "messages": [{"role": "user", "content": text}]})
@@ -351,13 +352,11 @@ async fn charges_made_while_valkey_is_down_land_once_when_it_returns() {
     let reply = limited.chat(&user("while it is away")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     // Their charges failed and wait.
-    let waiting = tokio::time::timeout(Duration::from_secs(30), async {
-        while !stack.logs().contains("retrying until the store is back") {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let waiting = poll(Duration::from_secs(30), || async {
+        stack.logs().contains("retrying until the store is back")
     })
     .await;
-    assert!(waiting.is_ok(), "no charge waited:\n{}", stack.logs());
+    assert!(waiting.is_some(), "no charge waited:\n{}", stack.logs());
 
     redis.restart(); // empty: only what lands from now on is there
     let total = usage_of(&admin, "static.test", charged(2)).await;
@@ -748,13 +747,10 @@ async fn the_gateway_reloads_its_keys_and_limits() {
     std::fs::write(&path, text.replace(&old, &new)).unwrap();
     stack.processes[0].signal(nix::sys::signal::Signal::SIGHUP);
 
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while added.get("/v1/models").await.status != 200 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually("the added key works after the reload", || async {
+        added.get("/v1/models").await.status == 200
     })
-    .await
-    .expect("the added key works after the reload");
+    .await;
     let reply = added.get("/v1/models").await;
     assert_eq!(reply.status, 429, "its rpm of 1 applies: {}", reply.text());
     let reply = stack.client().get("/v1/models").await;
@@ -929,17 +925,12 @@ async fn accounts_are_listed_and_topped_up_through_the_admin_api() {
     assert_eq!(reply.status, 401, "a client key is no admin token");
 
     // The gauge follows, in credits.
-    let text = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let text = stack.client().with_key(None).get("/metrics").await.text();
-            if text.contains("drawbridge_account_credits{account=\"acct-1\"} 3.5") {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let text = eventually("the credits gauge shows the top-up", || async {
+        let text = stack.client().with_key(None).get("/metrics").await.text();
+        text.contains("drawbridge_account_credits{account=\"acct-1\"} 3.5")
+            .then_some(text)
     })
-    .await
-    .expect("the credits gauge shows the top-up");
+    .await;
     assert!(
         !text.contains("drawbridge_account_credits{account=\"acct-2\"}"),
         "an unmetered account has no credits gauge"

@@ -2,11 +2,9 @@
 //! (or when the file changes), without a restart and without dropping the answer in flight; a
 //! bad file changes nothing and the log says why.
 
-use std::time::Duration;
-
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use test_support::WorkerUnderTest;
+use test_support::{WorkerUnderTest, eventually};
 
 const ACCOUNT_A: &str = "  - id: a\n    pool_size: 1\n    models: [kiro]\n    agent: { command: __AGENT__, env: { MOCK_ACP_DELAY_MS: \"30\" } }\n";
 
@@ -111,20 +109,13 @@ async fn a_worker_reloads_its_accounts_without_dropping_the_answer_in_flight() {
 async fn a_bad_file_keeps_the_running_accounts_and_says_why() {
     let worker = WorkerUnderTest::start("", ACCOUNT_A, &[]).await;
     edit_and_hangup(&worker, |text| text.replace("pool_size: 1", "pool_size: 0"));
-    let logged = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let log = worker.process.log();
-            if let Some(line) = log
-                .lines()
-                .find(|l| l.contains("configuration not reloaded"))
-            {
-                return line.to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let logged = eventually("the failed reload is logged", || async {
+        let log = worker.process.log();
+        log.lines()
+            .find(|l| l.contains("configuration not reloaded"))
+            .map(str::to_owned)
     })
-    .await
-    .expect("the failed reload is logged");
+    .await;
     assert!(logged.contains("accounts[0].pool_size"), "{logged}");
     let slots = worker.client().get("/slots").await.json();
     assert_eq!(sizes(&slots), vec![("a".to_owned(), 1)]);

@@ -2,6 +2,7 @@
 
 mod common;
 
+use test_support::wait::poll;
 use test_support::{Stack, StackOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,11 +31,13 @@ async fn agents_do_not_outlive_a_killed_binary() {
     let mut process = stack.processes.pop().unwrap();
     process.signal(test_support::process::Signal::SIGKILL);
     process.wait().await;
-    let gone = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while !stack.agent_pids().is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    let gone = poll(std::time::Duration::from_secs(10), || async {
+        stack.agent_pids().is_empty()
     })
     .await;
-    assert!(gone.is_ok(), "agents left behind: {:?}", stack.agent_pids());
+    assert!(
+        gone.is_some(),
+        "agents left behind: {:?}",
+        stack.agent_pids()
+    );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use test_support::WorkerUnderTest;
+use test_support::{WorkerUnderTest, eventually, eventually_within};
 
 const ONE_ACCOUNT: &str =
     "  - id: solo\n    pool_size: 3\n    agent: { command: __AGENT__, args: [] }\n";
@@ -216,17 +216,11 @@ async fn a_draining_worker_that_stays_up_refuses_new_turns() {
         .post_json("/drain", &json!({"keep_running": true}))
         .await;
     assert_eq!(drain.status, 202);
-    let health = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let h = client.get("/health").await;
-            if h.json()["status"] == "draining" {
-                return h;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let health = eventually("the worker reports draining", || async {
+        let h = client.get("/health").await;
+        (h.json()["status"] == "draining").then_some(h)
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(health.status, 503);
     let refused = client
         .post_json("/prompt", &prompt("too late", false))
@@ -312,17 +306,15 @@ async fn an_account_whose_agent_cannot_start_turns_unhealthy_with_the_reason() {
     let process = test_support::Process::start("kiro-worker", &config, &[], &["http"]).await;
     let client = test_support::Client::new(format!("http://{}", process.addr("http")), None);
     // Three failed starts in a row (with backoff) make the account unhealthy.
-    let slots = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
+    let slots = eventually_within(
+        Duration::from_secs(20),
+        "the broken account is unhealthy",
+        || async {
             let slots = client.get("/slots").await.json();
-            if account(&slots, "broken")["status"] == "unhealthy" {
-                return slots;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap();
+            (account(&slots, "broken")["status"] == "unhealthy").then_some(slots)
+        },
+    )
+    .await;
     let broken = account(&slots, "broken");
     assert!(
         broken["last_error"]
@@ -498,20 +490,15 @@ async fn the_worker_registers_in_valkey_and_leaves_on_drain() {
     // Registered, with its pools, and kept alive past several TTLs.
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let pods = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let pods = registry.pods().await.unwrap();
-                if pods.iter().any(|p| {
-                    p.id == "worker-under-test"
-                        && p.updated_at_ms > seen.last().copied().unwrap_or(0)
-                }) {
-                    return pods;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let after = seen.last().copied().unwrap_or(0);
+        let pods = eventually("the worker keeps heartbeating", || async {
+            let pods = registry.pods().await.unwrap();
+            let renewed = pods
+                .iter()
+                .any(|p| p.id == "worker-under-test" && p.updated_at_ms > after);
+            renewed.then_some(pods)
         })
-        .await
-        .expect("the worker keeps heartbeating");
+        .await;
         let pod = pods.iter().find(|p| p.id == "worker-under-test").unwrap();
         assert_eq!(pod.models, vec!["kiro"]);
         assert_eq!(pod.accounts[0].account, "solo");

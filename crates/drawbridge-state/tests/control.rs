@@ -16,14 +16,12 @@ use drawbridge_state::{
     ValkeyRegistry,
 };
 use test_support::redis::RedisServer;
+use test_support::state::{Cleanup, outlive, valkey_pair};
 
 const TTL: Duration = Duration::from_secs(15);
 
-/// Two engines' views of one store (the embedded store has one: both are the same).
-struct Nodes {
-    a: Arc<dyn Both>,
-    b: Arc<dyn Both>,
-}
+/// Two nodes' views of one store (the embedded store has one: both are the same).
+type Nodes = test_support::state::Nodes<dyn Both>;
 
 trait Both: LeaseStore + AccountStore {}
 impl<T: LeaseStore + AccountStore> Both for T {}
@@ -37,9 +35,14 @@ fn account(id: &str) -> AccountRecord {
     }
 }
 
-/// Wait `ttl` plus a margin: instant on paused time, a real wait on ValKey (short TTLs only).
-async fn outlive(ttl: Duration) {
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+async fn open_embedded() -> (Nodes, Cleanup) {
+    let store: Arc<dyn Both> = Arc::new(EmbeddedControl::new());
+    (Nodes::shared(store), Cleanup::default())
+}
+
+async fn open_valkey() -> (Nodes, Cleanup) {
+    let (a, b, cleanup) = valkey_pair().await;
+    (Nodes { a, b }, cleanup)
 }
 
 mod suite {
@@ -171,41 +174,16 @@ mod suite {
     }
 }
 
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $scenario() {
-                    let store: Arc<dyn Both> = Arc::new(EmbeddedControl::new());
-                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store }).await;
-                }
-            )*
-        }
-        mod valkey {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let server = RedisServer::start();
-                    let a = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    let b = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    suite::$scenario(Nodes { a: a.clone(), b: b.clone() }).await;
-                    a.close().await;
-                    b.close().await;
-                }
-            )*
-        }
-    };
+test_support::conformance! {
+    scenarios: [
+        one_holder_at_a_time,
+        an_expired_lease_is_taken_over_and_the_old_holder_is_fenced,
+        desired_accounts_keep_their_assignment,
+        without_the_lease_nothing_is_written,
+    ],
+    embedded(start_paused = true) => open_embedded,
+    valkey() => open_valkey,
 }
-
-conformance!(
-    one_holder_at_a_time,
-    an_expired_lease_is_taken_over_and_the_old_holder_is_fenced,
-    desired_accounts_keep_their_assignment,
-    without_the_lease_nothing_is_written,
-);
 
 #[tokio::test]
 async fn valkey_key_layout() {

@@ -18,15 +18,36 @@ use drawbridge_state::{
     StateError, ValkeyRegistry,
 };
 use test_support::redis::RedisServer;
+use test_support::state::{Cleanup, ids, valkey_pair};
 
-/// Two engines' views of one store (the embedded store has one: both are the same).
-struct Nodes {
-    a: Arc<dyn CreditStore>,
-    b: Arc<dyn CreditStore>,
+/// Two nodes' views of one store (the embedded store has one: both are the same).
+type Nodes = test_support::state::Nodes<dyn CreditStore>;
+
+async fn open_embedded() -> (Nodes, Cleanup) {
+    let store: Arc<dyn CreditStore> = Arc::new(EmbeddedCredits::new());
+    (Nodes::shared(store), Cleanup::default())
 }
 
-fn ids(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| (*n).to_owned()).collect()
+/// The single-node binary's store: the gateway's data file keeps the balances.
+async fn open_embedded_file() -> (Nodes, Cleanup) {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = drawbridge_runtime::Shutdown::new();
+    let file = Arc::new(
+        EmbeddedGatewayStore::open(dir.path().join("data.redb"), &shutdown)
+            .await
+            .unwrap(),
+    );
+    let mut cleanup = Cleanup::default();
+    let closing = Arc::clone(&file);
+    cleanup.then(async move { closing.close().await.unwrap() });
+    cleanup.keep(dir);
+    let store: Arc<dyn CreditStore> = file;
+    (Nodes::shared(store), cleanup)
+}
+
+async fn open_valkey() -> (Nodes, Cleanup) {
+    let (a, b, cleanup) = valkey_pair().await;
+    (Nodes { a, b }, cleanup)
 }
 
 mod suite {
@@ -149,61 +170,18 @@ mod suite {
     }
 }
 
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let store: Arc<dyn CreditStore> = Arc::new(EmbeddedCredits::new());
-                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store }).await;
-                }
-            )*
-        }
-        /// The single-node binary's store: the gateway's data file keeps the balances.
-        mod embedded_file {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let shutdown = drawbridge_runtime::Shutdown::new();
-                    let file = Arc::new(
-                        EmbeddedGatewayStore::open(dir.path().join("data.redb"), &shutdown)
-                            .await
-                            .unwrap(),
-                    );
-                    let store: Arc<dyn CreditStore> = file.clone();
-                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store }).await;
-                    file.close().await.unwrap();
-                }
-            )*
-        }
-        mod valkey {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let server = RedisServer::start();
-                    let a = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    let b = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    suite::$scenario(Nodes { a: a.clone(), b: b.clone() }).await;
-                    a.close().await;
-                    b.close().await;
-                }
-            )*
-        }
-    };
+test_support::conformance! {
+    scenarios: [
+        charges_take_what_is_left_and_never_go_below_zero,
+        concurrent_charges_never_overdraw,
+        unmetered_accounts_are_never_charged,
+        grants_apply_once_per_change,
+        bad_input_is_refused,
+    ],
+    embedded(flavor = "multi_thread", worker_threads = 2) => open_embedded,
+    embedded_file(flavor = "multi_thread", worker_threads = 2) => open_embedded_file,
+    valkey(flavor = "multi_thread", worker_threads = 2) => open_valkey,
 }
-
-conformance!(
-    charges_take_what_is_left_and_never_go_below_zero,
-    concurrent_charges_never_overdraw,
-    unmetered_accounts_are_never_charged,
-    grants_apply_once_per_change,
-    bad_input_is_refused,
-);
 
 #[tokio::test]
 async fn valkey_key_layout() {

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use drawbridge_runtime::Shutdown;
 use drawbridge_state::{
@@ -24,10 +24,10 @@ use drawbridge_state::{
     UsageFilter, UsageRow, UsageStore, ValkeyRegistry,
 };
 use test_support::redis::RedisServer;
-use tokio::time::Instant;
+use test_support::state::{Cleanup, valkey_pair, wall_ms};
+use test_support::{PATIENCE, eventually};
 
 /// How long a test waits for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(10);
 const MINUTE: Duration = Duration::from_secs(60);
 /// How far apart two clocks of this machine (ValKey's `TIME`, the test's) may be read.
 const CLOCK_SLACK_MS: u64 = 2_000;
@@ -51,22 +51,12 @@ enum Time {
     Real,
 }
 
-fn system_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
 impl Nodes {
     /// Now on the stores' clock (for ValKey: this machine's, which its `TIME` reads too).
     fn now_ms(&self) -> u64 {
         match &self.time {
             Time::Manual(clock) => clock.load(Ordering::SeqCst),
-            Time::Real => system_ms(),
+            Time::Real => wall_ms(),
         }
     }
 
@@ -82,21 +72,6 @@ impl Nodes {
 }
 
 /// Poll `attempt` until it yields something, for at most [`PATIENCE`].
-async fn eventually<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = attempt().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A stand-in for the gateway's SHA-256 of a secret: 64 lowercase hex digits that depend on
 /// every byte of it (the store only checks the shape).
 fn hash_of(secret: &str) -> String {
@@ -745,76 +720,80 @@ mod suite {
     }
 }
 
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let clock = Arc::new(AtomicU64::new(system_ms()));
-                    let reader = Arc::clone(&clock);
-                    let store: Arc<dyn Stores> = Arc::new(
-                        EmbeddedGatewayStore::in_memory()
-                            .with_clock(Arc::new(move || reader.load(Ordering::SeqCst))),
-                    );
-                    let time = Time::Manual(clock);
-                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store, time }).await;
-                }
-            )*
-        }
-        mod embedded_file {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let scope = Shutdown::new();
-                    let clock = Arc::new(AtomicU64::new(system_ms()));
-                    let reader = Arc::clone(&clock);
-                    let store = EmbeddedGatewayStore::open(dir.path().join("gateway.redb"), &scope)
-                        .await
-                        .unwrap()
-                        .with_clock(Arc::new(move || reader.load(Ordering::SeqCst)));
-                    let store = Arc::new(store);
-                    let time = Time::Manual(clock);
-                    let both: Arc<dyn Stores> = store.clone();
-                    suite::$scenario(Nodes { a: Arc::clone(&both), b: both, time }).await;
-                    store.close().await.unwrap();
-                    assert!(scope.drain(PATIENCE).await, "the writer task ends");
-                }
-            )*
-        }
-        mod valkey {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let server = RedisServer::start();
-                    let a = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    let b = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    suite::$scenario(Nodes { a: a.clone(), b: b.clone(), time: Time::Real }).await;
-                    a.close().await;
-                    b.close().await;
-                }
-            )*
-        }
-    };
+/// The embedded store on a clock the test moves.
+fn manual_clock(store: EmbeddedGatewayStore) -> (EmbeddedGatewayStore, Time) {
+    let clock = Arc::new(AtomicU64::new(wall_ms()));
+    let reader = Arc::clone(&clock);
+    let store = store.with_clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+    (store, Time::Manual(clock))
 }
 
-conformance!(
-    keys_are_stored_found_and_listed,
-    keys_are_updated_revoked_and_touched,
-    duplicates_and_bad_records_are_refused,
-    the_limit_passes_then_refuses_on_every_node,
-    the_window_slides,
-    concurrent_reserves_admit_what_the_rule_allows,
-    recorded_usage_frees_the_reservation_and_counts,
-    a_charge_recorded_twice_counts_once,
-    a_released_reservation_frees_the_budget_and_charges_nothing,
-    expired_reservations_stop_counting,
-    usage_rows_aggregate_and_filter,
-);
+async fn open_embedded() -> (Nodes, Cleanup) {
+    let (store, time) = manual_clock(EmbeddedGatewayStore::in_memory());
+    let store: Arc<dyn Stores> = Arc::new(store);
+    let nodes = Nodes {
+        a: Arc::clone(&store),
+        b: store,
+        time,
+    };
+    (nodes, Cleanup::default())
+}
+
+async fn open_embedded_file() -> (Nodes, Cleanup) {
+    let dir = tempfile::tempdir().unwrap();
+    let scope = Shutdown::new();
+    let (store, time) = manual_clock(
+        EmbeddedGatewayStore::open(dir.path().join("gateway.redb"), &scope)
+            .await
+            .unwrap(),
+    );
+    let store = Arc::new(store);
+    let mut cleanup = Cleanup::default();
+    let closing = Arc::clone(&store);
+    cleanup.then(async move {
+        closing.close().await.unwrap();
+        assert!(scope.drain(PATIENCE).await, "the writer task ends");
+    });
+    cleanup.keep(dir);
+    let both: Arc<dyn Stores> = store;
+    let nodes = Nodes {
+        a: Arc::clone(&both),
+        b: both,
+        time,
+    };
+    (nodes, cleanup)
+}
+
+async fn open_valkey() -> (Nodes, Cleanup) {
+    let (a, b, cleanup) = valkey_pair().await;
+    (
+        Nodes {
+            a,
+            b,
+            time: Time::Real,
+        },
+        cleanup,
+    )
+}
+
+test_support::conformance! {
+    scenarios: [
+        keys_are_stored_found_and_listed,
+        keys_are_updated_revoked_and_touched,
+        duplicates_and_bad_records_are_refused,
+        the_limit_passes_then_refuses_on_every_node,
+        the_window_slides,
+        concurrent_reserves_admit_what_the_rule_allows,
+        recorded_usage_frees_the_reservation_and_counts,
+        a_charge_recorded_twice_counts_once,
+        a_released_reservation_frees_the_budget_and_charges_nothing,
+        expired_reservations_stop_counting,
+        usage_rows_aggregate_and_filter,
+    ],
+    embedded(flavor = "multi_thread", worker_threads = 2) => open_embedded,
+    embedded_file(flavor = "multi_thread", worker_threads = 2) => open_embedded_file,
+    valkey(flavor = "multi_thread", worker_threads = 2) => open_valkey,
+}
 
 /// A charged request id is remembered for the dedup window and forgotten after it (the
 /// embedded store's memory stays bounded).
@@ -889,7 +868,7 @@ async fn valkey_gateway_key_layout() {
         .unwrap();
     raw.init().await.unwrap();
 
-    let now = system_ms();
+    let now = wall_ms();
     let key = ApiKeyRecord {
         limits: KeyLimits {
             rpm: Some(30),
@@ -1017,7 +996,7 @@ async fn valkey_touch_is_written_at_most_once_a_second_per_process() {
     let server = RedisServer::start();
     let a = ValkeyRegistry::connect(&server.url()).await.unwrap();
     let b = ValkeyRegistry::connect(&server.url()).await.unwrap();
-    let t = system_ms();
+    let t = wall_ms();
     a.create_key(&record("key_1", t)).await.unwrap();
     let last_used = || async { b.key("key_1").await.unwrap().unwrap().last_used_at_ms };
     a.touch_key("key_1", t).await.unwrap();
@@ -1047,7 +1026,7 @@ async fn embedded_keys_and_usage_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // Parent directories are made.
     let path = dir.path().join("state").join("gateway.redb");
-    let now = system_ms();
+    let now = wall_ms();
     let scope = Shutdown::new();
     let store = open(&path, &scope).await;
     store.create_key(&record("key_1", now)).await.unwrap();
@@ -1162,7 +1141,7 @@ async fn embedded_usage_is_written_behind() {
     let modified = || std::fs::metadata(&path).unwrap().modified().unwrap();
     let before = modified();
     store
-        .record_usage(&entry("r1", "key_1", "acct-a", "kiro", system_ms()))
+        .record_usage(&entry("r1", "key_1", "acct-a", "kiro", wall_ms()))
         .await
         .unwrap();
     eventually("the usage reaches the file", || async {
@@ -1229,13 +1208,13 @@ async fn embedded_shutdown_and_drop_keep_what_was_recorded() {
     let scope = Shutdown::new();
     let store = Arc::new(open(&path, &scope).await);
     store
-        .record_usage(&entry("r1", "key_1", "acct-a", "kiro", system_ms()))
+        .record_usage(&entry("r1", "key_1", "acct-a", "kiro", wall_ms()))
         .await
         .unwrap();
     scope.cancel();
     // A request still in flight ends during the drain.
     store
-        .record_usage(&entry("r2", "key_1", "acct-a", "kiro", system_ms()))
+        .record_usage(&entry("r2", "key_1", "acct-a", "kiro", wall_ms()))
         .await
         .unwrap();
     drop(store);
@@ -1256,7 +1235,7 @@ async fn embedded_changes_after_close_fail() {
     let dir = tempfile::tempdir().unwrap();
     let scope = Shutdown::new();
     let store = open(&dir.path().join("gateway.redb"), &scope).await;
-    let now = system_ms();
+    let now = wall_ms();
     store.create_key(&record("key_1", now)).await.unwrap();
     store.top_up("acct-a", 10).await.unwrap();
     store.close().await.unwrap();
@@ -1330,7 +1309,7 @@ async fn embedded_changes_racing_a_close_are_kept_or_refused() {
         change_until_closed(move |i| {
             let store = Arc::clone(&store);
             async move {
-                let entry = entry(&format!("r{i}"), "key_1", "acct-a", "kiro", system_ms());
+                let entry = entry(&format!("r{i}"), "key_1", "acct-a", "kiro", wall_ms());
                 store.record_usage(&entry).await
             }
         })

@@ -9,6 +9,7 @@ use drawbridge_state::{
     DEREGISTER_TIMEOUT, EmbeddedRegistry, PodRecord, PodStatus, Registry, StateError, StateFuture,
     TopologyStream, heartbeat_loop,
 };
+use test_support::{eventually, eventually_within};
 use tokio::time::Instant;
 
 fn pod() -> PodRecord {
@@ -84,10 +85,10 @@ async fn failed_heartbeats_are_retried_on_the_interval() {
         Duration::from_secs(15),
         pod,
     );
-    while registry.pods().await.unwrap().is_empty() {
-        assert!(start.elapsed() < interval * 10, "never registered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(interval * 10, "the pod is registered", || async {
+        !registry.pods().await.unwrap().is_empty()
+    })
+    .await;
     // Three failures at 0 s, 5 s, 10 s; the fourth heartbeat, at 15 s, lands.
     assert_eq!(start.elapsed().as_secs(), 15);
     assert_eq!(registry.heartbeats.load(Ordering::SeqCst), 4);
@@ -107,9 +108,10 @@ async fn a_hanging_deregistration_does_not_hold_the_drain() {
         Duration::from_secs(15),
         pod,
     );
-    while registry.pods().await.unwrap().is_empty() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the pod is registered", || async {
+        !registry.pods().await.unwrap().is_empty()
+    })
+    .await;
     let start = Instant::now();
     assert!(shutdown.drain(Duration::from_secs(30)).await);
     assert!(task.is_finished());

@@ -10,7 +10,6 @@
     reason = "test helpers panic on failure, like the tests that call them"
 )]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,18 +21,25 @@ use drawbridge_state::{
 use drawbridge_types::worker::{AccountSlots, AccountStatus};
 use futures::StreamExt;
 use test_support::redis::RedisServer;
+use test_support::state::{Cleanup, valkey_pair};
+use test_support::{PATIENCE, eventually};
 use tokio::time::Instant;
 
 /// The usual TTL, long enough never to expire during a test.
 const TTL: Duration = Duration::from_secs(15);
-/// How long a test waits for something that should happen.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The registries of two nodes of one deployment. The embedded registry has one node: both are
 /// the same registry.
-struct Nodes {
-    a: Arc<dyn Registry>,
-    b: Arc<dyn Registry>,
+type Nodes = test_support::state::Nodes<dyn Registry>;
+
+async fn open_embedded() -> (Nodes, Cleanup) {
+    let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new());
+    (Nodes::shared(registry), Cleanup::default())
+}
+
+async fn open_valkey() -> (Nodes, Cleanup) {
+    let (a, b, cleanup) = valkey_pair().await;
+    (Nodes { a, b }, cleanup)
 }
 
 fn pod(id: &str, models: &[&str]) -> PodRecord {
@@ -87,19 +93,6 @@ async fn next_event(events: &mut TopologyStream) -> TopologyEvent {
         .await
         .expect("a topology event in time")
         .expect("the topology stream is open")
-}
-
-/// Poll `condition` until it holds, for at most [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 mod suite {
@@ -290,48 +283,21 @@ mod suite {
     }
 }
 
-/// Run each scenario of `suite` against both implementations.
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $scenario() {
-                    let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new());
-                    suite::$scenario(Nodes { a: Arc::clone(&registry), b: registry }).await;
-                }
-            )*
-        }
-        mod valkey {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let server = RedisServer::start();
-                    let a = ValkeyRegistry::connect(&server.url()).await.unwrap();
-                    let b = ValkeyRegistry::connect(&server.url()).await.unwrap();
-                    let (a, b) = (Arc::new(a), Arc::new(b));
-                    suite::$scenario(Nodes { a: a.clone(), b: b.clone() }).await;
-                    a.close().await;
-                    b.close().await;
-                }
-            )*
-        }
-    };
+test_support::conformance! {
+    scenarios: [
+        heartbeat_then_pods,
+        pods_for_model_filters,
+        changing_models_moves_the_pod,
+        deregister_removes_the_pod,
+        silent_pods_expire,
+        events_announce_changes,
+        every_subscriber_sees_every_event,
+        nodes_see_each_others_pods,
+        heartbeat_loop_registers_renews_and_deregisters,
+    ],
+    embedded(start_paused = true) => open_embedded,
+    valkey() => open_valkey,
 }
-
-conformance!(
-    heartbeat_then_pods,
-    pods_for_model_filters,
-    changing_models_moves_the_pod,
-    deregister_removes_the_pod,
-    silent_pods_expire,
-    events_announce_changes,
-    every_subscriber_sees_every_event,
-    nodes_see_each_others_pods,
-    heartbeat_loop_registers_renews_and_deregisters,
-);
 
 /// ValKey-only: the layout other crates must not know, but that the workers and engines of one
 /// deployment share; pruning; outages.

@@ -16,31 +16,22 @@ use drawbridge_state::{
     ValkeyRegistry,
 };
 use test_support::redis::RedisServer;
+use test_support::state::{Cleanup, ids, outlive, valkey_pair, wall_ms};
 
 trait Routing: BreakerStore + CooldownStore + AffinityStore {}
 impl<T: BreakerStore + CooldownStore + AffinityStore> Routing for T {}
 
-/// Two engines' views of one store (the embedded store has one: both are the same).
-struct Nodes {
-    a: Arc<dyn Routing>,
-    b: Arc<dyn Routing>,
+/// Two nodes' views of one store (the embedded store has one: both are the same).
+type Nodes = test_support::state::Nodes<dyn Routing>;
+
+async fn open_embedded() -> (Nodes, Cleanup) {
+    let store: Arc<dyn Routing> = Arc::new(EmbeddedRouting::new());
+    (Nodes::shared(store), Cleanup::default())
 }
 
-fn ids(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| (*n).to_owned()).collect()
-}
-
-/// Wait `ttl` plus a margin: instant on paused time, a real wait on ValKey (short TTLs only).
-async fn outlive(ttl: Duration) {
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-}
-
-/// Milliseconds since the Unix epoch on this machine.
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+async fn open_valkey() -> (Nodes, Cleanup) {
+    let (a, b, cleanup) = valkey_pair().await;
+    (Nodes { a, b }, cleanup)
 }
 
 mod suite {
@@ -167,42 +158,17 @@ mod suite {
     }
 }
 
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            use super::*;
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $scenario() {
-                    let store: Arc<dyn Routing> = Arc::new(EmbeddedRouting::new());
-                    suite::$scenario(Nodes { a: Arc::clone(&store), b: store }).await;
-                }
-            )*
-        }
-        mod valkey {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let server = RedisServer::start();
-                    let a = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    let b = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
-                    suite::$scenario(Nodes { a: a.clone(), b: b.clone() }).await;
-                    a.close().await;
-                    b.close().await;
-                }
-            )*
-        }
-    };
+test_support::conformance! {
+    scenarios: [
+        a_breaker_is_swapped_only_from_what_is_stored,
+        cooldowns_run_out_and_the_longer_one_wins,
+        affinity_binds_until_its_ttl,
+        bad_input_is_refused,
+        absurd_ttls_are_refused,
+    ],
+    embedded(start_paused = true) => open_embedded,
+    valkey() => open_valkey,
 }
-
-conformance!(
-    a_breaker_is_swapped_only_from_what_is_stored,
-    cooldowns_run_out_and_the_longer_one_wins,
-    affinity_binds_until_its_ttl,
-    bad_input_is_refused,
-    absurd_ttls_are_refused,
-);
 
 #[tokio::test]
 async fn valkey_key_layout() {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drawbridge_config::AccountConfig;
-use drawbridge_state::AccountStore;
+use drawbridge_state::{AccountRecord, AccountStore};
 use drawbridge_telemetry::Shutdown;
 
 use crate::Worker;
@@ -32,40 +32,14 @@ pub fn follow(
             match store.accounts().await {
                 Ok(records) => {
                     failing = false;
-                    let serving: BTreeSet<String> = worker
-                        .slots()
-                        .accounts
-                        .into_iter()
-                        .map(|a| a.account)
-                        .collect();
-                    let mut wanted: BTreeSet<&str> = records
-                        .iter()
-                        .filter(|r| r.assigned_pod.as_deref() == Some(worker.id()))
-                        .map(|r| r.id.as_str())
-                        .collect();
-                    for id in &serving {
-                        let elsewhere = records
-                            .iter()
-                            .any(|r| &r.id == id && r.assigned_pod.is_some());
-                        if !elsewhere {
-                            wanted.insert(id);
+                    for id in worker.take_assignment(&records).await {
+                        if unknown.insert(id.clone()) {
+                            tracing::warn!(
+                                account = id,
+                                "assigned an account this worker's config does not list"
+                            );
                         }
                     }
-                    let catalogue = worker.catalogue();
-                    let mine: Vec<&AccountConfig> = wanted
-                        .into_iter()
-                        .filter_map(|id| {
-                            let found = catalogue.iter().find(|a| a.id == id);
-                            if found.is_none() && unknown.insert(id.to_owned()) {
-                                tracing::warn!(
-                                    account = id,
-                                    "assigned an account this worker's config does not list"
-                                );
-                            }
-                            found
-                        })
-                        .collect();
-                    worker.assign(&mine).await;
                 }
                 Err(error) => {
                     if !failing {
@@ -80,4 +54,41 @@ pub fn follow(
             }
         }
     });
+}
+
+impl Worker {
+    /// Serve what `records` assign to this worker, plus what it serves that is assigned to no
+    /// other pod; decided and applied as one change (a reload cannot slip in between). Returns
+    /// the assigned accounts its config does not list (they are skipped).
+    async fn take_assignment(&self, records: &[AccountRecord]) -> Vec<String> {
+        let _changing = self.changes.lock().await;
+        let serving = self.serving();
+        let mut wanted: BTreeSet<&str> = records
+            .iter()
+            .filter(|r| r.assigned_pod.as_deref() == Some(self.id()))
+            .map(|r| r.id.as_str())
+            .collect();
+        for id in &serving {
+            let elsewhere = records
+                .iter()
+                .any(|r| &r.id == id && r.assigned_pod.is_some());
+            if !elsewhere {
+                wanted.insert(id);
+            }
+        }
+        let catalogue = self.catalogue();
+        let mut unknown = Vec::new();
+        let mine: Vec<&AccountConfig> = wanted
+            .into_iter()
+            .filter_map(|id| {
+                let found = catalogue.iter().find(|a| a.id == id);
+                if found.is_none() {
+                    unknown.push(id.to_owned());
+                }
+                found
+            })
+            .collect();
+        self.change_pools(&mine).await;
+        unknown
+    }
 }

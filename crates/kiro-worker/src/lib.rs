@@ -4,19 +4,19 @@
 //! gRPC to the engine ([`grpc`]), over HTTP for people and probes ([`http`]), and called
 //! directly by the single-process `drawbridge` binary.
 
+mod app;
 mod assignment;
 pub mod grpc;
 pub mod http;
 mod pool;
 pub mod registration;
+mod settings;
 mod turn;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use drawbridge_acp::AgentSpec;
 use drawbridge_config::{AccountConfig, Config};
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::worker::{AccountStatus, PromptInput, SlotsReport, WorkerEvent};
@@ -24,20 +24,42 @@ use drawbridge_types::{ApiError, HealthStatus};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+pub use app::WorkerApp;
 pub use pool::{AccountPool, PoolSettings};
+use settings::PoolConfig;
 
 /// Events buffered per request between the turn and its consumer.
 const EVENT_BUFFER: usize = 64;
+/// How long a stopped pool's idle agents get to exit before they are killed.
+const POOL_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// One account this worker serves.
+struct PoolEntry {
+    pool: Arc<AccountPool>,
+    /// The pool's own scope, cancelled when the pool stops.
+    scope: Shutdown,
+    /// The settings the pool started with: a reload that changes them restarts the pool.
+    settings: AccountConfig,
+}
+
+impl PoolEntry {
+    /// Stop the pool: no more starts; its idle agents stop now, its leased ones when their
+    /// turn ends.
+    async fn stop(self) {
+        self.scope.cancel();
+        self.pool.close(POOL_STOP_GRACE).await;
+    }
+}
 
 pub struct Worker {
     id: String,
-    /// The account pools, by account id. Fixed in `cluster.assignment: config` mode; changed by
-    /// [`Worker::assign`] in `registry` mode.
-    pools: RwLock<BTreeMap<String, Arc<AccountPool>>>,
-    /// Each pool's own scope, cancelled when the pool is unassigned.
-    pool_scopes: Mutex<BTreeMap<String, Shutdown>>,
-    /// The settings each pool was started with: a reload that changes them restarts the pool.
-    started_with: Mutex<BTreeMap<String, AccountConfig>>,
+    /// The accounts it serves, by id. Fixed in `cluster.assignment: config` mode (but for
+    /// reloads); changed by the assignment in `registry` mode. Every request reads it; only
+    /// [`Worker::change_pools`] writes it, holding `changes`.
+    pools: RwLock<BTreeMap<String, PoolEntry>>,
+    /// Held across each whole change of `pools` (decide from the map, start, swap, stop the
+    /// old pools), so changes apply one at a time and each sees the last one's result.
+    changes: tokio::sync::Mutex<()>,
     /// Every account of the config (what an assigned account's agent settings come from);
     /// replaced by a reload.
     catalogue: RwLock<Vec<AccountConfig>>,
@@ -58,30 +80,19 @@ impl Worker {
     /// Build the pools for the accounts this worker serves and start warming them (none yet
     /// in `cluster.assignment: registry` mode: they come with the assignment).
     pub fn start(config: &Config, shutdown: Shutdown) -> Result<Arc<Worker>, anyhow::Error> {
-        let pool_config = PoolConfig {
-            data_dir: absolute(&config.worker.data_dir)?,
-            handshake_timeout: config.worker.handshake_timeout,
-            queue_timeout: config.worker.queue_timeout,
-            max_queue: config.worker.max_queue,
-        };
+        let pool_config = PoolConfig::new(config)?;
         let assignable = config.cluster.assignment == drawbridge_config::AssignmentMode::Registry;
         let mut pools = BTreeMap::new();
-        let mut pool_scopes = BTreeMap::new();
-        let mut started_with = BTreeMap::new();
         if !assignable {
             for account in config.worker_accounts() {
-                let scope = shutdown.child();
-                let pool = pool_config.start(account, scope.clone())?;
-                pools.insert(account.id.clone(), pool);
-                pool_scopes.insert(account.id.clone(), scope);
-                started_with.insert(account.id.clone(), account.clone());
+                let entry = start_entry(&pool_config, &shutdown, account)?;
+                pools.insert(account.id.clone(), entry);
             }
         }
         Ok(Arc::new(Worker {
             id: config.node.id.clone(),
             pools: RwLock::new(pools),
-            pool_scopes: Mutex::new(pool_scopes),
-            started_with: Mutex::new(started_with),
+            changes: tokio::sync::Mutex::new(()),
             catalogue: RwLock::new(config.accounts.clone()),
             pool_config,
             assignable,
@@ -89,8 +100,8 @@ impl Worker {
                 request_timeout: config.worker.request_timeout,
                 idle_timeout: config.worker.idle_timeout,
                 cancel_grace: config.worker.cancel_grace,
-                continuation: continuation_options(&config.continuation),
-                sanitize: sanitize_options(&config.sanitize),
+                continuation: settings::continuation_options(&config.continuation),
+                sanitize: settings::sanitize_options(&config.sanitize),
             },
             shutdown,
             turns: tokio_util::task::TaskTracker::new(),
@@ -108,11 +119,13 @@ impl Worker {
         self.assignable
     }
 
-    fn pools(&self) -> BTreeMap<String, Arc<AccountPool>> {
-        self.pools
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+    fn read_pools<R>(&self, read: impl FnOnce(&BTreeMap<String, PoolEntry>) -> R) -> R {
+        read(&self.pools.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The ids of the accounts it serves.
+    fn serving(&self) -> Vec<String> {
+        self.read_pools(|pools| pools.keys().cloned().collect())
     }
 
     /// Apply every reload of `live` (see [`Worker::reconfigure`]) until `scope` ends.
@@ -141,65 +154,65 @@ impl Worker {
     /// but restart those whose settings changed. Turns in flight finish on the processes they
     /// started on.
     pub async fn reconfigure(&self, config: &Config) {
+        let _changing = self.changes.lock().await;
         if let Ok(mut catalogue) = self.catalogue.write() {
             *catalogue = config.accounts.clone();
         }
         if self.assignable {
-            let serving = self.pools();
+            let serving = self.serving();
             let keep: Vec<&AccountConfig> = config
                 .accounts
                 .iter()
-                .filter(|a| serving.contains_key(&a.id))
+                .filter(|a| serving.contains(&a.id))
                 .collect();
-            self.assign(&keep).await;
+            self.change_pools(&keep).await;
         } else {
-            self.assign(&config.worker_accounts()).await;
+            self.change_pools(&config.worker_accounts()).await;
         }
     }
 
     /// Serve exactly `accounts` (their agent settings from the config): start a pool for each
     /// new one, restart the pool of one whose settings changed, stop the pools of the others
     /// (their turns in flight finish; then their agent processes stop). A worker that is
-    /// draining changes nothing.
+    /// draining changes nothing. Concurrent calls apply one after the other.
     pub async fn assign(&self, accounts: &[&AccountConfig]) {
+        let _changing = self.changes.lock().await;
+        self.change_pools(accounts).await;
+    }
+
+    /// [`Worker::assign`]'s work; the caller holds `changes`, so the map read here is the one
+    /// written here, and no pool is ever replaced without being stopped.
+    async fn change_pools(&self, accounts: &[&AccountConfig]) {
         if self.is_draining() {
             return;
         }
-        let current = self.pools();
         let mut stopping = Vec::new();
         {
             let mut pools = self.pools.write().unwrap_or_else(PoisonError::into_inner);
-            let mut scopes = self
-                .pool_scopes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let mut started_with = self
-                .started_with
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let unwanted: Vec<String> = pools
+                .keys()
+                .filter(|id| !accounts.iter().any(|a| &a.id == *id))
+                .cloned()
+                .collect();
+            for id in unwanted {
+                tracing::info!(account = id, "no longer serving account");
+                stopping.extend(pools.remove(&id));
+            }
             for account in accounts {
-                if current.contains_key(&account.id) {
-                    if started_with.get(&account.id) == Some(*account) {
+                if let Some(entry) = pools.get(&account.id) {
+                    if entry.settings == **account {
                         continue;
                     }
                     tracing::info!(
                         account = account.id,
                         "account settings changed; its pool restarts"
                     );
-                    if let Some(pool) = pools.remove(&account.id) {
-                        stopping.push(pool);
-                    }
-                    if let Some(scope) = scopes.remove(&account.id) {
-                        scope.cancel();
-                    }
+                    stopping.extend(pools.remove(&account.id));
                 }
-                let scope = self.shutdown.child();
-                match self.pool_config.start(account, scope.clone()) {
-                    Ok(pool) => {
+                match start_entry(&self.pool_config, &self.shutdown, account) {
+                    Ok(entry) => {
                         tracing::info!(account = account.id, "serving account");
-                        pools.insert(account.id.clone(), pool);
-                        scopes.insert(account.id.clone(), scope);
-                        started_with.insert(account.id.clone(), (*account).clone());
+                        stopping.extend(pools.insert(account.id.clone(), entry));
                     }
                     Err(error) => tracing::warn!(
                         account = account.id,
@@ -208,29 +221,17 @@ impl Worker {
                     ),
                 }
             }
-            for id in current.keys() {
-                if accounts.iter().any(|a| &a.id == id) {
-                    continue;
-                }
-                tracing::info!(account = id, "no longer serving account");
-                if let Some(pool) = pools.remove(id) {
-                    stopping.push(pool);
-                }
-                if let Some(scope) = scopes.remove(id) {
-                    scope.cancel();
-                }
-                started_with.remove(id);
-            }
         }
-        let closing = stopping.iter().map(|p| p.close(Duration::from_secs(2)));
-        futures::future::join_all(closing).await;
+        futures::future::join_all(stopping.into_iter().map(PoolEntry::stop)).await;
     }
 
     /// The first model `account` serves.
     pub fn default_model(&self, account: &str) -> Option<String> {
-        self.pools()
-            .get(account)
-            .and_then(|p| p.models.first().cloned())
+        self.read_pools(|pools| {
+            pools
+                .get(account)
+                .and_then(|e| e.pool.models.first().cloned())
+        })
     }
 
     pub fn is_draining(&self) -> bool {
@@ -263,44 +264,14 @@ impl Worker {
         if self.is_draining() {
             return Err(ApiError::unavailable("This worker is draining."));
         }
-        let pools = self.pools();
-        if let Some(account) = &input.account {
-            // Retryable: in a cluster an account moves between workers, and an engine may send
-            // a turn here before it has seen the move.
-            let pool = pools.get(account).ok_or_else(|| {
-                ApiError::unavailable(format!("This worker does not serve account '{account}'."))
-            })?;
-            if !pool.serves(&input.model) {
-                return Err(ApiError::model_not_found(&input.model));
-            }
-            return Ok(Arc::clone(pool));
-        }
-        let serving: Vec<&Arc<AccountPool>> =
-            pools.values().filter(|p| p.serves(&input.model)).collect();
-        if serving.is_empty() {
-            return Err(ApiError::model_not_found(&input.model));
-        }
-        serving
-            .into_iter()
-            .map(|p| (p, p.slots()))
-            .filter(|(_, s)| s.status != AccountStatus::Unhealthy)
-            .max_by_key(|(_, s)| {
-                (
-                    i64::from(s.idle) - i64::from(s.queue_depth),
-                    std::cmp::Reverse(s.busy),
-                )
-            })
-            .map(|(p, _)| Arc::clone(p))
-            .ok_or_else(|| {
-                ApiError::upstream(format!("No healthy account serves '{}'.", input.model))
-            })
+        self.read_pools(|pools| choose(pools, input))
     }
 
     pub fn slots(&self) -> SlotsReport {
         SlotsReport {
             worker_id: self.id.clone(),
             draining: self.is_draining(),
-            accounts: self.pools().values().map(|p| p.slots()).collect(),
+            accounts: self.read_pools(|pools| pools.values().map(|e| e.pool.slots()).collect()),
         }
     }
 
@@ -395,139 +366,64 @@ impl Worker {
         {
             tracing::warn!("turns still running after the drain deadline; stopping their agents");
         }
-        let pools = self.pools();
-        let closing = pools.values().map(|p| p.close(Duration::from_secs(2)));
+        // A change under way ends first; those after it see the drain and change nothing.
+        let _changing = self.changes.lock().await;
+        let pools: Vec<Arc<AccountPool>> =
+            self.read_pools(|pools| pools.values().map(|e| Arc::clone(&e.pool)).collect());
+        let closing = pools.iter().map(|p| p.close(POOL_STOP_GRACE));
         futures::future::join_all(closing).await;
     }
 }
 
-/// What every account pool of this worker shares.
-struct PoolConfig {
-    data_dir: PathBuf,
-    handshake_timeout: Duration,
-    queue_timeout: Duration,
-    max_queue: usize,
-}
-
-impl PoolConfig {
-    fn start(
-        &self,
-        account: &AccountConfig,
-        scope: Shutdown,
-    ) -> Result<Arc<AccountPool>, anyhow::Error> {
-        let spec = agent_spec(account, &self.data_dir)?;
-        let settings = PoolSettings {
-            size: account.pool_size,
-            handshake_timeout: self.handshake_timeout,
-            queue_timeout: self.queue_timeout,
-            max_queue: self.max_queue,
-            permissions: drawbridge_acp::PermissionPolicy {
-                allow_tools: account.agent.allow_tools.clone(),
-                ..drawbridge_acp::PermissionPolicy::default()
-            },
-        };
-        tracing::info!(
-            account = account.id,
-            pool_size = account.pool_size,
-            command = spec.command,
-            "starting account pool"
-        );
-        Ok(AccountPool::start(
-            account.id.clone(),
-            account.models.clone(),
-            spec,
-            settings,
-            scope,
-        ))
+/// The pool to serve `input`: its account's, or the least loaded healthy one serving its model.
+fn choose(
+    pools: &BTreeMap<String, PoolEntry>,
+    input: &PromptInput,
+) -> Result<Arc<AccountPool>, ApiError> {
+    if let Some(account) = &input.account {
+        // Retryable: in a cluster an account moves between workers, and an engine may send
+        // a turn here before it has seen the move.
+        let pool = pools.get(account).map(|e| &e.pool).ok_or_else(|| {
+            ApiError::unavailable(format!("This worker does not serve account '{account}'."))
+        })?;
+        if !pool.serves(&input.model) {
+            return Err(ApiError::model_not_found(&input.model));
+        }
+        return Ok(Arc::clone(pool));
     }
-}
-
-fn continuation_options(
-    c: &drawbridge_config::ContinuationConfig,
-) -> drawbridge_core::continuation::ContinuationOptions {
-    drawbridge_core::continuation::ContinuationOptions {
-        enabled: c.enabled,
-        max_rounds: c.max_rounds,
-        context_threshold: c.context_threshold,
-        min_chars: c.min_chars,
+    let serving: Vec<&Arc<AccountPool>> = pools
+        .values()
+        .map(|e| &e.pool)
+        .filter(|p| p.serves(&input.model))
+        .collect();
+    if serving.is_empty() {
+        return Err(ApiError::model_not_found(&input.model));
     }
+    serving
+        .into_iter()
+        .map(|p| (p, p.slots()))
+        .filter(|(_, s)| s.status != AccountStatus::Unhealthy)
+        .max_by_key(|(_, s)| {
+            (
+                i64::from(s.idle) - i64::from(s.queue_depth),
+                std::cmp::Reverse(s.busy),
+            )
+        })
+        .map(|(p, _)| Arc::clone(p))
+        .ok_or_else(|| ApiError::upstream(format!("No healthy account serves '{}'.", input.model)))
 }
 
-fn sanitize_options(
-    s: &drawbridge_config::SanitizeConfig,
-) -> drawbridge_core::sanitize::SanitizeOptions {
-    use drawbridge_config::SanitizeModeConfig as C;
-    use drawbridge_core::sanitize::SanitizeMode as M;
-    drawbridge_core::sanitize::SanitizeOptions {
-        mode: match s.mode {
-            C::Identity => M::Identity,
-            C::Xml => M::Xml,
-            C::Full => M::Full,
-        },
-        strip_xml_tags: s.strip_xml_tags,
-        strip_builtin_tools: s.strip_builtin_tools,
-    }
-}
-
-/// The agent spec for `account`: its command resolved, its own HOME and working directory
-/// under `data_dir` unless configured.
-fn agent_spec(account: &AccountConfig, data_dir: &Path) -> Result<AgentSpec, anyhow::Error> {
-    let base = data_dir.join(&account.id);
-    let home = absolute(
-        &account
-            .agent
-            .home
-            .clone()
-            .unwrap_or_else(|| base.join("home")),
-    )?;
-    let cwd = absolute(
-        &account
-            .agent
-            .cwd
-            .clone()
-            .unwrap_or_else(|| base.join("work")),
-    )?;
-    std::fs::create_dir_all(&cwd).map_err(|e| {
-        anyhow::anyhow!(
-            "accounts[{}]: cannot create {}: {e}",
-            account.id,
-            cwd.display()
-        )
-    })?;
-    Ok(AgentSpec {
-        command: resolve_command(&account.agent.command),
-        args: account.agent.args.clone(),
-        cwd,
-        env: account.agent.env.clone(),
-        home: Some(home),
+/// Start `account`'s pool in a scope of its own under `parent`.
+fn start_entry(
+    config: &PoolConfig,
+    parent: &Shutdown,
+    account: &AccountConfig,
+) -> Result<PoolEntry, anyhow::Error> {
+    let scope = parent.child();
+    let pool = config.start(account, scope.clone())?;
+    Ok(PoolEntry {
+        pool,
+        scope,
+        settings: account.clone(),
     })
-}
-
-/// A bare name that is not on `PATH` but sits beside the running binary (as `mock-acp-agent`
-/// does next to `drawbridge` in `target/`) is taken from there; anything else is unchanged.
-fn resolve_command(command: &str) -> String {
-    if command.contains('/') {
-        return absolute(Path::new(command))
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| command.to_owned());
-    }
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()));
-    if on_path {
-        return command.to_owned();
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(command)))
-        .filter(|candidate| candidate.is_file())
-        .map(|candidate| candidate.display().to_string())
-        .unwrap_or_else(|| command.to_owned())
-}
-
-fn absolute(path: &Path) -> Result<PathBuf, anyhow::Error> {
-    if path.is_absolute() {
-        Ok(path.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()?.join(path))
-    }
 }

@@ -330,14 +330,4 @@ impl Drop for Lease {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert_eq!(backoff(2), Duration::from_millis(400));
-        assert_eq!(backoff(3), Duration::from_millis(800));
-        assert_eq!(backoff(20), BACKOFF_MAX);
-    }
-}
+mod tests;

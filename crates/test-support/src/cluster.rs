@@ -12,6 +12,7 @@ use crate::http::Client;
 use crate::process::{Process, Signal, binary};
 use crate::redis::RedisServer;
 use crate::stack::AccountSpec;
+use crate::wait::poll;
 
 /// The channel key every cluster engine accepts.
 pub const CLUSTER_CHANNEL_KEY: &str = "cluster-channel-key-0123";
@@ -186,29 +187,35 @@ impl Cluster {
     /// Poll engine `i`'s `/health` until it sees `accounts` accounts, every slot warm (20 s).
     pub async fn wait_serving(&self, i: usize, accounts: u64) -> Value {
         let client = self.engine(i);
-        let mut last = Value::Null;
-        let ready = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                let reply = client.get("/health").await;
-                if reply.status == 200 {
-                    last = reply.json();
-                    let total = last["total_slots"].as_u64().unwrap_or(0);
-                    if last["accounts"].as_u64() == Some(accounts)
-                        && total > 0
-                        && last["available_slots"].as_u64() == Some(total)
-                    {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let last = std::cell::RefCell::new(Value::Null);
+        let ready = poll(Duration::from_secs(20), || async {
+            let reply = client.get("/health").await;
+            if reply.status != 200 {
+                return None;
             }
+            let health = reply.json();
+            *last.borrow_mut() = health.clone();
+            let total = health["total_slots"].as_u64().unwrap_or(0);
+            let warm = health["accounts"].as_u64() == Some(accounts)
+                && total > 0
+                && health["available_slots"].as_u64() == Some(total);
+            warm.then_some(health)
         })
         .await;
-        if ready.is_err() {
+        ready.unwrap_or_else(|| {
             self.dump();
-            panic!("engine {i} never saw {accounts} warm accounts; last /health: {last}");
-        }
-        last
+            panic!(
+                "engine {i} never saw {accounts} warm accounts; last /health: {}",
+                last.borrow()
+            );
+        })
+    }
+
+    /// Pids of worker `id`'s agent processes (those running under its data directory), sorted.
+    pub fn agent_pids(&self, id: &str) -> Vec<u32> {
+        let mut pids = crate::process::processes_under(&self.dir.path().join(id));
+        pids.sort_unstable();
+        pids
     }
 
     /// Kill worker `i` with SIGKILL and reap it.
@@ -239,21 +246,15 @@ pub async fn wait_for_lines(
     count: usize,
     patience: Duration,
 ) -> bool {
-    tokio::time::timeout(patience, async {
-        loop {
-            let found = process
-                .log()
-                .lines()
-                .filter(|l| needles.iter().all(|n| l.contains(n)))
-                .count();
-            if found >= count {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .is_ok()
+    let logged = || {
+        let found = process
+            .log()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count();
+        std::future::ready(found >= count)
+    };
+    poll(patience, logged).await.is_some()
 }
 
 /// Send `signal` to `pid` (a process a test started, directly or through a binary).

@@ -16,8 +16,11 @@ pub use ::http::Method;
 pub mod process;
 pub mod redis;
 pub mod stack;
+pub mod state;
+pub mod wait;
 
 pub use backend::{Script, ScriptedBackend};
 pub use http::{Client, Reply};
 pub use process::{Process, binary, processes_under};
 pub use stack::{AccountSpec, Stack, StackOptions, WorkerUnderTest};
+pub use wait::{PATIENCE, eventually, eventually_within};

@@ -123,6 +123,11 @@ impl Process {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
     }
 
+    /// Whether the process announced a listener `name`.
+    pub fn has_listener(&self, name: &str) -> bool {
+        self.addrs.contains_key(name)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running child has a pid")
     }

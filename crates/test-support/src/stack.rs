@@ -8,6 +8,7 @@ use tempfile::TempDir;
 
 use crate::http::Client;
 use crate::process::{Process, binary, processes_under};
+use crate::wait::poll;
 
 /// The client key every test stack accepts (a static key without a rate limit).
 pub const API_KEY: &str = "db-test-key-0123456789";
@@ -294,22 +295,17 @@ impl Stack {
     /// Wait until every agent process is warm: `/health` reports all slots available.
     pub async fn wait_ready(&self) {
         let client = self.client();
-        let ready = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let reply = client.get("/health").await;
-                if reply.status == 200 {
-                    let health: Value = reply.json();
-                    let total = health["total_slots"].as_u64().unwrap_or(0);
-                    if total > 0 && health["available_slots"].as_u64() == Some(total) {
-                        return;
-                    }
-                }
-                // Polling an observable condition, with a deadline around the whole loop.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready = poll(Duration::from_secs(30), || async {
+            let reply = client.get("/health").await;
+            if reply.status != 200 {
+                return false;
             }
+            let health: Value = reply.json();
+            let total = health["total_slots"].as_u64().unwrap_or(0);
+            total > 0 && health["available_slots"].as_u64() == Some(total)
         })
         .await;
-        if ready.is_err() {
+        if ready.is_none() {
             for p in &self.processes {
                 eprintln!("---- log ----\n{}", p.log());
             }
@@ -319,26 +315,64 @@ impl Stack {
 
     /// Wait (up to 5 s) until some process of the stack has logged a line containing `needle`.
     pub async fn wait_for_log(&self, needle: &str) -> bool {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while !self.processes.iter().any(|p| p.log().contains(needle)) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .is_ok()
+        let logged = || std::future::ready(self.processes.iter().any(|p| p.log().contains(needle)));
+        poll(Duration::from_secs(5), logged).await.is_some()
     }
 
-    /// [`Stack::count_log_lines`], once it has reached `expected` or 5 s have passed: a line
-    /// can reach the captured log after the answer that followed it reached the test (another
-    /// process, another pipe), and some are written when the answer has been sent.
-    pub async fn log_lines_reach(&self, needles: &[&str], expected: usize) -> usize {
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while self.count_log_lines(needles) < expected {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+    /// [`Stack::count_log_lines`], exactly, once the sequence that writes them has ended: wait
+    /// (up to 5 s) until there are at least `expected` and some process has logged a line with
+    /// every one of `end` after the last of them. `end` must be a line that process writes only
+    /// after every line of the sequence (e.g. `chat completion ended` of the request that
+    /// caused them), so that a late duplicate would already be counted: the result can be more
+    /// than `expected`, and the caller asserts it equal.
+    pub async fn log_lines_once_ended(
+        &self,
+        needles: &[&str],
+        expected: usize,
+        end: &[&str],
+    ) -> usize {
+        let matches = |line: &str, all: &[&str]| all.iter().all(|n| line.contains(n));
+        let ended = || {
+            let ended = self.processes.iter().any(|p| {
+                let log = p.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let last = lines.iter().rposition(|l| matches(l, needles));
+                last.is_some_and(|last| lines[last..].iter().any(|l| matches(l, end)))
+            });
+            std::future::ready(ended && self.count_log_lines(needles) >= expected)
+        };
+        let _ = poll(Duration::from_secs(5), ended).await;
         self.count_log_lines(needles)
+    }
+
+    /// The address of the engine's HTTP API (in the single binary, the one API).
+    pub fn engine_url(&self) -> String {
+        self.processes
+            .iter()
+            .find(|p| p.has_listener("engine"))
+            .map_or_else(
+                || self.base_url.clone(),
+                |p| format!("http://{}", p.addr("engine")),
+            )
+    }
+
+    /// The value of the engine's metric `name` (e.g. `drawbridge_failovers_total`), summed over
+    /// the series whose labels include every one of `labels`; 0 when there is none.
+    pub async fn engine_metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let reply = Client::new(self.engine_url(), None).get("/metrics").await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let text = reply.text();
+        text.lines()
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let rest = series.strip_prefix(name)?;
+                let labelled = rest.is_empty() || rest.starts_with('{');
+                let wanted = labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                (labelled && wanted).then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
     }
 
     /// How many log lines of the stack's processes contain every one of `needles`.
@@ -415,24 +449,20 @@ impl WorkerUnderTest {
     /// Poll `/slots` until `ready` holds (deadline 20 s); returns the last report.
     pub async fn wait_for_slots(&self, ready: impl Fn(&Value) -> bool) -> Value {
         let client = self.client();
-        let mut last = Value::Null;
-        let found = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                last = client.get("/slots").await.json();
-                if ready(&last) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let last = std::cell::RefCell::new(Value::Null);
+        let found = poll(Duration::from_secs(20), || async {
+            let slots = client.get("/slots").await.json();
+            *last.borrow_mut() = slots.clone();
+            ready(&slots).then_some(slots)
         })
         .await;
-        if found.is_err() {
+        found.unwrap_or_else(|| {
             panic!(
-                "/slots never reached the expected state; last: {last}\nlog:\n{}",
+                "/slots never reached the expected state; last: {}\nlog:\n{}",
+                last.borrow(),
                 self.process.log()
-            );
-        }
-        last
+            )
+        })
     }
 
     pub fn agent_pids(&self) -> Vec<u32> {
