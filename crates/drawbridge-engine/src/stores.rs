@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use drawbridge_state::{
-    AffinityStore, BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedRouting,
-};
+use drawbridge_state::{AffinityStore, BreakerStore, CooldownStore, CreditStore, Stores};
 
 /// The state an engine shares with the others: on ValKey in a cluster, in process otherwise.
 #[derive(Clone)]
@@ -16,24 +14,25 @@ pub struct EngineState {
 }
 
 impl EngineState {
-    /// State of this process only (the single-node binary, an engine without `redis.url`).
+    /// State of this process only (an engine without `redis.url`).
     pub fn embedded() -> Self {
-        let routing = Arc::new(EmbeddedRouting::new());
-        EngineState {
-            credits: Arc::new(EmbeddedCredits::new()),
-            breakers: routing.clone(),
-            cooldowns: routing.clone(),
-            affinity: routing,
-        }
+        Self::from(&Stores::in_memory())
     }
 
     /// State shared through `store` with every engine on the same ValKey.
     pub fn shared(store: Arc<drawbridge_state::ValkeyRegistry>) -> Self {
+        Self::from(&Stores::on_valkey(store))
+    }
+}
+
+/// The engine's part of a process's stores (the single node's data file keeps its credits).
+impl From<&Stores> for EngineState {
+    fn from(stores: &Stores) -> Self {
         EngineState {
-            credits: store.clone(),
-            breakers: store.clone(),
-            cooldowns: store.clone(),
-            affinity: store,
+            credits: Arc::clone(&stores.credits),
+            breakers: Arc::clone(&stores.breakers),
+            cooldowns: Arc::clone(&stores.cooldowns),
+            affinity: Arc::clone(&stores.affinity),
         }
     }
 }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
+use drawbridge_telemetry::{DrainPlan, LiveConfig, Metrics, Shutdown};
+use futures::FutureExt as _;
 
-use crate::{Backend, GatewayDeps, StoreHandle, Stores, open_stores, router};
+use crate::{Backend, GatewayDeps, Stores, router};
 
 /// The gateway of one process: serve [`GatewayApp::router`], and once the server has stopped,
 /// [`GatewayApp::drain`].
@@ -13,30 +14,35 @@ pub struct GatewayApp {
     router: axum::Router,
     /// The usage writes of ended answers (its own scope: drained before the stores close).
     usage_writes: Shutdown,
-    store: StoreHandle,
+    /// The stores it opened itself, closed by its drain (none when it was given them).
+    own_stores: Option<drawbridge_state::Stores>,
     /// The process's scope: the data file's writer, the config watch; `/health` says
     /// draining once it is cancelled.
     process: Shutdown,
 }
 
 impl GatewayApp {
-    /// Open the stores of `live`'s config (ValKey or the data file, [`open_stores`]) and build
-    /// the gateway on them, answering from `backend`. Its background work runs on `process`.
+    /// Open the stores of `live`'s config (ValKey or the data file, [`crate::backing`]) and
+    /// build the gateway on them, answering from `backend`. Its background work runs on
+    /// `process`.
     pub async fn build(
         live: &LiveConfig,
         backend: Arc<dyn Backend>,
         process: &Shutdown,
     ) -> anyhow::Result<GatewayApp> {
-        let (stores, store) = open_stores(&live.load(), process).await?;
-        Ok(Self::on_stores(live, stores, store, backend, process))
+        let stores = drawbridge_state::Stores::open(&crate::backing(&live.load()), process).await?;
+        let mut app = Self::on_stores(live, &stores, backend, Arc::new(Metrics::new()), process);
+        app.own_stores = Some(stores);
+        Ok(app)
     }
 
-    /// The gateway on stores already open.
+    /// The gateway on stores the process opened (and closes: [`GatewayApp::drain_plan`] leaves
+    /// them open), counting in `metrics`.
     pub fn on_stores(
         live: &LiveConfig,
-        stores: Stores,
-        store: StoreHandle,
+        stores: &drawbridge_state::Stores,
         backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
         process: &Shutdown,
     ) -> GatewayApp {
         let usage_writes = Shutdown::new();
@@ -44,8 +50,8 @@ impl GatewayApp {
             live,
             GatewayDeps {
                 backend,
-                stores,
-                metrics: Arc::new(Metrics::new()),
+                stores: Stores::from_state(stores),
+                metrics,
                 tasks: usage_writes.clone(),
                 draining: process.token().clone(),
             },
@@ -53,7 +59,7 @@ impl GatewayApp {
         GatewayApp {
             router,
             usage_writes,
-            store,
+            own_stores: None,
             process: process.clone(),
         }
     }
@@ -63,12 +69,26 @@ impl GatewayApp {
         self.router.clone()
     }
 
-    /// End the gateway once its server has stopped, each step within `grace`, in this order:
-    /// the usage of the last answers is written; then the stores close (the data file is
-    /// complete on disk); then the rest of the process's work ends (the config watch).
+    /// How the gateway ends once its server has stopped: the usage of the last answers is
+    /// written; then the stores it opened close (the data file is complete on disk). A process
+    /// that composes it appends its own steps around these.
+    pub fn drain_plan(self) -> DrainPlan {
+        let mut plan = DrainPlan::new();
+        plan.scope("usage writes", self.usage_writes);
+        if let Some(stores) = self.own_stores {
+            plan.then("stores", move |_| {
+                async move { stores.close().await }.boxed()
+            });
+        }
+        plan
+    }
+
+    /// [`GatewayApp::drain_plan`], then the rest of the process's work (the config watch),
+    /// all within `grace`.
     pub async fn drain(self, grace: Duration) {
-        self.usage_writes.drain(grace).await;
-        self.store.close().await;
-        self.process.drain(grace).await;
+        let process = self.process.clone();
+        let mut plan = self.drain_plan();
+        plan.scope("process", process);
+        plan.run(grace).await;
     }
 }

@@ -49,6 +49,18 @@ pub struct Stores {
     pub clock: Clock,
 }
 
+impl Stores {
+    /// The gateway's part of a process's stores, on the system clock.
+    pub fn from_state(stores: &drawbridge_state::Stores) -> Stores {
+        Stores {
+            keys: Arc::clone(&stores.keys),
+            limiter: Arc::clone(&stores.limiter),
+            usage: Arc::clone(&stores.usage),
+            clock: system_clock(),
+        }
+    }
+}
+
 /// The system clock, in ms since the Unix epoch.
 pub fn system_clock() -> Clock {
     Arc::new(system_ms)

@@ -5,7 +5,7 @@
 //! engine itself (inside the single-process `drawbridge`).
 //!
 //! Its records (keys, rate-limit windows, usage, quotas) live in ValKey with `redis.url`, shared
-//! by every gateway node, and otherwise in a local data file ([`open_stores`]).
+//! by every gateway node, and otherwise in a local data file ([`backing`]).
 
 pub mod admin;
 mod app;
@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use drawbridge_config::Config;
 use drawbridge_http::{AccountsAdmin, ApiState, ChatBackend};
-use drawbridge_state::{CreditStore, EmbeddedGatewayStore, ValkeyRegistry};
 use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use tokio_util::sync::CancellationToken;
 
@@ -27,70 +26,13 @@ pub use charge::UNKNOWN_ACCOUNT;
 pub use engine_client::HttpEngine;
 pub use gate::{GatewayGate, KeyContext, LiveSettings, Stores, system_clock};
 
-/// The store behind [`Stores`], to close at the end of the drain.
-pub enum StoreHandle {
-    Valkey(Arc<ValkeyRegistry>),
-    Embedded(Arc<EmbeddedGatewayStore>),
-}
-
-impl StoreHandle {
-    /// Where an engine in the same process keeps its account credits: the same ValKey, or the
-    /// same data file (so the single-node binary's balances survive a restart).
-    pub fn credit_store(&self) -> Arc<dyn CreditStore> {
-        match self {
-            StoreHandle::Valkey(store) => store.clone(),
-            StoreHandle::Embedded(store) => store.clone(),
-        }
-    }
-
-    /// Flush and close (the embedded file is complete on disk afterwards).
-    pub async fn close(&self) {
-        match self {
-            StoreHandle::Valkey(store) => store.close().await,
-            StoreHandle::Embedded(store) => {
-                if let Err(error) = store.close().await {
-                    tracing::error!(%error, "cannot flush the gateway's data file");
-                }
-            }
-        }
-    }
-}
-
-/// Open the gateway's stores: ValKey with `redis.url`, else the data file
-/// `gateway.data_file` (created if missing; a second process opening it is refused). The data
-/// file's background writer runs on `shutdown` until [`StoreHandle::close`].
-pub async fn open_stores(
-    config: &Config,
-    shutdown: &Shutdown,
-) -> anyhow::Result<(Stores, StoreHandle)> {
-    match &config.redis {
-        Some(redis) => {
-            let store = Arc::new(ValkeyRegistry::connect(&redis.url).await?);
-            tracing::info!(
-                url = drawbridge_state::redact_url(&redis.url),
-                "gateway records in ValKey"
-            );
-            let stores = Stores {
-                keys: store.clone(),
-                limiter: store.clone(),
-                usage: store.clone(),
-                clock: gate::system_clock(),
-            };
-            Ok((stores, StoreHandle::Valkey(store)))
-        }
-        None => {
-            let path = &config.gateway.data_file;
-            let store = Arc::new(EmbeddedGatewayStore::open(path, shutdown).await?);
-            tracing::info!(file = %path.display(), "gateway records in the local data file");
-            let stores = Stores {
-                keys: store.clone(),
-                limiter: store.clone(),
-                usage: store.clone(),
-                clock: gate::system_clock(),
-            };
-            Ok((stores, StoreHandle::Embedded(store)))
-        }
-    }
+/// Where a gateway keeps its records: ValKey with `redis.url`, else the data file
+/// `gateway.data_file` (created if missing; a second process opening it is refused).
+pub fn backing(config: &Config) -> drawbridge_state::Backing {
+    drawbridge_state::Backing::choose(
+        config.redis.as_ref().map(|r| r.url.as_str()),
+        Some(config.gateway.data_file.clone()),
+    )
 }
 
 /// What the gateway answers from: chat requests ([`ChatBackend`]), and the accounts behind
