@@ -142,6 +142,23 @@ impl AgentProcess {
         Ok(())
     }
 
+    /// Set a session configuration option (`session/set_config_option {sessionId, configId,
+    /// value}`), e.g. Kiro v3's `autopilot` to `off` so that its built-in tools ask permission
+    /// (which the [`PermissionPolicy`](crate::PermissionPolicy) then refuses). The agent's
+    /// refusal (an agent without the option or the method) is [`AcpError::Agent`].
+    pub async fn set_config_option(
+        &self,
+        session: &Session,
+        config_id: &str,
+        value: &str,
+    ) -> Result<(), AcpError> {
+        let params =
+            json!({ "sessionId": session.id.to_string(), "configId": config_id, "value": value });
+        self.extension_request("session/set_config_option", params)
+            .await?;
+        Ok(())
+    }
+
     /// Delete `session` on the agent when it can (`_kiro/session/delete` on Kiro v3, or any
     /// agent announcing it): Kiro v3 persists every session under `~/.kiro/sessions`
     /// otherwise. Returns whether a delete was sent; agents without one get nothing.
