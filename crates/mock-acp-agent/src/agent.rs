@@ -49,6 +49,8 @@ pub struct MockConfig {
     pub models: Vec<String>,
     /// The first `session/new` announces no model catalogue, like a cold Kiro start.
     pub cold_catalogue: bool,
+    /// `echo` answers start with `[MODEL] `, the session's model (`--echo-model`).
+    pub echo_model: bool,
     /// Where v3 sessions are persisted (`$HOME/.kiro/sessions`); none: not persisted.
     pub home: Option<PathBuf>,
 }

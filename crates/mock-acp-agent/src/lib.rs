@@ -91,7 +91,8 @@
 //!   fails the next prompt with -32603 `Model 'ID' not found`); v3 answers it with an error and
 //!   takes `session/set_config_option {sessionId, configId, value}` for `model` (a catalogue
 //!   id), `mode` and `autopilot` (`on`/`off`), answering the new `configOptions`. The
-//!   `model` directive shows the session's model.
+//!   `model` directive shows the session's model; with `--echo-model` (or
+//!   `MOCK_ACP_ECHO_MODEL=1`) every `echo` answer starts with `[MODEL] `.
 //! - v3 `_kiro/session/delete {sessionId}` forgets the session, removes its file and answers
 //!   `{"success": true}`; v2 does not know the method.
 //! - Turns: v3 sends `session_info_update` `turn_start` first, and after the metering

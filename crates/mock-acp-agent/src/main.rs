@@ -123,17 +123,20 @@ fn config_from_env() -> Result<MockConfig, String> {
         kiro,
         models,
         cold_catalogue,
+        echo_model: args.echo_model
+            || std::env::var("MOCK_ACP_ECHO_MODEL").is_ok_and(|value| value == "1"),
         home: std::env::var_os("HOME").map(std::path::PathBuf::from),
     })
 }
 
 /// The command-line flags: `--kiro-engine v2|v3` (or kiro-cli's own `--agent-engine`) and
-/// `--cold-catalogue`. Anything else (`acp`, `--auth-method cli`, ...) is accepted and ignored,
+/// `--cold-catalogue` and `--echo-model`. Anything else (`acp`, `--auth-method cli`, ...) is accepted and ignored,
 /// so a command line written for kiro-cli runs the mock too.
 #[derive(Default)]
 struct KiroArgs {
     engine: Option<String>,
     cold_catalogue: bool,
+    echo_model: bool,
 }
 
 impl KiroArgs {
@@ -150,6 +153,7 @@ impl KiroArgs {
                     parsed.engine = Some(value);
                 }
                 _ if arg == "--cold-catalogue" => parsed.cold_catalogue = true,
+                _ if arg == "--echo-model" => parsed.echo_model = true,
                 _ => {}
             }
         }

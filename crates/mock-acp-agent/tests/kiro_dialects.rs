@@ -384,3 +384,22 @@ async fn the_shell_tool_runs_under_v3_autopilot_unless_it_is_turned_off() {
     let (events, _) = turn(&v2, None, "[[mock:shell]]").await;
     assert_eq!(text_of(&events), "shell: refused (reject_once)");
 }
+
+#[tokio::test]
+async fn echo_can_name_the_model_that_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(dir.path(), "v2");
+    spec.args.push("--echo-model".to_owned());
+    let process = AgentProcess::start(&spec, HANDSHAKE).await.unwrap();
+    let session = process.new_session().await.unwrap();
+    process
+        .set_model(&session, "claude-haiku-4.5")
+        .await
+        .unwrap();
+    let (events, _) = turn(&process, Some(&session), "hi there").await;
+    assert_eq!(text_of(&events), "[claude-haiku-4.5] hi there");
+    // Without the flag, echo is exact.
+    let plain = start(dir.path(), "v2").await;
+    let (events, _) = turn(&plain, None, "hi there").await;
+    assert_eq!(text_of(&events), "hi there");
+}

@@ -116,7 +116,11 @@ impl Turn {
         }
         let finish = match directive.behavior {
             Behavior::Echo => {
-                let chunks = directive::word_chunks(&self.text);
+                let tag = format!("[{}] ", self.kiro.model);
+                let mut chunks = directive::word_chunks(&self.text);
+                if self.state.config.echo_model {
+                    chunks.insert(0, &tag);
+                }
                 self.stream_or_cancel(chunks, StopReason::EndTurn).await?
             }
             Behavior::Stream => {
