@@ -43,6 +43,9 @@ pub enum AcpError {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The agent cannot do what was asked (e.g. choose a model when it announces none).
+    #[error("not supported by the agent: {0}")]
+    Unsupported(String),
 }
 
 impl AcpError {
@@ -53,7 +56,7 @@ impl AcpError {
     /// it is an internal error (-32603), which is how agents report upstream trouble.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Spawn { .. } | Self::Protocol(_) => false,
+            Self::Spawn { .. } | Self::Protocol(_) | Self::Unsupported(_) => false,
             Self::Handshake(_) | Self::Exited { .. } | Self::Timeout(_) => true,
             Self::Agent { code, .. } => *code == INTERNAL_ERROR,
         }

@@ -10,44 +10,39 @@
 //!   stdout closes or we stop it. A broken stdin does not end it (see [`AgentStdin`]): what the
 //!   child wrote before dying is still read and dispatched.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::ConnectionTo;
 use agent_client_protocol::v1::schema::{
-    CancelNotification, ClientCapabilities, ContentBlock, ContentChunk, FileSystemCapabilities,
-    Implementation, InitializeRequest, NewSessionRequest, PromptRequest, RequestPermissionRequest,
-    SessionId, SessionNotification, SessionUpdate, TextContent,
+    ClientCapabilities, FileSystemCapabilities, Implementation, InitializeRequest,
 };
 use agent_client_protocol::{
-    Agent, ByteStreams, Client, JsonRpcRequest, JsonRpcResponse, UntypedMessage,
-    is_connection_terminated, is_incoming_transport_closed,
+    Agent, ByteStreams, Client, JsonRpcRequest, JsonRpcResponse, is_connection_terminated,
+    is_incoming_transport_closed,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 use tokio::process::{Child, ChildStderr, Command};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connection::{Shared, lock, run_connection};
+use crate::engine::{AgentFacts, Engine, ModelCatalogue};
 use crate::error::AcpError;
-use crate::kiro::KiroMetadata;
 use crate::permission::PermissionPolicy;
 use crate::spec::{AgentSpec, resolve_command};
-use crate::stderr::StderrTail;
 use crate::stdin::AgentStdin;
-use crate::usage::UsageReport;
 
 /// How long an error report waits for the exit status and the end of stderr once the
 /// connection is gone, so the report says why the child died.
@@ -55,247 +50,15 @@ const DEATH_REPORT_WAIT: Duration = Duration::from_secs(2);
 /// How long `shutdown` waits for the reaping after SIGKILL.
 const REAP_WAIT: Duration = Duration::from_secs(5);
 
-/// Something the agent streamed during a prompt turn.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentEvent {
-    /// An `agent_message_chunk` with text content.
-    Text(String),
-    /// An `agent_thought_chunk` with text content.
-    Thought(String),
-}
-
-/// Why the agent ended a prompt turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The model finished its answer.
-    EndTurn,
-    /// The model hit its output token limit.
-    MaxTokens,
-    /// The agent hit its limit of model requests in one turn.
-    MaxTurnRequests,
-    /// The agent refused to continue (content filtered).
-    Refusal,
-    /// The turn was cancelled (`session/cancel`).
-    Cancelled,
-}
-
-impl StopReason {
-    /// The stop reason for an ACP `stopReason` string; unknown values are `EndTurn`, and Kiro's
-    /// `CONTENT_FILTERED` (any case) is `Refusal`.
-    pub fn from_wire(stop_reason: &str) -> Self {
-        match stop_reason {
-            "end_turn" => Self::EndTurn,
-            "max_tokens" => Self::MaxTokens,
-            "max_turn_requests" => Self::MaxTurnRequests,
-            "refusal" => Self::Refusal,
-            "cancelled" => Self::Cancelled,
-            other if other.eq_ignore_ascii_case("content_filtered") => Self::Refusal,
-            other => {
-                tracing::debug!(
-                    stop_reason = other,
-                    "unknown ACP stop reason, taken as end_turn"
-                );
-                Self::EndTurn
-            }
-        }
-    }
-}
-
-/// An ACP session opened on one agent process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session(SessionId);
-
-/// How a prompt turn ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PromptOutcome {
-    /// The agent's stop reason.
-    pub stop_reason: StopReason,
-    /// What the agent reported about the turn's cost and context.
-    pub usage: UsageReport,
-}
-
-/// `session/prompt` with a lenient answer: an unknown stop reason must not fail the turn.
-#[derive(Debug, Clone, Serialize, Deserialize, agent_client_protocol::JsonRpcRequest)]
-#[request(method = "session/prompt", response = PromptReply)]
-#[serde(transparent)]
-struct PromptCall(PromptRequest);
-
-#[derive(Debug, Clone, Serialize, Deserialize, agent_client_protocol::JsonRpcResponse)]
-#[serde(rename_all = "camelCase")]
-struct PromptReply {
-    #[serde(default)]
-    stop_reason: Option<String>,
-}
-
 /// The exit of the child.
 #[derive(Debug, Clone, Copy)]
 struct Exit {
     code: Option<i32>,
 }
 
-/// Where a session's updates go while its prompt runs.
-struct SessionRoute {
-    events: mpsc::Sender<AgentEvent>,
-    usage: UsageReport,
-    /// Cancelled when the prompt ends or is dropped, to abandon a send blocked on a full
-    /// channel nobody reads any more.
-    closed: CancellationToken,
-}
-
-/// State shared between the `AgentProcess` and its tasks.
-#[derive(Default)]
-struct Shared {
-    sessions: Mutex<HashMap<SessionId, SessionRoute>>,
-    stderr: Mutex<StderrTail>,
-    /// The child has been reaped: its pid (and group id) may belong to someone else now.
-    reaped: AtomicBool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Shared {
-    fn with_route(&self, session_id: &SessionId, update: impl FnOnce(&mut SessionRoute)) {
-        if let Some(route) = lock(&self.sessions).get_mut(session_id) {
-            update(route);
-        }
-    }
-
-    /// Handle a `session/update` notification: runs in the dispatch loop, and awaits the
-    /// consumer so that a slow consumer slows the agent down.
-    async fn on_session_update(&self, notification: SessionNotification) {
-        let session_id = &notification.session_id;
-        let event = match notification.update {
-            SessionUpdate::AgentMessageChunk(chunk) => text_of(chunk).map(AgentEvent::Text),
-            SessionUpdate::AgentThoughtChunk(chunk) => text_of(chunk).map(AgentEvent::Thought),
-            SessionUpdate::UsageUpdate(update) => {
-                self.with_route(session_id, |route| {
-                    route.usage.apply_usage_update(update.used, update.size);
-                });
-                None
-            }
-            SessionUpdate::SessionInfoUpdate(info) => {
-                if let Some(meta) = info.meta.as_ref().or(notification.meta.as_ref()) {
-                    self.with_route(session_id, |route| {
-                        route.usage.apply_session_info_meta(meta)
-                    });
-                }
-                None
-            }
-            _ => None,
-        };
-        let Some(event) = event else {
-            return;
-        };
-        let target = lock(&self.sessions)
-            .get(session_id)
-            .map(|route| (route.events.clone(), route.closed.clone()));
-        let Some((events, closed)) = target else {
-            tracing::trace!(%session_id, "update for a session without a prompt, ignored");
-            return;
-        };
-        tokio::select! {
-            sent = events.send(event) => {
-                if sent.is_err() {
-                    tracing::trace!(%session_id, "event receiver dropped");
-                }
-            }
-            () = closed.cancelled() => {}
-        }
-    }
-
-    fn on_kiro_metadata(&self, metadata: &KiroMetadata) {
-        let session_id = SessionId::new(metadata.session_id.as_str());
-        self.with_route(&session_id, |route| {
-            route.usage.apply_kiro_metadata(metadata)
-        });
-    }
-}
-
-fn text_of(chunk: ContentChunk) -> Option<String> {
-    match chunk.content {
-        ContentBlock::Text(text) => Some(text.text),
-        _ => None,
-    }
-}
-
-/// A registered prompt turn: routes the session's updates, and cancels the turn on the agent
-/// when dropped before [`Turn::finish`] (the caller gave up on the prompt).
-struct Turn<'a> {
-    shared: &'a Shared,
-    cx: &'a ConnectionTo<Agent>,
-    session_id: SessionId,
-    closed: CancellationToken,
-    finished: bool,
-    cancel_sent: bool,
-}
-
-impl<'a> Turn<'a> {
-    fn register(
-        shared: &'a Shared,
-        cx: &'a ConnectionTo<Agent>,
-        session_id: SessionId,
-        events: mpsc::Sender<AgentEvent>,
-    ) -> Self {
-        let closed = CancellationToken::new();
-        let route = SessionRoute {
-            events,
-            usage: UsageReport::default(),
-            closed: closed.clone(),
-        };
-        lock(&shared.sessions).insert(session_id.clone(), route);
-        Self {
-            shared,
-            cx,
-            session_id,
-            closed,
-            finished: false,
-            cancel_sent: false,
-        }
-    }
-
-    /// Ask the agent to stop the turn (`session/cancel`). The turn stays registered: the agent
-    /// still answers the prompt (with `cancelled`) and may send updates until then.
-    fn cancel(&mut self) {
-        if self.cancel_sent {
-            return;
-        }
-        self.cancel_sent = true;
-        tracing::debug!(session_id = %self.session_id, "cancelling the turn");
-        if let Err(error) = self
-            .cx
-            .send_notification(CancelNotification::new(self.session_id.clone()))
-        {
-            tracing::debug!(%error, "could not send session/cancel");
-        }
-    }
-
-    /// The turn is over (answered or failed): stop routing and return the usage it reported.
-    fn finish(mut self) -> UsageReport {
-        self.finished = true;
-        lock(&self.shared.sessions)
-            .remove(&self.session_id)
-            .map(|route| route.usage)
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.closed.cancel();
-        if self.finished {
-            return;
-        }
-        lock(&self.shared.sessions).remove(&self.session_id);
-        tracing::debug!(session_id = %self.session_id, "prompt dropped");
-        self.cancel();
-    }
-}
-
 /// Everything but the connection handle; dropping it kills the process group.
-struct Core {
-    shared: Arc<Shared>,
+pub(crate) struct Core {
+    pub(crate) shared: Arc<Shared>,
     pid: Option<u32>,
     pgid: Option<Pid>,
     exit: watch::Receiver<Option<Exit>>,
@@ -321,7 +84,7 @@ impl Core {
     }
 
     /// Why the process is unusable: its exit status (waited for, briefly) and stderr tail.
-    async fn death_report(&self) -> AcpError {
+    pub(crate) async fn death_report(&self) -> AcpError {
         let deadline = Instant::now() + DEATH_REPORT_WAIT;
         let mut exit = self.exit.clone();
         let status = tokio::time::timeout_at(deadline, exit_code(&mut exit))
@@ -448,68 +211,18 @@ fn kill_group(pgid: Option<Pid>) {
     }
 }
 
-/// The ACP client: handlers for what the agent sends, then wait for the agent to hang up.
-async fn run_connection(
-    transport: impl agent_client_protocol::ConnectTo<Client> + 'static,
-    shared: Arc<Shared>,
-    policy: PermissionPolicy,
-    cx_tx: oneshot::Sender<ConnectionTo<Agent>>,
-) -> Result<(), agent_client_protocol::Error> {
-    let updates = shared.clone();
-    let metadata = shared;
-    Client
-        .v1()
-        .name("drawbridge")
-        .on_receive_notification(
-            async move |notification: SessionNotification, _cx| {
-                updates.on_session_update(notification).await;
-                Ok(())
-            },
-            agent_client_protocol::on_receive_notification!(),
-        )
-        .on_receive_notification(
-            async move |notification: KiroMetadata, _cx| {
-                metadata.on_kiro_metadata(&notification);
-                Ok(())
-            },
-            agent_client_protocol::on_receive_notification!(),
-        )
-        .on_receive_notification(
-            // Unknown notifications (`_kiro.dev/commands/available`, ...) are ignored here
-            // rather than left to the crate, which would park the ones naming a session in case
-            // a session handler shows up (we never register one).
-            async move |notification: UntypedMessage, _cx| {
-                tracing::trace!(method = notification.method(), "ignoring notification");
-                Ok(())
-            },
-            agent_client_protocol::on_receive_notification!(),
-        )
-        .on_receive_request(
-            async move |request: RequestPermissionRequest, responder, _cx| {
-                let answer = policy.decide(&request.tool_call, &request.options);
-                tracing::debug!(session_id = %request.session_id, outcome = ?answer.outcome, "answered a permission request");
-                responder.respond(answer)
-            },
-            agent_client_protocol::on_receive_request!(),
-        )
-        .connect_with(transport, async move |cx: ConnectionTo<Agent>| {
-            if cx_tx.send(cx.clone()).is_err() {
-                return Ok(());
-            }
-            cx.incoming_closed().await;
-            Ok(())
-        })
-        .await
-}
-
 /// One agent child process speaking ACP over its stdio.
 ///
 /// Dropping it SIGKILLs the child's whole process group (synchronously) and ends its tasks;
 /// [`AgentProcess::shutdown`] is the graceful way.
 pub struct AgentProcess {
-    core: Core,
-    cx: ConnectionTo<Agent>,
-    cwd: PathBuf,
+    pub(crate) core: Core,
+    pub(crate) cx: ConnectionTo<Agent>,
+    pub(crate) cwd: PathBuf,
+    /// What `initialize` told us about the agent.
+    pub(crate) facts: AgentFacts,
+    /// The model catalogue of the last `session/new`.
+    pub(crate) models: Mutex<Option<ModelCatalogue>>,
 }
 
 impl std::fmt::Debug for AgentProcess {
@@ -594,16 +307,26 @@ impl AgentProcess {
             Ok(Err(_)) => return Err(core.death_report().await),
             Err(_) => return Err(handshake_timeout_error(&core, handshake_timeout)),
         };
-        let process = Self {
+        let mut process = Self {
             core,
             cx,
             cwd: spec.cwd.clone(),
+            facts: AgentFacts {
+                engine: Engine::Other,
+                extension_methods: Vec::new(),
+            },
+            models: Mutex::new(None),
         };
-        process.handshake(deadline, handshake_timeout).await?;
+        process.facts = process.handshake(deadline, handshake_timeout).await?;
+        tracing::info!(pid = ?process.pid(), engine = ?process.facts.engine, "agent ready");
         Ok(process)
     }
 
-    async fn handshake(&self, deadline: Instant, timeout: Duration) -> Result<(), AcpError> {
+    async fn handshake(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<AgentFacts, AcpError> {
         let capabilities = ClientCapabilities::new()
             .fs(FileSystemCapabilities::new()
                 .read_text_file(false)
@@ -624,14 +347,14 @@ impl AgentProcess {
             }
             Ok(Ok(response)) => {
                 tracing::debug!(agent = ?response.agent_info, "ACP handshake done");
-                Ok(())
+                Ok(AgentFacts::from_initialize(&response))
             }
         }
     }
 
     /// Send one request and wait for its answer, the child's death, the connection's end, or a
     /// broken stdin (the request may never have reached the child).
-    async fn request<R: JsonRpcRequest>(
+    pub(crate) async fn request<R: JsonRpcRequest>(
         &self,
         method: &'static str,
         request: R,
@@ -660,81 +383,29 @@ impl AgentProcess {
         }
     }
 
-    /// Run one request as one fresh ACP session: `session/new` (the spec's cwd, no MCP
-    /// servers), then `session/prompt` with `text` as one text block.
-    ///
-    /// Text and thought chunks of this session are sent to `events` as they arrive, each send
-    /// awaited (backpressure): read `events` concurrently. Returns when the agent answers the
-    /// prompt, with the usage it reported during the turn. Dropping the returned future before
-    /// then sends `session/cancel` for the session. If the child dies, returns
-    /// [`AcpError::Exited`] with its status and stderr tail.
-    pub async fn prompt(
-        &self,
-        text: String,
-        events: mpsc::Sender<AgentEvent>,
-    ) -> Result<PromptOutcome, AcpError> {
-        self.prompt_until(text, events, std::future::pending())
-            .await
+    /// Which engine answered `initialize` (Kiro v2, Kiro v3, or another ACP agent).
+    pub fn engine(&self) -> Engine {
+        self.facts.engine
     }
 
-    /// [`prompt`](Self::prompt), cancelled the ACP way when `cancel` resolves: `session/cancel`
-    /// is sent and the prompt keeps waiting for the agent's answer (normally `stopReason:
-    /// "cancelled"`), so the process can serve again once it has answered. Keep reading
-    /// `events` until this returns; bound the wait with a timeout of your own.
-    pub async fn prompt_until(
-        &self,
-        text: String,
-        events: mpsc::Sender<AgentEvent>,
-        cancel: impl std::future::Future<Output = ()>,
-    ) -> Result<PromptOutcome, AcpError> {
-        let session = self.new_session().await?;
-        self.prompt_in(&session, text, events, cancel).await
+    /// The models the last `session/new` announced, `None` when it announced none (agents
+    /// without a catalogue, or a cold Kiro start). Refreshed by every
+    /// [`new_session`](Self::new_session).
+    pub fn models(&self) -> Option<ModelCatalogue> {
+        lock(&self.models).clone()
     }
 
-    /// Open a fresh ACP session (`session/new` with the spec's cwd and no MCP servers).
-    pub async fn new_session(&self) -> Result<Session, AcpError> {
-        if !self.is_alive() {
-            return Err(self.core.death_report().await);
-        }
-        let new_session = NewSessionRequest::new(self.cwd.clone()).mcp_servers(Vec::new());
-        let session_id = self.request("session/new", new_session).await?.session_id;
-        tracing::debug!(%session_id, "session created");
-        Ok(Session(session_id))
+    /// Whether [`delete_session`](Self::delete_session) deletes anything on this agent.
+    pub fn deletes_sessions(&self) -> bool {
+        self.facts.deletes_sessions()
     }
 
-    /// One more turn on an existing session: the agent keeps the session's earlier turns in
-    /// its context (how a truncated answer is continued). Events, usage and cancellation as
-    /// in [`prompt_until`](Self::prompt_until).
-    pub async fn prompt_in(
-        &self,
-        session: &Session,
-        text: String,
-        events: mpsc::Sender<AgentEvent>,
-        cancel: impl std::future::Future<Output = ()>,
-    ) -> Result<PromptOutcome, AcpError> {
-        if !self.is_alive() {
-            return Err(self.core.death_report().await);
-        }
-        let session_id = session.0.clone();
-        let mut turn = Turn::register(&self.core.shared, &self.cx, session_id.clone(), events);
-        let prompt =
-            PromptRequest::new(session_id, vec![ContentBlock::Text(TextContent::new(text))]);
-        let reply = self.request("session/prompt", PromptCall(prompt));
-        tokio::pin!(reply);
-        tokio::pin!(cancel);
-        let reply = tokio::select! {
-            reply = &mut reply => reply,
-            () = &mut cancel => {
-                turn.cancel();
-                reply.await
-            }
-        };
-        let usage = turn.finish();
-        let reply = reply?;
-        Ok(PromptOutcome {
-            stop_reason: StopReason::from_wire(reply.stop_reason.as_deref().unwrap_or_default()),
-            usage,
-        })
+    /// The method of the last request the agent sent that the client could not serve (for
+    /// example Kiro v3's `_kiro/auth/getAccessToken` when it is not started with
+    /// `--auth-method cli`); every such request was answered with a JSON-RPC error. An agent
+    /// stuck on one may never answer its prompt: report it as the reason it is unhealthy.
+    pub fn unserved_request(&self) -> Option<String> {
+        lock(&self.core.shared.unserved).clone()
     }
 
     /// Whether the child is running and its connection open both ways.
@@ -794,57 +465,4 @@ async fn exit_code(exit: &mut tokio::sync::watch::Receiver<Option<Exit>>) -> Opt
         .await
         .ok()
         .and_then(|exit| exit.as_ref().and_then(|exit| exit.code))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use agent_client_protocol::JsonRpcMessage as _;
-
-    #[test]
-    fn stop_reasons_map() {
-        assert_eq!(StopReason::from_wire("end_turn"), StopReason::EndTurn);
-        assert_eq!(StopReason::from_wire("max_tokens"), StopReason::MaxTokens);
-        assert_eq!(
-            StopReason::from_wire("max_turn_requests"),
-            StopReason::MaxTurnRequests
-        );
-        assert_eq!(StopReason::from_wire("refusal"), StopReason::Refusal);
-        assert_eq!(StopReason::from_wire("cancelled"), StopReason::Cancelled);
-        assert_eq!(
-            StopReason::from_wire("CONTENT_FILTERED"),
-            StopReason::Refusal
-        );
-        assert_eq!(StopReason::from_wire("something_new"), StopReason::EndTurn);
-        assert_eq!(StopReason::from_wire(""), StopReason::EndTurn);
-    }
-
-    #[test]
-    fn prompt_reply_is_lenient() {
-        let reply = PromptReply::from_json(
-            "session/prompt",
-            serde_json::json!({ "stopReason": "brand_new", "extra": 1 }),
-        )
-        .unwrap();
-        assert_eq!(reply.stop_reason.as_deref(), Some("brand_new"));
-        let reply = PromptReply::from_json("session/prompt", serde_json::json!({})).unwrap();
-        assert_eq!(reply.stop_reason, None);
-    }
-
-    #[test]
-    fn prompt_call_serializes_as_a_prompt_request() {
-        let call = PromptCall(PromptRequest::new(
-            "s1",
-            vec![ContentBlock::Text(TextContent::new("hi"))],
-        ));
-        let untyped = call.to_untyped_message().unwrap();
-        assert_eq!(untyped.method(), "session/prompt");
-        assert_eq!(
-            untyped.params(),
-            &serde_json::json!({
-                "sessionId": "s1",
-                "prompt": [{ "type": "text", "text": "hi" }],
-            })
-        );
-    }
 }

@@ -6,18 +6,78 @@ use crate::kiro::{self, KiroMetadata};
 
 /// The usage an agent reported during one prompt turn.
 ///
-/// Agents report no token counts (Kiro does not): estimate tokens elsewhere and say so.
+/// Everything here is what the agent said, never an estimate. Kiro reports no token counts:
+/// when [`UsageReport::tokens`] is `None`, estimate tokens elsewhere and say so.
 #[derive(Default, Clone, Debug, PartialEq)]
 pub struct UsageReport {
     /// How full the context window is, 0–100; the last report of the turn wins.
     pub context_usage_percent: Option<f64>,
     /// Credits the turn cost, summed over every metering report of the turn.
     pub credits: Option<f64>,
+    /// The turn's token counts, as the agent reported them in the prompt result's `usage`.
+    pub tokens: Option<TokenUsage>,
+    /// The context window as the last `usage_update` reported it.
+    pub context_window: Option<ContextWindow>,
+}
+
+/// Token counts an agent reported for a turn (ACP `usage`).
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Input (prompt) tokens.
+    pub input_tokens: u64,
+    /// Output (completion) tokens.
+    pub output_tokens: u64,
+    /// All tokens; the agent's own total, else input + output.
+    pub total_tokens: u64,
+    /// Reasoning tokens, when reported.
+    pub thought_tokens: Option<u64>,
+    /// Tokens read from a prompt cache, when reported.
+    pub cached_read_tokens: Option<u64>,
+    /// Tokens written to a prompt cache, when reported.
+    pub cached_write_tokens: Option<u64>,
+}
+
+impl TokenUsage {
+    /// Parse ACP `usage` (`inputTokens`, `outputTokens`, `totalTokens`, ...); `None` when it
+    /// holds neither input nor output tokens.
+    pub(crate) fn from_wire(usage: &Value) -> Option<Self> {
+        let count = |key: &str| usage.get(key).and_then(Value::as_u64);
+        let input_tokens = count("inputTokens");
+        let output_tokens = count("outputTokens");
+        if input_tokens.is_none() && output_tokens.is_none() {
+            return None;
+        }
+        let (input_tokens, output_tokens) = (input_tokens.unwrap_or(0), output_tokens.unwrap_or(0));
+        Some(Self {
+            input_tokens,
+            output_tokens,
+            total_tokens: count("totalTokens")
+                .unwrap_or_else(|| input_tokens.saturating_add(output_tokens)),
+            thought_tokens: count("thoughtTokens"),
+            cached_read_tokens: count("cachedReadTokens"),
+            cached_write_tokens: count("cachedWriteTokens"),
+        })
+    }
+}
+
+/// A context window report: `used` of `size` tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextWindow {
+    /// Tokens in context.
+    pub used: u64,
+    /// The window's size.
+    pub size: u64,
 }
 
 impl UsageReport {
+    /// Whether the agent reported token counts (then they are exact, not estimates).
+    pub fn tokens_reported(&self) -> bool {
+        self.tokens.is_some()
+    }
+
     /// A standard ACP `usage_update` (`used` of `size` tokens in context).
     pub(crate) fn apply_usage_update(&mut self, used: u64, size: u64) {
+        self.context_window = Some(ContextWindow { used, size });
         if size > 0 {
             #[expect(
                 clippy::cast_precision_loss,
@@ -97,6 +157,28 @@ mod tests {
         assert_eq!(usage.context_usage_percent, Some(25.0));
         usage.apply_usage_update(1, 0);
         assert_eq!(usage.context_usage_percent, Some(25.0), "size 0 is ignored");
+        assert_eq!(
+            usage.context_window,
+            Some(ContextWindow { used: 1, size: 0 })
+        );
+        assert!(!usage.tokens_reported());
+    }
+
+    #[test]
+    fn token_usage_parses_leniently() {
+        let usage = TokenUsage::from_wire(&json!({
+            "totalTokens": 30, "inputTokens": 10, "outputTokens": 15, "thoughtTokens": 5,
+        }))
+        .unwrap();
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (10, 15, 30)
+        );
+        assert_eq!(usage.thought_tokens, Some(5));
+        let partial = TokenUsage::from_wire(&json!({ "outputTokens": 4 })).unwrap();
+        assert_eq!((partial.input_tokens, partial.total_tokens), (0, 4));
+        assert_eq!(TokenUsage::from_wire(&json!({ "cost": 1 })), None);
+        assert_eq!(TokenUsage::from_wire(&json!("x")), None);
     }
 
     #[test]
@@ -118,6 +200,7 @@ mod tests {
             UsageReport {
                 context_usage_percent: Some(41.5),
                 credits: Some(0.75),
+                ..UsageReport::default()
             }
         );
     }
@@ -167,6 +250,7 @@ mod tests {
             UsageReport {
                 context_usage_percent: Some(12.0),
                 credits: Some(0.75),
+                ..UsageReport::default()
             }
         );
     }

@@ -14,7 +14,7 @@ use agent_client_protocol::v1::schema::{
     NewSessionRequest, NewSessionResponse, PermissionOption, PermissionOptionKind, PromptRequest,
     PromptResponse, ReadTextFileRequest, RequestPermissionOutcome, RequestPermissionRequest,
     SessionId, SessionInfoUpdate, SessionNotification, SessionUpdate, StopReason, TextContent,
-    ToolCallUpdate, ToolCallUpdateFields, UsageUpdate,
+    ToolCallUpdate, ToolCallUpdateFields, Usage, UsageUpdate,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{
@@ -28,6 +28,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::directive::{self, Behavior, Directive};
+use crate::kiro::{self as mock_kiro, KiroEngine, KiroSession};
+
+mod dialect;
+mod kiro_turn;
+mod turn;
+
+use turn::Turn;
 
 /// What the agent does when a prompt names no behaviour.
 #[derive(Debug, Clone, Default)]
@@ -36,9 +43,32 @@ pub struct MockConfig {
     pub default_directive: Directive,
     /// The delay between chunks when a directive sets none (`MOCK_ACP_DELAY_MS`).
     pub delay: Duration,
+    /// The Kiro dialect to speak (`--kiro-engine`), `None` for the plain mock of old.
+    pub kiro: Option<KiroEngine>,
+    /// The model catalogue (`MOCK_ACP_MODELS`); empty means [`kiro::DEFAULT_MODELS`].
+    pub models: Vec<String>,
+    /// The first `session/new` announces no model catalogue, like a cold Kiro start.
+    pub cold_catalogue: bool,
+    /// `echo` answers start with `[MODEL] `, the session's model (`--echo-model`).
+    pub echo_model: bool,
+    /// Where v3 sessions are persisted (`$HOME/.kiro/sessions`); none: not persisted.
+    pub home: Option<PathBuf>,
+}
+
+impl MockConfig {
+    /// The model catalogue in force; the first is the default.
+    pub fn models(&self) -> Vec<String> {
+        if self.models.is_empty() {
+            mock_kiro::DEFAULT_MODELS.map(str::to_owned).to_vec()
+        } else {
+            self.models.clone()
+        }
+    }
 }
 
 const DEFAULT_CHUNKS: u64 = 3;
+/// JSON-RPC "internal error": how agents report upstream trouble.
+const INTERNAL_ERROR: i32 = -32603;
 const DEFAULT_CREDITS: f64 = 0.01;
 const CRASH_STATUS: i32 = 3;
 const CRASH_MESSAGE: &str = "mock-acp-agent: crashing as asked\n";
@@ -79,6 +109,8 @@ struct SessionState {
     turn: Option<(u64, CancellationToken)>,
     /// A `max_tokens ... rounds=R` answer still to be continued on this session.
     truncated: Option<Truncated>,
+    /// The model, mode and autopilot of the session.
+    kiro: KiroSession,
 }
 
 /// An answer cut by `max_tokens rounds=R`: where the next turn resumes it.
@@ -96,6 +128,8 @@ struct State {
     prompts: AtomicU64,
     cancels: AtomicU64,
     turn_ids: AtomicU64,
+    /// `session/new` requests answered so far.
+    sessions_opened: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,6 +181,8 @@ where
         config,
         ..State::default()
     });
+    let kiro_engine = state.config.kiro;
+    let dialect = state.clone();
     let sessions = state.clone();
     let prompts = state.clone();
     let cancels = state;
@@ -154,8 +190,25 @@ where
         .v1()
         .name("mock-acp-agent")
         .on_receive_request(
-            async |request: InitializeRequest, responder: Responder<InitializeResponse>, _cx| {
+            async move |request: UntypedMessage,
+                        responder: Responder<serde_json::Value>,
+                        cx: ConnectionTo<Client>| {
+                dialect.on_kiro_request(request, responder, &cx)
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |request: InitializeRequest,
+                        responder: Responder<InitializeResponse>,
+                        _cx| {
                 tracing::debug!(client = ?request.client_info, "initialize");
+                // Kiro's result, parsed into the crate's type: the crate must see
+                // `initialize` answered by its own handler to accept what follows.
+                if let Some(engine) = kiro_engine {
+                    let result = serde_json::from_value(mock_kiro::initialize_result(engine))
+                        .map_err(agent_client_protocol::Error::into_internal_error)?;
+                    return responder.respond(result);
+                }
                 responder.respond(
                     InitializeResponse::new(ProtocolVersion::V1)
                         .agent_capabilities(AgentCapabilities::new())
@@ -179,12 +232,15 @@ where
                         _cx| {
                 let session_id = SessionId::new(uuid::Uuid::new_v4().to_string());
                 tracing::debug!(%session_id, cwd = %request.cwd.display(), "session/new");
+                sessions.sessions_opened.fetch_add(1, Ordering::Relaxed);
+                let kiro = KiroSession::new(None, &sessions.config.models()[0]);
                 lock(&sessions.sessions).insert(
                     session_id.clone(),
                     SessionState {
                         cwd: request.cwd,
                         turn: None,
                         truncated: None,
+                        kiro,
                     },
                 );
                 responder.respond(NewSessionResponse::new(session_id))
@@ -260,6 +316,15 @@ fn start_turn(
                 agent_client_protocol::Error::invalid_params().data("unknown session"),
             );
         };
+        // Kiro v2 takes any model id and fails the prompt on one it does not have.
+        let model = session.kiro.model.clone();
+        if state.config.kiro == Some(KiroEngine::V2) && !state.config.models().contains(&model) {
+            drop(sessions);
+            return responder.respond_with_error(agent_client_protocol::Error::new(
+                INTERNAL_ERROR,
+                format!("Model '{model}' not found"),
+            ));
+        }
         session.turn = Some((turn_id, stop.clone()));
         // A multi-round truncated answer: a new one starts, or a plain prompt continues it.
         let resume = match (&directive, explicit) {
@@ -280,9 +345,9 @@ fn start_turn(
                 ..t
             })
             .filter(|t| t.rounds_left > 0);
-        (session.cwd.clone(), resume)
+        (session.cwd.clone(), resume, session.kiro.clone())
     };
-    let (cwd, resume) = cwd;
+    let (cwd, resume, kiro) = cwd;
     tracing::debug!(session_id = %request.session_id, ?directive, "session/prompt");
     let turn = Turn {
         delay: directive
@@ -300,401 +365,15 @@ fn start_turn(
         stop,
         request_cancel: responder.cancellation(),
         started: Instant::now(),
+        engine: state.config.kiro,
+        kiro,
     };
     cx.spawn(turn.run(responder))
-}
-
-/// How a turn's script ended.
-enum Finish {
-    Stop(StopReason),
-    /// Answer the prompt with this JSON-RPC error (code -32603, like Kiro's upstream errors).
-    Fail(String),
-    Crash,
-    Hang,
-}
-
-/// What Kiro says when an account's monthly credits are spent.
-const QUOTA_MESSAGE: &str = "The monthly usage limit has been reached (request_id: mock)";
-/// What Kiro says when an account is rate limited.
-const RATE_LIMIT_MESSAGE: &str = "Too many requests, please wait before trying again.";
-/// JSON-RPC "internal error": how agents report upstream trouble.
-const INTERNAL_ERROR: i32 = -32603;
-
-/// Whether a stream of chunks ran to its end.
-enum Flow {
-    Done,
-    Cancelled,
-}
-
-struct Turn {
-    cx: ConnectionTo<Client>,
-    state: Arc<State>,
-    session_id: SessionId,
-    turn_id: u64,
-    cwd: PathBuf,
-    directive: Directive,
-    /// Part of a multi-round truncated answer, when set.
-    resume: Option<Truncated>,
-    text: String,
-    prompt_chars: usize,
-    delay: Duration,
-    stop: CancellationToken,
-    request_cancel: RequestCancellation,
-    started: Instant,
-}
-
-impl Turn {
-    async fn run(
-        self,
-        responder: Responder<PromptResponse>,
-    ) -> Result<(), agent_client_protocol::Error> {
-        // A failed send means the client is gone; the connection ends on its own, so the turn
-        // just stops (an error here would shut the whole agent down).
-        let finish = match self.script().await {
-            Ok(finish) => finish,
-            Err(error) => {
-                tracing::debug!(%error, "turn aborted");
-                self.state.end_turn(&self.session_id, self.turn_id);
-                return Ok(());
-            }
-        };
-        match finish {
-            Finish::Stop(stop_reason) => {
-                if let Err(error) = self.send_metering() {
-                    tracing::debug!(%error, "could not send metering");
-                }
-                self.state.end_turn(&self.session_id, self.turn_id);
-                if let Err(error) = responder.respond(PromptResponse::new(stop_reason)) {
-                    tracing::debug!(%error, "could not answer the prompt");
-                }
-            }
-            Finish::Fail(message) => {
-                self.state.end_turn(&self.session_id, self.turn_id);
-                let error = agent_client_protocol::Error::new(INTERNAL_ERROR, message);
-                if let Err(error) = responder.respond_with_error(error) {
-                    tracing::debug!(%error, "could not answer the prompt");
-                }
-            }
-            Finish::Crash => {
-                tracing::warn!("crashing as asked");
-                self.cx.send_notification(CrashNow {})?;
-                std::future::pending::<()>().await;
-            }
-            Finish::Hang => {
-                tracing::warn!("hanging as asked");
-                std::future::pending::<()>().await;
-            }
-        }
-        Ok(())
-    }
-
-    async fn script(&self) -> Result<Finish, agent_client_protocol::Error> {
-        let directive = &self.directive;
-        let numbered = |count: Option<u64>| {
-            (0..count.unwrap_or(DEFAULT_CHUNKS))
-                .map(|i| format!("chunk {i} "))
-                .collect::<Vec<_>>()
-        };
-        if let Some(resume) = self.resume {
-            let chunks: Vec<String> = (resume.next..resume.next + resume.n)
-                .map(|i| format!("chunk {i} "))
-                .collect();
-            let stop = if resume.rounds_left > 1 {
-                StopReason::MaxTokens
-            } else {
-                StopReason::EndTurn
-            };
-            return self.stream_or_cancel(chunks, stop).await;
-        }
-        let finish = match directive.behavior {
-            Behavior::Echo => {
-                let chunks = directive::word_chunks(&self.text);
-                self.stream_or_cancel(chunks, StopReason::EndTurn).await?
-            }
-            Behavior::Stream => {
-                // Asked to finish an answer another agent began: carry on from its last chunk.
-                let start = resume_offset(&self.text);
-                let chunks: Vec<String> = (start..directive.n.unwrap_or(DEFAULT_CHUNKS))
-                    .map(|i| format!("chunk {i} "))
-                    .collect();
-                self.stream_or_cancel(chunks, StopReason::EndTurn).await?
-            }
-            Behavior::MaxTokens => {
-                self.stream_or_cancel(numbered(directive.n), StopReason::MaxTokens)
-                    .await?
-            }
-            Behavior::Crash => {
-                self.stream(numbered(directive.after), false).await?;
-                Finish::Crash
-            }
-            Behavior::Hang => {
-                self.stream(numbered(directive.after), false).await?;
-                Finish::Hang
-            }
-            Behavior::Quota => {
-                self.stream(numbered(directive.after.or(Some(0))), false)
-                    .await?;
-                Finish::Fail(QUOTA_MESSAGE.to_owned())
-            }
-            Behavior::RateLimit => {
-                self.stream(numbered(directive.after.or(Some(0))), false)
-                    .await?;
-                Finish::Fail(match directive.retry_after {
-                    Some(secs) => format!("{RATE_LIMIT_MESSAGE} Retry after {secs} seconds."),
-                    None => RATE_LIMIT_MESSAGE.to_owned(),
-                })
-            }
-            Behavior::Artifacts => {
-                self.stream_or_cancel(ARTIFACT_CHUNKS, StopReason::EndTurn)
-                    .await?
-            }
-            Behavior::Refusal => {
-                self.message("I can't help with that.")?;
-                Finish::Stop(StopReason::Refusal)
-            }
-            Behavior::Env => {
-                self.message(&self.env_report())?;
-                Finish::Stop(StopReason::EndTurn)
-            }
-            Behavior::Permission => self.ask_permission().await?,
-            Behavior::Thought => {
-                self.update(SessionUpdate::AgentThoughtChunk(chunk("thinking...")))?;
-                self.message("done")?;
-                Finish::Stop(StopReason::EndTurn)
-            }
-            Behavior::Fs => {
-                self.try_client_capabilities().await?;
-                Finish::Stop(StopReason::EndTurn)
-            }
-            Behavior::Noise => {
-                self.send_noise()?;
-                self.message("ok")?;
-                Finish::Stop(StopReason::EndTurn)
-            }
-            Behavior::Stats => {
-                let stats = json!({
-                    "prompts": self.state.prompts.load(Ordering::Relaxed),
-                    "cancels": self.state.cancels.load(Ordering::Relaxed),
-                    "active_turns": self.state.active_turns(),
-                });
-                self.message(&stats.to_string())?;
-                Finish::Stop(StopReason::EndTurn)
-            }
-        };
-        Ok(finish)
-    }
-
-    fn update(&self, update: SessionUpdate) -> Result<(), agent_client_protocol::Error> {
-        self.cx
-            .send_notification(SessionNotification::new(self.session_id.clone(), update))
-    }
-
-    fn message(&self, text: &str) -> Result<(), agent_client_protocol::Error> {
-        self.update(SessionUpdate::AgentMessageChunk(chunk(text)))
-    }
-
-    fn stopped(&self) -> bool {
-        self.stop.is_cancelled() || self.request_cancel.is_cancelled()
-    }
-
-    async fn wait_stopped(&self) {
-        tokio::select! {
-            () = self.stop.cancelled() => {}
-            () = self.request_cancel.cancelled() => {}
-        }
-    }
-
-    /// Stream `chunks`, then stop with `stop_reason`, or with `cancelled` if cancelled first.
-    async fn stream_or_cancel<S: AsRef<str>>(
-        &self,
-        chunks: impl IntoIterator<Item = S>,
-        stop_reason: StopReason,
-    ) -> Result<Finish, agent_client_protocol::Error> {
-        Ok(match self.stream(chunks, true).await? {
-            Flow::Done => Finish::Stop(stop_reason),
-            Flow::Cancelled => Finish::Stop(StopReason::Cancelled),
-        })
-    }
-
-    /// Send `chunks` as message chunks with the turn's delay between them.
-    async fn stream<S: AsRef<str>>(
-        &self,
-        chunks: impl IntoIterator<Item = S>,
-        cancellable: bool,
-    ) -> Result<Flow, agent_client_protocol::Error> {
-        for (index, text) in chunks.into_iter().enumerate() {
-            if index > 0 && !self.delay.is_zero() {
-                if cancellable {
-                    tokio::select! {
-                        () = tokio::time::sleep(self.delay) => {}
-                        () = self.wait_stopped() => return Ok(Flow::Cancelled),
-                    }
-                } else {
-                    tokio::time::sleep(self.delay).await;
-                }
-            }
-            if cancellable && self.stopped() {
-                return Ok(Flow::Cancelled);
-            }
-            self.message(text.as_ref())?;
-        }
-        Ok(Flow::Done)
-    }
-
-    fn env_report(&self) -> String {
-        let env: BTreeMap<String, String> = std::env::vars_os()
-            .map(|(key, value)| {
-                (
-                    key.to_string_lossy().into_owned(),
-                    value.to_string_lossy().into_owned(),
-                )
-            })
-            .collect();
-        let cwd = std::env::current_dir()
-            .map(|dir| dir.display().to_string())
-            .unwrap_or_default();
-        json!({
-            "cwd": cwd,
-            "session_cwd": self.cwd.display().to_string(),
-            "home": env.get("HOME"),
-            "env": env,
-        })
-        .to_string()
-    }
-
-    async fn ask_permission(&self) -> Result<Finish, agent_client_protocol::Error> {
-        let request = RequestPermissionRequest::new(
-            self.session_id.clone(),
-            ToolCallUpdate::new(
-                "mock-tool-1",
-                ToolCallUpdateFields::new()
-                    .title("mock tool wants to run")
-                    .kind(agent_client_protocol::v1::schema::ToolKind::Read),
-            ),
-            vec![
-                PermissionOption::new("allow-once", "Allow once", PermissionOptionKind::AllowOnce),
-                PermissionOption::new(
-                    "reject-once",
-                    "Reject once",
-                    PermissionOptionKind::RejectOnce,
-                ),
-            ],
-        );
-        let answer = tokio::select! {
-            answer = self.cx.send_request(request).block_task() => answer,
-            () = self.wait_stopped() => return Ok(Finish::Stop(StopReason::Cancelled)),
-        };
-        let selected = match answer {
-            Ok(response) => match response.outcome {
-                RequestPermissionOutcome::Selected(selected) => selected.option_id.to_string(),
-                _ => "cancelled".to_owned(),
-            },
-            Err(error) => format!("error {}", i32::from(error.code)),
-        };
-        self.message(&format!("permission: {selected}"))?;
-        Ok(Finish::Stop(StopReason::EndTurn))
-    }
-
-    async fn try_client_capabilities(&self) -> Result<(), agent_client_protocol::Error> {
-        let read = self
-            .ask(ReadTextFileRequest::new(
-                self.session_id.clone(),
-                "/etc/hostname",
-            ))
-            .await;
-        let terminal = self
-            .ask(CreateTerminalRequest::new(self.session_id.clone(), "true"))
-            .await;
-        self.message(&format!(
-            "fs/read_text_file: {read}; terminal/create: {terminal}"
-        ))
-    }
-
-    /// Send a request to the client and describe the answer: `ok` or `error CODE`.
-    async fn ask<R: JsonRpcRequest>(&self, request: R) -> String {
-        match self.cx.send_request(request).block_task().await {
-            Ok(_) => "ok".to_owned(),
-            Err(error) => format!("error {}", i32::from(error.code)),
-        }
-    }
-
-    fn send_noise(&self) -> Result<(), agent_client_protocol::Error> {
-        let session_id = self.session_id.to_string();
-        self.cx.send_notification(UntypedMessage::new(
-            "_kiro.dev/commands/available",
-            json!({ "sessionId": session_id, "commands": [] }),
-        )?)?;
-        self.cx.send_notification(UntypedMessage::new(
-            "session/update",
-            json!({
-                "sessionId": session_id,
-                "update": { "sessionUpdate": "mystery_update", "payload": 1 },
-            }),
-        )?)?;
-        self.cx.send_notification(SessionNotification::new(
-            "not-a-session-of-this-client",
-            SessionUpdate::AgentMessageChunk(chunk("leaked from elsewhere")),
-        ))?;
-        self.update(SessionUpdate::UsageUpdate(UsageUpdate::new(50, 200)))
-    }
-
-    /// Report usage the way kiro-cli does, v2 or v3.
-    fn send_metering(&self) -> Result<(), agent_client_protocol::Error> {
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "prompt sizes are far below 2^52 characters"
-        )]
-        let default_context = (self.prompt_chars as f64 / 2000.0).min(100.0);
-        let context = self.directive.context.unwrap_or(default_context);
-        let credits = self.directive.credits.unwrap_or(DEFAULT_CREDITS);
-        if self.directive.v3 {
-            self.update(SessionUpdate::SessionInfoUpdate(
-                SessionInfoUpdate::new().meta(kiro::turn_completion_meta(credits)),
-            ))?;
-            self.update(SessionUpdate::SessionInfoUpdate(
-                SessionInfoUpdate::new().meta(kiro::context_usage_meta(context)),
-            ))
-        } else {
-            let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.cx.send_notification(KiroMetadata {
-                session_id: self.session_id.to_string(),
-                context_usage_percentage: Some(context),
-                metering_usage: Some(vec![MeteringUsage::credits(credits)]),
-                turn_duration_ms: Some(elapsed_ms),
-            })
-        }
-    }
-}
-
-/// The header under which Drawbridge puts a partial answer it asks an agent to finish
-/// (`drawbridge_core::prompt::CUT_OFF_HEADER`).
-const CUT_OFF_HEADER: &str = "[Assistant (cut off)]\n";
-
-/// How many `chunk N ` pieces the partial answer in a resume prompt already holds (0 when the
-/// prompt is not a resume).
-fn resume_offset(text: &str) -> u64 {
-    let Some(start) = text.find(CUT_OFF_HEADER) else {
-        return 0;
-    };
-    let block = &text[start + CUT_OFF_HEADER.len()..];
-    let block = block.split("\n\n").next().unwrap_or_default();
-    block.matches("chunk ").count() as u64
-}
-
-fn chunk(text: &str) -> ContentChunk {
-    ContentChunk::new(ContentBlock::Text(TextContent::new(text)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_resume_prompt_continues_the_numbering() {
-        assert_eq!(resume_offset("plain prompt"), 0);
-        let prompt = "[User]\ngo\n\n[Assistant (cut off)]\nchunk 0 chunk 1 \n\nYour previous reply...chunk 1";
-        assert_eq!(resume_offset(prompt), 2);
-    }
 
     #[test]
     fn crash_sentinel_method_matches_the_type() {
@@ -710,14 +389,5 @@ mod tests {
         assert!(!is_crash_line(
             r#"{"jsonrpc":"2.0","method":"session/update","params":{"text":"\"_mock/crash\""}}"#
         ));
-    }
-
-    #[test]
-    fn artifacts_split_inside_tags() {
-        let reply = ARTIFACT_CHUNKS.concat();
-        assert_eq!(
-            reply,
-            r#"Here is the answer.<thinking>internal reasoning</thinking> The result is 42.<tool_use>{"name":"fs_read"}</tool_use>"#
-        );
     }
 }

@@ -40,6 +40,15 @@ pub enum Behavior {
     /// `after` chunks, then answer the prompt with a "too many requests" error (asking for
     /// `retry_after` seconds when given).
     RateLimit,
+    /// `n` tool calls (announced, in progress, completed) before the prompt text is echoed.
+    Tools,
+    /// A shell tool: run without asking under v3 autopilot, else ask permission first.
+    Shell,
+    /// Ask the client for an access token (`_kiro/auth/getAccessToken`) and reply with its
+    /// answer.
+    Auth,
+    /// Reply with the session's model.
+    Model,
 }
 
 impl Behavior {
@@ -60,6 +69,10 @@ impl Behavior {
             "stats" => Self::Stats,
             "quota" => Self::Quota,
             "rate_limit" => Self::RateLimit,
+            "tools" => Self::Tools,
+            "shell" => Self::Shell,
+            "auth" => Self::Auth,
+            "model" => Self::Model,
             _ => return None,
         })
     }
@@ -90,6 +103,11 @@ pub struct Directive {
     pub while_file: Option<String>,
     /// `retry_after=S`: with `rate_limit`, the seconds the error asks the client to wait.
     pub retry_after: Option<u64>,
+    /// `input_tokens=`: report token usage (`usage_update` and the prompt result's `usage`)
+    /// with this many input tokens.
+    pub input_tokens: Option<u64>,
+    /// `output_tokens=`: the output tokens of that report.
+    pub output_tokens: Option<u64>,
 }
 
 impl Directive {
@@ -164,6 +182,8 @@ impl FromStr for Directive {
                 "credits" => directive.credits = Some(float()?),
                 "rounds" => directive.rounds = Some(int()?),
                 "retry_after" => directive.retry_after = Some(int()?),
+                "input_tokens" => directive.input_tokens = Some(int()?),
+                "output_tokens" => directive.output_tokens = Some(int()?),
                 "while" if value.is_empty() => return Err(bad()),
                 "while" => directive.while_file = Some(value.to_owned()),
                 "v3" => {
@@ -266,6 +286,16 @@ mod tests {
         );
         let directive: Directive = "quota".parse().unwrap();
         assert_eq!(directive.behavior, Behavior::Quota);
+        let directive: Directive = "tools n=2 input_tokens=10 output_tokens=5".parse().unwrap();
+        assert_eq!(
+            (
+                directive.behavior,
+                directive.n,
+                directive.input_tokens,
+                directive.output_tokens
+            ),
+            (Behavior::Tools, Some(2), Some(10), Some(5))
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@
 //! | `noise`                    | unknown extension and `session/update` notifications, an update for another session, a `usage_update` (50 of 200), then one chunk `ok` | `end_turn` |
 //! | `stats`                    | one JSON object `{"prompts", "cancels", "active_turns"}` counted since start (`cancels`: `session/cancel` notifications received) | `end_turn` |
 //! | `quota after=N`            | N chunks (default 0), then the prompt fails with JSON-RPC error -32603 `The monthly usage limit has been reached (request_id: mock)`, like a Kiro account whose credits are spent | error |
+//! | `tools n=N`               | N tool calls (`tool_call` in progress, then `tool_call_update` completed; v2 announces each with `_kiro.dev/session/update` `tool_call_chunk`, v3 adds a `context_usage` progress frame), the turn's delay between frames, then the prompt text as `echo` | `end_turn` |
+//! | `shell`                    | a shell tool call (`Running: ls`, kind `execute`). Under v3 autopilot (on by default) it runs without asking; otherwise it asks `session/request_permission` (options `allow_once`, `reject_once`, `reject_always`, `_meta.kiro.consent`). Replies `shell: ran without asking`, `shell: allowed (OPTION)` or `shell: refused (OPTION, cancelled or error CODE)` | `end_turn` |
+//! | `auth`                     | asks the client `_kiro/auth/getAccessToken` (what v3 does without `--auth-method cli`), replies `auth: <ok or error CODE>` | `end_turn` |
+//! | `model`                    | one chunk `model: <the session's model>` | `end_turn` |
 //! | `rate_limit after=N retry_after=S` | N chunks (default 0), then the prompt fails with -32603 `Too many requests, please wait before trying again.` (plus ` Retry after S seconds.` when `retry_after` is given), like a rate-limited Kiro account | error |
 //!
 //! Keys every behaviour takes:
@@ -48,6 +52,9 @@
 //! - `context=F`: the context usage percentage reported (default `min(100, prompt_chars/2000)`).
 //! - `credits=F`: the credits reported (default 0.01).
 //! - `v3=1`: report metering the Kiro v3 way (below) instead of v2.
+//! - `input_tokens=I output_tokens=O`: report token usage: a `usage_update` (`used` I+O of a
+//!   200000-token window) before the answer, and `usage` (`totalTokens`, `inputTokens`,
+//!   `outputTokens`) in the prompt result.
 //! - `while=PATH`: the behaviour holds only while the file `PATH` exists; once it is gone the
 //!   prompt is answered as `echo` (an account that gets fixed: its failures stop when the
 //!   test removes the file). The path must not contain whitespace.
@@ -61,6 +68,36 @@
 //! `{"kind": "turn_completion", "promptTurnSummaries": [{"usage", "unit": "credit"}]}` and one
 //! with `{"kind": "context_usage", "usagePercentage"}`.
 //!
+//! # Kiro dialects
+//!
+//! `--kiro-engine v2|v3` (or kiro-cli's own `--agent-engine`, or `MOCK_ACP_KIRO_ENGINE`) makes
+//! the mock speak like `kiro-cli acp` 2.22 on that engine; without it the mock answers as
+//! before (plain ACP, `agentInfo` `mock-acp-agent`). Other arguments are ignored, so a kiro-cli
+//! command line (`acp --agent-engine v3 --auth-method cli`) runs the mock too.
+//!
+//! - `initialize`: v2 `agentInfo` "Kiro CLI Agent" 2.22.0, `mcpCapabilities.http`; v3 no
+//!   `agentInfo`, http+sse, `sessionCapabilities.list`, `authMethods`, and
+//!   `_meta.kiro.extensionMethods` (with `_kiro/session/delete`).
+//! - `session/new`: v2 `sessionId` (a UUID), `modes`, `models {currentModelId,
+//!   availableModels: [{modelId, name, description}]}`; v3 `sessionId` `sess_<uuid>`, `modes`,
+//!   `configOptions` (`model` with the catalogue as options, `mode`, `autopilot` on), `_meta`,
+//!   after the extension notifications `_kiro/mcp/status`, `_kiro/governance/state`,
+//!   `_kiro/tools/didChange`, `_kiro/powers/items_changed`, `_kiro/steering/documents_changed`
+//!   and an `available_commands_update`. v3 writes `$HOME/.kiro/sessions/<id>.json`.
+//!   `--cold-catalogue` (or `MOCK_ACP_COLD_CATALOGUE=1`): the first session has no models.
+//! - The catalogue: `MOCK_ACP_MODELS=a,b,c` (the first is the default), else
+//!   claude-sonnet-5, claude-sonnet-4.6, claude-opus-4.8, gpt-5.6-luna, claude-haiku-4.5.
+//! - Model choice: v2 `session/set_model {sessionId, modelId}` takes any id (an unknown one
+//!   fails the next prompt with -32603 `Model 'ID' not found`); v3 answers it with an error and
+//!   takes `session/set_config_option {sessionId, configId, value}` for `model` (a catalogue
+//!   id), `mode` and `autopilot` (`on`/`off`), answering the new `configOptions`. The
+//!   `model` directive shows the session's model; with `--echo-model` (or
+//!   `MOCK_ACP_ECHO_MODEL=1`) every `echo` answer starts with `[MODEL] `.
+//! - v3 `_kiro/session/delete {sessionId}` forgets the session, removes its file and answers
+//!   `{"success": true}`; v2 does not know the method.
+//! - Turns: v3 sends `session_info_update` `turn_start` first, and after the metering
+//!   `turn_end` (`stopReason`); its metering is always the v3 shape.
+//!
 //! # Start-up knobs
 //!
 //! - `MOCK_ACP_FAIL_START=<message>`: print the message to stderr (e.g. `You are not logged
@@ -70,6 +107,8 @@
 
 mod agent;
 pub mod directive;
+mod kiro;
 
 pub use agent::{MockConfig, serve};
 pub use directive::{Behavior, Directive, DirectiveError};
+pub use kiro::{DEFAULT_MODELS, KiroEngine};

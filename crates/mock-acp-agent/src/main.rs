@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mock_acp_agent::{Directive, MockConfig};
+use mock_acp_agent::{Directive, KiroEngine, MockConfig};
 use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 
 fn main() -> ExitCode {
@@ -98,10 +98,67 @@ fn config_from_env() -> Result<MockConfig, String> {
         Err(_) => Directive::default(),
     };
     let delay = env_millis("MOCK_ACP_DELAY_MS")?.unwrap_or_default();
+    let args = KiroArgs::parse(std::env::args().skip(1))?;
+    let kiro = match args
+        .engine
+        .or_else(|| std::env::var("MOCK_ACP_KIRO_ENGINE").ok())
+    {
+        Some(engine) => Some(engine.parse::<KiroEngine>()?),
+        None => None,
+    };
+    let models = std::env::var("MOCK_ACP_MODELS")
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|model| !model.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let cold_catalogue = args.cold_catalogue
+        || std::env::var("MOCK_ACP_COLD_CATALOGUE").is_ok_and(|value| value == "1");
     Ok(MockConfig {
         default_directive,
         delay,
+        kiro,
+        models,
+        cold_catalogue,
+        echo_model: args.echo_model
+            || std::env::var("MOCK_ACP_ECHO_MODEL").is_ok_and(|value| value == "1"),
+        home: std::env::var_os("HOME").map(std::path::PathBuf::from),
     })
+}
+
+/// The command-line flags: `--kiro-engine v2|v3` (or kiro-cli's own `--agent-engine`) and
+/// `--cold-catalogue` and `--echo-model`. Anything else (`acp`, `--auth-method cli`, ...) is accepted and ignored,
+/// so a command line written for kiro-cli runs the mock too.
+#[derive(Default)]
+struct KiroArgs {
+    engine: Option<String>,
+    cold_catalogue: bool,
+    echo_model: bool,
+}
+
+impl KiroArgs {
+    fn parse(args: impl Iterator<Item = String>) -> Result<Self, String> {
+        let mut parsed = Self::default();
+        let mut args = args;
+        while let Some(arg) = args.next() {
+            match arg.split_once('=') {
+                Some(("--kiro-engine" | "--agent-engine", value)) => {
+                    parsed.engine = Some(value.to_owned());
+                }
+                _ if arg == "--kiro-engine" || arg == "--agent-engine" => {
+                    let value = args.next().ok_or(format!("{arg} needs a value"))?;
+                    parsed.engine = Some(value);
+                }
+                _ if arg == "--cold-catalogue" => parsed.cold_catalogue = true,
+                _ if arg == "--echo-model" => parsed.echo_model = true,
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
 }
 
 fn env_millis(key: &str) -> Result<Option<Duration>, String> {

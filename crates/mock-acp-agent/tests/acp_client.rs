@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use drawbridge_acp::{
-    AcpError, AgentEvent, AgentProcess, AgentSpec, PermissionPolicy, PromptOutcome, StopReason,
-    UsageReport,
+    AcpError, Activity, AgentEvent, AgentProcess, AgentSpec, PermissionPolicy, PromptOutcome,
+    StopReason, UsageReport,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -58,7 +58,7 @@ fn text_of(events: &[AgentEvent]) -> String {
         .iter()
         .filter_map(|event| match event {
             AgentEvent::Text(text) => Some(text.as_str()),
-            AgentEvent::Thought(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -68,7 +68,7 @@ fn texts(events: &[AgentEvent]) -> Vec<&str> {
         .iter()
         .filter_map(|event| match event {
             AgentEvent::Text(text) => Some(text.as_str()),
-            AgentEvent::Thought(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -123,8 +123,13 @@ async fn every_event_is_delivered_before_the_prompt_returns() {
     while let Ok(event) = rx.try_recv() {
         delivered.push(event);
     }
-    assert_eq!(delivered.len(), 20);
+    assert_eq!(texts(&delivered).len(), 20);
     assert_eq!(delivered[19], AgentEvent::Text("chunk 19 ".to_owned()));
+    assert_eq!(
+        delivered.last(),
+        Some(&AgentEvent::Activity(Activity::Metering)),
+        "the turn's metering arrives last"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +156,7 @@ async fn stop_reasons_and_thoughts() {
 
     let (events, outcome) = run(&process, "[[mock:refusal]]").await;
     assert_eq!(outcome.unwrap().stop_reason, StopReason::Refusal);
-    assert_eq!(events.len(), 1);
+    assert_eq!(texts(&events).len(), 1);
 
     let (events, outcome) = run(&process, "[[mock:thought]]").await;
     assert_eq!(outcome.unwrap().stop_reason, StopReason::EndTurn);
@@ -159,7 +164,8 @@ async fn stop_reasons_and_thoughts() {
         events,
         [
             AgentEvent::Thought("thinking...".to_owned()),
-            AgentEvent::Text("done".to_owned())
+            AgentEvent::Text("done".to_owned()),
+            AgentEvent::Activity(Activity::Metering),
         ]
     );
 }
@@ -187,6 +193,7 @@ async fn kiro_v2_metering_is_reported() {
         UsageReport {
             context_usage_percent: Some(12.5),
             credits: Some(0.25),
+            ..UsageReport::default()
         }
     );
     // Defaults: 0.01 credits, context = prompt chars / 2000.
@@ -196,6 +203,7 @@ async fn kiro_v2_metering_is_reported() {
         UsageReport {
             context_usage_percent: Some(0.5),
             credits: Some(0.01),
+            ..UsageReport::default()
         }
     );
 }
@@ -211,6 +219,7 @@ async fn kiro_v3_metering_is_reported() {
         UsageReport {
             context_usage_percent: Some(40.0),
             credits: Some(0.5),
+            ..UsageReport::default()
         }
     );
 }
@@ -221,7 +230,23 @@ async fn unknown_notifications_and_other_sessions_are_ignored() {
     let process = start(&spec(dir.path())).await;
     let (events, outcome) = run(&process, "[[mock:noise context=7]]").await;
     let outcome = outcome.unwrap();
-    assert_eq!(events, [AgentEvent::Text("ok".to_owned())]);
+    // Unknown frames of this session are signs of life; the other session's text is not ours.
+    assert_eq!(
+        events,
+        [
+            AgentEvent::Activity(Activity::Extension(
+                "_kiro.dev/commands/available".to_owned()
+            )),
+            AgentEvent::Activity(Activity::Update("mystery_update".to_owned())),
+            AgentEvent::Activity(Activity::Usage {
+                used: 50,
+                size: 200
+            }),
+            AgentEvent::Text("ok".to_owned()),
+            AgentEvent::Activity(Activity::Metering),
+        ]
+    );
+    assert!(!outcome.usage.tokens_reported());
     assert_eq!(outcome.stop_reason, StopReason::EndTurn);
     assert_eq!(outcome.usage.context_usage_percent, Some(7.0));
     assert!(process.is_alive());

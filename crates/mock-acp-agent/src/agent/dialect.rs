@@ -1,0 +1,165 @@
+//! The requests only a Kiro dialect answers: `session/new` in Kiro's shapes,
+//! model choice (v2 `session/set_model`, v3 `session/set_config_option`) and v3's
+//! `_kiro/session/delete`. Everything else goes on to the plain handlers.
+
+use agent_client_protocol::Handled;
+use serde_json::Value;
+
+use super::*;
+
+type Untyped = (UntypedMessage, Responder<Value>);
+
+fn invalid_params(message: impl Into<String>) -> agent_client_protocol::Error {
+    agent_client_protocol::Error::invalid_params().data(message.into())
+}
+
+fn session_id_of(params: &Value) -> Result<SessionId, agent_client_protocol::Error> {
+    params
+        .get("sessionId")
+        .and_then(Value::as_str)
+        .map(SessionId::new)
+        .ok_or_else(|| invalid_params("sessionId missing"))
+}
+
+impl State {
+    /// Answer a Kiro-only request, or hand it on (`Handled::No`).
+    pub(super) fn on_kiro_request(
+        &self,
+        request: UntypedMessage,
+        responder: Responder<Value>,
+        cx: &ConnectionTo<Client>,
+    ) -> Result<Handled<Untyped>, agent_client_protocol::Error> {
+        let Some(engine) = self.config.kiro else {
+            return Ok(Handled::No {
+                message: (request, responder),
+                retry: false,
+            });
+        };
+        let params = request.params().clone();
+        let answer = match (request.method(), engine) {
+            ("session/new", _) => self.new_kiro_session(engine, &params, cx),
+            ("session/set_model", KiroEngine::V2) => self.set_model(&params),
+            ("session/set_model", KiroEngine::V3) => Err(agent_client_protocol::Error::new(
+                INTERNAL_ERROR,
+                "Internal error".to_owned(),
+            )
+            .data("no persistence classification")),
+            ("session/set_config_option", KiroEngine::V3) => self.set_config_option(&params),
+            (mock_kiro::SESSION_DELETE_METHOD, KiroEngine::V3) => self.delete_session(&params),
+            _ => {
+                return Ok(Handled::No {
+                    message: (request, responder),
+                    retry: false,
+                });
+            }
+        };
+        match answer {
+            Ok(result) => responder.respond(result)?,
+            Err(error) => responder.respond_with_error(error)?,
+        }
+        Ok(Handled::Yes)
+    }
+
+    fn new_kiro_session(
+        &self,
+        engine: KiroEngine,
+        params: &Value,
+        cx: &ConnectionTo<Client>,
+    ) -> Result<Value, agent_client_protocol::Error> {
+        let cwd = params
+            .get("cwd")
+            .and_then(Value::as_str)
+            .map(PathBuf::from)
+            .ok_or_else(|| invalid_params("cwd missing"))?;
+        let models = self.config.models();
+        let opened = self.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        let catalogue = !(self.config.cold_catalogue && opened == 0);
+        let session_id = mock_kiro::new_session_id(engine);
+        let kiro = KiroSession::new(Some(engine), &models[0]);
+        if engine == KiroEngine::V3 {
+            for (method, params) in mock_kiro::v3_session_start_notifications(&session_id) {
+                cx.send_notification(UntypedMessage::new(method, params)?)?;
+            }
+            if let Some(home) = &self.config.home
+                && let Err(error) = mock_kiro::write_session_file(home, &session_id, &cwd)
+            {
+                tracing::warn!(%error, "could not persist the session");
+            }
+        }
+        let result = mock_kiro::session_new_result(engine, &session_id, &kiro, &models, catalogue);
+        tracing::debug!(%session_id, catalogue, "session/new");
+        lock(&self.sessions).insert(
+            SessionId::new(session_id),
+            SessionState {
+                cwd,
+                turn: None,
+                truncated: None,
+                kiro,
+            },
+        );
+        Ok(result)
+    }
+
+    /// v2 `session/set_model`: any id is accepted; an unknown one fails at prompt time.
+    fn set_model(&self, params: &Value) -> Result<Value, agent_client_protocol::Error> {
+        let session_id = session_id_of(params)?;
+        let model = params
+            .get("modelId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid_params("modelId missing"))?;
+        let mut sessions = lock(&self.sessions);
+        let session = sessions
+            .get_mut(&session_id)
+            .ok_or_else(|| invalid_params("unknown session"))?;
+        model.clone_into(&mut session.kiro.model);
+        Ok(json!({}))
+    }
+
+    /// v3 `session/set_config_option`: `model`, `mode` or `autopilot`.
+    fn set_config_option(&self, params: &Value) -> Result<Value, agent_client_protocol::Error> {
+        let session_id = session_id_of(params)?;
+        let config_id = params.get("configId").and_then(Value::as_str);
+        let value = match params.get("value") {
+            Some(Value::String(value)) => value.clone(),
+            Some(Value::Bool(on)) => if *on { "on" } else { "off" }.to_owned(),
+            _ => return Err(invalid_params("value missing")),
+        };
+        let models = self.config.models();
+        let mut sessions = lock(&self.sessions);
+        let session = sessions
+            .get_mut(&session_id)
+            .ok_or_else(|| invalid_params("unknown session"))?;
+        match (config_id, value.as_str()) {
+            (Some("model"), model) if models.iter().any(|m| m == model) => {
+                session.kiro.model = value;
+            }
+            (Some("mode"), _) => session.kiro.mode = value,
+            (Some("autopilot"), "on" | "off") => session.kiro.autopilot = value == "on",
+            _ => {
+                return Err(invalid_params(format!(
+                    "bad option {}={value}",
+                    config_id.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(json!({
+            "configOptions": mock_kiro::config_options(&session.kiro, &models, true),
+        }))
+    }
+
+    /// v3 `_kiro/session/delete`: forget the session and remove its file (idempotent).
+    fn delete_session(&self, params: &Value) -> Result<Value, agent_client_protocol::Error> {
+        let session_id = session_id_of(params)?;
+        lock(&self.sessions).remove(&session_id);
+        if let Some(home) = &self.config.home {
+            let path = mock_kiro::session_file(home, &session_id.to_string());
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => tracing::warn!(%error, "could not delete the session file"),
+            }
+        }
+        tracing::debug!(%session_id, "session deleted");
+        Ok(json!({ "success": true }))
+    }
+}
