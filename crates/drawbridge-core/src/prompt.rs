@@ -2,7 +2,7 @@
 //!
 //! An ACP agent takes a single prompt per turn, and every request runs in a fresh session, so
 //! the whole conversation is rendered into that prompt. The format is deterministic (the same
-//! messages always give the same text) and documented in `ARCHITECTURE.md`:
+//! messages always give the same text) and documented in `docs/internals.md`:
 //!
 //! - A conversation that is a single user message is sent as that message's text, unchanged.
 //! - Anything else is a transcript: one block per message, in order, separated by a blank
