@@ -15,91 +15,14 @@ use drawbridge_engine::{Engine, EngineSettings, EngineState, WorkerConn};
 use drawbridge_http::{Caller, ChatContext};
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::openai::FinishReason;
-use drawbridge_types::worker::{
-    AccountSlots, AccountStatus, PromptBody, PromptInput, SlotsReport, TurnSummary, WorkerEvent,
-};
 use drawbridge_types::{ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind};
-use futures::future::BoxFuture;
-use futures::stream::{self, BoxStream};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
+use test_support::fake_worker::{FakeWorker, Script};
 use tokio::time::Instant;
 
-/// How a scripted account answers.
-#[derive(Clone, Copy)]
-enum Script {
-    /// Two chunks, then silence forever.
-    SilentAfterTwo,
-    /// Nothing at all, ever.
-    Mute,
-    /// The rest of a resumed answer (or a whole one), then the finish.
-    Finishes,
-}
-
-/// One worker serving one account.
-struct Scripted {
-    account: &'static str,
-    slots: u32,
-    script: Script,
-}
-
-impl WorkerConn for Scripted {
-    fn name(&self) -> &str {
-        self.account
-    }
-
-    fn prompt(&self, input: PromptInput) -> BoxStream<'static, WorkerEvent> {
-        let started = WorkerEvent::Started {
-            account: self.account.to_owned(),
-        };
-        let text = |t: &str| WorkerEvent::Text(t.to_owned());
-        match self.script {
-            Script::SilentAfterTwo => stream::iter([started, text("one "), text("two ")])
-                .chain(stream::pending())
-                .boxed(),
-            Script::Mute => stream::iter([started]).chain(stream::pending()).boxed(),
-            Script::Finishes => {
-                let rest = match input.body {
-                    PromptBody::Resume { partial, .. } => format!("[after {partial}]"),
-                    _ => "whole".to_owned(),
-                };
-                stream::iter([
-                    started,
-                    WorkerEvent::Text(rest),
-                    WorkerEvent::Finished(TurnSummary {
-                        finish_reason: FinishReason::Stop,
-                        prompt_tokens: 1,
-                        completion_tokens: 1,
-                        tokens_estimated: true,
-                        credits: 0.0,
-                        context_usage_percent: None,
-                        continuation_rounds: 0,
-                    }),
-                ])
-                .boxed()
-            }
-        }
-    }
-
-    fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
-        futures::future::ready(Ok(SlotsReport {
-            worker_id: self.account.to_owned(),
-            draining: false,
-            accounts: vec![AccountSlots {
-                account: self.account.to_owned(),
-                models: vec!["kiro".to_owned()],
-                size: self.slots,
-                busy: 0,
-                idle: self.slots,
-                starting: 0,
-                failed: 0,
-                queue_depth: 0,
-                credits_used: 0.0,
-                last_error: None,
-                status: AccountStatus::Healthy,
-            }],
-        }))
-        .boxed()
-    }
+/// Two chunks, then silence forever.
+fn silent_after_two() -> Script {
+    Script::Stalls(vec!["one ".to_owned(), "two ".to_owned()])
 }
 
 const IDLE: Duration = Duration::from_secs(30);
@@ -119,16 +42,8 @@ async fn engine_with(
     scope: Shutdown,
 ) -> Arc<Engine> {
     let workers: Vec<Arc<dyn WorkerConn>> = vec![
-        Arc::new(Scripted {
-            account: "first",
-            slots: 3,
-            script: first,
-        }),
-        Arc::new(Scripted {
-            account: "second",
-            slots: 1,
-            script: second,
-        }),
+        Arc::new(FakeWorker::new("first").slots(3).otherwise(first)).conn(),
+        Arc::new(FakeWorker::new("second").slots(1).otherwise(second)).conn(),
     ];
     let mut settings = EngineSettings {
         idle_timeout: IDLE,
@@ -188,8 +103,8 @@ async fn answer(engine: &Engine) -> (String, Result<FinishReason, ApiError>) {
 #[tokio::test(start_paused = true)]
 async fn a_silent_account_fails_after_the_idle_limit_and_the_answer_resumes() {
     let engine = engine(
-        Script::SilentAfterTwo,
-        Script::Finishes,
+        silent_after_two(),
+        Script::Continues,
         Duration::from_secs(600),
     )
     .await;
@@ -206,7 +121,7 @@ async fn a_silent_account_fails_after_the_idle_limit_and_the_answer_resumes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_missing_first_byte_moves_on_after_the_first_byte_limit() {
-    let engine = engine(Script::Mute, Script::Finishes, Duration::from_secs(600)).await;
+    let engine = engine(Script::Mute, Script::Continues, Duration::from_secs(600)).await;
     let began = Instant::now();
     let (text, end) = answer(&engine).await;
     assert_eq!(text, "whole");
@@ -219,8 +134,8 @@ async fn the_deadline_ends_an_answer_that_no_account_can_finish_in_time() {
     // Both accounts go silent after two chunks; the deadline (40 s) comes before the second
     // one's idle limit would.
     let engine = engine(
-        Script::SilentAfterTwo,
-        Script::SilentAfterTwo,
+        silent_after_two(),
+        silent_after_two(),
         Duration::from_secs(40),
     )
     .await;
@@ -254,8 +169,8 @@ async fn the_deadline_bounds_the_wait_for_a_first_byte() {
 async fn the_deadline_is_not_held_against_the_account_answering_when_it_passes() {
     let scope = Shutdown::new();
     let engine = engine_with(
-        Script::SilentAfterTwo,
-        Script::SilentAfterTwo,
+        silent_after_two(),
+        silent_after_two(),
         Duration::from_secs(40),
         |settings| settings.breaker.failure_threshold = 1,
         scope.clone(),

@@ -25,6 +25,8 @@ pub enum Script {
     Fails(ApiError),
     /// A resumed turn answers `[after <partial>]`, any other turn `whole`; then the finish.
     Continues,
+    /// These chunks, then silence forever: an account gone quiet mid-answer.
+    Stalls(Vec<String>),
     /// Nothing at all, ever.
     Mute,
 }
@@ -154,6 +156,15 @@ impl WorkerConn for FakeWorker {
                     _ => "whole".to_owned(),
                 };
                 vec![started, WorkerEvent::Text(text), finished()]
+            }
+            Script::Stalls(chunks) => {
+                return stream::iter(
+                    std::iter::once(started)
+                        .chain(texts(chunks))
+                        .collect::<Vec<_>>(),
+                )
+                .chain(stream::pending())
+                .boxed();
             }
             Script::Mute => {
                 return stream::iter([started]).chain(stream::pending()).boxed();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request};
+use axum::http::{Method, Request};
 use drawbridge_config::Config;
 use drawbridge_gateway::{GatewayDeps, Stores};
 use drawbridge_state::EmbeddedGatewayStore;
@@ -27,41 +27,7 @@ pub struct Gateway {
     pub usage_writes: Shutdown,
 }
 
-/// A whole answer.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: bytes::Bytes,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {} body is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The OpenAI error code of an error answer.
-    pub fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
+pub use test_support::Reply;
 
 /// The config of the tests: an admin token, one static key, plus `gateway_yaml` (indented
 /// lines under `gateway:`).
