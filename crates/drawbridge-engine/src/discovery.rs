@@ -72,12 +72,7 @@ pub fn spawn(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 wait
             };
-            let next_event = async {
-                match events.as_mut() {
-                    Some(stream) => stream.next().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let next_event = next_event(&mut events);
             tokio::select! {
                 () = scope.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
@@ -124,5 +119,13 @@ async fn apply(engine: &Engine, pods: &[PodRecord], connect_timeout: Duration) {
     }
     if !changes.joined.is_empty() || !changes.left.is_empty() {
         engine.refresh().await;
+    }
+}
+
+/// The next topology event of `events`, or never while there is no subscription.
+pub(crate) async fn next_event(events: &mut Option<TopologyStream>) -> Option<TopologyEvent> {
+    match events.as_mut() {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
     }
 }

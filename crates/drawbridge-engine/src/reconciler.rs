@@ -17,7 +17,6 @@ use drawbridge_state::{
     TopologyStream,
 };
 use drawbridge_telemetry::Shutdown;
-use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::fleet::FleetDriver;
@@ -59,12 +58,7 @@ impl Reconciler {
             let mut tick = tokio::time::interval(self.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let next_event = async {
-                    match events.as_mut() {
-                        Some(stream) => stream.next().await,
-                        None => std::future::pending().await,
-                    }
-                };
+                let next_event = crate::discovery::next_event(&mut events);
                 tokio::select! {
                     () = scope.cancelled() => break,
                     _ = tick.tick() => {}
