@@ -7,6 +7,10 @@
     reason = "test helpers panic on failure, like the tests that call them"
 )]
 
+mod common;
+
+use common::{GUARD, text_of};
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -20,8 +24,6 @@ use tokio::time::timeout;
 
 const MOCK: &str = env!("CARGO_BIN_EXE_mock-acp-agent");
 const HANDSHAKE: Duration = Duration::from_secs(10);
-/// An upper bound on anything a test waits for; tests finish far sooner.
-const GUARD: Duration = Duration::from_secs(10);
 
 fn spec(cwd: &Path) -> AgentSpec {
     AgentSpec::new(MOCK, Vec::<String>::new(), cwd)
@@ -31,36 +33,12 @@ async fn start(spec: &AgentSpec) -> AgentProcess {
     AgentProcess::start(spec, HANDSHAKE).await.unwrap()
 }
 
-/// Run one prompt, collecting its events concurrently (the channel is deliberately small).
+/// Run one prompt, collecting its events concurrently.
 async fn run(
     process: &AgentProcess,
     text: &str,
 ) -> (Vec<AgentEvent>, Result<PromptOutcome, AcpError>) {
-    let (tx, mut rx) = mpsc::channel(2);
-    let collect = async {
-        let mut events = Vec::new();
-        while let Some(event) = rx.recv().await {
-            events.push(event);
-        }
-        events
-    };
-    let (outcome, events) = timeout(
-        GUARD,
-        futures::future::join(process.prompt(text.to_owned(), tx), collect),
-    )
-    .await
-    .expect("prompt timed out");
-    (events, outcome)
-}
-
-fn text_of(events: &[AgentEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            AgentEvent::Text(text) => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
+    common::collected(|tx| process.prompt(text.to_owned(), tx)).await
 }
 
 fn texts(events: &[AgentEvent]) -> Vec<&str> {

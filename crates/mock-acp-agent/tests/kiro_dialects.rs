@@ -9,6 +9,10 @@
     reason = "test helpers panic on failure, like the tests that call them"
 )]
 
+mod common;
+
+use common::text_of;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,12 +20,9 @@ use drawbridge_acp::{
     AcpError, Activity, AgentEvent, AgentProcess, AgentSpec, Engine, ModelSelector, PromptOutcome,
     Session, StopReason, TokenUsage,
 };
-use tokio::sync::mpsc;
-use tokio::time::timeout;
 
 const MOCK: &str = env!("CARGO_BIN_EXE_mock-acp-agent");
 const HANDSHAKE: Duration = Duration::from_secs(10);
-const GUARD: Duration = Duration::from_secs(10);
 const MODELS: [&str; 5] = mock_acp_agent::DEFAULT_MODELS;
 
 /// A mock speaking `engine` ("" for plain ACP) with its home under `dir`.
@@ -48,15 +49,7 @@ async fn turn(
     session: Option<&Session>,
     text: &str,
 ) -> (Vec<AgentEvent>, Result<PromptOutcome, AcpError>) {
-    let (tx, mut rx) = mpsc::channel(2);
-    let collect = async {
-        let mut events = Vec::new();
-        while let Some(event) = rx.recv().await {
-            events.push(event);
-        }
-        events
-    };
-    let prompt = async {
+    common::collected(|tx| async move {
         match session {
             Some(session) => {
                 process
@@ -65,21 +58,8 @@ async fn turn(
             }
             None => process.prompt(text.to_owned(), tx).await,
         }
-    };
-    let (outcome, events) = timeout(GUARD, futures::future::join(prompt, collect))
-        .await
-        .expect("prompt timed out");
-    (events, outcome)
-}
-
-fn text_of(events: &[AgentEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|event| match event {
-            AgentEvent::Text(text) => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
+    })
+    .await
 }
 
 fn session_files(dir: &Path) -> usize {
