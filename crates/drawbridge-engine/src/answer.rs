@@ -68,7 +68,10 @@ impl Answer {
                 None => self.next_event().await,
             };
             match event {
-                WorkerEvent::Started { .. } => continue,
+                WorkerEvent::Started { .. } | WorkerEvent::Activity => continue,
+                WorkerEvent::Reasoning(text) => {
+                    return Some(Ok(CompletionEvent::Reasoning(text)));
+                }
                 WorkerEvent::Text(text) => {
                     self.text.push_str(&text);
                     return Some(Ok(CompletionEvent::Delta(text)));

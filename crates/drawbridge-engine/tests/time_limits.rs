@@ -94,6 +94,7 @@ async fn answer(engine: &Engine) -> (String, Result<FinishReason, ApiError>) {
         match event {
             Ok(CompletionEvent::Delta(delta)) => text.push_str(&delta),
             Ok(CompletionEvent::Finish(finish)) => return (text, Ok(finish.finish_reason)),
+            Ok(CompletionEvent::Reasoning(_) | CompletionEvent::KeepAlive) => {}
             Err(error) => return (text, Err(error)),
         }
     }

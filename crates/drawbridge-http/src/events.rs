@@ -38,8 +38,9 @@ pub fn completion_stream<G: Send + 'static>((first, rest): Started, guard: G) ->
                 return futures::future::ready(None);
             }
             let item = match event {
-                WorkerEvent::Started { .. } => Some(None),
+                WorkerEvent::Started { .. } | WorkerEvent::Activity => Some(None),
                 WorkerEvent::Text(text) => Some(Some(Ok(CompletionEvent::Delta(text)))),
+                WorkerEvent::Reasoning(text) => Some(Some(Ok(CompletionEvent::Reasoning(text)))),
                 WorkerEvent::Finished(summary) => {
                     *done = true;
                     Some(Some(Ok(CompletionEvent::Finish(finish(&summary)))))

@@ -108,6 +108,11 @@ impl Stream for Metered {
                 }
                 this.delivered_chars += text.chars().count();
             }
+            // Reasoning is billed like text when the agent's usage is estimated.
+            Some(Ok(CompletionEvent::Reasoning(text))) => {
+                this.delivered_chars += text.chars().count();
+            }
+            Some(Ok(CompletionEvent::KeepAlive)) => {}
             Some(Ok(CompletionEvent::Finish(finish))) => {
                 this.end(Outcome::Finished(finish.clone()));
             }

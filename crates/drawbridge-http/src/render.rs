@@ -72,6 +72,14 @@ fn encode(
             out.extend_from_slice(&encoder.delta(&text));
             true
         }
+        Some(Ok(CompletionEvent::Reasoning(text))) => {
+            out.extend_from_slice(&encoder.reasoning(&text));
+            true
+        }
+        Some(Ok(CompletionEvent::KeepAlive)) => {
+            out.extend_from_slice(&encoder.keep_alive());
+            true
+        }
         Some(Ok(CompletionEvent::Finish(finish))) => {
             out.extend_from_slice(&encoder.finish(&finish));
             false
@@ -98,10 +106,10 @@ pub async fn json(model: String, mut events: EventStream) -> Result<Response, Ap
     let mut collector = Collector::new(CompletionMeta::new(model));
     while let Some(event) = events.next().await {
         match event? {
-            CompletionEvent::Delta(text) => collector.push(&text),
             CompletionEvent::Finish(finish) => {
                 return Ok(axum::Json(collector.finish(&finish)).into_response());
             }
+            event => collector.push_event(&event),
         }
     }
     Err(ended_early())

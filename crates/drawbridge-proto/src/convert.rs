@@ -63,6 +63,8 @@ pub fn prompt_event(event: WorkerEvent) -> pb::PromptEvent {
     let event = match event {
         WorkerEvent::Started { account } => Event::Started(pb::Started { account }),
         WorkerEvent::Text(text) => Event::Text(text),
+        WorkerEvent::Reasoning(text) => Event::Reasoning(text),
+        WorkerEvent::Activity => Event::Activity(pb::Activity {}),
         WorkerEvent::Finished(s) => Event::Finished(pb::Finished {
             finish_reason: s.finish_reason.as_str().to_owned(),
             prompt_tokens: s.prompt_tokens,
@@ -81,6 +83,8 @@ pub fn worker_event(event: pb::PromptEvent) -> WorkerEvent {
     match event.event {
         Some(Event::Started(s)) => WorkerEvent::Started { account: s.account },
         Some(Event::Text(t)) => WorkerEvent::Text(t),
+        Some(Event::Reasoning(t)) => WorkerEvent::Reasoning(t),
+        Some(Event::Activity(_)) => WorkerEvent::Activity,
         Some(Event::Finished(f)) => WorkerEvent::Finished(TurnSummary {
             finish_reason: FinishReason::parse(&f.finish_reason).unwrap_or(FinishReason::Stop),
             prompt_tokens: f.prompt_tokens,

@@ -277,11 +277,15 @@ impl FinishReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Drawbridge's extension: where the token counts come from and what the provider
+    /// reported (Kiro's credits and context use). Clients that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drawbridge: Option<UsageDetails>,
 }
 
 impl Usage {
@@ -290,6 +294,43 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            drawbridge: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: UsageDetails) -> Self {
+        self.drawbridge = Some(details);
+        self
+    }
+}
+
+/// `usage.drawbridge`: how the answer was counted and what the provider reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageDetails {
+    /// Where `prompt_tokens` and `completion_tokens` come from.
+    pub tokens: TokenSource,
+    /// Provider credits the answer cost (Kiro credits), when the agent reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<f64>,
+    /// The agent's context window use after the answer, 0–100, when it reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_usage_percent: Option<f64>,
+}
+
+/// Whether token counts were reported by the agent or estimated by Drawbridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    Reported,
+    #[default]
+    Estimated,
+}
+
+impl TokenSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSource::Reported => "reported",
+            TokenSource::Estimated => "estimated",
         }
     }
 }
@@ -318,6 +359,9 @@ pub struct ResponseMessage {
     pub role: Role,
     pub content: Option<String>,
     pub refusal: Option<String>,
+    /// The model's reasoning (`engine.reasoning: on`), as DeepSeek-style APIs name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 /// One streamed chunk as read back (the writer is [`crate::stream::ChunkEncoder`]).
@@ -350,6 +394,8 @@ pub struct Delta {
     pub role: Option<Role>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 /// `GET /v1/models`.

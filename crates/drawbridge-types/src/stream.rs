@@ -16,6 +16,11 @@ use crate::sse;
 #[derive(Debug, Clone, PartialEq)]
 pub enum CompletionEvent {
     Delta(String),
+    /// Reasoning text (`delta.reasoning_content`); never the answer's first byte.
+    Reasoning(String),
+    /// Nothing to show yet, but the answer is being worked on: SSE renders an SSE comment
+    /// (which keeps connections and proxies alive), a JSON answer ignores it.
+    KeepAlive,
     Finish(Finish),
 }
 
@@ -102,6 +107,8 @@ struct DeltaOut<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
 }
 
 /// Writes one answer as OpenAI SSE: the same `id`/`created` on every chunk, `role` in the first
@@ -171,11 +178,25 @@ impl ChunkEncoder {
         finish_reason: Option<FinishReason>,
         error: Option<&ErrorObject>,
     ) -> Bytes {
+        self.choice_with(content, None, finish_reason, error)
+    }
+
+    fn choice_with(
+        &mut self,
+        content: Option<&str>,
+        reasoning_content: Option<&str>,
+        finish_reason: Option<FinishReason>,
+        error: Option<&ErrorObject>,
+    ) -> Bytes {
         let role = self.role();
         self.frame(
             &[ChoiceOut {
                 index: 0,
-                delta: DeltaOut { role, content },
+                delta: DeltaOut {
+                    role,
+                    content,
+                    reasoning_content,
+                },
                 logprobs: None,
                 finish_reason,
             }],
@@ -188,6 +209,16 @@ impl ChunkEncoder {
     /// A content chunk.
     pub fn delta(&mut self, text: &str) -> Bytes {
         self.choice(Some(text), None, None)
+    }
+
+    /// A reasoning chunk: `delta.reasoning_content`.
+    pub fn reasoning(&mut self, text: &str) -> Bytes {
+        self.choice_with(None, Some(text), None, None)
+    }
+
+    /// An SSE comment that keeps the connection alive.
+    pub fn keep_alive(&self) -> Bytes {
+        sse::keepalive_frame()
     }
 
     /// The end of a successful answer: finish chunk, usage chunk if asked for, `[DONE]`.
@@ -222,6 +253,7 @@ impl ChunkEncoder {
 pub struct Collector {
     meta: CompletionMeta,
     text: String,
+    reasoning: Option<String>,
 }
 
 impl Collector {
@@ -229,11 +261,26 @@ impl Collector {
         Collector {
             meta,
             text: String::new(),
+            reasoning: None,
         }
     }
 
     pub fn push(&mut self, text: &str) {
         self.text.push_str(text);
+    }
+
+    /// Reasoning text, for `message.reasoning_content`.
+    pub fn push_reasoning(&mut self, text: &str) {
+        self.reasoning.get_or_insert_default().push_str(text);
+    }
+
+    /// Add one event of the answer; the finish (or an error) is the caller's to handle.
+    pub fn push_event(&mut self, event: &CompletionEvent) {
+        match event {
+            CompletionEvent::Delta(text) => self.push(text),
+            CompletionEvent::Reasoning(text) => self.push_reasoning(text),
+            CompletionEvent::KeepAlive | CompletionEvent::Finish(_) => {}
+        }
     }
 
     pub fn finish(self, finish: &Finish) -> ChatCompletion {
@@ -248,6 +295,7 @@ impl Collector {
                     role: Role::Assistant,
                     content: Some(self.text),
                     refusal: None,
+                    reasoning_content: self.reasoning,
                 },
                 finish_reason: finish.finish_reason,
                 logprobs: None,
@@ -304,6 +352,11 @@ impl ChunkReader {
         }
         let mut events = Vec::new();
         for choice in chunk.choices {
+            if let Some(text) = choice.delta.reasoning_content
+                && !text.is_empty()
+            {
+                events.push(CompletionEvent::Reasoning(text));
+            }
             if let Some(text) = choice.delta.content
                 && !text.is_empty()
             {

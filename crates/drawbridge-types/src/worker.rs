@@ -32,14 +32,28 @@ pub enum PromptBody {
     },
 }
 
-/// What a worker streams back: `Started`, `Text`…, then exactly one `Finished` or `Error`.
+/// What a worker streams back: `Started`, then `Text`, `Reasoning` and `Activity` in any
+/// order, then exactly one `Finished` or `Error`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
-    Started { account: String },
+    Started {
+        account: String,
+    },
     Text(String),
+    /// The model's reasoning (ACP `agent_thought_chunk`), sanitized like text. It never counts
+    /// as the answer's first byte.
+    Reasoning(String),
+    /// The agent is working without text (a tool call or its progress, metadata, usage): it
+    /// is alive. Resets idle deadlines and counts as first activity, never as the first byte.
+    /// A worker sends at most one per [`ACTIVITY_EVERY`].
+    Activity,
     Finished(TurnSummary),
     Error(ApiError),
 }
+
+/// The least time between two [`WorkerEvent::Activity`] of one turn: enough to keep every
+/// deadline fed without a message per agent frame.
+pub const ACTIVITY_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How a turn ended and what it cost.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +61,8 @@ pub struct TurnSummary {
     pub finish_reason: FinishReason,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// False when the agent reported the token counts (ACP `usage_update`, a prompt result's
+    /// `usage`); true when they are Drawbridge's estimate (Kiro reports none).
     pub tokens_estimated: bool,
     pub credits: f64,
     pub context_usage_percent: Option<f64>,
