@@ -24,6 +24,11 @@ pub struct AccountSpec {
     pub env: Vec<(String, String)>,
     /// `credits:` (the account's grant); `None`: unmetered.
     pub credits: Option<f64>,
+    /// The agent's arguments (e.g. kiro-cli's `acp --agent-engine v3 --auth-method cli`,
+    /// which makes the mock speak that Kiro dialect).
+    pub args: Vec<String>,
+    /// More keys of the account's `agent:` section, e.g. `tools: builtin`.
+    pub agent_yaml: Vec<String>,
 }
 
 impl AccountSpec {
@@ -32,7 +37,41 @@ impl AccountSpec {
             pool_size,
             env: Vec::new(),
             credits: None,
+            args: Vec::new(),
+            agent_yaml: Vec::new(),
         }
+    }
+
+    /// An account whose mock agent speaks Kiro 2.22's `engine` dialect (`v2` or `v3`), started
+    /// the way a real account of that engine is (v3 with `--auth-method cli`).
+    pub fn kiro(pool_size: u32, engine: &str) -> Self {
+        let mut account = Self::new(pool_size);
+        account.args = ["acp", "--agent-engine", engine]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if engine == "v3" {
+            account.args.extend(["--auth-method".to_owned(), "cli".to_owned()]);
+        }
+        account
+    }
+
+    /// Another agent argument.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    /// Another key of the account's `agent:` section (`key: value`).
+    pub fn agent(mut self, line: &str) -> Self {
+        self.agent_yaml.push(line.to_owned());
+        self
+    }
+
+    /// An agent environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// The mock agent's behaviour for every prompt without a directive.
@@ -72,6 +111,9 @@ pub struct StackOptions {
     pub gateway_yaml: String,
     /// More top-level YAML for the process that runs the gateway (e.g. `redis:`).
     pub gateway_top_yaml: String,
+    /// More keys of the `worker:` section (each line indented by two spaces), e.g.
+    /// `"  idle_timeout: 2s\n"`.
+    pub worker_yaml: String,
     /// Turn the admin API on with [`ADMIN_TOKEN`] (the default).
     pub admin: bool,
 }
@@ -86,6 +128,7 @@ impl Default for StackOptions {
             env: Vec::new(),
             gateway_yaml: String::new(),
             gateway_top_yaml: String::new(),
+            worker_yaml: String::new(),
             admin: true,
         }
     }
@@ -129,8 +172,14 @@ fn accounts_yaml(options: &StackOptions) -> String {
             for (key, value) in &account.env {
                 env.push_str(&format!(", {key}: \"{value}\""));
             }
+            let args = serde_json::to_string(&account.args).unwrap_or_default();
+            let extra: String = account
+                .agent_yaml
+                .iter()
+                .map(|line| format!("      {line}\n"))
+                .collect();
             format!(
-                "  - id: acct-{}\n    pool_size: {}\n    models: [kiro]\n{}    agent:\n      command: {}\n      args: []\n      env: {{ {env} }}\n",
+                "  - id: acct-{}\n    pool_size: {}\n    models: [kiro]\n{}    agent:\n      command: {}\n      args: {args}\n      env: {{ {env} }}\n{extra}",
                 i + 1,
                 account.pool_size,
                 account.credits_yaml(),
@@ -162,12 +211,13 @@ impl Stack {
             "node: {{ id: single }}\n\
              {}\
              gateway:\n  listen: 127.0.0.1:0\n{}\
-             worker:\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n\
+             worker:\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n{}\
              accounts:\n{}{}{}",
             gateway_admin(&options),
             gateway_keys(dir.path(), &options),
             dir.path().join("accounts").display(),
             options.queue_timeout,
+            options.worker_yaml,
             accounts_yaml(&options),
             options.engine_yaml,
             options.gateway_top_yaml,
@@ -218,6 +268,11 @@ impl Stack {
         base_url
     }
 
+    /// The HOME of account `acct-N`'s agents.
+    pub fn account_home(&self, n: usize) -> PathBuf {
+        self.dir.path().join("accounts").join(format!("acct-{n}")).join("home")
+    }
+
     /// Every log line of the stack's processes, for checks that span them all.
     pub fn logs(&self) -> String {
         self.processes.iter().map(Process::log).collect()
@@ -233,10 +288,11 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let worker_yaml = format!(
             "node: {{ id: worker-1 }}\n\
-             worker:\n  http_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n\
+             worker:\n  http_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n{}\
              accounts:\n{}",
             dir.path().join("accounts").display(),
             options.queue_timeout,
+            options.worker_yaml,
             accounts_yaml(&options)
         );
         let worker = Process::start(
