@@ -96,3 +96,54 @@ def test_bad_request_raises_bad_request_error(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="kiro", messages=[])
     assert err.value.param == "messages"
+
+
+def test_reasoning_streams_as_reasoning_content(client):
+    # The agent's thought chunks (Kiro's `agent_thought_chunk`) stream beside the text as
+    # `delta.reasoning_content`, which the SDK keeps as an extra field of the delta.
+    stream = client.chat.completions.create(
+        model="kiro",
+        messages=[{"role": "user", "content": "[[mock:thought]] think first"}],
+        stream=True,
+    )
+    reasoning, text = "", ""
+    for chunk in stream:
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            reasoning += getattr(delta, "reasoning_content", None) or ""
+            text += delta.content or ""
+    assert reasoning == "thinking..."
+    assert text == "done"
+
+
+def test_reasoning_in_a_whole_answer(client):
+    reply = client.chat.completions.create(
+        model="kiro",
+        messages=[{"role": "user", "content": "[[mock:thought]] think first"}],
+    )
+    message = reply.choices[0].message
+    assert message.content == "done"
+    assert getattr(message, "reasoning_content", None) == "thinking..."
+
+
+def test_usage_says_how_tokens_were_counted(client):
+    # `usage.drawbridge` is an extension the SDK keeps as an extra field.
+    reply = client.chat.completions.create(
+        model="kiro",
+        messages=[
+            {
+                "role": "user",
+                "content": "[[mock:echo input_tokens=7 output_tokens=5 credits=0.25]] hi",
+            }
+        ],
+    )
+    assert reply.usage.prompt_tokens == 7
+    assert reply.usage.completion_tokens == 5
+    details = reply.usage.model_extra["drawbridge"]
+    assert details["tokens"] == "reported"
+    assert details["credits"] == 0.25
+
+    reply = client.chat.completions.create(
+        model="kiro", messages=[{"role": "user", "content": "estimate me"}]
+    )
+    assert reply.usage.model_extra["drawbridge"]["tokens"] == "estimated"

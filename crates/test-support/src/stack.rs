@@ -51,7 +51,9 @@ impl AccountSpec {
             .map(str::to_owned)
             .collect();
         if engine == "v3" {
-            account.args.extend(["--auth-method".to_owned(), "cli".to_owned()]);
+            account
+                .args
+                .extend(["--auth-method".to_owned(), "cli".to_owned()]);
         }
         account
     }
@@ -270,7 +272,11 @@ impl Stack {
 
     /// The HOME of account `acct-N`'s agents.
     pub fn account_home(&self, n: usize) -> PathBuf {
-        self.dir.path().join("accounts").join(format!("acct-{n}")).join("home")
+        self.dir
+            .path()
+            .join("accounts")
+            .join(format!("acct-{n}"))
+            .join("home")
     }
 
     /// Every log line of the stack's processes, for checks that span them all.
