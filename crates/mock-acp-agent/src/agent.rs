@@ -27,9 +27,12 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::custom_agent::CustomAgent;
 use crate::directive::{self, Behavior, Directive};
 use crate::kiro::{self as mock_kiro, KiroEngine, KiroSession};
 
+mod auth;
+mod busy;
 mod dialect;
 mod kiro_turn;
 mod turn;
@@ -45,14 +48,23 @@ pub struct MockConfig {
     pub delay: Duration,
     /// The Kiro dialect to speak (`--kiro-engine`), `None` for the plain mock of old.
     pub kiro: Option<KiroEngine>,
-    /// The model catalogue (`MOCK_ACP_MODELS`); empty means [`kiro::DEFAULT_MODELS`].
+    /// The model catalogue (`MOCK_ACP_MODELS`); empty means [`crate::DEFAULT_MODELS`].
     pub models: Vec<String>,
     /// The first `session/new` announces no model catalogue, like a cold Kiro start.
     pub cold_catalogue: bool,
     /// `echo` answers start with `[MODEL] `, the session's model (`--echo-model`).
     pub echo_model: bool,
-    /// Where v3 sessions are persisted (`$HOME/.kiro/sessions`); none: not persisted.
+    /// Where v3 sessions are persisted (`$HOME/.kiro/sessions`) and agent files are read
+    /// (`$HOME/.kiro/agents`); none: neither.
     pub home: Option<PathBuf>,
+    /// v3 launched with `--auth-method cli`: it never asks the client for an access token.
+    /// Without it a v3 agent sends `_kiro/auth/getAccessToken` before its first answer and
+    /// stalls the turn if the client cannot give one.
+    pub auth_cli: bool,
+    /// v2 `--agent NAME`: the custom agent every session runs.
+    pub agent: Option<CustomAgent>,
+    /// v2 `--model ID`: the sessions' initial model (else the catalogue's first).
+    pub model: Option<String>,
 }
 
 impl MockConfig {
@@ -130,6 +142,9 @@ struct State {
     turn_ids: AtomicU64,
     /// `session/new` requests answered so far.
     sessions_opened: AtomicU64,
+    /// v3: the client gave an access token (`_kiro/auth/getAccessToken` answered), so turns
+    /// stop asking.
+    authorized: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,6 +1,7 @@
 //! The requests only a Kiro dialect answers: `session/new` in Kiro's shapes,
-//! model choice (v2 `session/set_model`, v3 `session/set_config_option`) and v3's
-//! `_kiro/session/delete`. Everything else goes on to the plain handlers.
+//! model choice (v2 `session/set_model`, v3 `session/set_config_option`), custom agents as
+//! modes (`session/set_mode`) and v3's `_kiro/session/delete`. Everything else goes on to the
+//! plain handlers.
 
 use agent_client_protocol::Handled;
 use serde_json::Value;
@@ -45,6 +46,7 @@ impl State {
             )
             .data("no persistence classification")),
             ("session/set_config_option", KiroEngine::V3) => self.set_config_option(&params),
+            ("session/set_mode", _) => self.set_mode(&params, cx),
             (mock_kiro::SESSION_DELETE_METHOD, KiroEngine::V3) => self.delete_session(&params),
             _ => {
                 return Ok(Handled::No {
@@ -75,7 +77,30 @@ impl State {
         let opened = self.sessions_opened.fetch_add(1, Ordering::Relaxed);
         let catalogue = !(self.config.cold_catalogue && opened == 0);
         let session_id = mock_kiro::new_session_id(engine);
-        let kiro = KiroSession::new(Some(engine), &models[0]);
+        let mut kiro = KiroSession::new(Some(engine), &models[0]);
+        match engine {
+            KiroEngine::V2 => {
+                // `--agent NAME`: the session runs that agent, its only custom mode.
+                if let Some(agent) = &self.config.agent {
+                    kiro.agents.push(agent.clone());
+                    kiro.set_mode(&agent.name);
+                }
+                if let Some(model) = &self.config.model {
+                    model.clone_into(&mut kiro.model);
+                }
+            }
+            KiroEngine::V3 => {
+                // Agent files are read afresh for every session, like kiro-cli; an inline
+                // agent replaces a file of the same name.
+                let inline = crate::custom_agent::CustomAgent::inline(params);
+                if let Some(home) = &self.config.home {
+                    kiro.agents = crate::custom_agent::CustomAgent::v3_files(home);
+                }
+                kiro.agents
+                    .retain(|file| inline.iter().all(|agent| agent.name != file.name));
+                kiro.agents.extend(inline);
+            }
+        }
         if engine == KiroEngine::V3 {
             for (method, params) in mock_kiro::v3_session_start_notifications(&session_id) {
                 cx.send_notification(UntypedMessage::new(method, params)?)?;
@@ -133,7 +158,7 @@ impl State {
             (Some("model"), model) if models.iter().any(|m| m == model) => {
                 session.kiro.model = value;
             }
-            (Some("mode"), _) => session.kiro.mode = value,
+            (Some("mode"), mode) if session.kiro.set_mode(mode) => {}
             (Some("autopilot"), "on" | "off") => session.kiro.autopilot = value == "on",
             _ => {
                 return Err(invalid_params(format!(
@@ -145,6 +170,38 @@ impl State {
         Ok(json!({
             "configOptions": mock_kiro::config_options(&session.kiro, &models, true),
         }))
+    }
+
+    /// `session/set_mode {sessionId, modeId}`: a built-in mode or a custom agent (an unknown
+    /// id is refused). Like ACP agents, it tells the client with `current_mode_update`.
+    fn set_mode(
+        &self,
+        params: &Value,
+        cx: &ConnectionTo<Client>,
+    ) -> Result<Value, agent_client_protocol::Error> {
+        let session_id = session_id_of(params)?;
+        let mode = params
+            .get("modeId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid_params("modeId missing"))?;
+        {
+            let mut sessions = lock(&self.sessions);
+            let session = sessions
+                .get_mut(&session_id)
+                .ok_or_else(|| invalid_params("unknown session"))?;
+            if !session.kiro.set_mode(mode) {
+                return Err(invalid_params(format!("unknown mode `{mode}`")));
+            }
+        }
+        tracing::debug!(%session_id, mode, "mode set");
+        cx.send_notification(UntypedMessage::new(
+            "session/update",
+            json!({
+                "sessionId": session_id.to_string(),
+                "update": { "sessionUpdate": "current_mode_update", "currentModeId": mode },
+            }),
+        )?)?;
+        Ok(json!({}))
     }
 
     /// v3 `_kiro/session/delete`: forget the session and remove its file (idempotent).
