@@ -76,6 +76,22 @@ impl MockConfig {
             self.models.clone()
         }
     }
+
+    /// The catalogue's first model, without copying the catalogue (every session needs it).
+    pub fn default_model(&self) -> &str {
+        self.models
+            .first()
+            .map_or(mock_kiro::DEFAULT_MODELS[0], String::as_str)
+    }
+
+    /// Whether `model` is in the catalogue.
+    pub fn has_model(&self, model: &str) -> bool {
+        if self.models.is_empty() {
+            mock_kiro::DEFAULT_MODELS.contains(&model)
+        } else {
+            self.models.iter().any(|m| m == model)
+        }
+    }
 }
 
 const DEFAULT_CHUNKS: u64 = 3;
@@ -186,8 +202,10 @@ where
                 output.flush().await?;
                 crash_now();
             }
+            // One write per line: on a pipe every write is a system call.
+            let mut line = line;
+            line.push('\n');
             output.write_all(line.as_bytes()).await?;
-            output.write_all(b"\n").await?;
             output.flush().await?;
             Ok::<_, std::io::Error>(output)
         },
@@ -205,7 +223,7 @@ where
         .v1()
         .name("mock-acp-agent")
         .on_receive_request(
-            async move |request: UntypedMessage,
+            async move |request: dialect::KiroRequest,
                         responder: Responder<serde_json::Value>,
                         cx: ConnectionTo<Client>| {
                 dialect.on_kiro_request(request, responder, &cx)
@@ -248,7 +266,7 @@ where
                 let session_id = SessionId::new(uuid::Uuid::new_v4().to_string());
                 tracing::debug!(%session_id, cwd = %request.cwd.display(), "session/new");
                 sessions.sessions_opened.fetch_add(1, Ordering::Relaxed);
-                let kiro = KiroSession::new(None, &sessions.config.models()[0]);
+                let kiro = KiroSession::new(None, sessions.config.default_model());
                 lock(&sessions.sessions).insert(
                     session_id.clone(),
                     SessionState {
@@ -332,8 +350,9 @@ fn start_turn(
             );
         };
         // Kiro v2 takes any model id and fails the prompt on one it does not have.
-        let model = session.kiro.model.clone();
-        if state.config.kiro == Some(KiroEngine::V2) && !state.config.models().contains(&model) {
+        if state.config.kiro == Some(KiroEngine::V2) && !state.config.has_model(&session.kiro.model)
+        {
+            let model = session.kiro.model.clone();
             drop(sessions);
             return responder.respond_with_error(agent_client_protocol::Error::new(
                 INTERNAL_ERROR,

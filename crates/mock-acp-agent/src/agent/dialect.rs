@@ -8,7 +8,50 @@ use serde_json::Value;
 
 use super::*;
 
-type Untyped = (UntypedMessage, Responder<Value>);
+type Untyped = (KiroRequest, Responder<Value>);
+
+/// The methods a Kiro dialect may answer itself.
+const KIRO_METHODS: [&str; 5] = [
+    "session/new",
+    "session/set_model",
+    "session/set_config_option",
+    "session/set_mode",
+    mock_kiro::SESSION_DELETE_METHOD,
+];
+
+/// A request for one of [`KIRO_METHODS`]. The dialect handler takes this rather than an
+/// `UntypedMessage`, which matches every method: that made the crate copy every request's
+/// params twice (once to parse, once to hand it on), the prompt text included.
+#[derive(Debug, Clone)]
+pub(super) struct KiroRequest {
+    method: String,
+    params: Value,
+}
+
+impl agent_client_protocol::JsonRpcMessage for KiroRequest {
+    fn matches_method(method: &str) -> bool {
+        KIRO_METHODS.contains(&method)
+    }
+
+    fn method(&self) -> &str {
+        &self.method
+    }
+
+    fn to_untyped_message(&self) -> Result<UntypedMessage, agent_client_protocol::Error> {
+        UntypedMessage::new(&self.method, &self.params)
+    }
+
+    fn parse_message(method: &str, params: &Value) -> Result<Self, agent_client_protocol::Error> {
+        Ok(Self {
+            method: method.to_owned(),
+            params: params.clone(),
+        })
+    }
+}
+
+impl JsonRpcRequest for KiroRequest {
+    type Response = Value;
+}
 
 fn invalid_params(message: impl Into<String>) -> agent_client_protocol::Error {
     agent_client_protocol::Error::invalid_params().data(message.into())
@@ -26,7 +69,7 @@ impl State {
     /// Answer a Kiro-only request, or hand it on (`Handled::No`).
     pub(super) fn on_kiro_request(
         &self,
-        request: UntypedMessage,
+        request: KiroRequest,
         responder: Responder<Value>,
         cx: &ConnectionTo<Client>,
     ) -> Result<Handled<Untyped>, agent_client_protocol::Error> {
@@ -36,18 +79,18 @@ impl State {
                 retry: false,
             });
         };
-        let params = request.params().clone();
-        let answer = match (request.method(), engine) {
-            ("session/new", _) => self.new_kiro_session(engine, &params, cx),
-            ("session/set_model", KiroEngine::V2) => self.set_model(&params),
+        let params = &request.params;
+        let answer = match (request.method.as_str(), engine) {
+            ("session/new", _) => self.new_kiro_session(engine, params, cx),
+            ("session/set_model", KiroEngine::V2) => self.set_model(params),
             ("session/set_model", KiroEngine::V3) => Err(agent_client_protocol::Error::new(
                 INTERNAL_ERROR,
                 "Internal error".to_owned(),
             )
             .data("no persistence classification")),
-            ("session/set_config_option", KiroEngine::V3) => self.set_config_option(&params),
-            ("session/set_mode", _) => self.set_mode(&params, cx),
-            (mock_kiro::SESSION_DELETE_METHOD, KiroEngine::V3) => self.delete_session(&params),
+            ("session/set_config_option", KiroEngine::V3) => self.set_config_option(params),
+            ("session/set_mode", _) => self.set_mode(params, cx),
+            (mock_kiro::SESSION_DELETE_METHOD, KiroEngine::V3) => self.delete_session(params),
             _ => {
                 return Ok(Handled::No {
                     message: (request, responder),

@@ -137,10 +137,14 @@ impl Turn {
         }
         let finish = match directive.behavior {
             Behavior::Echo => {
-                let tag = format!("[{}] ", self.kiro.model);
+                let tag = self
+                    .state
+                    .config
+                    .echo_model
+                    .then(|| format!("[{}] ", self.kiro.model));
                 let mut chunks = directive::word_chunks(&self.text);
-                if self.state.config.echo_model {
-                    chunks.insert(0, &tag);
+                if let Some(tag) = &tag {
+                    chunks.insert(0, tag);
                 }
                 self.stream_or_cancel(chunks, StopReason::EndTurn).await?
             }

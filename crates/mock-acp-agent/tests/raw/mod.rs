@@ -2,6 +2,8 @@
 //! `drawbridge-acp` does not expose: `session/set_mode`, `_meta` in `session/new`, the
 //! agent's own requests (permission options, token requests) and every frame on the wire.
 
+#![allow(dead_code, reason = "each test binary uses part of the client")]
+
 use std::path::Path;
 use std::process::Stdio;
 
@@ -34,7 +36,7 @@ pub fn select(option: &'static str) -> Answer {
 }
 
 pub struct Raw {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
     next_id: u64,
@@ -46,7 +48,12 @@ pub struct Raw {
 
 /// The mock with `args`, `HOME` at `home`, initialized.
 pub async fn start(args: &[&str], home: &Path) -> Raw {
-    let mut child = Command::new(MOCK)
+    start_program(MOCK, args, home).await
+}
+
+/// [`start`] with another build of the mock (`program`).
+pub async fn start_program(program: &str, args: &[&str], home: &Path) -> Raw {
+    let mut child = Command::new(program)
         .args(args)
         .env("HOME", home)
         .env_remove("MOCK_ACP_BEHAVIOR")
@@ -61,7 +68,7 @@ pub async fn start(args: &[&str], home: &Path) -> Raw {
     let stdout = child.stdout.take().expect("stdout");
     let lines = BufReader::new(stdout).lines();
     let mut raw = Raw {
-        _child: child,
+        child,
         stdin,
         lines,
         next_id: 0,
@@ -98,6 +105,11 @@ pub fn text(frames: &[Value]) -> String {
 }
 
 impl Raw {
+    /// The mock's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     async fn write(&mut self, message: Value) {
         let mut line = message.to_string();
         line.push('\n');
