@@ -81,7 +81,8 @@
 //! (`--flag value` or `--flag=value`), anything else is ignored, so a kiro-cli command line
 //! (`acp --agent-engine v3 --auth-method cli`) runs the mock too:
 //!
-//! - `--auth-method cli` (v3): the agent never asks for a token. **Without it a v3 agent,
+//! - `--auth-method cli` (v3; or `MOCK_ACP_AUTH_METHOD=cli`): the agent never asks for a
+//!   token. **Without it a v3 agent,
 //!   like real v3, sends the client `_kiro/auth/getAccessToken {sessionId}` before answering
 //!   a prompt**; a result (any) lets the turn go on and later turns stop asking; an error
 //!   stalls the turn: nothing more is sent for it and the prompt is never answered until a

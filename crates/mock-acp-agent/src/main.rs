@@ -144,7 +144,10 @@ fn config_from_env() -> Result<MockConfig, String> {
         echo_model: args.echo_model
             || std::env::var("MOCK_ACP_ECHO_MODEL").is_ok_and(|value| value == "1"),
         home,
-        auth_cli: args.auth_method.as_deref() == Some("cli"),
+        auth_cli: args
+            .auth_method
+            .or_else(|| std::env::var("MOCK_ACP_AUTH_METHOD").ok())
+            .is_some_and(|method| method == "cli"),
         agent,
         model: args.model,
     })

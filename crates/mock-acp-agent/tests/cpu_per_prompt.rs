@@ -34,7 +34,7 @@ async fn cpu_per_plain_echo_prompt() {
     let home = tempfile::tempdir().unwrap();
     // `MOCK_ACP_BENCH_BIN`: measure another build of the mock (an A/B).
     let program = std::env::var("MOCK_ACP_BENCH_BIN").unwrap_or_else(|_| raw::MOCK.to_owned());
-    let mut raw = raw::start_program(&program, &[], home.path()).await;
+    let mut raw = raw::start_program(&program, &[], home.path(), &[]).await;
     let pid = raw.pid().unwrap();
     let before = cpu_ns(pid);
     for _ in 0..PROMPTS {

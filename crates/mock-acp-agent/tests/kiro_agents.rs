@@ -89,11 +89,14 @@ async fn a_v2_agent_from_its_file_has_no_tools() {
     assert_tool_less(&mut raw, &session, "v2 --agent").await;
     let (frames, _) = raw.prompt(&session, "still talks").await;
     assert_eq!(text(&frames), "still talks");
-    // Without --agent the same directive runs its tools.
-    let mut tools = raw::start(&V2, home.path()).await;
+    // Without --agent the same directive runs its tools; --model picks the first model.
+    let args = [&V2[..], &["--model", "claude-opus-4.8"]].concat();
+    let mut tools = raw::start(&args, home.path()).await;
     let session = session_id(&tools.new_session(home.path(), Value::Null).await);
     let (frames, _) = tools.prompt(&session, "[[mock:tools n=2]]x").await;
     assert_eq!(count(&frames, "tool_call"), 2);
+    let (frames, _) = tools.prompt(&session, "[[mock:model]]").await;
+    assert_eq!(text(&frames), "model: claude-opus-4.8");
 }
 
 /// The mock's exit status and stderr for a command line that must not start.
@@ -443,6 +446,19 @@ async fn v3_with_cli_auth_never_asks_and_the_auth_directive_still_does() {
     let (frames, _) = raw.prompt(&session, "[[mock:auth]]").await;
     assert_eq!(token_requests(&frames), 1);
     assert_eq!(text(&frames), "auth: error -32601");
+    // The environment says the same as the flag.
+    let env = [("MOCK_ACP_AUTH_METHOD", "cli")];
+    let mut raw = raw::start_program(
+        raw::MOCK,
+        &["acp", "--agent-engine", "v3"],
+        home.path(),
+        &env,
+    )
+    .await;
+    let session = session_id(&raw.new_session(home.path(), Value::Null).await);
+    let (frames, _) = raw.prompt(&session, "hi").await;
+    assert_eq!(text(&frames), "hi");
+    assert_eq!(token_requests(&raw.log), 0);
 }
 
 #[tokio::test]

@@ -51,8 +51,6 @@ impl Turn {
         self,
         responder: Responder<PromptResponse>,
     ) -> Result<(), agent_client_protocol::Error> {
-        // A failed send means the client is gone; the connection ends on its own, so the turn
-        // just stops (an error here would shut the whole agent down).
         // v3 without `--auth-method cli` asks for a token first and stalls without one.
         if self.needs_token() && !self.authorize().await {
             self.state.end_turn(&self.session_id, self.turn_id);
@@ -61,6 +59,8 @@ impl Turn {
             }
             return Ok(());
         }
+        // A failed send means the client is gone; the connection ends on its own, so the turn
+        // just stops (an error here would shut the whole agent down).
         let finish = match self.turn_start() {
             Ok(()) => self.script().await,
             Err(error) => Err(error),

@@ -48,13 +48,14 @@ pub struct Raw {
 
 /// The mock with `args`, `HOME` at `home`, initialized.
 pub async fn start(args: &[&str], home: &Path) -> Raw {
-    start_program(MOCK, args, home).await
+    start_program(MOCK, args, home, &[]).await
 }
 
-/// [`start`] with another build of the mock (`program`).
-pub async fn start_program(program: &str, args: &[&str], home: &Path) -> Raw {
+/// [`start`] with another build of the mock (`program`) and more environment (`env`).
+pub async fn start_program(program: &str, args: &[&str], home: &Path, env: &[(&str, &str)]) -> Raw {
     let mut child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .env("HOME", home)
         .env_remove("MOCK_ACP_BEHAVIOR")
         .env_remove("MOCK_ACP_KIRO_ENGINE")
