@@ -53,6 +53,28 @@ pub struct EngineConfig {
     pub rate_limit_cooldown: Duration,
     /// Session affinity: a conversation keeps its account while that account is healthy.
     pub affinity: AffinityConfig,
+    /// A streamed answer that has shown nothing (no text, no reasoning) for this long commits
+    /// its `200` and sends an SSE comment (`: keep-alive`) every interval until it shows
+    /// something, so clients and proxies do not time out during long tool phases. From then
+    /// on a failure before text is retried inside the open stream, and an answer nobody can
+    /// give ends with the OpenAI error chunk instead of an error status.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// What clients see of the model's reasoning.
+    pub reasoning: ReasoningMode,
+}
+
+/// `engine.reasoning`: what happens to the model's reasoning (ACP `agent_thought_chunk`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningMode {
+    /// Streamed as `delta.reasoning_content` (`message.reasoning_content` when not streamed).
+    #[default]
+    On,
+    /// Dropped.
+    Off,
+    /// Put in the answer's text as `<think>…</think>` and a blank line, before the answer.
+    Fold,
 }
 
 /// `engine.affinity`: requests with the same conversation key (the `header`, or else the
@@ -100,6 +122,8 @@ impl Default for EngineConfig {
             request_cost: 1.0,
             rate_limit_cooldown: Duration::from_secs(60),
             affinity: AffinityConfig::default(),
+            keepalive_interval: Duration::from_secs(10),
+            reasoning: ReasoningMode::On,
         }
     }
 }
@@ -146,6 +170,7 @@ impl EngineConfig {
             ("engine.first_byte_timeout", self.first_byte_timeout),
             ("engine.idle_timeout", self.idle_timeout),
             ("engine.request_timeout", self.request_timeout),
+            ("engine.keepalive_interval", self.keepalive_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::invalid(key, "must be greater than zero"));
