@@ -122,12 +122,16 @@ impl Turns {
         attempts: &mut Attempts,
         body: PromptBody,
     ) -> Result<Turn, ApiError> {
+        // Errors name the model the client asked for; scheduling and the agent use what it
+        // stands for.
         let model = request.model.as_str();
+        let settings = self.settings();
+        let target = settings.target(model);
         let mut last_error: Option<ApiError> = None;
         while attempts.left() {
             let picked = match self
                 .routing
-                .pick(model, &attempts.tried, attempts.bound.as_deref())
+                .pick(target, &attempts.tried, attempts.bound.as_deref())
             {
                 Ok(picked) => picked,
                 Err(shortage) => return Err(self.no_account(shortage, last_error, model)),
@@ -140,7 +144,15 @@ impl Turns {
                 self.metrics.record_failover("retry");
             }
             let on_account = self
-                .on_account(request, ctx, attempts, &body, &picked, worker.as_ref())
+                .on_account(
+                    request,
+                    target,
+                    ctx,
+                    attempts,
+                    &body,
+                    &picked,
+                    worker.as_ref(),
+                )
                 .await;
             match on_account {
                 OnAccount::Started(turn) => return Ok(turn),
@@ -180,9 +192,14 @@ impl Turns {
     }
 
     /// Try the turn on `picked`'s account, again while the retry budget allows.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one turn's inputs, each used once"
+    )]
     async fn on_account(
         &self,
         request: &ChatCompletionRequest,
+        target: &str,
         ctx: &ChatContext,
         attempts: &mut Attempts,
         body: &PromptBody,
@@ -200,7 +217,7 @@ impl Turns {
             let guard = picked.inflight();
             let input = PromptInput {
                 request_id: ctx.request_id.clone(),
-                model: request.model.clone(),
+                model: target.to_owned(),
                 account: Some(account.clone()),
                 body: body.clone(),
                 max_output_tokens: request.max_output_tokens(),
