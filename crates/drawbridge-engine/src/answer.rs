@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use drawbridge_core::breaker::Outcome;
 use drawbridge_core::tokens;
 use drawbridge_http::{ChatContext, EventStream};
-use drawbridge_types::openai::{TokenSource, UsageDetails};
+use drawbridge_types::openai::UsageDetails;
 use drawbridge_types::worker::{PromptBody, WorkerEvent};
 use drawbridge_types::{
     ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, Finish, Metering, Usage,
@@ -135,15 +135,8 @@ impl Answer {
                     let estimated = summary.tokens_estimated || resumed;
                     // Only a finished turn reports its cost: the credits of the accounts that
                     // served this answer are the finished turn's.
-                    let details = UsageDetails {
-                        tokens: if estimated {
-                            TokenSource::Estimated
-                        } else {
-                            TokenSource::Reported
-                        },
-                        credits: (summary.credits > 0.0).then_some(summary.credits),
-                        context_usage_percent: summary.context_usage_percent,
-                    };
+                    let details =
+                        UsageDetails::of(estimated, summary.credits, summary.context_usage_percent);
                     return Some(Ok(CompletionEvent::Finish(Finish {
                         finish_reason: summary.finish_reason,
                         usage: Usage::new(summary.prompt_tokens, completion_tokens)

@@ -342,6 +342,8 @@ async fn start_chat<G: Gate>(
         session,
         tenant,
     };
+    // From here on the request is counted however it ends, even if the client hangs up
+    // while the backend is still starting the answer.
     let mut meter = meter::Meter {
         pass,
         request_id: request_id.to_owned(),
@@ -353,12 +355,13 @@ async fn start_chat<G: Gate>(
         },
         started,
         streamed: stream,
-    };
+    }
+    .waiting();
     let events = match state.backend.chat(chat, ctx).await {
         Ok(events) => events,
         Err(error) => {
             if error.kind == ErrorKind::ModelNotFound {
-                meter.model = drawbridge_telemetry::metrics::UNKNOWN_MODEL.to_owned();
+                meter.set_model(drawbridge_telemetry::metrics::UNKNOWN_MODEL);
             }
             log_refusal(request_id, &error, started);
             meter.refused(&error);
