@@ -31,12 +31,13 @@ pub struct EngineConfig {
     /// crashed, its worker broke off, it timed out) is tried again on the same account before
     /// the request moves on to the next one.
     pub retries_per_account: u32,
-    /// The longest an account may take to send the first byte of its answer before it counts
-    /// as failed (and the next account is tried).
+    /// The longest an account may take to show a first sign of life (any frame: a tool call,
+    /// progress, reasoning or text) before it counts as failed (and the next account is
+    /// tried).
     #[serde(with = "humantime_serde")]
     pub first_byte_timeout: Duration,
-    /// The longest an answer may stay silent between two chunks: a silent agent is a failure,
-    /// not a wait (the answer resumes on another account).
+    /// The longest an answer may stay silent between two frames of any kind (activity counts):
+    /// a silent agent is a failure, not a wait (the answer moves to another account).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// The deadline of a whole request, every retry and resumption included.

@@ -1,9 +1,11 @@
-//! One turn's start: pick the best account not tried yet, send the turn to its worker and wait
-//! for the first content event. A turn that fails before it, with an error another account
-//! could avoid, moves on to the next account (the rotation budget, `max_attempts`, counted in
-//! [`Attempts`]); one that crashed or went silent is first tried again on the same account (the
-//! retry budget, `retries_per_account`). Each wait for a first byte is bounded by
-//! `first_byte_timeout`, and everything by the request's deadline.
+//! One turn's start: pick the best account not tried yet (for the model the request's model
+//! stands for: `model_aliases`), send the turn to its worker and wait for its first event of
+//! any kind (activity, reasoning, text: a sign of life, not yet the answer's first byte). A
+//! turn that fails before it, with an error another account could avoid, moves on to the next
+//! account (the rotation budget, `max_attempts`, counted in [`Attempts`]); one that crashed or
+//! went silent is first tried again on the same account (the retry budget,
+//! `retries_per_account`). Each wait for a first event is bounded by `first_byte_timeout`, and
+//! everything by the request's deadline.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -63,7 +65,7 @@ impl Attempts {
     }
 }
 
-/// A started turn: its first content event, the rest, and its place in the in-flight count.
+/// A started turn: its first event, the rest, and its place in the in-flight count.
 pub(crate) struct Turn {
     pub account: String,
     pub first: Option<WorkerEvent>,
@@ -272,8 +274,8 @@ impl Turns {
         }
     }
 
-    /// Send the turn and wait for its first content event, within `first_byte_timeout` and
-    /// the request's deadline.
+    /// Send the turn and wait for its first event of any kind, within `first_byte_timeout`
+    /// and the request's deadline.
     async fn first_byte(
         &self,
         worker: &dyn WorkerConn,
