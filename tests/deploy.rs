@@ -298,6 +298,7 @@ fn exported_series() -> std::collections::BTreeSet<String> {
         first_token: Some(std::time::Duration::from_millis(10)),
         prompt_tokens: 1,
         completion_tokens: 1,
+        usage: None,
     });
     metrics.record_rejection(Rejection::RateLimit);
     metrics.record_transition("a", "open");

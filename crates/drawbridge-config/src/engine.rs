@@ -31,12 +31,13 @@ pub struct EngineConfig {
     /// crashed, its worker broke off, it timed out) is tried again on the same account before
     /// the request moves on to the next one.
     pub retries_per_account: u32,
-    /// The longest an account may take to send the first byte of its answer before it counts
-    /// as failed (and the next account is tried).
+    /// The longest an account may take to show a first sign of life (any frame: a tool call,
+    /// progress, reasoning or text) before it counts as failed (and the next account is
+    /// tried).
     #[serde(with = "humantime_serde")]
     pub first_byte_timeout: Duration,
-    /// The longest an answer may stay silent between two chunks: a silent agent is a failure,
-    /// not a wait (the answer resumes on another account).
+    /// The longest an answer may stay silent between two frames of any kind (activity counts):
+    /// a silent agent is a failure, not a wait (the answer moves to another account).
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// The deadline of a whole request, every retry and resumption included.
@@ -53,6 +54,28 @@ pub struct EngineConfig {
     pub rate_limit_cooldown: Duration,
     /// Session affinity: a conversation keeps its account while that account is healthy.
     pub affinity: AffinityConfig,
+    /// A streamed answer that has shown nothing (no text, no reasoning) for this long commits
+    /// its `200` and sends an SSE comment (`: keep-alive`) every interval until it shows
+    /// something, so clients and proxies do not time out during long tool phases. From then
+    /// on a failure before text is retried inside the open stream, and an answer nobody can
+    /// give ends with the OpenAI error chunk instead of an error status.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// What clients see of the model's reasoning.
+    pub reasoning: ReasoningMode,
+}
+
+/// `engine.reasoning`: what happens to the model's reasoning (ACP `agent_thought_chunk`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningMode {
+    /// Streamed as `delta.reasoning_content` (`message.reasoning_content` when not streamed).
+    #[default]
+    On,
+    /// Dropped.
+    Off,
+    /// Put in the answer's text as `<think>…</think>` and a blank line, before the answer.
+    Fold,
 }
 
 /// `engine.affinity`: requests with the same conversation key (the `header`, or else the
@@ -100,6 +123,8 @@ impl Default for EngineConfig {
             request_cost: 1.0,
             rate_limit_cooldown: Duration::from_secs(60),
             affinity: AffinityConfig::default(),
+            keepalive_interval: Duration::from_secs(10),
+            reasoning: ReasoningMode::On,
         }
     }
 }
@@ -146,6 +171,7 @@ impl EngineConfig {
             ("engine.first_byte_timeout", self.first_byte_timeout),
             ("engine.idle_timeout", self.idle_timeout),
             ("engine.request_timeout", self.request_timeout),
+            ("engine.keepalive_interval", self.keepalive_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::invalid(key, "must be greater than zero"));

@@ -25,6 +25,7 @@ mod sanitize;
 mod secret;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub use accounts::{AccountConfig, AgentConfig, MAX_CREDITS};
 pub use admin::AdminConfig;
 pub use cluster::{AssignmentMode, ClusterConfig, FleetDriverKind, ProcessDriverConfig};
 pub use continuation::ContinuationConfig;
-pub use engine::{AffinityConfig, EngineConfig};
+pub use engine::{AffinityConfig, EngineConfig, ReasoningMode};
 pub use error::ConfigError;
 pub use gateway::{GatewayConfig, QuotaConfig, RateLimitConfig};
 pub use health::{CircuitBreakerConfig, HealthConfig};
@@ -86,6 +87,12 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// Client model names mapped to the model an account serves (an agent's catalogue id or
+    /// a configured label): `gpt-4o: claude-sonnet-4.6`. The engine schedules an alias on the
+    /// accounts that serve its target, asks the agent for the target, and answers under the
+    /// name the client used; `/v1/models` lists every alias whose target is served. An alias
+    /// wins over an account model of the same name. Reloadable.
+    pub model_aliases: BTreeMap<String, String>,
     /// The file this configuration was loaded from (set by [`Config::load`]; what a reload
     /// reads again).
     #[serde(skip)]
@@ -135,6 +142,7 @@ impl Config {
         self.health.validate()?;
         self.engine.validate()?;
         self.continuation.validate()?;
+        validate_aliases(&self.model_aliases)?;
         self.admin.validate()
     }
 
@@ -145,6 +153,41 @@ impl Config {
             .filter(|a| self.worker.accounts.is_empty() || self.worker.accounts.contains(&a.id))
             .collect()
     }
+}
+
+/// `model_aliases`: names and targets non-empty and no longer than the stores' ids (a model
+/// name is a label of the usage ledger), no alias of itself, and no alias whose target is
+/// another alias (one lookup resolves every name).
+fn validate_aliases(aliases: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    use drawbridge_types::rules::MAX_ID_LEN;
+    for (name, target) in aliases {
+        let key = format!("model_aliases.{name}");
+        if name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "model_aliases",
+                "an alias name is empty",
+            ));
+        }
+        if name.len() > MAX_ID_LEN || target.len() > MAX_ID_LEN {
+            return Err(ConfigError::invalid(
+                key,
+                format!("names and targets must be at most {MAX_ID_LEN} bytes"),
+            ));
+        }
+        if target.trim().is_empty() {
+            return Err(ConfigError::invalid(key, "the target model is empty"));
+        }
+        if name == target {
+            return Err(ConfigError::invalid(key, "an alias cannot name itself"));
+        }
+        if aliases.contains_key(target) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("the target '{target}' is itself an alias; name the model it stands for"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -198,3 +198,56 @@ fn an_engine_with_redis_needs_no_static_workers() {
     let err = config.validate(Role::Engine).unwrap_err().to_string();
     assert!(err.contains("engine.workers"), "{err}");
 }
+
+#[test]
+fn model_aliases_resolve_in_one_step() {
+    let config = Config::from_yaml(&format!(
+        "{GOOD}model_aliases: {{ gpt-4o: claude-sonnet-4.6, claude-sonnet: claude-sonnet-4.6 }}\n"
+    ))
+    .unwrap();
+    config.validate(Role::AllInOne).unwrap();
+    assert_eq!(config.model_aliases["gpt-4o"], "claude-sonnet-4.6");
+    let long = "m".repeat(129);
+    let cases = [
+        (
+            "model_aliases: { kiro: kiro }".to_owned(),
+            "model_aliases.kiro",
+        ),
+        (
+            "model_aliases: { a: b, b: claude }".to_owned(),
+            "model_aliases.a",
+        ),
+        ("model_aliases: { a: '' }".to_owned(), "model_aliases.a"),
+        ("model_aliases: { '': kiro }".to_owned(), "model_aliases"),
+        (format!("model_aliases: {{ a: {long} }}"), "model_aliases.a"),
+    ];
+    for (yaml, key) in cases {
+        let err = Config::from_yaml(&format!("{GOOD}{yaml}\n"))
+            .unwrap()
+            .validate(Role::AllInOne)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("`{key}`")), "{yaml} → {err}");
+    }
+}
+
+#[test]
+fn keepalive_and_reasoning_have_defaults_and_checks() {
+    let config = Config::from_yaml(GOOD).unwrap();
+    assert_eq!(config.engine.keepalive_interval, Duration::from_secs(10));
+    assert_eq!(config.engine.reasoning, ReasoningMode::On);
+    let fold = Config::from_yaml(&format!(
+        "{GOOD}engine: {{ reasoning: fold, keepalive_interval: 3s }}\n"
+    ))
+    .unwrap();
+    fold.validate(Role::AllInOne).unwrap();
+    assert_eq!(fold.engine.reasoning, ReasoningMode::Fold);
+    assert_eq!(fold.engine.keepalive_interval, Duration::from_secs(3));
+    assert!(Config::from_yaml(&format!("{GOOD}engine: {{ reasoning: loud }}\n")).is_err());
+    let err = Config::from_yaml(&format!("{GOOD}engine: {{ keepalive_interval: 0s }}\n"))
+        .unwrap()
+        .validate(Role::AllInOne)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("engine.keepalive_interval"), "{err}");
+}

@@ -3,6 +3,16 @@
 //! is given the conversation and the partial answer and asked to continue it (the worker
 //! splices its output so nothing is repeated). Only when no account can resume does the
 //! answer end with the error.
+//!
+//! The first byte is the first text: a turn that fails after activity or reasoning only is
+//! started again from scratch on the next account (a retry, not a resumption). Reasoning is
+//! shown per `engine.reasoning`: `on` as reasoning events, `off` not at all, `fold` as text
+//! (`<think>…</think>` and a blank line before the text that follows); only folded reasoning
+//! is part of the text a resumption continues.
+//!
+//! The finish carries `usage.drawbridge`: whether the token counts were reported or estimated
+//! (any estimate, or a resumption, makes them estimated), the credits of the accounts that
+//! served it and the last context use reported.
 
 use std::sync::Arc;
 
@@ -11,10 +21,13 @@ use tokio::time::Instant;
 use drawbridge_core::breaker::Outcome;
 use drawbridge_core::tokens;
 use drawbridge_http::{ChatContext, EventStream};
+use drawbridge_types::openai::UsageDetails;
 use drawbridge_types::worker::{PromptBody, WorkerEvent};
 use drawbridge_types::{
     ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, Finish, Metering, Usage,
 };
+
+use crate::settings::ReasoningMode;
 use futures::StreamExt;
 
 use crate::errors;
@@ -26,12 +39,18 @@ struct Answer {
     ctx: ChatContext,
     attempts: Attempts,
     turn: Turn,
-    /// Everything the client has received.
+    /// The text the client has received (folded reasoning included).
     text: String,
-    /// The accounts that have served this answer, in order.
+    /// The accounts that have served this answer, in order (an account that failed before
+    /// the first text served nothing).
     served: Vec<String>,
+    /// `fold`: a `<think>` block is open (closed before the next text or the finish).
+    thinking: bool,
     done: bool,
 }
+
+/// What closes a folded reasoning block before the text.
+const THINK_END: &str = "</think>\n\n";
 
 pub(crate) fn stream(
     turns: Arc<Turns>,
@@ -48,6 +67,7 @@ pub(crate) fn stream(
         served: vec![turn.account.clone()],
         turn,
         text: String::new(),
+        thinking: false,
         done: false,
     };
     futures::stream::unfold(answer, |mut answer| async move {
@@ -69,12 +89,33 @@ impl Answer {
             };
             match event {
                 WorkerEvent::Started { .. } | WorkerEvent::Activity => continue,
-                WorkerEvent::Reasoning(text) => {
-                    return Some(Ok(CompletionEvent::Reasoning(text)));
-                }
+                WorkerEvent::Reasoning(text) => match self.turns.settings().reasoning {
+                    ReasoningMode::On => return Some(Ok(CompletionEvent::Reasoning(text))),
+                    ReasoningMode::Off => continue,
+                    ReasoningMode::Fold => {
+                        let folded = if std::mem::replace(&mut self.thinking, true) {
+                            text
+                        } else if self.text.is_empty() {
+                            format!("<think>{text}")
+                        } else {
+                            format!("\n\n<think>{text}")
+                        };
+                        return Some(Ok(self.shown(folded)));
+                    }
+                },
                 WorkerEvent::Text(text) => {
-                    self.text.push_str(&text);
-                    return Some(Ok(CompletionEvent::Delta(text)));
+                    let text = if std::mem::take(&mut self.thinking) {
+                        format!("{THINK_END}{text}")
+                    } else {
+                        text
+                    };
+                    return Some(Ok(self.shown(text)));
+                }
+                WorkerEvent::Finished(summary) if self.thinking => {
+                    // Close the folded block first; the finish comes next.
+                    self.thinking = false;
+                    self.turn.first = Some(WorkerEvent::Finished(summary));
+                    return Some(Ok(self.shown(THINK_END.to_owned())));
                 }
                 WorkerEvent::Finished(summary) => {
                     self.done = true;
@@ -84,20 +125,26 @@ impl Answer {
                     // The one charge of this turn: only a turn that finished reaches here.
                     self.turns.finished(&self.turn.account, summary.credits);
                     // Spliced from more than one turn: the last turn's count covers only its
-                    // part. (Accounts that failed before the first byte wrote nothing.)
+                    // part. (Accounts that failed before the first text wrote nothing.)
                     let resumed = self.served.len() > 1;
                     let completion_tokens = if resumed {
                         tokens::estimate_tokens(&self.text)
                     } else {
                         summary.completion_tokens
                     };
+                    let estimated = summary.tokens_estimated || resumed;
+                    // Only a finished turn reports its cost: the credits of the accounts that
+                    // served this answer are the finished turn's.
+                    let details =
+                        UsageDetails::of(estimated, summary.credits, summary.context_usage_percent);
                     return Some(Ok(CompletionEvent::Finish(Finish {
                         finish_reason: summary.finish_reason,
-                        usage: Usage::new(summary.prompt_tokens, completion_tokens),
+                        usage: Usage::new(summary.prompt_tokens, completion_tokens)
+                            .with_details(details),
                         metering: Metering {
                             accounts: std::mem::take(&mut self.served),
                             credits: summary.credits,
-                            tokens_estimated: summary.tokens_estimated || resumed,
+                            tokens_estimated: estimated,
                         },
                     })));
                 }
@@ -113,6 +160,12 @@ impl Answer {
                 },
             }
         }
+    }
+
+    /// `text` goes to the client as text: it is part of what a resumption continues.
+    fn shown(&mut self, text: String) -> CompletionEvent {
+        self.text.push_str(&text);
+        CompletionEvent::Delta(text)
     }
 
     /// The turn's next event, within `engine.idle_timeout` of the last one and before the
@@ -147,6 +200,10 @@ impl Answer {
             None if !expired => self.turns.failed(&self.turn.account, &error),
             None => {}
         }
+        let model = self.request.model.clone();
+        if self.text.is_empty() {
+            return self.restart(error).await;
+        }
         tracing::warn!(
             request_id = self.ctx.request_id,
             account = self.turn.account,
@@ -155,7 +212,6 @@ impl Answer {
             "answer broke off after its first byte"
         );
         let settings = self.turns.settings();
-        let model = self.request.model.clone();
         if !settings.resume_after_first_byte || !error.retryable() || !self.attempts.left() {
             return Err(errors::for_client(error, &model));
         }
@@ -183,5 +239,36 @@ impl Answer {
                 Err(errors::for_client(error, &model))
             }
         }
+    }
+
+    /// The turn failed after activity or reasoning but before any text: nothing of the answer
+    /// is with the client, so the next account starts it again from scratch, as a turn that
+    /// failed before its first byte would be (the breaker was settled by the caller).
+    async fn restart(&mut self, error: ApiError) -> Result<Turn, ApiError> {
+        tracing::warn!(
+            request_id = self.ctx.request_id,
+            account = self.turn.account,
+            %error,
+            "turn failed before its first text; starting again on another account"
+        );
+        // The failed account served nothing of this answer.
+        self.served.retain(|account| account != &self.turn.account);
+        if !error.retryable() {
+            return Err(errors::for_client(error, &self.request.model));
+        }
+        self.turns.metrics.record_failover("retry");
+        let body = PromptBody::Messages(self.request.messages.clone());
+        let turns = Arc::clone(&self.turns);
+        turns
+            .start(&self.request, &self.ctx, &mut self.attempts, body)
+            .await
+            .map_err(|retry_error| {
+                tracing::warn!(request_id = self.ctx.request_id, %retry_error, "no account could start the answer again");
+                match retry_error.kind {
+                    // Nothing left to try: the turn's own failure says more.
+                    ErrorKind::Unavailable => errors::for_client(error, &self.request.model),
+                    _ => retry_error,
+                }
+            })
     }
 }

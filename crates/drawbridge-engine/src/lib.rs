@@ -1,12 +1,21 @@
 //! Layer 2: the engine. It keeps a view of what every worker serves (refreshed from their
-//! `Slots`), picks the account for each request with the seeds' credit-aware score, sends the
-//! turn to that account's worker, and retries on the next-best account when a turn fails
-//! before its first byte. It serves an internal OpenAI-compatible endpoint (what the gateway
+//! `Slots`), resolves the request's model (`model_aliases`), picks the account for each
+//! request with the seeds' credit-aware score, sends the turn to that account's worker, and
+//! retries on the next-best account when a turn fails before its first text.
+//!
+//! Liveness is any frame: a worker's first event of any kind (activity, reasoning, text) meets
+//! `first_byte_timeout`, and `idle_timeout` bounds the silence between any two events. Text
+//! alone decides whether the client has the answer's first byte: a turn that fails after
+//! activity or reasoning but before text is retried on the next account from scratch (shown
+//! reasoning is not part of the answer, so a retry may show a second stretch of it); after
+//! text, the answer is resumed. It serves an internal OpenAI-compatible endpoint (what the gateway
 //! and NEW-API call) through [`drawbridge_http`].
 //!
 //! Code map: [`settings`](EngineSettings) (one holder every part reads), `routing` (the
 //! scheduler's view, one immutable snapshot per change), `turn` (one turn's start with its
-//! retry and rotation budgets), `answer` (one answer across accounts), `errors` (what the
+//! retry and rotation budgets), `answer` (one answer across accounts: reasoning shown, folded
+//! or dropped, usage details), `keepalive` (a quiet streamed answer commits and sends SSE
+//! comments), `errors` (what the
 //! client gets when no account can answer), `versioned` (an older read never undoes this
 //! engine's own write: credits, breakers, cooldowns), `router` (the HTTP surface), `app`
 //! (the whole engine built from its config, with its drain order).
@@ -20,6 +29,7 @@ mod credits;
 pub mod discovery;
 mod errors;
 pub mod fleet;
+mod keepalive;
 pub mod leader;
 pub mod process_driver;
 pub mod reconciler;
@@ -193,8 +203,20 @@ impl Engine {
         });
     }
 
+    /// Every model a client may ask for: each account's models, and each alias
+    /// (`model_aliases`) whose target some account serves; sorted, each once.
     pub fn model_ids(&self) -> Vec<String> {
-        self.routing.model_ids()
+        let mut ids = self.routing.model_ids();
+        let aliases = self.settings().aliases;
+        let served: Vec<String> = aliases
+            .iter()
+            .filter(|(_, target)| ids.binary_search(target).is_ok())
+            .map(|(alias, _)| alias.clone())
+            .collect();
+        ids.extend(served);
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Health as the engine sees it: an account whose circuit breaker is open counts as
@@ -231,16 +253,22 @@ impl Engine {
         if self.shutdown.is_cancelled() {
             return Err(errors::shutting_down());
         }
-        let mut attempts = self.turns.attempts(&request, ctx).await;
-        let body = PromptBody::Messages(request.messages.clone());
-        let turn = self.turns.start(&request, ctx, &mut attempts, body).await?;
-        Ok(answer::stream(
-            Arc::clone(&self.turns),
-            request,
-            ctx.clone(),
-            attempts,
-            turn,
-        ))
+        let streamed = request.is_stream();
+        let turns = Arc::clone(&self.turns);
+        let ctx = ctx.clone();
+        let start = async move {
+            let mut attempts = turns.attempts(&request, &ctx).await;
+            let body = PromptBody::Messages(request.messages.clone());
+            let turn = turns.start(&request, &ctx, &mut attempts, body).await?;
+            Ok(answer::stream(turns, request, ctx, attempts, turn))
+        }
+        .boxed();
+        if !streamed {
+            // One JSON body at the end: nothing to keep alive, and every failure keeps its
+            // status.
+            return start.await;
+        }
+        keepalive::start(start, self.settings().keepalive_interval).await
     }
 }
 

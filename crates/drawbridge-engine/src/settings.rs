@@ -1,6 +1,7 @@
 //! The engine's settings, in one holder every part reads: a reload swaps them whole, and
 //! whatever starts after it (a request, a breaker decision, a charge) sees the new ones.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,8 +9,11 @@ use arc_swap::ArcSwap;
 
 use crate::affinity::AffinitySettings;
 
-/// How the engine retries and resumes.
-#[derive(Debug, Clone, Copy)]
+pub use drawbridge_config::ReasoningMode;
+
+/// How the engine retries and resumes, keeps quiet streams alive, shows reasoning and names
+/// models.
+#[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Accounts one request may use in all: first try, retries before the first byte, and
     /// resumptions after it.
@@ -32,6 +36,13 @@ pub struct EngineSettings {
     pub request_timeout: Duration,
     /// Session affinity.
     pub affinity: AffinitySettings,
+    /// How long a streamed answer may show nothing before it commits and sends keep-alive
+    /// comments (`engine.keepalive_interval`).
+    pub keepalive_interval: Duration,
+    /// What the client sees of the model's reasoning (`engine.reasoning`).
+    pub reasoning: ReasoningMode,
+    /// Client model names → the model the accounts serve (`model_aliases`).
+    pub aliases: Arc<BTreeMap<String, String>>,
 }
 
 impl EngineSettings {
@@ -51,6 +62,9 @@ impl EngineSettings {
                 user_field: config.engine.affinity.user_field,
                 ttl: config.engine.affinity.ttl,
             },
+            keepalive_interval: config.engine.keepalive_interval,
+            reasoning: config.engine.reasoning,
+            aliases: Arc::new(config.model_aliases.clone()),
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -74,7 +88,18 @@ impl Default for EngineSettings {
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(900),
             affinity: AffinitySettings::default(),
+            keepalive_interval: Duration::from_secs(10),
+            reasoning: ReasoningMode::On,
+            aliases: Arc::default(),
         }
+    }
+}
+
+impl EngineSettings {
+    /// The model the accounts serve for the client's `model`: an alias's target, else the
+    /// name itself (an alias wins over an account model of the same name).
+    pub fn target<'a>(&'a self, model: &'a str) -> &'a str {
+        self.aliases.get(model).map_or(model, String::as_str)
     }
 }
 
@@ -89,7 +114,7 @@ impl Settings {
 
     /// The settings in force now.
     pub fn get(&self) -> EngineSettings {
-        **self.0.load()
+        EngineSettings::clone(&self.0.load())
     }
 
     /// Use `settings` from now on.

@@ -1,9 +1,11 @@
-//! One turn's start: pick the best account not tried yet, send the turn to its worker and wait
-//! for the first content event. A turn that fails before it, with an error another account
-//! could avoid, moves on to the next account (the rotation budget, `max_attempts`, counted in
-//! [`Attempts`]); one that crashed or went silent is first tried again on the same account (the
-//! retry budget, `retries_per_account`). Each wait for a first byte is bounded by
-//! `first_byte_timeout`, and everything by the request's deadline.
+//! One turn's start: pick the best account not tried yet (for the model the request's model
+//! stands for: `model_aliases`), send the turn to its worker and wait for its first event of
+//! any kind (activity, reasoning, text: a sign of life, not yet the answer's first byte). A
+//! turn that fails before it, with an error another account could avoid, moves on to the next
+//! account (the rotation budget, `max_attempts`, counted in [`Attempts`]); one that crashed or
+//! went silent is first tried again on the same account (the retry budget,
+//! `retries_per_account`). Each wait for a first event is bounded by `first_byte_timeout`, and
+//! everything by the request's deadline.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -63,7 +65,7 @@ impl Attempts {
     }
 }
 
-/// A started turn: its first content event, the rest, and its place in the in-flight count.
+/// A started turn: its first event, the rest, and its place in the in-flight count.
 pub(crate) struct Turn {
     pub account: String,
     pub first: Option<WorkerEvent>,
@@ -122,12 +124,16 @@ impl Turns {
         attempts: &mut Attempts,
         body: PromptBody,
     ) -> Result<Turn, ApiError> {
+        // Errors name the model the client asked for; scheduling and the agent use what it
+        // stands for.
         let model = request.model.as_str();
+        let settings = self.settings();
+        let target = settings.target(model);
         let mut last_error: Option<ApiError> = None;
         while attempts.left() {
             let picked = match self
                 .routing
-                .pick(model, &attempts.tried, attempts.bound.as_deref())
+                .pick(target, &attempts.tried, attempts.bound.as_deref())
             {
                 Ok(picked) => picked,
                 Err(shortage) => return Err(self.no_account(shortage, last_error, model)),
@@ -140,7 +146,15 @@ impl Turns {
                 self.metrics.record_failover("retry");
             }
             let on_account = self
-                .on_account(request, ctx, attempts, &body, &picked, worker.as_ref())
+                .on_account(
+                    request,
+                    target,
+                    ctx,
+                    attempts,
+                    &body,
+                    &picked,
+                    worker.as_ref(),
+                )
                 .await;
             match on_account {
                 OnAccount::Started(turn) => return Ok(turn),
@@ -180,9 +194,14 @@ impl Turns {
     }
 
     /// Try the turn on `picked`'s account, again while the retry budget allows.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one turn's inputs, each used once"
+    )]
     async fn on_account(
         &self,
         request: &ChatCompletionRequest,
+        target: &str,
         ctx: &ChatContext,
         attempts: &mut Attempts,
         body: &PromptBody,
@@ -200,7 +219,7 @@ impl Turns {
             let guard = picked.inflight();
             let input = PromptInput {
                 request_id: ctx.request_id.clone(),
-                model: request.model.clone(),
+                model: target.to_owned(),
                 account: Some(account.clone()),
                 body: body.clone(),
                 max_output_tokens: request.max_output_tokens(),
@@ -255,8 +274,8 @@ impl Turns {
         }
     }
 
-    /// Send the turn and wait for its first content event, within `first_byte_timeout` and
-    /// the request's deadline.
+    /// Send the turn and wait for its first event of any kind, within `first_byte_timeout`
+    /// and the request's deadline.
     async fn first_byte(
         &self,
         worker: &dyn WorkerConn,

@@ -49,6 +49,9 @@ async fn engine_with(
         idle_timeout: IDLE,
         first_byte_timeout: FIRST_BYTE,
         request_timeout,
+        // These tests are about the limits, not keep-alives: a failure before the first
+        // byte stays the `Err` of `chat` (see `liveness.rs` for the committed stream).
+        keepalive_interval: Duration::from_secs(3600),
         ..EngineSettings::default()
     };
     tweak(&mut settings);

@@ -1,6 +1,9 @@
 //! The engine as a [`ChatBackend`], over HTTP. The engine's internal endpoint speaks the same
 //! OpenAI API as the gateway; the gateway always asks it for a stream with usage and reads the
-//! chunks back into events, so it can answer its own client in either form.
+//! chunks back into events, so it can answer its own client in either form. The engine's SSE
+//! comments (its keep-alives while an answer shows nothing) become
+//! [`CompletionEvent::KeepAlive`]: a streamed answer at the gateway commits and stays alive
+//! with its engine's, a JSON answer ignores them. `usage.drawbridge` passes through as read.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -9,7 +12,7 @@ use bytes::Bytes;
 use drawbridge_config::Secret;
 use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
 use drawbridge_types::openai::{ModelList, StreamOptions};
-use drawbridge_types::sse::SseDecoder;
+use drawbridge_types::sse::{SseDecoder, SseItem};
 use drawbridge_types::{
     AccountView, ApiError, ChatCompletionRequest, ChunkReader, CompletionEvent, CreditChange,
     ErrorBody, ErrorKind, HealthReport, HealthStatus,
@@ -157,12 +160,32 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|_| ApiError::upstream(format!("The engine sent a malformed {what}.")))
 }
 
+/// The body of the engine's answer, as its data frames.
+type Body = futures::stream::BoxStream<'static, Result<Bytes, String>>;
+
 struct Reader {
-    body: http_body_util::BodyDataStream<hyper::body::Incoming>,
+    body: Body,
     decoder: SseDecoder,
     chunks: ChunkReader,
     pending: VecDeque<Result<CompletionEvent, ApiError>>,
     finished: bool,
+}
+
+/// The engine's SSE answer `body` as completion events, ending after the finish or the first
+/// error.
+fn events(body: Body) -> EventStream {
+    let reader = Reader {
+        body,
+        decoder: SseDecoder::new(),
+        chunks: ChunkReader::new(),
+        pending: VecDeque::new(),
+        finished: false,
+    };
+    futures::stream::unfold(reader, |mut reader| async move {
+        let item = reader.next().await?;
+        Some((item, reader))
+    })
+    .boxed()
 }
 
 impl Reader {
@@ -181,7 +204,16 @@ impl Reader {
             }
             match self.body.next().await {
                 Some(Ok(bytes)) => {
-                    for data in self.decoder.push(&bytes) {
+                    for item in self.decoder.push_items(&bytes) {
+                        let data = match item {
+                            SseItem::Data(data) => data,
+                            // The engine keeps a quiet answer alive with comments: so does
+                            // this layer, for its own client.
+                            SseItem::Comment => {
+                                self.pending.push_back(Ok(CompletionEvent::KeepAlive));
+                                continue;
+                            }
+                        };
                         match self.chunks.push(&data) {
                             Ok(events) => self.pending.extend(events.into_iter().map(Ok)),
                             Err(error) => self.pending.push_back(Err(error)),
@@ -228,18 +260,12 @@ impl ChatBackend for HttpEngine {
             if response.status() != StatusCode::OK {
                 return Err(error_from(response).await);
             }
-            let reader = Reader {
-                body: response.into_body().into_data_stream(),
-                decoder: SseDecoder::new(),
-                chunks: ChunkReader::new(),
-                pending: VecDeque::new(),
-                finished: false,
-            };
-            let events = futures::stream::unfold(reader, |mut reader| async move {
-                let item = reader.next().await?;
-                Some((item, reader))
-            });
-            Ok(events.boxed())
+            let body = response
+                .into_body()
+                .into_data_stream()
+                .map(|frame| frame.map_err(|error| error.to_string()))
+                .boxed();
+            Ok(events(body))
         }
         .boxed()
     }
@@ -332,5 +358,75 @@ impl AccountsAdmin for HttpEngine {
             Ok(changed.credits)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drawbridge_types::openai::{FinishReason, TokenSource, UsageDetails};
+    use drawbridge_types::{ChunkEncoder, CompletionMeta, Finish, Metering, Usage};
+
+    use super::*;
+
+    fn body(frames: Vec<Bytes>) -> Body {
+        futures::stream::iter(frames.into_iter().map(Ok)).boxed()
+    }
+
+    /// The engine's keep-alive comments become keep-alive events in order, and the usage
+    /// details of its usage chunk survive the hop.
+    #[tokio::test]
+    async fn keep_alives_and_usage_details_cross_the_hop() {
+        let mut encoder = ChunkEncoder::new(CompletionMeta::new("kiro"), true).exposing_metering();
+        let details = UsageDetails {
+            tokens: TokenSource::Reported,
+            credits: Some(0.5),
+            context_usage_percent: Some(12.5),
+        };
+        let finish = Finish {
+            finish_reason: FinishReason::Stop,
+            usage: Usage::new(3, 4).with_details(details),
+            metering: Metering {
+                accounts: vec!["acct-1".into()],
+                credits: 0.5,
+                tokens_estimated: false,
+            },
+        };
+        // A keep-alive split across two reads, then another with the text's frame.
+        let keep_alive = encoder.keep_alive();
+        let mut second = keep_alive[4..].to_vec();
+        second.extend_from_slice(&encoder.keep_alive());
+        second.extend_from_slice(&encoder.delta("hi"));
+        let frames = vec![
+            keep_alive.slice(..4),
+            Bytes::from(second),
+            encoder.finish(&finish),
+        ];
+        let got: Vec<_> = events(body(frames)).collect().await;
+        assert_eq!(
+            got,
+            vec![
+                Ok(CompletionEvent::KeepAlive),
+                Ok(CompletionEvent::KeepAlive),
+                Ok(CompletionEvent::Delta("hi".into())),
+                Ok(CompletionEvent::Finish(finish)),
+            ]
+        );
+    }
+
+    /// An engine stream committed by keep-alives that then fails ends with its error.
+    #[tokio::test]
+    async fn an_error_after_keep_alives_is_the_answers_end() {
+        let mut encoder = ChunkEncoder::new(CompletionMeta::new("kiro"), true);
+        let frames = vec![
+            encoder.keep_alive(),
+            encoder.error(&ApiError::new(ErrorKind::Timeout, "nobody answered")),
+        ];
+        let got: Vec<_> = events(body(frames)).collect().await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], Ok(CompletionEvent::KeepAlive));
+        assert!(
+            matches!(&got[1], Err(e) if e.kind == ErrorKind::Timeout),
+            "{got:?}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! A worker's event stream as the completion events the HTTP surface renders.
 
+use drawbridge_types::openai::UsageDetails;
 use drawbridge_types::worker::{TurnSummary, WorkerEvent};
 use drawbridge_types::{ApiError, CompletionEvent, Finish, Metering, Usage};
 use futures::StreamExt;
@@ -7,12 +8,13 @@ use futures::stream::BoxStream;
 
 use crate::EventStream;
 
-/// A turn whose first content event (text or the finish) has arrived: that event, and the rest.
+/// A turn whose first event after `Started` (activity, reasoning, text or the finish) has
+/// arrived: that event, and the rest.
 pub type Started = (WorkerEvent, BoxStream<'static, WorkerEvent>);
 
-/// Wait for the first content event, skipping `Started`. An error before it is returned as
-/// the `Err`: nothing has reached the client yet, so it can still become an HTTP status or a
-/// retry elsewhere.
+/// Wait for the turn's first sign of life, skipping `Started`: any frame (activity,
+/// reasoning, text) or the finish. An error before it is returned as the `Err`: nothing has
+/// reached the client yet, so it can still become an HTTP status or a retry elsewhere.
 pub async fn first_content(
     mut events: BoxStream<'static, WorkerEvent>,
 ) -> Result<Started, ApiError> {
@@ -57,9 +59,14 @@ pub fn completion_stream<G: Send + 'static>((first, rest): Started, guard: G) ->
 }
 
 fn finish(summary: &TurnSummary) -> Finish {
+    let details = UsageDetails::of(
+        summary.tokens_estimated,
+        summary.credits,
+        summary.context_usage_percent,
+    );
     Finish {
         finish_reason: summary.finish_reason,
-        usage: Usage::new(summary.prompt_tokens, summary.completion_tokens),
+        usage: Usage::new(summary.prompt_tokens, summary.completion_tokens).with_details(details),
         metering: Metering {
             accounts: Vec::new(),
             credits: summary.credits,

@@ -37,7 +37,8 @@ pub use auth::{Caller, Keys};
 pub use gate::{Ended, Entry, FreePass, Gate, Outcome, Pass, Refusal};
 pub use listen::{bind_or_inherit, serve, serve_until_signal, set_nodelay};
 
-/// The answer to one chat request: text, then one `Finish`; failures as `Err` items.
+/// The answer to one chat request: text (and reasoning, and keep-alives while nothing is
+/// shown), then one `Finish`; failures as `Err` items.
 pub type EventStream = BoxStream<'static, Result<CompletionEvent, ApiError>>;
 
 /// Who is asking, for logs and routing.
@@ -70,7 +71,10 @@ pub fn session_header(name: &str) -> Option<axum::http::HeaderName> {
 /// Whatever answers chat requests behind the HTTP surface.
 pub trait ChatBackend: Send + Sync + 'static {
     /// Start answering. An `Err` here (before any text exists) becomes an HTTP error status;
-    /// a failure later arrives as an `Err` item of the stream.
+    /// a failure later arrives as an `Err` item of the stream. A backend may return the stream
+    /// before it has anything to show (a streamed answer kept alive with
+    /// [`CompletionEvent::KeepAlive`]): the status is then committed, and a failure before the
+    /// first text is an item too.
     fn chat(
         &self,
         request: ChatCompletionRequest,
@@ -342,6 +346,8 @@ async fn start_chat<G: Gate>(
         session,
         tenant,
     };
+    // From here on the request is counted however it ends, even if the client hangs up
+    // while the backend is still starting the answer.
     let mut meter = meter::Meter {
         pass,
         request_id: request_id.to_owned(),
@@ -353,12 +359,13 @@ async fn start_chat<G: Gate>(
         },
         started,
         streamed: stream,
-    };
+    }
+    .waiting();
     let events = match state.backend.chat(chat, ctx).await {
         Ok(events) => events,
         Err(error) => {
             if error.kind == ErrorKind::ModelNotFound {
-                meter.model = drawbridge_telemetry::metrics::UNKNOWN_MODEL.to_owned();
+                meter.set_model(drawbridge_telemetry::metrics::UNKNOWN_MODEL);
             }
             log_refusal(request_id, &error, started);
             meter.refused(&error);

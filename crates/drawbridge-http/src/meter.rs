@@ -1,6 +1,8 @@
 //! Watches an answer on its way to the client: the first content (time to first token), the
 //! text delivered, and the end. When the answer ends (finish, error, or the client dropping
 //! it), the request's [`Pass`] is told exactly once and the request is counted in the metrics.
+//! A client that hangs up while the backend is still being asked (before any byte of the
+//! answer exists) is counted and logged the same way ([`Waiting`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,6 +45,25 @@ impl Meter {
         self.pass.end(&ended);
     }
 
+    /// Hold the meter while the backend is asked to start: dropped before that ends (the
+    /// client hung up, so the handler's future was dropped), the request counts as
+    /// [`ABANDONED`], with its end line, like a hang-up mid-answer.
+    pub fn waiting(self) -> Waiting {
+        Waiting(Some(self))
+    }
+
+    /// The client went away before the answer started.
+    fn abandoned(self) {
+        let ended = Ended {
+            outcome: Outcome::Abandoned,
+            delivered_chars: 0,
+            duration: self.started.elapsed(),
+        };
+        report(self.metrics.as_deref(), &self.model, &ended, None);
+        log_end(&self, &ended, None);
+        self.pass.end(&ended);
+    }
+
     /// Watch `events` until they end.
     pub fn watch(self, events: EventStream) -> EventStream {
         let in_flight = self.metrics.as_ref().map(Metrics::in_flight);
@@ -53,6 +74,42 @@ impl Meter {
             delivered_chars: 0,
             _in_flight: in_flight,
         })
+    }
+}
+
+/// A [`Meter`] while the backend is asked to start the answer (see [`Meter::waiting`]).
+pub struct Waiting(Option<Meter>);
+
+impl Waiting {
+    /// Count the request under the model label `model` (e.g. unknown, once the backend said
+    /// the model does not exist).
+    pub fn set_model(&mut self, model: &str) {
+        if let Some(meter) = &mut self.0 {
+            model.clone_into(&mut meter.model);
+        }
+    }
+
+    /// The backend refused the request: see [`Meter::refused`].
+    pub fn refused(mut self, error: &ApiError) {
+        if let Some(meter) = self.0.take() {
+            meter.refused(error);
+        }
+    }
+
+    /// The answer started: see [`Meter::watch`].
+    pub fn watch(mut self, events: EventStream) -> EventStream {
+        match self.0.take() {
+            Some(meter) => meter.watch(events),
+            None => events,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(meter) = self.0.take() {
+            meter.abandoned();
+        }
     }
 }
 
@@ -100,16 +157,14 @@ impl Stream for Metered {
             Poll::Ready(item) => item,
         };
         match &item {
-            Some(Ok(CompletionEvent::Delta(text))) => {
+            // The first text or reasoning is the first token the client sees; both are
+            // delivered output (what an answer that breaks off is charged for).
+            Some(Ok(CompletionEvent::Delta(text) | CompletionEvent::Reasoning(text))) => {
                 if this.first_token.is_none()
                     && let Some(meter) = &this.meter
                 {
                     this.first_token = Some(meter.started.elapsed());
                 }
-                this.delivered_chars += text.chars().count();
-            }
-            // Reasoning is billed like text when the agent's usage is estimated.
-            Some(Ok(CompletionEvent::Reasoning(text))) => {
                 this.delivered_chars += text.chars().count();
             }
             Some(Ok(CompletionEvent::KeepAlive)) => {}
@@ -133,10 +188,10 @@ impl Drop for Metered {
 /// One line per answered request, when it ends: how it ended, how long it took, how long the
 /// first text took.
 fn log_end(meter: &Meter, ended: &Ended, first_token: Option<std::time::Duration>) {
-    let outcome = match &ended.outcome {
-        Outcome::Finished(finish) => finish.finish_reason.as_str(),
-        Outcome::Failed(kind) => kind.code(),
-        Outcome::Abandoned => ABANDONED,
+    let (outcome, usage) = match &ended.outcome {
+        Outcome::Finished(finish) => (finish.finish_reason.as_str(), finish.usage.drawbridge),
+        Outcome::Failed(kind) => (kind.code(), None),
+        Outcome::Abandoned => (ABANDONED, None),
     };
     tracing::info!(
         request_id = meter.request_id,
@@ -145,6 +200,9 @@ fn log_end(meter: &Meter, ended: &Ended, first_token: Option<std::time::Duration
         outcome,
         elapsed_ms = ended.duration.as_millis() as u64,
         first_token_ms = first_token.map(|t| t.as_millis() as u64),
+        tokens = usage.map(|u| u.tokens.as_str()),
+        credits = usage.and_then(|u| u.credits),
+        context_usage_percent = usage.and_then(|u| u.context_usage_percent),
         "chat completion ended"
     );
 }
@@ -159,14 +217,15 @@ pub(crate) fn report(
     let Some(metrics) = metrics else {
         return;
     };
-    let (error_code, prompt_tokens, completion_tokens) = match &ended.outcome {
+    let (error_code, prompt_tokens, completion_tokens, usage) = match &ended.outcome {
         Outcome::Finished(finish) => (
             None,
             finish.usage.prompt_tokens,
             finish.usage.completion_tokens,
+            finish.usage.drawbridge,
         ),
-        Outcome::Failed(kind) => (Some(kind.code()), 0, 0),
-        Outcome::Abandoned => (Some(ABANDONED), 0, 0),
+        Outcome::Failed(kind) => (Some(kind.code()), 0, 0, None),
+        Outcome::Abandoned => (Some(ABANDONED), 0, 0, None),
     };
     metrics.record_request(&RequestRecord {
         model,
@@ -175,5 +234,6 @@ pub(crate) fn report(
         first_token,
         prompt_tokens,
         completion_tokens,
+        usage,
     });
 }

@@ -65,3 +65,50 @@ async fn accounts_are_served_only_from_an_account_admin_behind_the_keys() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("\"kiro\""), "{body}");
 }
+
+/// A client that hangs up while the backend is still starting the answer (before any byte)
+/// is counted as `client_closed`, like one that hangs up mid-answer.
+#[tokio::test]
+async fn a_client_gone_before_the_first_byte_is_counted_as_client_closed() {
+    let backend = Arc::new(ScriptedBackend::new(&["kiro"]));
+    backend.script(test_support::backend::Script::Hang);
+    let metrics = Arc::new(drawbridge_telemetry::Metrics::new());
+    let router = internal_router(state(&backend).with_metrics(Arc::clone(&metrics)));
+    let request = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"model": "kiro", "messages": [{"role": "user", "content": "hi"}]}"#,
+        ))
+        .unwrap();
+    let mut response = Box::pin(router.clone().oneshot(request));
+    // Poll the request until it waits on the backend; it never gets further.
+    for _ in 0..1000 {
+        assert!(futures::poll!(response.as_mut()).is_pending());
+        if backend.chats() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(backend.chats(), 1, "the backend was asked");
+    let closed = |metrics: &drawbridge_telemetry::Metrics| {
+        metrics
+            .snapshot()
+            .samples
+            .into_iter()
+            .find(|s| {
+                s.name == "drawbridge_request_errors_total"
+                    && s.labels.get("code").map(String::as_str) == Some("client_closed")
+            })
+            .map(|s| s.value)
+    };
+    assert_eq!(closed(&metrics), None, "not before the client leaves");
+    drop(response); // the client hangs up
+    let (status, text) = get(&router, "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains(r#"drawbridge_request_errors_total{model="kiro",code="client_closed"} 1"#),
+        "{text}"
+    );
+    assert_eq!(closed(&metrics), Some(1.0));
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drawbridge_types::AccountView;
+use drawbridge_types::openai::TokenSource;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -55,6 +56,8 @@ struct ModelLabels {
 struct TokenLabels {
     model: String,
     kind: &'static str,
+    /// `reported` by the agent or `estimated` by Drawbridge.
+    source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +103,15 @@ pub struct RequestRecord<'a> {
     pub first_token: Option<Duration>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The finished answer's `usage.drawbridge` (token source, credits, context use).
+    pub usage: Option<drawbridge_types::openai::UsageDetails>,
+}
+
+/// The buckets of `drawbridge_context_usage_percent`.
+const CONTEXT_BUCKETS: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 100.0];
+
+fn context_histogram() -> Histogram {
+    Histogram::new(CONTEXT_BUCKETS)
 }
 
 /// Why the gateway refused a request before it ran (`drawbridge_rejections_total`).
@@ -129,6 +141,8 @@ pub struct Metrics {
     duration: HistogramFamily<ModelLabels>,
     first_token: HistogramFamily<ModelLabels>,
     tokens: Family<TokenLabels, Counter>,
+    credits: Family<ModelLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    context: HistogramFamily<ModelLabels>,
     rejections: Family<ReasonLabels, Counter>,
     in_flight: Gauge,
     transitions: Family<TransitionLabels, Counter>,
@@ -174,8 +188,20 @@ impl Metrics {
         let tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
             "drawbridge_tokens",
-            "Tokens of answered requests, by model and kind (prompt or completion; estimates where the agent reports none)",
+            "Tokens of answered requests, by model, kind (prompt or completion) and source (reported by the agent, or estimated where it reports none)",
             tokens.clone(),
+        );
+        let credits = Family::<ModelLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "drawbridge_credits",
+            "Provider credits (Kiro credits) the answered requests cost, as their agents reported",
+            credits.clone(),
+        );
+        let context: HistogramFamily<ModelLabels> = Family::new_with_constructor(context_histogram);
+        registry.register(
+            "drawbridge_context_usage_percent",
+            "The agent's context window use after each answer that reported it, in percent",
+            context.clone(),
         );
         let rejections = Family::<ReasonLabels, Counter>::default();
         registry.register(
@@ -210,6 +236,8 @@ impl Metrics {
             duration,
             first_token,
             tokens,
+            credits,
+            context,
             rejections,
             in_flight,
             transitions,
@@ -249,6 +277,10 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(first.as_secs_f64());
         }
+        let source = record
+            .usage
+            .map_or(TokenSource::Estimated, |u| u.tokens)
+            .as_str();
         for (kind, n) in [
             ("prompt", record.prompt_tokens),
             ("completion", record.completion_tokens),
@@ -258,8 +290,17 @@ impl Metrics {
                     .get_or_create(&TokenLabels {
                         model: labels.model.clone(),
                         kind,
+                        source,
                     })
                     .inc_by(n);
+            }
+        }
+        if let Some(usage) = record.usage {
+            if let Some(credits) = usage.credits.filter(|c| c.is_finite() && *c > 0.0) {
+                self.credits.get_or_create(&labels).inc_by(credits);
+            }
+            if let Some(percent) = usage.context_usage_percent.filter(|p| p.is_finite()) {
+                self.context.get_or_create(&labels).observe(percent);
             }
         }
     }
@@ -513,6 +554,7 @@ mod tests {
                 first_token: Some(Duration::from_millis(30)),
                 prompt_tokens: 10,
                 completion_tokens: 5,
+                usage: None,
             });
         }
         let text = metrics.render();
@@ -545,6 +587,49 @@ mod tests {
         assert_eq!(
             value(&snapshot, "drawbridge_request_duration_seconds_count", &[]),
             Some(3.0)
+        );
+    }
+
+    #[test]
+    fn usage_details_label_the_tokens_and_count_credits_and_context() {
+        use drawbridge_types::openai::{TokenSource, UsageDetails};
+        let metrics = Metrics::new();
+        let record = |usage| RequestRecord {
+            model: "kiro",
+            error_code: None,
+            duration: Duration::from_secs(1),
+            first_token: None,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            usage,
+        };
+        metrics.record_request(&record(Some(UsageDetails {
+            tokens: TokenSource::Reported,
+            credits: Some(0.25),
+            context_usage_percent: Some(42.0),
+        })));
+        metrics.record_request(&record(None));
+        let snapshot = metrics.snapshot();
+        let tokens = |source| {
+            value(
+                &snapshot,
+                "drawbridge_tokens_total",
+                &[("kind", "prompt"), ("source", source)],
+            )
+        };
+        assert_eq!(tokens("reported"), Some(10.0));
+        assert_eq!(tokens("estimated"), Some(10.0));
+        assert_eq!(
+            value(&snapshot, "drawbridge_credits_total", &[("model", "kiro")]),
+            Some(0.25)
+        );
+        assert_eq!(
+            value(
+                &snapshot,
+                "drawbridge_context_usage_percent_sum",
+                &[("model", "kiro")]
+            ),
+            Some(42.0)
         );
     }
 

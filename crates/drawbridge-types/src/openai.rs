@@ -317,6 +317,22 @@ pub struct UsageDetails {
     pub context_usage_percent: Option<f64>,
 }
 
+impl UsageDetails {
+    /// The details of an answer: its token counts `estimated` or reported, the `credits` its
+    /// agent reported (0: none reported, so none shown), the last context use reported.
+    pub fn of(estimated: bool, credits: f64, context_usage_percent: Option<f64>) -> Self {
+        UsageDetails {
+            tokens: if estimated {
+                TokenSource::Estimated
+            } else {
+                TokenSource::Reported
+            },
+            credits: (credits.is_finite() && credits > 0.0).then_some(credits),
+            context_usage_percent,
+        }
+    }
+}
+
 /// Whether token counts were reported by the agent or estimated by Drawbridge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

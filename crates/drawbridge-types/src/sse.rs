@@ -26,10 +26,18 @@ pub fn keepalive_frame() -> Bytes {
     Bytes::from_static(b": keep-alive\n\n")
 }
 
+/// One thing an SSE stream said: a complete event's `data`, or a comment line (`: …`), which a
+/// Drawbridge layer sends to keep a quiet stream alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseItem {
+    Data(String),
+    Comment,
+}
+
 /// Incremental SSE reader: feed it bytes as they arrive, take out complete `data` payloads.
 /// Follows the SSE rules that matter here: lines end in `\n`, `\r\n` or `\r`; an event ends at
-/// a blank line; several `data:` lines of one event are joined by `\n`; comments and other
-/// fields are skipped.
+/// a blank line; several `data:` lines of one event are joined by `\n`; other fields are
+/// skipped, and so are comments ([`SseDecoder::push_items`] reports them).
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buf: Vec<u8>,
@@ -45,6 +53,17 @@ impl SseDecoder {
 
     /// Add bytes; return the payloads of the events they completed, in order.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.push_items(chunk)
+            .into_iter()
+            .filter_map(|item| match item {
+                SseItem::Data(data) => Some(data),
+                SseItem::Comment => None,
+            })
+            .collect()
+    }
+
+    /// Add bytes; return the events and comment lines they completed, in order.
+    pub fn push_items(&mut self, chunk: &[u8]) -> Vec<SseItem> {
         let mut events = Vec::new();
         let mut rest = chunk;
         if self.skip_lf {
@@ -74,12 +93,12 @@ impl SseDecoder {
         events
     }
 
-    fn line(&mut self, line: &[u8]) -> Option<String> {
+    fn line(&mut self, line: &[u8]) -> Option<SseItem> {
         if line.is_empty() {
-            return self.data.take();
+            return self.data.take().map(SseItem::Data);
         }
         if line.starts_with(b":") {
-            return None;
+            return Some(SseItem::Comment);
         }
         let (field, value) = match line.iter().position(|&b| b == b':') {
             Some(i) => {
@@ -126,6 +145,29 @@ mod tests {
         let mut decoder = SseDecoder::new();
         let byte_by_byte: Vec<String> = stream.iter().flat_map(|b| decoder.push(&[*b])).collect();
         assert_eq!(byte_by_byte, whole);
+    }
+
+    #[test]
+    fn comments_are_reported_in_order_by_push_items() {
+        let stream = b": keep-alive\n\ndata: a\n\n: keep-alive\n\n";
+        for split in 0..stream.len() {
+            let mut decoder = SseDecoder::new();
+            let mut items = decoder.push_items(&stream[..split]);
+            items.extend(decoder.push_items(&stream[split..]));
+            assert_eq!(
+                items,
+                vec![
+                    SseItem::Comment,
+                    SseItem::Data("a".into()),
+                    SseItem::Comment
+                ],
+                "split at {split}"
+            );
+        }
+        assert_eq!(
+            SseDecoder::new().push(&keepalive_frame()),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

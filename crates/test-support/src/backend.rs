@@ -25,6 +25,8 @@ pub enum Script {
     },
     /// Refused before any text (an HTTP error status).
     Refuse(ApiError),
+    /// Never starts: `chat` stays pending (a backend still looking for an account).
+    Hang,
 }
 
 impl Script {
@@ -109,6 +111,7 @@ impl ChatBackend for ScriptedBackend {
             ))
         } else {
             match self.script.lock().expect("script lock").clone() {
+                Script::Hang => return futures::future::pending().boxed(),
                 Script::Refuse(error) => Err(error),
                 Script::Answer {
                     pieces,

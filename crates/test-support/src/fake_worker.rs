@@ -29,6 +29,45 @@ pub enum Script {
     Stalls(Vec<String>),
     /// Nothing at all, ever.
     Mute,
+    /// These steps in order (on the test's clock: paused time makes the waits instant); a
+    /// turn whose steps end without a finish or an error goes silent forever.
+    Steps(Vec<Step>),
+}
+
+/// One step of a [`Script::Steps`] turn.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Text(String),
+    Reasoning(String),
+    /// [`WorkerEvent::Activity`]: a tool call, progress or metadata frame.
+    Activity,
+    /// Send nothing for this long.
+    Wait(std::time::Duration),
+    /// Activity every `every` for `total` (the first after `every`), as a worker forwards a
+    /// long tool phase.
+    ActivityFor {
+        every: std::time::Duration,
+        total: std::time::Duration,
+    },
+    /// The finish, with this summary.
+    Finish(TurnSummary),
+    /// The finish of [`Script::Answer`] (estimated tokens, no credits).
+    Finished,
+    Fail(ApiError),
+}
+
+/// The summary of a finished turn whose agent reported its usage: `prompt`/`completion`
+/// tokens, `credits`, and its context use.
+pub fn reported(prompt: u64, completion: u64, credits: f64, context: Option<f64>) -> TurnSummary {
+    TurnSummary {
+        finish_reason: FinishReason::Stop,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        tokens_estimated: false,
+        credits,
+        context_usage_percent: context,
+        continuation_rounds: 0,
+    }
 }
 
 impl Script {
@@ -62,6 +101,12 @@ impl FakeWorker {
             otherwise: Script::answer(&["hello"]),
             prompts: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Serve `models` (default: `kiro`).
+    pub fn models(mut self, models: &[&str]) -> FakeWorker {
+        self.models = models.iter().map(|m| (*m).to_owned()).collect();
+        self
     }
 
     /// Report `slots` free slots (more slots: a better score).
@@ -125,6 +170,46 @@ fn finished() -> WorkerEvent {
     })
 }
 
+/// `started`, then `steps` played out in time.
+fn steps_stream(started: WorkerEvent, steps: Vec<Step>) -> BoxStream<'static, WorkerEvent> {
+    let mut expanded = VecDeque::new();
+    for step in steps {
+        match step {
+            Step::ActivityFor { every, total } => {
+                let mut elapsed = std::time::Duration::ZERO;
+                while elapsed + every <= total {
+                    expanded.push_back(Step::Wait(every));
+                    expanded.push_back(Step::Activity);
+                    elapsed += every;
+                }
+            }
+            step => expanded.push_back(step),
+        }
+    }
+    let played = stream::unfold(expanded, |mut steps| async move {
+        loop {
+            let event = match steps.pop_front()? {
+                Step::Wait(pause) => {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Step::Text(text) => WorkerEvent::Text(text),
+                Step::Reasoning(text) => WorkerEvent::Reasoning(text),
+                Step::Activity => WorkerEvent::Activity,
+                Step::Finish(summary) => WorkerEvent::Finished(summary),
+                Step::Finished => finished(),
+                Step::Fail(error) => WorkerEvent::Error(error),
+                Step::ActivityFor { .. } => continue, // expanded above
+            };
+            return Some((event, steps));
+        }
+    });
+    stream::iter([started])
+        .chain(played)
+        .chain(stream::pending())
+        .boxed()
+}
+
 impl WorkerConn for FakeWorker {
     fn name(&self) -> &str {
         &self.account
@@ -169,6 +254,7 @@ impl WorkerConn for FakeWorker {
             Script::Mute => {
                 return stream::iter([started]).chain(stream::pending()).boxed();
             }
+            Script::Steps(steps) => return steps_stream(started, steps),
         };
         stream::iter(events).boxed()
     }

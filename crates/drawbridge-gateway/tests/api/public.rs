@@ -222,3 +222,59 @@ async fn a_body_over_the_limit_is_413() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(gateway.backend.chats(), 1);
 }
+
+/// The engine's `usage.drawbridge` reaches the gateway's client (JSON and usage chunk), its
+/// credits reach `/admin/usage`, and the gateway's metrics count credits and the token source.
+#[tokio::test(start_paused = true)]
+async fn usage_details_cross_the_gateway() {
+    use drawbridge_types::Usage;
+    use drawbridge_types::openai::{TokenSource, UsageDetails};
+    let gateway = Gateway::start("");
+    let details = UsageDetails {
+        tokens: TokenSource::Reported,
+        credits: Some(0.75),
+        context_usage_percent: Some(33.0),
+    };
+    gateway.backend.script(test_support::Script::Answer {
+        pieces: vec!["Hi.".into()],
+        usage: Usage::new(10, 5).with_details(details),
+        account: "acct-1".into(),
+        credits: 0.75,
+    });
+    let reply = gateway.chat(Some(STATIC_KEY), ask(MODEL, "hi")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["usage"]["drawbridge"],
+        json!({"tokens": "reported", "credits": 0.75, "context_usage_percent": 33.0})
+    );
+    let mut request = ask(MODEL, "stream it");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let text = gateway.chat(Some(STATIC_KEY), request).await.text();
+    assert!(
+        text.contains(
+            r#""drawbridge":{"tokens":"reported","credits":0.75,"context_usage_percent":33.0}"#
+        ),
+        "{text}"
+    );
+    gateway.settle().await;
+    let usage = gateway
+        .admin(Method::GET, "/admin/usage?group_by=account", None)
+        .await
+        .json();
+    assert_eq!(usage["data"][0]["credits"], 1.5, "{usage}");
+    let metrics = gateway
+        .request(Method::GET, "/metrics", None, None)
+        .await
+        .text();
+    assert!(
+        metrics.contains(
+            r#"drawbridge_tokens_total{model="kiro",kind="prompt",source="reported"} 20"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"drawbridge_credits_total{model="kiro"} 1.5"#),
+        "{metrics}"
+    );
+}
