@@ -9,6 +9,7 @@ mod assignment;
 pub mod grpc;
 pub mod http;
 mod pool;
+mod profile;
 pub mod registration;
 mod settings;
 mod turn;
@@ -225,7 +226,7 @@ impl Worker {
         futures::future::join_all(stopping.into_iter().map(PoolEntry::stop)).await;
     }
 
-    /// The first model `account` serves.
+    /// The first model `account` serves (a configured label).
     pub fn default_model(&self, account: &str) -> Option<String> {
         self.read_pools(|pools| {
             pools

@@ -19,6 +19,7 @@ fn settings(size: u32) -> PoolSettings {
         queue_timeout: Duration::from_secs(20),
         max_queue: 8,
         permissions: drawbridge_acp::PermissionPolicy::default(),
+        tools: AgentTools::None,
     }
 }
 
