@@ -216,6 +216,11 @@ impl AccountPool {
         if lock(&self.catalogue).is_none() {
             self.read_catalogue(&process).await;
         }
+        if let Some(method) = process.unserved_request()
+            && method == drawbridge_acp::GET_ACCESS_TOKEN_METHOD
+        {
+            self.block(crate::turn::unserved_reason(&method));
+        }
         Ok(process)
     }
 

@@ -283,6 +283,12 @@ async fn serve(
             .await
             .map_err(|e| acp_error(&pool.id, &e))?;
     }
+    // Kiro v3 may ask for its token while it opens the session, before the turn listens.
+    if let Some(method) = process.unserved_request()
+        && method == GET_ACCESS_TOKEN_METHOD
+    {
+        return Err(unserved(pool, &method));
+    }
 
     let mut output = Output {
         out,
@@ -470,15 +476,18 @@ async fn run_round(
 /// account is blocked with a reason saying how to fix it, and the request fails so the engine
 /// moves on.
 fn unserved(pool: &AccountPool, method: &str) -> ApiError {
+    pool.block(unserved_reason(method));
+    ApiError::upstream("The account's agent is waiting for something the gateway cannot give.")
+}
+
+/// Why an account whose agent asked for `method` cannot serve, and the fix.
+pub(crate) fn unserved_reason(method: &str) -> String {
     let fix = if method == GET_ACCESS_TOKEN_METHOD {
         "start kiro-cli with --auth-method cli (the agent asks the client for a token otherwise)"
     } else {
         "configure the agent so that it does not need this from its client"
     };
-    pool.block(format!(
-        "the agent asked the client for `{method}`, which Drawbridge cannot serve; {fix}"
-    ));
-    ApiError::upstream("The account's agent is waiting for something the gateway cannot give.")
+    format!("the agent asked the client for `{method}`, which Drawbridge cannot serve; {fix}")
 }
 
 /// An agent failure as the client sees it. The details (stderr tail, the agent's own words) go
@@ -517,5 +526,133 @@ fn acp_error(account: &str, error: &AcpError) -> ApiError {
             ApiError::upstream("The agent process exited during the answer.")
         }
         _ => ApiError::upstream("The agent failed while answering."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drawbridge_acp::Activity;
+
+    fn pool() -> Arc<AccountPool> {
+        // No slot: nothing is ever started.
+        crate::pool::AccountPool::start(
+            "acct".to_owned(),
+            vec!["kiro".to_owned()],
+            drawbridge_acp::AgentSpec::default(),
+            crate::pool::PoolSettings {
+                size: 0,
+                handshake_timeout: Duration::from_secs(1),
+                queue_timeout: Duration::from_secs(1),
+                max_queue: 1,
+                permissions: drawbridge_acp::PermissionPolicy::reject_all(),
+                tools: drawbridge_config::AgentTools::None,
+            },
+            drawbridge_telemetry::Shutdown::new(),
+        )
+    }
+
+    fn output(out: &mpsc::Sender<WorkerEvent>) -> Output<'_> {
+        Output {
+            out,
+            sanitizer: Sanitizer::new(SanitizeOptions::default()),
+            splicer: None,
+            raw: String::new(),
+            reasoning: Sanitizer::new(SanitizeOptions::default()),
+            last_activity: None,
+        }
+    }
+
+    fn tool_frame() -> AgentEvent {
+        AgentEvent::Activity(Activity::Plan)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_goes_out_at_once_then_at_most_once_per_period() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        for _ in 0..5 {
+            assert!(matches!(
+                output.on_event(&pool, tool_frame()).await,
+                Next::Go
+            ));
+        }
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(WorkerEvent::Activity),
+            "the first at once"
+        );
+        assert!(rx.try_recv().is_err(), "the rest of the burst is folded");
+        tokio::time::advance(ACTIVITY_EVERY - Duration::from_millis(1)).await;
+        output.on_event(&pool, tool_frame()).await;
+        assert!(rx.try_recv().is_err(), "not before the period is over");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        output.on_event(&pool, tool_frame()).await;
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
+        // Text is the answer, never activity.
+        output
+            .on_event(&pool, AgentEvent::Text("hi".to_owned()))
+            .await;
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Text("hi".to_owned())));
+        assert_eq!(output.raw, "hi");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thoughts_are_reasoning_not_answer() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        output
+            .on_event(&pool, AgentEvent::Thought("hmm".to_owned()))
+            .await;
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(WorkerEvent::Reasoning("hmm".to_owned()))
+        );
+        assert_eq!(output.raw, "", "continuation never sees reasoning");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_tool_is_counted_and_is_activity() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        let refused = AgentEvent::ToolRefused {
+            title: Some("Running: ls".to_owned()),
+            kind: Some("execute".to_owned()),
+        };
+        output.on_event(&pool, refused).await;
+        assert_eq!(pool.slots().tools_refused, 1);
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unserved_request_fails_the_turn_and_blocks_the_account() {
+        let pool = pool();
+        let (tx, _rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        let event = AgentEvent::Unserved {
+            method: GET_ACCESS_TOKEN_METHOD.to_owned(),
+        };
+        let Next::Fail(error) = output.on_event(&pool, event).await else {
+            panic!("the turn goes on");
+        };
+        assert_eq!(error.kind, ErrorKind::Upstream);
+        let slots = pool.slots();
+        assert_eq!(
+            slots.status,
+            drawbridge_types::worker::AccountStatus::Unhealthy
+        );
+        assert!(
+            slots
+                .last_error
+                .unwrap_or_default()
+                .contains("--auth-method cli")
+        );
+        assert!(
+            pool.lease().await.is_err(),
+            "a blocked account serves nothing"
+        );
     }
 }

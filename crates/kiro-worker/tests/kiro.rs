@@ -24,7 +24,7 @@ struct Setup {
 
 impl Setup {
     fn start(args: &[&str], agent: &str, worker: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
         let args = args
             .iter()
             .map(|a| format!("'{a}'"))
@@ -52,7 +52,8 @@ impl Setup {
         config
             .validate(drawbridge_config::Role::Worker)
             .unwrap_or_else(|error| panic!("{error}"));
-        let worker = Worker::start(&config, Shutdown::new()).unwrap();
+        let worker =
+            Worker::start(&config, Shutdown::new()).unwrap_or_else(|error| panic!("{error}"));
         Setup { dir, worker }
     }
 
