@@ -183,16 +183,14 @@ impl AccountPool {
     /// launch with it), and a pool without a catalogue reads the agent's.
     async fn start_process(&self) -> Result<AgentProcess, anyhow::Error> {
         let launched_with_profile = self.launch_with_profile.load(Ordering::SeqCst);
+        if launched_with_profile && let Some(home) = &self.spec.home {
+            // `--agent` names a file that must exist (Kiro exits without it).
+            write_profile(home)?;
+        }
         let mut process = self.spawn(launched_with_profile).await?;
         if self.settings.tools == AgentTools::None && process.engine() != Engine::Other {
             if let Some(home) = &self.spec.home {
-                let path = crate::profile::write_profile(home).map_err(|error| {
-                    anyhow::anyhow!(
-                        "cannot write the tool-less agent profile into {}: {error}",
-                        home.display()
-                    )
-                })?;
-                tracing::debug!(account = self.id, path = %path.display(), "tool-less agent profile written");
+                write_profile(home)?;
                 if process.engine() == Engine::KiroV2
                     && !launched_with_profile
                     && !crate::profile::names_agent(&self.spec.args)
@@ -460,6 +458,18 @@ impl AccountPool {
         }
         futures::future::join_all(stopping).await;
     }
+}
+
+/// Write the tool-less profile into the account's home.
+fn write_profile(home: &std::path::Path) -> Result<(), anyhow::Error> {
+    let path = crate::profile::write_profile(home).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot write the tool-less agent profile into {}: {error}",
+            home.display()
+        )
+    })?;
+    tracing::debug!(path = %path.display(), "tool-less agent profile in place");
+    Ok(())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
