@@ -100,6 +100,7 @@ impl Held {
         if lease.is_kept()
             && let (Some(process), Some(session)) = (lease.process(), session.as_ref())
             && process.deletes_sessions()
+            && process.is_alive()
         {
             match tokio::time::timeout(grace, process.delete_session(session)).await {
                 Ok(Ok(_)) => {}
