@@ -220,6 +220,10 @@ async fn a_plain_acp_agent_keeps_the_configured_models() {
         !setup.home().join(".kiro/agents/drawbridge.json").exists(),
         "no Kiro profile for another agent"
     );
+    // Only the permission policy applies: refused, counted.
+    let asked = setup.ask("kiro", "[[mock:permission]]").await;
+    assert_eq!(text(&asked), "permission: reject-once");
+    assert_eq!(setup.slots().tools_refused, 1);
     setup.stop().await;
 }
 
