@@ -453,7 +453,7 @@ async fn continuation_can_be_turned_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permission_requests_follow_the_accounts_policy() {
     let accounts = "  - id: strict\n    pool_size: 1\n    agent: { command: __AGENT__, args: [] }\n\
-                    \x20 - id: reader\n    pool_size: 1\n    agent: { command: __AGENT__, args: [], allow_tools: [read] }\n";
+                    \x20 - id: reader\n    pool_size: 1\n    agent: { command: __AGENT__, args: [], tools: builtin, allow_tools: [read] }\n";
     let worker = WorkerUnderTest::start("", accounts, &[]).await;
     let client = worker.client();
     for (account, expected) in [

@@ -173,6 +173,33 @@ impl Shared {
             .await;
     }
 
+    /// Tell every turn in progress (a request that names no session may block any of them).
+    async fn deliver_all(&self, event: &AgentEvent) {
+        let targets: Vec<_> = lock(&self.sessions)
+            .values()
+            .map(|route| (route.events.clone(), route.closed.clone()))
+            .collect();
+        for (events, closed) in targets {
+            tokio::select! {
+                _ = events.send(event.clone()) => {}
+                () = closed.cancelled() => {}
+            }
+        }
+    }
+
+    /// A permission request was answered: a refusal is logged and told to its turn.
+    async fn on_permission_answered(&self, request: &RequestPermissionRequest, allowed: bool) {
+        let title = request.tool_call.fields.title.clone();
+        let kind = request.tool_call.fields.kind.and_then(wire_name);
+        if allowed {
+            tracing::info!(session_id = %request.session_id, tool = title.as_deref(), kind = kind.as_deref(), "allowed a tool the agent asked to run");
+            return;
+        }
+        tracing::debug!(session_id = %request.session_id, tool = title.as_deref(), kind = kind.as_deref(), "refused a tool the agent asked to run");
+        self.deliver(&request.session_id, AgentEvent::ToolRefused { title, kind })
+            .await;
+    }
+
     /// A request of the agent's the client cannot serve: remember it and say so clearly.
     fn on_unserved_request(&self, method: &str) {
         if method == GET_ACCESS_TOKEN_METHOD {
@@ -284,7 +311,8 @@ pub(crate) async fn run_connection(
 ) -> Result<(), agent_client_protocol::Error> {
     let updates = shared.clone();
     let metadata = shared.clone();
-    let unserved = shared;
+    let unserved = shared.clone();
+    let permissions = shared;
     Client
         .v1()
         .name("drawbridge")
@@ -315,9 +343,11 @@ pub(crate) async fn run_connection(
         )
         .on_receive_request(
             async move |request: RequestPermissionRequest, responder, _cx| {
-                let answer = policy.decide(&request.tool_call, &request.options);
+                let (answer, allowed) = policy.decide_and_tell(&request.tool_call, &request.options);
                 tracing::debug!(session_id = %request.session_id, outcome = ?answer.outcome, "answered a permission request");
-                responder.respond(answer)
+                let answered = responder.respond(answer);
+                permissions.on_permission_answered(&request, allowed).await;
+                answered
             },
             agent_client_protocol::on_receive_request!(),
         )
@@ -327,7 +357,10 @@ pub(crate) async fn run_connection(
             async move |request: UntypedMessage, responder: Responder<Value>, _cx| {
                 let method = request.method().to_owned();
                 unserved.on_unserved_request(&method);
-                responder.respond_with_error(agent_client_protocol::Error::method_not_found().data(method))
+                let answered = responder
+                    .respond_with_error(agent_client_protocol::Error::method_not_found().data(method.clone()));
+                unserved.deliver_all(&AgentEvent::Unserved { method }).await;
+                answered
             },
             agent_client_protocol::on_receive_request!(),
         )

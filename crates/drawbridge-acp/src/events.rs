@@ -13,6 +13,21 @@ pub enum AgentEvent {
     Thought(String),
     /// Any other frame of the session: the agent is working.
     Activity(Activity),
+    /// The agent asked permission to run a tool and the
+    /// [`PermissionPolicy`](crate::PermissionPolicy) refused it (the agent goes on without).
+    ToolRefused {
+        /// The tool call's title, e.g. `Running: ls`.
+        title: Option<String>,
+        /// Its ACP kind (`execute`, `edit`, ...) in wire spelling.
+        kind: Option<String>,
+    },
+    /// While the turn ran, the agent sent the client a request it cannot serve (e.g. Kiro v3's
+    /// `_kiro/auth/getAccessToken`); it was answered with a JSON-RPC error. An agent waiting on
+    /// such a request may never finish the turn: treat this as a failure of the agent's setup.
+    Unserved {
+        /// The request's method (never its params: they may hold secrets).
+        method: String,
+    },
 }
 
 impl AgentEvent {

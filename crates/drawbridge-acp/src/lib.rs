@@ -21,10 +21,14 @@
 //!   closes stdin first and waits for a grace period.
 //!
 //! What the agent asks of the client is refused: permission requests get a reject option (or
-//! `cancelled`) unless a [`PermissionPolicy`] allows the offered kind, and every other request
-//! (`fs/*` and `terminal/*`, which the client does not advertise; Kiro v3's
-//! `_kiro/auth/getAccessToken`) is answered with JSON-RPC "method not found", logged, and
-//! remembered as [`AgentProcess::unserved_request`].
+//! `cancelled`) unless a [`PermissionPolicy`] allows the offered kind, and each refusal reaches
+//! the turn as [`AgentEvent::ToolRefused`]; every other request (`fs/*` and `terminal/*`,
+//! which the client does not advertise; Kiro v3's `_kiro/auth/getAccessToken`) is answered
+//! with JSON-RPC "method not found", logged (method only), remembered as
+//! [`AgentProcess::unserved_request`], and told to every turn in progress as
+//! [`AgentEvent::Unserved`]. [`AgentProcess::set_mode`] and
+//! [`AgentProcess::set_config_option`] configure a session (Kiro v3: a custom agent as mode,
+//! `autopilot` off).
 //!
 //! Events are sent to the caller's channel from the connection's dispatch loop, awaiting each
 //! send: a slow consumer slows the agent down (backpressure through the pipe). Consume the

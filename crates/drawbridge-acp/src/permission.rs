@@ -45,6 +45,27 @@ impl PermissionPolicy {
         })
     }
 
+    /// The answer to a permission request for `tool_call` offering `options`, and whether it
+    /// allows the tool.
+    pub(crate) fn decide_and_tell(
+        &self,
+        tool_call: &ToolCallUpdate,
+        options: &[PermissionOption],
+    ) -> (RequestPermissionResponse, bool) {
+        let response = self.decide(tool_call, options);
+        let allowed = match &response.outcome {
+            RequestPermissionOutcome::Selected(selected) => options.iter().any(|option| {
+                option.option_id == selected.option_id
+                    && matches!(
+                        option.kind,
+                        PermissionOptionKind::AllowOnce | PermissionOptionKind::AllowAlways
+                    )
+            }),
+            _ => false,
+        };
+        (response, allowed)
+    }
+
     /// The answer to a permission request for `tool_call` offering `options`.
     pub(crate) fn decide(
         &self,
@@ -143,6 +164,21 @@ mod tests {
             RequestPermissionOutcome::Selected(selected) => Some(selected.option_id.to_string()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn decide_and_tell_says_whether_the_tool_may_run() {
+        let (_, allowed) = PermissionPolicy::reject_all().decide_and_tell(&tool(), &options());
+        assert!(!allowed);
+        let (_, allowed) = PermissionPolicy::reject_all().decide_and_tell(&tool(), &options()[..1]);
+        assert!(!allowed, "cancelled is a refusal");
+        let policy = PermissionPolicy {
+            allow_tools: vec!["read".to_owned()],
+            ..PermissionPolicy::default()
+        };
+        let (response, allowed) = policy.decide_and_tell(&tool(), &options());
+        assert!(allowed);
+        assert_eq!(selected(&response).as_deref(), Some("allow"));
     }
 
     #[test]

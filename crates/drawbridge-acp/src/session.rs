@@ -159,6 +159,16 @@ impl AgentProcess {
         Ok(())
     }
 
+    /// Choose the session's mode (`session/set_mode {sessionId, modeId}`); Kiro v3 lists its
+    /// custom agents (`~/.kiro/agents/NAME.json`) as modes, so this runs the session as that
+    /// agent. The agent's refusal (an unknown mode) is [`AcpError::Agent`].
+    pub async fn set_mode(&self, session: &Session, mode_id: &str) -> Result<(), AcpError> {
+        let params = json!({ "sessionId": session.id.to_string(), "modeId": mode_id });
+        self.extension_request("session/set_mode", params).await?;
+        tracing::debug!(session_id = session.id(), mode_id, "mode chosen");
+        Ok(())
+    }
+
     /// Delete `session` on the agent when it can (`_kiro/session/delete` on Kiro v3, or any
     /// agent announcing it): Kiro v3 persists every session under `~/.kiro/sessions`
     /// otherwise. Returns whether a delete was sent; agents without one get nothing.

@@ -56,8 +56,25 @@ pub struct AgentConfig {
     pub env: BTreeMap<String, String>,
     /// Tools the agent may run when it asks (`session/request_permission`): ACP tool kinds
     /// (`read`, `search`, `fetch`, `edit`, `execute`, ...) or exact tool titles. Empty (the
-    /// default): every request is rejected.
+    /// default): every request is rejected. Needs `tools: builtin`.
     pub allow_tools: Vec<String>,
+    /// Whether the agent keeps its built-in tools (shell, file writes, web), which run on the
+    /// worker's host. `none` (the default): Kiro agents run a tool-less agent profile that
+    /// Drawbridge writes into the account's home, and every permission request is refused.
+    /// `builtin`: the agent's own tools stay; Kiro v3 autopilot is still turned off, so they
+    /// ask first, and only `allow_tools` are allowed.
+    pub tools: AgentTools,
+}
+
+/// `accounts[].agent.tools`: which tools an account's agent has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentTools {
+    /// No built-in tools (the safe default for a gateway).
+    #[default]
+    None,
+    /// The agent's built-in tools, each asking permission (see `allow_tools`).
+    Builtin,
 }
 
 impl Default for AgentConfig {
@@ -69,6 +86,7 @@ impl Default for AgentConfig {
             home: None,
             env: BTreeMap::new(),
             allow_tools: Vec::new(),
+            tools: AgentTools::None,
         }
     }
 }
@@ -131,6 +149,14 @@ impl AccountConfig {
                 "must be a number of credits between 0 and 1e12 (leave it out: unmetered)",
             ));
         }
+        if !self.agent.allow_tools.is_empty() && self.agent.tools != AgentTools::Builtin {
+            return Err(ConfigError::invalid(
+                key("agent.allow_tools"),
+                "allows tools of an agent that has none: set `agent.tools: builtin` to give \
+                 the agent its built-in tools (they run on the worker's host), or remove \
+                 `allow_tools`",
+            ));
+        }
         if self.agent.command.trim().is_empty() {
             return Err(ConfigError::invalid(
                 key("agent.command"),
@@ -172,5 +198,26 @@ mod tests {
                 .to_string();
             assert!(err.contains("it names a directory"), "{id} → {err}");
         }
+    }
+
+    #[test]
+    fn tools_default_to_none_and_allow_tools_needs_builtin() {
+        let config = Config::from_yaml("accounts: [{ id: a }]").unwrap();
+        assert_eq!(config.accounts[0].agent.tools, AgentTools::None);
+        config.validate(Role::AllInOne).unwrap();
+        let err = Config::from_yaml("accounts: [{ id: a, agent: { allow_tools: [read] } }]")
+            .unwrap()
+            .validate(Role::AllInOne)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`accounts[0].agent.allow_tools`"), "{err}");
+        assert!(err.contains("tools: builtin"), "{err}");
+        let config = Config::from_yaml(
+            "accounts: [{ id: a, agent: { tools: builtin, allow_tools: [read] } }]",
+        )
+        .unwrap();
+        assert_eq!(config.accounts[0].agent.tools, AgentTools::Builtin);
+        config.validate(Role::AllInOne).unwrap();
+        assert!(Config::from_yaml("accounts: [{ id: a, agent: { tools: all } }]").is_err());
     }
 }

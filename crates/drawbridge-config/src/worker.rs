@@ -30,8 +30,9 @@ pub struct WorkerConfig {
     /// The longest a single answer may take.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// The longest an agent may stay silent (no text, no thought) during a turn before the
-    /// turn fails and the process is replaced.
+    /// The longest an agent may stay silent during a turn before the turn fails and the
+    /// process is replaced. Any frame of the agent's counts (text, reasoning, tool calls and
+    /// their progress, metadata, usage): a long tool phase is not silence.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// After a client goes away: how long the agent has to answer `session/cancel` before its

@@ -135,6 +135,8 @@ mod tests {
                 .iter()
                 .map(|a| drawbridge_types::worker::AccountSlots {
                     account: (*a).to_owned(),
+                    default_model: None,
+                    tools_refused: 0,
                     models: vec!["kiro".into()],
                     size: 1,
                     busy: 0,

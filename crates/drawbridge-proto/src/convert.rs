@@ -117,6 +117,8 @@ pub fn slots_reply(report: &SlotsReport) -> pb::SlotsReply {
                 failed: a.failed,
                 queue_depth: a.queue_depth,
                 credits_used: a.credits_used,
+                default_model: a.default_model.clone().unwrap_or_default(),
+                tools_refused: a.tools_refused,
                 last_error: a.last_error.clone().unwrap_or_default(),
                 status: a.status.as_str().to_owned(),
             })
@@ -141,6 +143,8 @@ pub fn slots_report(reply: pb::SlotsReply) -> SlotsReport {
                 failed: a.failed,
                 queue_depth: a.queue_depth,
                 credits_used: a.credits_used,
+                default_model: Some(a.default_model).filter(|m| !m.is_empty()),
+                tools_refused: a.tools_refused,
                 last_error: Some(a.last_error).filter(|e| !e.is_empty()),
                 status: AccountStatus::parse(&a.status),
             })
@@ -210,5 +214,33 @@ mod tests {
             ..Default::default()
         };
         assert!(prompt_input(request).is_err());
+    }
+
+    #[test]
+    fn slots_round_trip() {
+        let account = |default_model: Option<&str>, last_error: Option<&str>| AccountSlots {
+            account: "a".into(),
+            models: vec!["kiro".into(), "claude-sonnet-5".into()],
+            default_model: default_model.map(str::to_owned),
+            size: 3,
+            busy: 1,
+            idle: 1,
+            starting: 1,
+            failed: 2,
+            queue_depth: 4,
+            credits_used: 0.25,
+            tools_refused: 7,
+            last_error: last_error.map(str::to_owned),
+            status: AccountStatus::Degraded,
+        };
+        let report = SlotsReport {
+            worker_id: "w".into(),
+            draining: true,
+            accounts: vec![
+                account(Some("claude-sonnet-5"), Some("boom")),
+                account(None, None),
+            ],
+        };
+        assert_eq!(slots_report(slots_reply(&report)), report);
     }
 }

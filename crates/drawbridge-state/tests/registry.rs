@@ -49,6 +49,8 @@ fn pod(id: &str, models: &[&str]) -> PodRecord {
         http_address: format!("http://{id}.pods:8090"),
         accounts: vec![AccountSlots {
             account: format!("{id}-acct"),
+            default_model: None,
+            tools_refused: 0,
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             size: 2,
             busy: 0,

@@ -82,6 +82,8 @@ mod tests {
     fn account(status: AccountStatus, size: u32, idle: u32) -> AccountSlots {
         AccountSlots {
             account: "a".into(),
+            default_model: None,
+            tools_refused: 0,
             models: vec!["kiro".into()],
             size,
             busy: size - idle,

@@ -74,7 +74,12 @@ pub struct TurnSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountSlots {
     pub account: String,
+    /// What the account serves: its configured labels, then the ids of its agent's model
+    /// catalogue (when the agent announces one).
     pub models: Vec<String>,
+    /// The agent's default model id (what a configured label runs on), when known.
+    #[serde(default)]
+    pub default_model: Option<String>,
     pub size: u32,
     pub busy: u32,
     pub idle: u32,
@@ -82,6 +87,9 @@ pub struct AccountSlots {
     pub failed: u32,
     pub queue_depth: u32,
     pub credits_used: f64,
+    /// Tool permission requests of the account's agents that were refused.
+    #[serde(default)]
+    pub tools_refused: u64,
     pub last_error: Option<String>,
     pub status: AccountStatus,
 }

@@ -3,12 +3,35 @@
 //! of them, streaming the answer back as [`WorkerEvent`]s. The same [`Worker`] is served over
 //! gRPC to the engine ([`grpc`]), over HTTP for people and probes ([`http`]), and called
 //! directly by the single-process `drawbridge` binary.
+//!
+//! What the worker adapts to the agent it finds (from `initialize`; other ACP agents get only
+//! the generic parts):
+//! - **Models.** Each pool keeps its agent's model catalogue (read at start, refreshed by every
+//!   turn's session). An account serves its configured labels (`accounts[].models`, which run
+//!   the agent's default model) and the catalogue's ids (chosen per session: Kiro v2
+//!   `session/set_model`, v3 `session/set_config_option`); `/slots` lists both and the default.
+//! - **Sessions.** Each turn's session is deleted once the turn has ended (Kiro v3 keeps them
+//!   on disk otherwise), after the client has its last event.
+//! - **Tools.** `agent.tools: none` (the default): a Kiro account runs a tool-less agent
+//!   profile (`~/.kiro/agents/drawbridge.json`; v2 `--agent drawbridge`, v3 as session mode),
+//!   v3 autopilot is off, and every permission request is refused; `builtin` keeps the
+//!   agent's tools (autopilot still off) and allows only `allow_tools`. Refusals are counted
+//!   (`tools_refused` in `/slots`).
+//! - **Liveness.** Any agent frame resets `idle_timeout`; non-text frames go out as
+//!   `WorkerEvent::Activity` (at most one per `ACTIVITY_EVERY`), reasoning as
+//!   `WorkerEvent::Reasoning`.
+//! - **Usage.** Token counts the agent reported are used (`tokens_estimated: false`);
+//!   otherwise they are estimated.
+//! - **Unserved requests.** An agent that asks the client for something it cannot give (Kiro
+//!   v3's access token without `--auth-method cli`) fails its turn at once and makes its
+//!   account unhealthy, with the fix in `last_error`, until the pool is rebuilt.
 
 mod app;
 mod assignment;
 pub mod grpc;
 pub mod http;
 mod pool;
+mod profile;
 pub mod registration;
 mod settings;
 mod turn;
@@ -225,7 +248,7 @@ impl Worker {
         futures::future::join_all(stopping.into_iter().map(PoolEntry::stop)).await;
     }
 
-    /// The first model `account` serves.
+    /// The first model `account` serves (a configured label).
     pub fn default_model(&self, account: &str) -> Option<String> {
         self.read_pools(|pools| {
             pools

@@ -7,11 +7,12 @@
 //! arrival order (a fair mutex around the queue's receiver), up to `queue_timeout`, and at most
 //! `max_queue` wait at once.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drawbridge_acp::{AgentProcess, AgentSpec};
+use drawbridge_acp::{AcpError, AgentProcess, AgentSpec, Engine, ModelCatalogue, Session};
+use drawbridge_config::AgentTools;
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::worker::{AccountSlots, AccountStatus};
 use drawbridge_types::{ApiError, ErrorKind};
@@ -30,7 +31,13 @@ pub struct PoolSettings {
     pub max_queue: usize,
     /// How the account's agents' permission requests are answered.
     pub permissions: drawbridge_acp::PermissionPolicy,
+    /// Whether the agents keep their built-in tools (see [`crate::profile`]).
+    pub tools: AgentTools,
 }
+
+/// How long a stale process (a Kiro v2 agent restarted with the tool-less profile) gets to
+/// exit.
+const RESTART_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Counters {
@@ -44,6 +51,7 @@ struct Counters {
 
 pub struct AccountPool {
     pub id: String,
+    /// The configured model labels (`accounts[].models`): each runs the agent's default model.
     pub models: Vec<String>,
     spec: AgentSpec,
     settings: PoolSettings,
@@ -52,6 +60,16 @@ pub struct AccountPool {
     counters: Counters,
     last_error: Mutex<Option<String>>,
     credits_used: Mutex<f64>,
+    /// The agent's model catalogue: read when the first process starts, refreshed by every
+    /// session a turn opens. `None`: the agent announced none (yet).
+    catalogue: Mutex<Option<ModelCatalogue>>,
+    /// Permission requests refused so far.
+    tools_refused: AtomicU64,
+    /// Why the account cannot serve until its pool is rebuilt (an agent asked for something
+    /// only its operator can fix, such as a token): it stays unhealthy meanwhile.
+    blocked: Mutex<Option<String>>,
+    /// Launch with `--agent` and the tool-less profile: learned from the first Kiro v2 start.
+    launch_with_profile: AtomicBool,
     shutdown: Shutdown,
 }
 
@@ -74,6 +92,10 @@ impl AccountPool {
             counters: Counters::default(),
             last_error: Mutex::new(None),
             credits_used: Mutex::new(0.0),
+            catalogue: Mutex::new(None),
+            tools_refused: AtomicU64::new(0),
+            blocked: Mutex::new(None),
+            launch_with_profile: AtomicBool::new(false),
             shutdown,
             settings,
         });
@@ -83,8 +105,177 @@ impl AccountPool {
         pool
     }
 
+    /// Whether `model` is one of the configured labels or of the agent's catalogue.
     pub fn serves(&self, model: &str) -> bool {
         self.models.iter().any(|m| m == model)
+            || lock(&self.catalogue)
+                .as_ref()
+                .is_some_and(|catalogue| catalogue.contains(model))
+    }
+
+    /// The model to choose on a turn's session for a request's `model`: `None` for a
+    /// configured label (the agent's default runs), the id for one of the catalogue's, and
+    /// `model_not_found` for anything else.
+    pub fn model_choice(&self, model: &str) -> Result<Option<String>, ApiError> {
+        if self.models.iter().any(|m| m == model) {
+            return Ok(None);
+        }
+        let known = lock(&self.catalogue)
+            .as_ref()
+            .is_some_and(|catalogue| catalogue.contains(model));
+        if known {
+            Ok(Some(model.to_owned()))
+        } else {
+            Err(ApiError::model_not_found(model))
+        }
+    }
+
+    /// What the account serves: its labels, then the catalogue's ids (without repeats).
+    pub fn all_models(&self) -> Vec<String> {
+        let mut models = self.models.clone();
+        if let Some(catalogue) = lock(&self.catalogue).as_ref() {
+            for id in catalogue.ids() {
+                if !models.iter().any(|m| m == id) {
+                    models.push(id.to_owned());
+                }
+            }
+        }
+        models
+    }
+
+    /// Keep the catalogue a session announced (a cold first session may have had none).
+    pub fn note_catalogue(&self, catalogue: Option<&ModelCatalogue>) {
+        if let Some(catalogue) = catalogue {
+            let mut current = lock(&self.catalogue);
+            if current.as_ref() != Some(catalogue) {
+                tracing::info!(
+                    account = self.id,
+                    models = catalogue.models.len(),
+                    default = catalogue.current.as_deref(),
+                    "agent model catalogue"
+                );
+                *current = Some(catalogue.clone());
+            }
+        }
+    }
+
+    /// A permission request of the agent's was refused: log it, count it.
+    pub fn note_refusal(&self, title: Option<&str>, kind: Option<&str>) {
+        self.tools_refused.fetch_add(1, Ordering::SeqCst);
+        tracing::warn!(
+            account = self.id,
+            tool = title.unwrap_or("(untitled)"),
+            kind = kind.unwrap_or("(none)"),
+            "refused a tool the agent asked to run"
+        );
+    }
+
+    /// The account cannot serve until its pool is rebuilt (or the worker restarts): it is
+    /// unhealthy with `reason`.
+    pub fn block(&self, reason: String) {
+        tracing::error!(account = self.id, reason, "account blocked");
+        self.set_error(reason.clone());
+        *lock(&self.blocked) = Some(reason);
+    }
+
+    /// Start one agent process and make it fit to serve the account: a Kiro agent without
+    /// tools gets the tool-less profile (Kiro v2: restarted once with `--agent`, later starts
+    /// launch with it), and a pool without a catalogue reads the agent's.
+    async fn start_process(&self) -> Result<AgentProcess, anyhow::Error> {
+        let launched_with_profile = self.launch_with_profile.load(Ordering::SeqCst);
+        if launched_with_profile && let Some(home) = &self.spec.home {
+            // `--agent` names a file that must exist (Kiro exits without it).
+            write_profile(home)?;
+        }
+        let mut process = self.spawn(launched_with_profile).await?;
+        if self.settings.tools == AgentTools::None && process.engine() != Engine::Other {
+            if let Some(home) = &self.spec.home {
+                write_profile(home)?;
+                if process.engine() == Engine::KiroV2
+                    && !launched_with_profile
+                    && !crate::profile::names_agent(&self.spec.args)
+                {
+                    tracing::info!(
+                        account = self.id,
+                        "Kiro v2 agent: restarting it with the tool-less profile (--agent {})",
+                        crate::profile::PROFILE_NAME
+                    );
+                    self.launch_with_profile.store(true, Ordering::SeqCst);
+                    process.shutdown(RESTART_GRACE).await;
+                    process = self.spawn(true).await?;
+                }
+            } else {
+                tracing::warn!(
+                    account = self.id,
+                    "the agent has no home of its own: no tool-less profile; its tool requests are refused"
+                );
+            }
+        }
+        if lock(&self.catalogue).is_none() {
+            self.read_catalogue(&process).await;
+        }
+        if let Some(method) = process.unserved_request()
+            && method == drawbridge_acp::GET_ACCESS_TOKEN_METHOD
+        {
+            self.block(crate::turn::unserved_reason(&method));
+        }
+        Ok(process)
+    }
+
+    async fn spawn(&self, with_profile: bool) -> Result<AgentProcess, AcpError> {
+        let mut spec = self.spec.clone();
+        if with_profile {
+            spec.args.extend([
+                "--agent".to_owned(),
+                crate::profile::PROFILE_NAME.to_owned(),
+            ]);
+        }
+        AgentProcess::start_with_policy(
+            &spec,
+            self.settings.handshake_timeout,
+            self.settings.permissions.clone(),
+        )
+        .await
+    }
+
+    /// Open a session to read the agent's catalogue, then delete it (on agents that do).
+    async fn read_catalogue(&self, process: &AgentProcess) {
+        let session = match process.new_session().await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(account = self.id, %error, "could not open a session to read the agent's models");
+                return;
+            }
+        };
+        self.note_catalogue(session.models());
+        if let Err(error) = process.delete_session(&session).await {
+            tracing::warn!(account = self.id, %error, "could not delete the catalogue session");
+        }
+    }
+
+    /// Configure a turn's session before its prompt. Kiro v3: a tool-less account's session
+    /// runs the tool-less profile (a mode), and autopilot goes off either way, so built-in
+    /// tools ask permission (which the policy answers) instead of running.
+    pub async fn prepare_session(
+        &self,
+        process: &AgentProcess,
+        session: &Session,
+    ) -> Result<(), AcpError> {
+        if process.engine() != Engine::KiroV3 {
+            return Ok(());
+        }
+        if self.settings.tools == AgentTools::None
+            && let Err(error) = process
+                .set_mode(session, crate::profile::PROFILE_NAME)
+                .await
+        {
+            tracing::warn!(
+                account = self.id,
+                %error,
+                "could not run the session as the tool-less agent; its tool requests are refused"
+            );
+        }
+        process.set_config_option(session, "autopilot", "off").await
     }
 
     /// Spawn a process for one slot, retrying with exponential backoff until it starts or the
@@ -106,7 +297,7 @@ impl AccountPool {
                 }
                 let started = tokio::select! {
                     () = pool.shutdown.cancelled() => break,
-                    started = AgentProcess::start_with_policy(&pool.spec, pool.settings.handshake_timeout, pool.settings.permissions.clone()) => started,
+                    started = pool.start_process() => started,
                 };
                 match started {
                     Ok(process) => {
@@ -149,7 +340,9 @@ impl AccountPool {
     }
 
     fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
+        lock(&self.blocked)
+            .clone()
+            .or_else(|| self.last_error.lock().ok().and_then(|e| e.clone()))
     }
 
     pub fn add_credits(&self, credits: f64) {
@@ -159,6 +352,9 @@ impl AccountPool {
     }
 
     pub fn status(&self) -> AccountStatus {
+        if lock(&self.blocked).is_some() {
+            return AccountStatus::Unhealthy;
+        }
         let failures = self.counters.failures.load(Ordering::SeqCst);
         let live =
             self.counters.idle.load(Ordering::SeqCst) + self.counters.busy.load(Ordering::SeqCst);
@@ -175,7 +371,10 @@ impl AccountPool {
         let c = &self.counters;
         AccountSlots {
             account: self.id.clone(),
-            models: self.models.clone(),
+            models: self.all_models(),
+            default_model: lock(&self.catalogue)
+                .as_ref()
+                .and_then(|catalogue| catalogue.current.clone()),
             size: self.settings.size,
             busy: c.busy.load(Ordering::SeqCst),
             idle: c.idle.load(Ordering::SeqCst),
@@ -183,6 +382,7 @@ impl AccountPool {
             failed: c.failures.load(Ordering::SeqCst),
             queue_depth: c.waiting.load(Ordering::SeqCst),
             credits_used: self.credits_used.lock().map(|c| *c).unwrap_or(0.0),
+            tools_refused: self.tools_refused.load(Ordering::SeqCst),
             last_error: self.last_error(),
             status: self.status(),
         }
@@ -260,6 +460,24 @@ impl AccountPool {
     }
 }
 
+/// Write the tool-less profile into the account's home.
+fn write_profile(home: &std::path::Path) -> Result<(), anyhow::Error> {
+    let path = crate::profile::write_profile(home).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot write the tool-less agent profile into {}: {error}",
+            home.display()
+        )
+    })?;
+    tracing::debug!(path = %path.display(), "tool-less agent profile in place");
+    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn no_capacity(message: String) -> ApiError {
     ApiError::new(ErrorKind::NoCapacity, message).with_retry_after(Duration::from_secs(1))
 }
@@ -302,6 +520,11 @@ impl Lease {
     /// The process finished its turn cleanly and may serve again.
     pub fn keep(&mut self) {
         self.reusable = true;
+    }
+
+    /// Whether the process goes back to the pool when the lease ends.
+    pub fn is_kept(&self) -> bool {
+        self.reusable
     }
 }
 

@@ -41,10 +41,16 @@ impl PoolConfig {
             handshake_timeout: self.handshake_timeout,
             queue_timeout: self.queue_timeout,
             max_queue: self.max_queue,
-            permissions: drawbridge_acp::PermissionPolicy {
-                allow_tools: account.agent.allow_tools.clone(),
-                ..drawbridge_acp::PermissionPolicy::default()
+            permissions: match account.agent.tools {
+                drawbridge_config::AgentTools::None => {
+                    drawbridge_acp::PermissionPolicy::reject_all()
+                }
+                drawbridge_config::AgentTools::Builtin => drawbridge_acp::PermissionPolicy {
+                    allow_tools: account.agent.allow_tools.clone(),
+                    ..drawbridge_acp::PermissionPolicy::default()
+                },
             },
+            tools: account.agent.tools,
         };
         tracing::info!(
             account = account.id,

@@ -8,25 +8,37 @@
 //!   answer; if it does, the process serves again, otherwise it is replaced;
 //! - the agent stays silent longer than `idle_timeout`: the request fails (a silent agent is a
 //!   failure, not a wait) and the process is replaced;
-//! - the total deadline passes: the request fails and the process is replaced.
+//! - the total deadline passes: the request fails and the process is replaced;
+//! - the agent asks the client for something it cannot give (Kiro v3's access token): the
+//!   request fails at once, the process is replaced and the account becomes unhealthy until
+//!   its pool is rebuilt (only its operator can fix that).
+//!
+//! Any frame of the agent's resets the idle deadline. Reasoning (`agent_thought_chunk`) goes
+//! out as [`WorkerEvent::Reasoning`] through a sanitizer of its own; every other non-text frame
+//! as [`WorkerEvent::Activity`], at most one per [`ACTIVITY_EVERY`]. The request's `model`
+//! picks the session's model (a configured label: the agent's default). When the turn has
+//! ended (and its `Finished` or `Error` is sent), its session is deleted on agents that
+//! persist sessions, before the process serves again.
 
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
 use drawbridge_acp::kiro::{self, AccountLimit};
-use drawbridge_acp::{AcpError, AgentEvent, AgentProcess, PromptOutcome, Session, StopReason};
+use drawbridge_acp::{
+    AcpError, AgentEvent, AgentProcess, GET_ACCESS_TOKEN_METHOD, PromptOutcome, Session, StopReason,
+};
 use drawbridge_core::continuation::{self, ContinuationOptions, Splicer, StopKind};
 use drawbridge_core::sanitize::{SanitizeOptions, Sanitizer};
 use drawbridge_core::{prompt, tokens};
 use drawbridge_types::openai::FinishReason;
-use drawbridge_types::worker::{PromptBody, PromptInput, TurnSummary, WorkerEvent};
+use drawbridge_types::worker::{ACTIVITY_EVERY, PromptBody, PromptInput, TurnSummary, WorkerEvent};
 use drawbridge_types::{ApiError, ErrorKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::pool::AccountPool;
+use crate::pool::{AccountPool, Lease};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TurnSettings {
@@ -46,10 +58,16 @@ pub async fn run(
     settings: TurnSettings,
 ) {
     let deadline = Instant::now() + settings.request_timeout;
-    let result = tokio::time::timeout_at(deadline, serve(&pool, &input, &out, settings)).await;
+    let mut held = Held::default();
+    let result =
+        tokio::time::timeout_at(deadline, serve(&pool, &input, &out, settings, &mut held)).await;
     let event = match result {
         Ok(Ok(Some(summary))) => WorkerEvent::Finished(summary),
-        Ok(Ok(None)) => return, // the consumer left
+        Ok(Ok(None)) => {
+            // The consumer left.
+            held.close(settings.cancel_grace).await;
+            return;
+        }
         Ok(Err(error)) => WorkerEvent::Error(error),
         Err(_) => WorkerEvent::Error(ApiError::new(
             ErrorKind::Timeout,
@@ -60,6 +78,45 @@ pub async fn run(
         tracing::warn!(request_id = input.request_id, account = pool.id, %error, "turn failed");
     }
     let _ = out.send(event).await;
+    // The client has its answer; the session goes before the process serves again.
+    held.close(settings.cancel_grace).await;
+}
+
+/// What a turn holds that outlives its answer: the lease, and the session to delete.
+#[derive(Default)]
+struct Held {
+    lease: Option<Lease>,
+    session: Option<Session>,
+}
+
+impl Held {
+    /// Delete the session (on agents that persist them) if the process is to serve again,
+    /// then end the lease. A delete that fails or hangs costs the process its place.
+    async fn close(self, grace: Duration) {
+        let Held { lease, session } = self;
+        let Some(mut lease) = lease else {
+            return;
+        };
+        if lease.is_kept()
+            && let (Some(process), Some(session)) = (lease.process(), session.as_ref())
+            && process.deletes_sessions()
+            && process.is_alive()
+        {
+            match tokio::time::timeout(grace, process.delete_session(session)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(session_id = session.id(), %error, "could not delete the turn's session");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        session_id = session.id(),
+                        "the agent did not delete the turn's session in time; replacing it"
+                    );
+                    lease.discard();
+                }
+            }
+        }
+    }
 }
 
 /// How one round on the session ended.
@@ -72,16 +129,65 @@ enum Round {
     },
 }
 
-/// Where text goes: splicer → sanitizer → consumer.
+/// Where text goes: splicer → sanitizer → consumer; and where reasoning and signs of life go.
 struct Output<'a> {
     out: &'a mpsc::Sender<WorkerEvent>,
     sanitizer: Sanitizer,
     splicer: Option<Splicer>,
     /// Everything the agent said, as it said it (what continuation reasons about).
     raw: String,
+    /// Reasoning has a sanitizer of its own: it is a stream of its own.
+    reasoning: Sanitizer,
+    /// When the last `Activity` went out.
+    last_activity: Option<Instant>,
+}
+
+/// What to do after one agent event.
+enum Next {
+    Go,
+    ConsumerGone,
+    Fail(ApiError),
 }
 
 impl Output<'_> {
+    /// Pass one reasoning chunk on; false when the consumer is gone.
+    async fn reasoning(&mut self, chunk: String) -> bool {
+        let clean = if self.reasoning.is_identity() {
+            chunk
+        } else {
+            self.reasoning.push(&chunk).into_owned()
+        };
+        clean.is_empty() || self.out.send(WorkerEvent::Reasoning(clean)).await.is_ok()
+    }
+
+    /// The agent is working: say so, at most once per [`ACTIVITY_EVERY`].
+    async fn activity(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last_activity
+            .is_some_and(|last| now < last + ACTIVITY_EVERY)
+        {
+            return true;
+        }
+        self.last_activity = Some(now);
+        self.out.send(WorkerEvent::Activity).await.is_ok()
+    }
+
+    /// Handle one event of the agent's.
+    async fn on_event(&mut self, pool: &AccountPool, event: AgentEvent) -> Next {
+        let alive = match event {
+            AgentEvent::Text(chunk) => self.text(chunk).await,
+            AgentEvent::Thought(chunk) => self.reasoning(chunk).await,
+            AgentEvent::ToolRefused { title, kind } => {
+                pool.note_refusal(title.as_deref(), kind.as_deref());
+                self.activity().await
+            }
+            AgentEvent::Unserved { method } => return Next::Fail(unserved(pool, &method)),
+            AgentEvent::Activity(_) => self.activity().await,
+        };
+        if alive { Next::Go } else { Next::ConsumerGone }
+    }
+
     /// Pass one agent chunk on; false when the consumer is gone.
     async fn text(&mut self, chunk: String) -> bool {
         let chunk = match &mut self.splicer {
@@ -113,8 +219,18 @@ impl Output<'_> {
         }
     }
 
-    /// The answer is over: release what the sanitizer still held.
+    /// The answer is over: release what the sanitizers still held.
     async fn end(&mut self) -> bool {
+        let thought = self.reasoning.finish();
+        if !thought.is_empty()
+            && self
+                .out
+                .send(WorkerEvent::Reasoning(thought))
+                .await
+                .is_err()
+        {
+            return false;
+        }
         let rest = self.sanitizer.finish();
         rest.is_empty() || self.out.send(WorkerEvent::Text(rest)).await.is_ok()
     }
@@ -125,7 +241,9 @@ async fn serve(
     input: &PromptInput,
     out: &mpsc::Sender<WorkerEvent>,
     settings: TurnSettings,
+    held: &mut Held,
 ) -> Result<Option<TurnSummary>, ApiError> {
+    let model = pool.model_choice(&input.model)?;
     let (text, resumed) = match &input.body {
         PromptBody::Messages(messages) => (prompt::render(messages), None),
         PromptBody::Text(text) => (text.clone(), None),
@@ -134,10 +252,11 @@ async fn serve(
             Some(partial.as_str()),
         ),
     };
-    let mut lease = tokio::select! {
+    let lease = tokio::select! {
         lease = pool.lease() => lease?,
         () = out.closed() => return Ok(None),
     };
+    let lease = held.lease.insert(lease);
     let started = WorkerEvent::Started {
         account: pool.id.clone(),
     };
@@ -154,6 +273,23 @@ async fn serve(
         .new_session()
         .await
         .map_err(|e| acp_error(&pool.id, &e))?;
+    held.session = Some(session.clone());
+    pool.note_catalogue(session.models());
+    pool.prepare_session(process, &session)
+        .await
+        .map_err(|e| acp_error(&pool.id, &e))?;
+    if let Some(model) = &model {
+        process
+            .set_model(&session, model)
+            .await
+            .map_err(|e| acp_error(&pool.id, &e))?;
+    }
+    // Kiro v3 may ask for its token while it opens the session, before the turn listens.
+    if let Some(method) = process.unserved_request()
+        && method == GET_ACCESS_TOKEN_METHOD
+    {
+        return Err(unserved(pool, &method));
+    }
 
     let mut output = Output {
         out,
@@ -161,14 +297,18 @@ async fn serve(
         // A resumed answer must not repeat what the client already has.
         splicer: resumed.map(Splicer::new),
         raw: String::new(),
+        reasoning: Sanitizer::new(settings.sanitize),
+        last_activity: None,
     };
+    // Token counts the agent reported, summed over rounds; `None` once a round reported none.
+    let mut reported = Some((0_u64, 0_u64));
     let mut prompt_tokens = tokens::estimate_tokens(&text);
     let mut credits = 0.0;
     let mut context = None;
     let mut rounds = 0;
     let mut next_prompt = text;
     let stop = loop {
-        let round = run_round(process, &session, next_prompt, &mut output, settings)
+        let round = run_round(pool, process, &session, next_prompt, &mut output, settings)
             .instrument(tracing::info_span!("round", round = rounds))
             .await?;
         let outcome = match round {
@@ -188,6 +328,13 @@ async fn serve(
             }
         };
         credits += outcome.usage.credits.unwrap_or(0.0);
+        reported = match (reported, outcome.usage.tokens) {
+            (Some((input, output)), Some(tokens)) => Some((
+                input.saturating_add(tokens.input_tokens),
+                output.saturating_add(tokens.output_tokens),
+            )),
+            _ => None,
+        };
         context = outcome.usage.context_usage_percent.or(context);
         if !output.end_round().await {
             return Ok(None);
@@ -235,11 +382,15 @@ async fn serve(
     pool.add_credits(credits);
     // The agent answered: the process is idle again and may serve the next request.
     lease.keep();
+    let (prompt_tokens, completion_tokens, tokens_estimated) = match reported {
+        Some((input, output)) => (input, output, false),
+        None => (prompt_tokens, tokens::estimate_tokens(&output.raw), true),
+    };
     Ok(Some(TurnSummary {
         finish_reason,
         prompt_tokens,
-        completion_tokens: tokens::estimate_tokens(&output.raw),
-        tokens_estimated: true,
+        completion_tokens,
+        tokens_estimated,
         credits,
         context_usage_percent: context,
         continuation_rounds: rounds,
@@ -248,6 +399,7 @@ async fn serve(
 
 /// One prompt on the session, streaming its text to `output`.
 async fn run_round(
+    pool: &AccountPool,
     process: &AgentProcess,
     session: &Session,
     text: String,
@@ -270,12 +422,14 @@ async fn run_round(
                     continue; // drain until the agent answers the cancel
                 }
                 silence.as_mut().reset(Instant::now() + settings.idle_timeout);
-                if let AgentEvent::Text(chunk) = event
-                    && !output.text(chunk).await
-                {
-                    consumer_gone = true;
-                    cancel.cancel();
-                    silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+                match output.on_event(pool, event).await {
+                    Next::Go => {}
+                    Next::ConsumerGone => {
+                        consumer_gone = true;
+                        cancel.cancel();
+                        silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+                    }
+                    Next::Fail(error) => return Err(error),
                 }
             }
             outcome = &mut turn => break outcome,
@@ -298,11 +452,13 @@ async fn run_round(
     };
     // The round is over: pass on what the agent sent just before answering.
     while let Ok(event) = agent_rx.try_recv() {
-        if let AgentEvent::Text(chunk) = event
-            && !consumer_gone
-            && !output.text(chunk).await
-        {
-            consumer_gone = true;
+        if consumer_gone {
+            continue;
+        }
+        match output.on_event(pool, event).await {
+            Next::Go => {}
+            Next::ConsumerGone => consumer_gone = true,
+            Next::Fail(error) => return Err(error),
         }
     }
     if consumer_gone {
@@ -315,6 +471,24 @@ async fn run_round(
         Err(error @ AcpError::Agent { .. }) => Ok(Round::Refused(acp_error("", &error))),
         Err(error) => Err(acp_error("", &error)),
     }
+}
+
+/// The agent asked for something the client cannot give (it was answered with an error): the
+/// account is blocked with a reason saying how to fix it, and the request fails so the engine
+/// moves on.
+fn unserved(pool: &AccountPool, method: &str) -> ApiError {
+    pool.block(unserved_reason(method));
+    ApiError::upstream("The account's agent is waiting for something the gateway cannot give.")
+}
+
+/// Why an account whose agent asked for `method` cannot serve, and the fix.
+pub(crate) fn unserved_reason(method: &str) -> String {
+    let fix = if method == GET_ACCESS_TOKEN_METHOD {
+        "start kiro-cli with --auth-method cli (the agent asks the client for a token otherwise)"
+    } else {
+        "configure the agent so that it does not need this from its client"
+    };
+    format!("the agent asked the client for `{method}`, which Drawbridge cannot serve; {fix}")
 }
 
 /// An agent failure as the client sees it. The details (stderr tail, the agent's own words) go
@@ -353,5 +527,133 @@ fn acp_error(account: &str, error: &AcpError) -> ApiError {
             ApiError::upstream("The agent process exited during the answer.")
         }
         _ => ApiError::upstream("The agent failed while answering."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drawbridge_acp::Activity;
+
+    fn pool() -> Arc<AccountPool> {
+        // No slot: nothing is ever started.
+        crate::pool::AccountPool::start(
+            "acct".to_owned(),
+            vec!["kiro".to_owned()],
+            drawbridge_acp::AgentSpec::default(),
+            crate::pool::PoolSettings {
+                size: 0,
+                handshake_timeout: Duration::from_secs(1),
+                queue_timeout: Duration::from_secs(1),
+                max_queue: 1,
+                permissions: drawbridge_acp::PermissionPolicy::reject_all(),
+                tools: drawbridge_config::AgentTools::None,
+            },
+            drawbridge_telemetry::Shutdown::new(),
+        )
+    }
+
+    fn output(out: &mpsc::Sender<WorkerEvent>) -> Output<'_> {
+        Output {
+            out,
+            sanitizer: Sanitizer::new(SanitizeOptions::default()),
+            splicer: None,
+            raw: String::new(),
+            reasoning: Sanitizer::new(SanitizeOptions::default()),
+            last_activity: None,
+        }
+    }
+
+    fn tool_frame() -> AgentEvent {
+        AgentEvent::Activity(Activity::Plan)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_goes_out_at_once_then_at_most_once_per_period() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        for _ in 0..5 {
+            assert!(matches!(
+                output.on_event(&pool, tool_frame()).await,
+                Next::Go
+            ));
+        }
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(WorkerEvent::Activity),
+            "the first at once"
+        );
+        assert!(rx.try_recv().is_err(), "the rest of the burst is folded");
+        tokio::time::advance(ACTIVITY_EVERY - Duration::from_millis(1)).await;
+        output.on_event(&pool, tool_frame()).await;
+        assert!(rx.try_recv().is_err(), "not before the period is over");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        output.on_event(&pool, tool_frame()).await;
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
+        // Text is the answer, never activity.
+        output
+            .on_event(&pool, AgentEvent::Text("hi".to_owned()))
+            .await;
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Text("hi".to_owned())));
+        assert_eq!(output.raw, "hi");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thoughts_are_reasoning_not_answer() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        output
+            .on_event(&pool, AgentEvent::Thought("hmm".to_owned()))
+            .await;
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(WorkerEvent::Reasoning("hmm".to_owned()))
+        );
+        assert_eq!(output.raw, "", "continuation never sees reasoning");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_tool_is_counted_and_is_activity() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        let refused = AgentEvent::ToolRefused {
+            title: Some("Running: ls".to_owned()),
+            kind: Some("execute".to_owned()),
+        };
+        output.on_event(&pool, refused).await;
+        assert_eq!(pool.slots().tools_refused, 1);
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unserved_request_fails_the_turn_and_blocks_the_account() {
+        let pool = pool();
+        let (tx, _rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        let event = AgentEvent::Unserved {
+            method: GET_ACCESS_TOKEN_METHOD.to_owned(),
+        };
+        let Next::Fail(error) = output.on_event(&pool, event).await else {
+            panic!("the turn goes on");
+        };
+        assert_eq!(error.kind, ErrorKind::Upstream);
+        let slots = pool.slots();
+        assert_eq!(
+            slots.status,
+            drawbridge_types::worker::AccountStatus::Unhealthy
+        );
+        assert!(
+            slots
+                .last_error
+                .unwrap_or_default()
+                .contains("--auth-method cli")
+        );
+        assert!(
+            pool.lease().await.is_err(),
+            "a blocked account serves nothing"
+        );
     }
 }

@@ -265,6 +265,8 @@ impl WorkerConn for FakeWorker {
             draining: self.draining,
             accounts: vec![AccountSlots {
                 account: self.account.clone(),
+                default_model: None,
+                tools_refused: 0,
                 models: self.models.clone(),
                 size: self.slots,
                 busy: 0,

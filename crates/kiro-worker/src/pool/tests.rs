@@ -19,6 +19,7 @@ fn settings(size: u32) -> PoolSettings {
         queue_timeout: Duration::from_secs(20),
         max_queue: 8,
         permissions: drawbridge_acp::PermissionPolicy::default(),
+        tools: AgentTools::None,
     }
 }
 
@@ -366,4 +367,45 @@ async fn an_agent_that_cannot_start_makes_the_account_unhealthy_after_three_trie
         pool.slots().starting == 0
     })
     .await;
+}
+
+#[test]
+fn labels_run_the_default_and_catalogue_ids_are_chosen() {
+    use drawbridge_acp::{AgentModel, ModelCatalogue, ModelSelector};
+    let dir = tempfile::tempdir().unwrap();
+    let pool = start(dir.path(), settings(0), &[]);
+    assert_eq!(pool.all_models(), ["kiro"]);
+    assert_eq!(pool.model_choice("kiro").unwrap(), None);
+    assert_eq!(
+        pool.model_choice("m2").unwrap_err().kind,
+        ErrorKind::ModelNotFound,
+        "no catalogue yet"
+    );
+    pool.note_catalogue(None);
+    let model = |id: &str| AgentModel {
+        id: id.to_owned(),
+        name: None,
+        description: None,
+    };
+    let catalogue = ModelCatalogue {
+        current: Some("m1".to_owned()),
+        models: vec![model("m1"), model("kiro"), model("m2")],
+        selector: ModelSelector::SetModel,
+    };
+    pool.note_catalogue(Some(&catalogue));
+    assert_eq!(
+        pool.all_models(),
+        ["kiro", "m1", "m2"],
+        "labels first, no repeats"
+    );
+    assert_eq!(pool.slots().default_model.as_deref(), Some("m1"));
+    assert_eq!(pool.model_choice("kiro").unwrap(), None, "a label wins");
+    assert_eq!(pool.model_choice("m2").unwrap().as_deref(), Some("m2"));
+    assert!(pool.serves("m2") && !pool.serves("m3"));
+    pool.note_catalogue(None);
+    assert_eq!(
+        pool.all_models(),
+        ["kiro", "m1", "m2"],
+        "a cold session keeps it"
+    );
 }
