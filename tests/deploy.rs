@@ -315,6 +315,8 @@ fn exported_series() -> std::collections::BTreeSet<String> {
         credits: Some(1),
         last_error: None,
         draining: false,
+        default_model: None,
+        tools_refused: 0,
     }]);
     metrics
         .render()

@@ -340,6 +340,8 @@ impl Routing {
                     queue_depth: r.slots.queue_depth,
                     draining: r.draining,
                     models: r.slots.models,
+                    default_model: r.slots.default_model,
+                    tools_refused: r.slots.tools_refused,
                     last_error: r.slots.last_error,
                     account: r.slots.account,
                 }

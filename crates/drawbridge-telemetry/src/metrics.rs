@@ -527,6 +527,8 @@ mod tests {
             credits,
             last_error: None,
             draining: false,
+            default_model: None,
+            tools_refused: 0,
         }
     }
 

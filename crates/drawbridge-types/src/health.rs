@@ -160,6 +160,13 @@ pub struct AccountView {
     pub last_error: Option<String>,
     /// The worker is draining: it takes no new turns.
     pub draining: bool,
+    /// The model the account's agent runs when a request names one of its labels (e.g.
+    /// `kiro`), when the agent announced it.
+    #[serde(default)]
+    pub default_model: Option<String>,
+    /// Tool runs the account's agents asked for and were refused, since their worker started.
+    #[serde(default)]
+    pub tools_refused: u64,
 }
 
 /// A change to an account's credits, in milli-credits (1000 = one Kiro credit): the body of

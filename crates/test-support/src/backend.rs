@@ -93,6 +93,8 @@ pub fn account(id: &str, models: &[&str], credits: Option<i64>) -> AccountView {
         credits,
         last_error: None,
         draining: false,
+        default_model: None,
+        tools_refused: 0,
     }
 }
 
