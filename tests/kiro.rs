@@ -337,8 +337,10 @@ async fn an_agent_that_asks_for_tokens_makes_its_account_unhealthy_not_the_clien
         }
     }
     let unhealthy = poll(Duration::from_secs(10), || async {
+        // The worker's reason reaches the engine at its next refresh (the status may say
+        // unhealthy before that: the account's breaker opens on the failures).
         let stuck = account(&stack, "acct-1").await;
-        (stuck["status"] == "unhealthy").then_some(stuck)
+        (stuck["status"] == "unhealthy" && !stuck["last_error"].is_null()).then_some(stuck)
     })
     .await;
     let Some(stuck) = unhealthy else {
