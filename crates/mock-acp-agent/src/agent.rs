@@ -27,9 +27,12 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::custom_agent::CustomAgent;
 use crate::directive::{self, Behavior, Directive};
 use crate::kiro::{self as mock_kiro, KiroEngine, KiroSession};
 
+mod auth;
+mod busy;
 mod dialect;
 mod kiro_turn;
 mod turn;
@@ -45,14 +48,23 @@ pub struct MockConfig {
     pub delay: Duration,
     /// The Kiro dialect to speak (`--kiro-engine`), `None` for the plain mock of old.
     pub kiro: Option<KiroEngine>,
-    /// The model catalogue (`MOCK_ACP_MODELS`); empty means [`kiro::DEFAULT_MODELS`].
+    /// The model catalogue (`MOCK_ACP_MODELS`); empty means [`crate::DEFAULT_MODELS`].
     pub models: Vec<String>,
     /// The first `session/new` announces no model catalogue, like a cold Kiro start.
     pub cold_catalogue: bool,
     /// `echo` answers start with `[MODEL] `, the session's model (`--echo-model`).
     pub echo_model: bool,
-    /// Where v3 sessions are persisted (`$HOME/.kiro/sessions`); none: not persisted.
+    /// Where v3 sessions are persisted (`$HOME/.kiro/sessions`) and agent files are read
+    /// (`$HOME/.kiro/agents`); none: neither.
     pub home: Option<PathBuf>,
+    /// v3 launched with `--auth-method cli`: it never asks the client for an access token.
+    /// Without it a v3 agent sends `_kiro/auth/getAccessToken` before its first answer and
+    /// stalls the turn if the client cannot give one.
+    pub auth_cli: bool,
+    /// v2 `--agent NAME`: the custom agent every session runs.
+    pub agent: Option<CustomAgent>,
+    /// v2 `--model ID`: the sessions' initial model (else the catalogue's first).
+    pub model: Option<String>,
 }
 
 impl MockConfig {
@@ -62,6 +74,22 @@ impl MockConfig {
             mock_kiro::DEFAULT_MODELS.map(str::to_owned).to_vec()
         } else {
             self.models.clone()
+        }
+    }
+
+    /// The catalogue's first model, without copying the catalogue (every session needs it).
+    pub fn default_model(&self) -> &str {
+        self.models
+            .first()
+            .map_or(mock_kiro::DEFAULT_MODELS[0], String::as_str)
+    }
+
+    /// Whether `model` is in the catalogue.
+    pub fn has_model(&self, model: &str) -> bool {
+        if self.models.is_empty() {
+            mock_kiro::DEFAULT_MODELS.contains(&model)
+        } else {
+            self.models.iter().any(|m| m == model)
         }
     }
 }
@@ -130,6 +158,9 @@ struct State {
     turn_ids: AtomicU64,
     /// `session/new` requests answered so far.
     sessions_opened: AtomicU64,
+    /// v3: the client gave an access token (`_kiro/auth/getAccessToken` answered), so turns
+    /// stop asking.
+    authorized: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,8 +202,10 @@ where
                 output.flush().await?;
                 crash_now();
             }
+            // One write per line: on a pipe every write is a system call.
+            let mut line = line;
+            line.push('\n');
             output.write_all(line.as_bytes()).await?;
-            output.write_all(b"\n").await?;
             output.flush().await?;
             Ok::<_, std::io::Error>(output)
         },
@@ -190,7 +223,7 @@ where
         .v1()
         .name("mock-acp-agent")
         .on_receive_request(
-            async move |request: UntypedMessage,
+            async move |request: dialect::KiroRequest,
                         responder: Responder<serde_json::Value>,
                         cx: ConnectionTo<Client>| {
                 dialect.on_kiro_request(request, responder, &cx)
@@ -233,7 +266,7 @@ where
                 let session_id = SessionId::new(uuid::Uuid::new_v4().to_string());
                 tracing::debug!(%session_id, cwd = %request.cwd.display(), "session/new");
                 sessions.sessions_opened.fetch_add(1, Ordering::Relaxed);
-                let kiro = KiroSession::new(None, &sessions.config.models()[0]);
+                let kiro = KiroSession::new(None, sessions.config.default_model());
                 lock(&sessions.sessions).insert(
                     session_id.clone(),
                     SessionState {
@@ -317,8 +350,9 @@ fn start_turn(
             );
         };
         // Kiro v2 takes any model id and fails the prompt on one it does not have.
-        let model = session.kiro.model.clone();
-        if state.config.kiro == Some(KiroEngine::V2) && !state.config.models().contains(&model) {
+        if state.config.kiro == Some(KiroEngine::V2) && !state.config.has_model(&session.kiro.model)
+        {
+            let model = session.kiro.model.clone();
             drop(sessions);
             return responder.respond_with_error(agent_client_protocol::Error::new(
                 INTERNAL_ERROR,

@@ -1,4 +1,13 @@
 //! The directive grammar: `NAME key=value ...`, in prompts as `[[mock:NAME key=value ...]]`.
+//!
+//! Behaviours (what each does is in the crate docs' table): `echo`, `stream n=`,
+//! `max_tokens n= rounds=`, `crash after=`, `hang after=`, `artifacts`, `refusal`, `env`,
+//! `permission`, `thought n=`, `fs`, `noise`, `stats`, `quota after=`,
+//! `rate_limit after= retry_after=`, `tools n=`, `shell`, `auth`, `model`,
+//! `busy secs= every_ms=` (a long tool phase of non-text frames; `every_ms` must be > 0).
+//! Keys any behaviour takes: `delay_ms=`, `context=`, `credits=`, `v3=`, `input_tokens=`,
+//! `output_tokens=`, `while=`. A tool-less custom agent answers `tools`, `shell` and `busy`
+//! in text without running anything.
 
 use std::str::FromStr;
 
@@ -49,6 +58,9 @@ pub enum Behavior {
     Auth,
     /// Reply with the session's model.
     Model,
+    /// A long tool phase: `secs` seconds of non-text frames (a tool call and its progress),
+    /// then the prompt text as `echo`.
+    Busy,
 }
 
 impl Behavior {
@@ -73,6 +85,7 @@ impl Behavior {
             "shell" => Self::Shell,
             "auth" => Self::Auth,
             "model" => Self::Model,
+            "busy" => Self::Busy,
             _ => return None,
         })
     }
@@ -108,6 +121,10 @@ pub struct Directive {
     pub input_tokens: Option<u64>,
     /// `output_tokens=`: the output tokens of that report.
     pub output_tokens: Option<u64>,
+    /// `secs=`: with `busy`, how long the tool phase lasts.
+    pub secs: Option<u64>,
+    /// `every_ms=`: with `busy`, the interval between its frames (default 500).
+    pub every_ms: Option<u64>,
 }
 
 impl Directive {
@@ -184,6 +201,9 @@ impl FromStr for Directive {
                 "retry_after" => directive.retry_after = Some(int()?),
                 "input_tokens" => directive.input_tokens = Some(int()?),
                 "output_tokens" => directive.output_tokens = Some(int()?),
+                "secs" => directive.secs = Some(int()?),
+                "every_ms" if value == "0" => return Err(bad()),
+                "every_ms" => directive.every_ms = Some(int()?),
                 "while" if value.is_empty() => return Err(bad()),
                 "while" => directive.while_file = Some(value.to_owned()),
                 "v3" => {
@@ -296,6 +316,19 @@ mod tests {
             ),
             (Behavior::Tools, Some(2), Some(10), Some(5))
         );
+    }
+
+    #[test]
+    fn busy_parses() {
+        let directive: Directive = "busy secs=2 every_ms=100".parse().unwrap();
+        assert_eq!(
+            (directive.behavior, directive.secs, directive.every_ms),
+            (Behavior::Busy, Some(2), Some(100))
+        );
+        assert!(matches!(
+            "busy every_ms=0".parse::<Directive>(),
+            Err(DirectiveError::BadValue { .. })
+        ));
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 
+use crate::custom_agent::CustomAgent;
+
 /// Which Kiro engine the mock imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KiroEngine {
@@ -53,6 +55,7 @@ const V3_EXTENSION_METHODS: [&str; 6] = [
     "_kiro/mcp/resetServer",
     "_kiro/checkpoint/revert",
 ];
+/// The built-in modes; custom agents are offered after them.
 const MODES: [&str; 2] = ["kiro_default", "kiro_planner"];
 
 /// What the dialect needs to know about one session.
@@ -62,6 +65,11 @@ pub(crate) struct KiroSession {
     pub(crate) mode: String,
     /// v3 `autopilot`: built-in tools run without asking.
     pub(crate) autopilot: bool,
+    /// The custom agents offered as modes (v3: agent files and inline agents; v2: the
+    /// `--agent` one).
+    pub(crate) agents: Vec<CustomAgent>,
+    /// The custom agent in force (`--agent`, or the mode chosen), if any.
+    pub(crate) agent: Option<CustomAgent>,
 }
 
 impl KiroSession {
@@ -70,7 +78,49 @@ impl KiroSession {
             model: default_model.to_owned(),
             mode: MODES[0].to_owned(),
             autopilot: engine == Some(KiroEngine::V3),
+            agents: Vec::new(),
+            agent: None,
         }
+    }
+
+    /// Every mode id of the session: the built-in ones, then the custom agents.
+    pub(crate) fn mode_ids(&self) -> impl Iterator<Item = &str> {
+        MODES
+            .iter()
+            .copied()
+            .chain(self.agents.iter().map(|agent| agent.name.as_str()))
+    }
+
+    /// Switch to mode `id` (a built-in mode or a custom agent); `false` for an unknown id.
+    pub(crate) fn set_mode(&mut self, id: &str) -> bool {
+        if MODES.contains(&id) {
+            self.agent = None;
+        } else if let Some(agent) = self.agents.iter().find(|agent| agent.name == id) {
+            self.agent = Some(agent.clone());
+        } else {
+            return false;
+        }
+        id.clone_into(&mut self.mode);
+        true
+    }
+
+    /// Whether the agent in force has no tools.
+    pub(crate) fn tool_less(&self) -> bool {
+        self.agent.as_ref().is_some_and(CustomAgent::tool_less)
+    }
+
+    fn available_modes(&self) -> Vec<Value> {
+        MODES
+            .iter()
+            .map(|m| json!({ "id": m, "name": m }))
+            .chain(self.agents.iter().map(|agent| {
+                let mut mode = json!({ "id": agent.name, "name": agent.name });
+                if let Some(description) = &agent.description {
+                    mode["description"] = json!(description);
+                }
+                mode
+            }))
+            .collect()
     }
 }
 
@@ -124,7 +174,7 @@ pub(crate) fn session_new_result(
 ) -> Value {
     let modes = json!({
         "currentModeId": session.mode,
-        "availableModes": MODES.iter().map(|m| json!({ "id": m, "name": m })).collect::<Vec<_>>(),
+        "availableModes": session.available_modes(),
     });
     match engine {
         KiroEngine::V2 => {
@@ -173,7 +223,7 @@ pub(crate) fn config_options(session: &KiroSession, models: &[String], catalogue
         "name": "Mode",
         "category": "mode",
         "currentValue": session.mode,
-        "options": MODES.iter().map(|m| json!({ "value": m, "name": m })).collect::<Vec<_>>(),
+        "options": session.mode_ids().map(|m| json!({ "value": m, "name": m })).collect::<Vec<_>>(),
     }));
     options.push(json!({
         "type": "select",

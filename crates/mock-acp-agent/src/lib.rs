@@ -34,16 +34,21 @@
 //! | `refusal`                  | one chunk `I can't help with that.`                           | `refusal`    |
 //! | `env`                      | one JSON object `{"cwd", "session_cwd", "home", "env": {sorted environment}}` | `end_turn` |
 //! | `permission`               | asks `session/request_permission` (options `allow-once` / `reject-once`), replies `permission: <option id or cancelled>` | `end_turn` |
-//! | `thought`                  | one `agent_thought_chunk` `thinking...`, then one chunk `done` | `end_turn`  |
+//! | `thought n=N`              | N `agent_thought_chunk`s `thinking...` (default 1), the turn's delay between them, then one chunk `done` | `end_turn`  |
 //! | `fs`                       | asks `fs/read_text_file` and `terminal/create`, replies `fs/read_text_file: <ok or error CODE>; terminal/create: <ok or error CODE>` | `end_turn` |
 //! | `noise`                    | unknown extension and `session/update` notifications, an update for another session, a `usage_update` (50 of 200), then one chunk `ok` | `end_turn` |
 //! | `stats`                    | one JSON object `{"prompts", "cancels", "active_turns"}` counted since start (`cancels`: `session/cancel` notifications received) | `end_turn` |
 //! | `quota after=N`            | N chunks (default 0), then the prompt fails with JSON-RPC error -32603 `The monthly usage limit has been reached (request_id: mock)`, like a Kiro account whose credits are spent | error |
-//! | `tools n=N`               | N tool calls (`tool_call` in progress, then `tool_call_update` completed; v2 announces each with `_kiro.dev/session/update` `tool_call_chunk`, v3 adds a `context_usage` progress frame), the turn's delay between frames, then the prompt text as `echo` | `end_turn` |
-//! | `shell`                    | a shell tool call (`Running: ls`, kind `execute`). Under v3 autopilot (on by default) it runs without asking; otherwise it asks `session/request_permission` (options `allow_once`, `reject_once`, `reject_always`, `_meta.kiro.consent`). Replies `shell: ran without asking`, `shell: allowed (OPTION)` or `shell: refused (OPTION, cancelled or error CODE)` | `end_turn` |
+//! | `tools n=N`                | N tool calls (`tool_call` in progress, then `tool_call_update` completed; v2 announces each with `_kiro.dev/session/update` `tool_call_chunk`, v3 adds a `context_usage` progress frame), the turn's delay between frames, then the prompt text as `echo` | `end_turn` |
+//! | `shell`                    | a shell tool call (`tool_call` `Running: ls`, kind `execute`, then `tool_call_update` `completed`, or `failed` when refused). Under v3 autopilot (on by default) it runs without asking; otherwise (v3 autopilot off, v2 always, plain) it asks `session/request_permission` (options `allow_once`, `reject_once`, `reject_always`, `_meta.kiro.consent`). Replies `shell: ran without asking`, `shell: allowed (OPTION)` or `shell: refused (OPTION, cancelled or error CODE); the command was not run` (plain mode: without `; the command was not run`) | `end_turn` |
+//! | `busy secs=S every_ms=M`   | a long tool phase: for S seconds (default 1) only non-text frames, one every M ms (default 500): (v3: its `turn_start` first;) v2 `_kiro.dev/session/update` `tool_call_chunk`, a `tool_call` `Searching the workspace` (kind `search`, `in_progress`), then per tick (v2: a `tool_call_chunk` and) a `tool_call_update` `in_progress`, at the end one `completed`; then the prompt text as `echo` and the dialect's metering. A cancel ends it at once | `end_turn` (`cancelled`) |
 //! | `auth`                     | asks the client `_kiro/auth/getAccessToken` (what v3 does without `--auth-method cli`), replies `auth: <ok or error CODE>` | `end_turn` |
 //! | `model`                    | one chunk `model: <the session's model>` | `end_turn` |
 //! | `rate_limit after=N retry_after=S` | N chunks (default 0), then the prompt fails with -32603 `Too many requests, please wait before trying again.` (plus ` Retry after S seconds.` when `retry_after` is given), like a rate-limited Kiro account | error |
+//!
+//! A session whose custom agent has no tools (`"tools": []`, see "Custom agents" below)
+//! answers `tools`, `shell` and `busy` with the single chunk `I have no tools to run that.`
+//! and `end_turn`: no tool call, no permission request.
 //!
 //! Keys every behaviour takes:
 //!
@@ -72,8 +77,24 @@
 //!
 //! `--kiro-engine v2|v3` (or kiro-cli's own `--agent-engine`, or `MOCK_ACP_KIRO_ENGINE`) makes
 //! the mock speak like `kiro-cli acp` 2.22 on that engine; without it the mock answers as
-//! before (plain ACP, `agentInfo` `mock-acp-agent`). Other arguments are ignored, so a kiro-cli
-//! command line (`acp --agent-engine v3 --auth-method cli`) runs the mock too.
+//! before (plain ACP, `agentInfo` `mock-acp-agent`). kiro-cli's own flags are understood
+//! (`--flag value` or `--flag=value`), anything else is ignored, so a kiro-cli command line
+//! (`acp --agent-engine v3 --auth-method cli`) runs the mock too:
+//!
+//! - `--auth-method cli` (v3; or `MOCK_ACP_AUTH_METHOD=cli`): the agent never asks for a
+//!   token. **Without it a v3 agent,
+//!   like real v3, sends the client `_kiro/auth/getAccessToken {sessionId}` before answering
+//!   a prompt**; a result (any) lets the turn go on and later turns stop asking; an error
+//!   stalls the turn: nothing more is sent for it and the prompt is never answered until a
+//!   `session/cancel` (then `stopReason: "cancelled"`, no metering). Start v3 mocks with
+//!   `--auth-method cli` unless the test is about this.
+//! - `--agent NAME` (v2): every session runs the custom agent `$HOME/.kiro/agents/NAME.json`
+//!   (its `currentModeId`). A missing, unreadable or non-JSON file: a line on stderr naming
+//!   the file and exit status 2 before serving.
+//! - `--model ID` (v2): the sessions' initial model.
+//! - `--agent`, `--model` and `--trust-all-tools` make a v3 mock print `error: the v3 engine
+//!   does not accept ...` on stderr and exit with status 2, like real v3. Plain mode ignores
+//!   them all.
 //!
 //! - `initialize`: v2 `agentInfo` "Kiro CLI Agent" 2.22.0, `mcpCapabilities.http`; v3 no
 //!   `agentInfo`, http+sse, `sessionCapabilities.list`, `authMethods`, and
@@ -98,6 +119,24 @@
 //! - Turns: v3 sends `session_info_update` `turn_start` first, and after the metering
 //!   `turn_end` (`stopReason`); its metering is always the v3 shape.
 //!
+//! # Custom agents
+//!
+//! An agent file is `$HOME/.kiro/agents/NAME.json`, `{"name", "description", "prompt",
+//! "tools": [], "mcpServers": {}, "includeMcpJson": false}` (see [`CustomAgent`]); only
+//! `"tools": []` (tool-less) changes what the mock does.
+//!
+//! - v2: chosen with `--agent NAME` (above).
+//! - v3: `session/new` lists in `modes.availableModes` (and the `mode` config option) the
+//!   built-in `kiro_default` and `kiro_planner`, then one mode per agent file (id = its
+//!   `name`, else the file name; sorted; read afresh for every session; a file containing
+//!   `"allowedTools": []` is silently left out, like v3 does), then the request's inline
+//!   agents `_meta.kiro.customAgents: [{id, prompt, tools, description?}]` (id = mode id; an
+//!   inline agent replaces a file of the same name; it belongs to that session only).
+//! - `session/set_mode {sessionId, modeId}` (both dialects) switches the session's agent
+//!   (a built-in mode: no custom agent); it sends `session/update` `current_mode_update
+//!   {currentModeId}` and answers `{}`; an unknown mode is JSON-RPC -32602.
+//!   `session/set_config_option` `mode` does the same without the notification.
+//!
 //! # Start-up knobs
 //!
 //! - `MOCK_ACP_FAIL_START=<message>`: print the message to stderr (e.g. `You are not logged
@@ -106,9 +145,11 @@
 //! - `MOCK_ACP_DELAY_MS=<ms>`: the default delay between chunks.
 
 mod agent;
+pub mod custom_agent;
 pub mod directive;
 mod kiro;
 
 pub use agent::{MockConfig, serve};
+pub use custom_agent::{AgentFileError, CustomAgent};
 pub use directive::{Behavior, Directive, DirectiveError};
 pub use kiro::{DEFAULT_MODELS, KiroEngine};

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mock_acp_agent::{Directive, KiroEngine, MockConfig};
+use mock_acp_agent::{CustomAgent, Directive, KiroEngine, MockConfig};
 use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 
 fn main() -> ExitCode {
@@ -115,6 +115,24 @@ fn config_from_env() -> Result<MockConfig, String> {
                 .collect()
         })
         .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let agent = match (kiro, &args.agent) {
+        // Real v3 refuses v2's launch flags.
+        (Some(KiroEngine::V3), _) if !args.v2_only.is_empty() => {
+            return Err(format!(
+                "error: the v3 engine does not accept {}",
+                args.v2_only.join(", ")
+            ));
+        }
+        (Some(KiroEngine::V2), Some(name)) => {
+            let home = home.as_deref().ok_or("--agent needs HOME")?;
+            Some(
+                CustomAgent::load(home, name)
+                    .map_err(|error| format!("--agent {name}: {error}"))?,
+            )
+        }
+        _ => None,
+    };
     let cold_catalogue = args.cold_catalogue
         || std::env::var("MOCK_ACP_COLD_CATALOGUE").is_ok_and(|value| value == "1");
     Ok(MockConfig {
@@ -125,18 +143,31 @@ fn config_from_env() -> Result<MockConfig, String> {
         cold_catalogue,
         echo_model: args.echo_model
             || std::env::var("MOCK_ACP_ECHO_MODEL").is_ok_and(|value| value == "1"),
-        home: std::env::var_os("HOME").map(std::path::PathBuf::from),
+        home,
+        auth_cli: args
+            .auth_method
+            .or_else(|| std::env::var("MOCK_ACP_AUTH_METHOD").ok())
+            .is_some_and(|method| method == "cli"),
+        agent,
+        model: args.model,
     })
 }
 
-/// The command-line flags: `--kiro-engine v2|v3` (or kiro-cli's own `--agent-engine`) and
-/// `--cold-catalogue` and `--echo-model`. Anything else (`acp`, `--auth-method cli`, ...) is accepted and ignored,
-/// so a command line written for kiro-cli runs the mock too.
+/// The command-line flags: `--kiro-engine v2|v3` (or kiro-cli's own `--agent-engine`),
+/// `--cold-catalogue`, `--echo-model`, and kiro-cli's `--auth-method M`, `--agent NAME`,
+/// `--model ID` and `--trust-all-tools` (the last three v2 only). Anything else (`acp`,
+/// `--trust-tools A,B`, ...) is accepted and ignored, so a command line written for kiro-cli
+/// runs the mock too.
 #[derive(Default)]
 struct KiroArgs {
     engine: Option<String>,
     cold_catalogue: bool,
     echo_model: bool,
+    auth_method: Option<String>,
+    agent: Option<String>,
+    model: Option<String>,
+    /// The v2-only flags given, which v3 refuses.
+    v2_only: Vec<&'static str>,
 }
 
 impl KiroArgs {
@@ -144,16 +175,30 @@ impl KiroArgs {
         let mut parsed = Self::default();
         let mut args = args;
         while let Some(arg) = args.next() {
-            match arg.split_once('=') {
-                Some(("--kiro-engine" | "--agent-engine", value)) => {
-                    parsed.engine = Some(value.to_owned());
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_owned(), Some(value.to_owned()))
                 }
-                _ if arg == "--kiro-engine" || arg == "--agent-engine" => {
-                    let value = args.next().ok_or(format!("{arg} needs a value"))?;
-                    parsed.engine = Some(value);
+                _ => (arg, None),
+            };
+            let mut value = || match inline.clone() {
+                Some(value) => Ok(value),
+                None => args.next().ok_or(format!("{flag} needs a value")),
+            };
+            match flag.as_str() {
+                "--kiro-engine" | "--agent-engine" => parsed.engine = Some(value()?),
+                "--auth-method" => parsed.auth_method = Some(value()?),
+                "--agent" => {
+                    parsed.agent = Some(value()?);
+                    parsed.v2_only.push("--agent");
                 }
-                _ if arg == "--cold-catalogue" => parsed.cold_catalogue = true,
-                _ if arg == "--echo-model" => parsed.echo_model = true,
+                "--model" => {
+                    parsed.model = Some(value()?);
+                    parsed.v2_only.push("--model");
+                }
+                "--trust-all-tools" => parsed.v2_only.push("--trust-all-tools"),
+                "--cold-catalogue" => parsed.cold_catalogue = true,
+                "--echo-model" => parsed.echo_model = true,
                 _ => {}
             }
         }

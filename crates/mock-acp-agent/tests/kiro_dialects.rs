@@ -25,13 +25,17 @@ const MOCK: &str = env!("CARGO_BIN_EXE_mock-acp-agent");
 const HANDSHAKE: Duration = Duration::from_secs(10);
 const MODELS: [&str; 5] = mock_acp_agent::DEFAULT_MODELS;
 
-/// A mock speaking `engine` ("" for plain ACP) with its home under `dir`.
+/// A mock speaking `engine` ("" for plain ACP) with its home under `dir`; v3 logs in the
+/// way kiro-cli does headless (`--auth-method cli`), so it never asks for a token.
 fn spec(dir: &Path, engine: &str) -> AgentSpec {
-    let args: Vec<String> = if engine.is_empty() {
+    let mut args: Vec<String> = if engine.is_empty() {
         Vec::new()
     } else {
         vec!["acp".into(), "--kiro-engine".into(), engine.into()]
     };
+    if engine == "v3" {
+        args.extend(["--auth-method".into(), "cli".into()]);
+    }
     let mut spec = AgentSpec::new(MOCK, args, dir);
     spec.home = Some(dir.join("home"));
     spec
@@ -354,7 +358,10 @@ async fn the_shell_tool_runs_under_v3_autopilot_unless_it_is_turned_off() {
         .await
         .unwrap();
     let (events, _) = turn(&process, Some(&session), "[[mock:shell]]").await;
-    assert_eq!(text_of(&events), "shell: refused (reject_once)");
+    assert_eq!(
+        text_of(&events),
+        "shell: refused (reject_once); the command was not run"
+    );
     assert!(events.iter().any(|event| matches!(
         event,
         AgentEvent::Activity(Activity::ToolCallUpdate { status: Some(status), .. }) if status == "failed"
@@ -362,7 +369,10 @@ async fn the_shell_tool_runs_under_v3_autopilot_unless_it_is_turned_off() {
     // v2 always asks.
     let v2 = start(dir.path(), "v2").await;
     let (events, _) = turn(&v2, None, "[[mock:shell]]").await;
-    assert_eq!(text_of(&events), "shell: refused (reject_once)");
+    assert_eq!(
+        text_of(&events),
+        "shell: refused (reject_once); the command was not run"
+    );
 }
 
 #[tokio::test]

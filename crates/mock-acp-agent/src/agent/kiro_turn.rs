@@ -15,12 +15,12 @@ fn kiro_meta(kiro: Value) -> Map<String, Value> {
 }
 
 impl Turn {
-    fn v3(&self) -> bool {
+    pub(super) fn v3(&self) -> bool {
         self.engine == Some(KiroEngine::V3)
     }
 
     /// A v3 `session_info_update` whose `_meta.kiro` is `kiro`.
-    fn kiro_frame(&self, kiro: Value) -> Result<(), agent_client_protocol::Error> {
+    pub(super) fn kiro_frame(&self, kiro: Value) -> Result<(), agent_client_protocol::Error> {
         self.update(SessionUpdate::SessionInfoUpdate(
             SessionInfoUpdate::new().meta(kiro_meta(kiro)),
         ))
@@ -65,7 +65,7 @@ impl Turn {
     }
 
     /// Wait the turn's delay; `false` when the turn was cancelled meanwhile.
-    async fn pause(&self) -> bool {
+    pub(super) async fn pause(&self) -> bool {
         if self.delay.is_zero() {
             return !self.stopped();
         }
@@ -125,7 +125,8 @@ impl Turn {
     /// A shell tool. Under v3 autopilot it runs without asking; otherwise it asks
     /// `session/request_permission` (options `allow_once`, `reject_once`, `reject_always`)
     /// and runs only when allowed. Replies `shell: ran without asking`, `shell: allowed
-    /// (OPTION)` or `shell: refused (OPTION or cancelled)`.
+    /// (OPTION)` or `shell: refused (OPTION or cancelled); the command was not run` (plain
+    /// mode: without `; the command was not run`).
     pub(super) async fn run_shell(&self) -> Result<Finish, agent_client_protocol::Error> {
         let id = "shell-1";
         self.update(SessionUpdate::ToolCall(
@@ -175,6 +176,11 @@ impl Turn {
                 },
                 Err(error) => Err(format!("refused (error {})", i32::from(error.code))),
             }
+            // Kiro says the command did not run (plain mode keeps its old reply).
+            .map_err(|refused| match self.engine {
+                Some(_) => format!("{refused}; the command was not run"),
+                None => refused,
+            })
         };
         let status = if verdict.is_ok() {
             ToolCallStatus::Completed

@@ -16,6 +16,9 @@ const QUOTA_MESSAGE: &str = "The monthly usage limit has been reached (request_i
 /// What Kiro says when an account is rate limited.
 const RATE_LIMIT_MESSAGE: &str = "Too many requests, please wait before trying again.";
 
+/// What a tool-less custom agent answers to a directive that needs a tool.
+pub(super) const NO_TOOLS_MESSAGE: &str = "I have no tools to run that.";
+
 /// Whether a stream of chunks ran to its end.
 pub(super) enum Flow {
     Done,
@@ -48,6 +51,14 @@ impl Turn {
         self,
         responder: Responder<PromptResponse>,
     ) -> Result<(), agent_client_protocol::Error> {
+        // v3 without `--auth-method cli` asks for a token first and stalls without one.
+        if self.needs_token() && !self.authorize().await {
+            self.state.end_turn(&self.session_id, self.turn_id);
+            if let Err(error) = responder.respond(PromptResponse::new(StopReason::Cancelled)) {
+                tracing::debug!(%error, "could not answer the prompt");
+            }
+            return Ok(());
+        }
         // A failed send means the client is gone; the connection ends on its own, so the turn
         // just stops (an error here would shut the whole agent down).
         let finish = match self.turn_start() {
@@ -114,12 +125,26 @@ impl Turn {
             };
             return self.stream_or_cancel(chunks, stop).await;
         }
+        // A tool-less custom agent cannot run a tool: it says so instead.
+        if self.kiro.tool_less()
+            && matches!(
+                directive.behavior,
+                Behavior::Tools | Behavior::Shell | Behavior::Busy
+            )
+        {
+            self.message(NO_TOOLS_MESSAGE)?;
+            return Ok(Finish::Stop(StopReason::EndTurn));
+        }
         let finish = match directive.behavior {
             Behavior::Echo => {
-                let tag = format!("[{}] ", self.kiro.model);
+                let tag = self
+                    .state
+                    .config
+                    .echo_model
+                    .then(|| format!("[{}] ", self.kiro.model));
                 let mut chunks = directive::word_chunks(&self.text);
-                if self.state.config.echo_model {
-                    chunks.insert(0, &tag);
+                if let Some(tag) = &tag {
+                    chunks.insert(0, tag);
                 }
                 self.stream_or_cancel(chunks, StopReason::EndTurn).await?
             }
@@ -170,7 +195,12 @@ impl Turn {
             }
             Behavior::Permission => self.ask_permission().await?,
             Behavior::Thought => {
-                self.update(SessionUpdate::AgentThoughtChunk(chunk("thinking...")))?;
+                for index in 0..directive.n.unwrap_or(1) {
+                    if index > 0 && !self.pause().await {
+                        return Ok(Finish::Stop(StopReason::Cancelled));
+                    }
+                    self.update(SessionUpdate::AgentThoughtChunk(chunk("thinking...")))?;
+                }
                 self.message("done")?;
                 Finish::Stop(StopReason::EndTurn)
             }
@@ -192,6 +222,13 @@ impl Turn {
                 self.stream_or_cancel(chunks, StopReason::EndTurn).await?
             }
             Behavior::Shell => self.run_shell().await?,
+            Behavior::Busy => {
+                if let Flow::Cancelled = self.run_busy().await? {
+                    return Ok(Finish::Stop(StopReason::Cancelled));
+                }
+                let chunks = directive::word_chunks(&self.text);
+                self.stream_or_cancel(chunks, StopReason::EndTurn).await?
+            }
             Behavior::Auth => {
                 let answer = self
                     .ask(UntypedMessage::new(
