@@ -138,6 +138,9 @@ struct Output<'a> {
     raw: String,
     /// Reasoning has a sanitizer of its own: it is a stream of its own.
     reasoning: Sanitizer,
+    /// Every reasoning chunk, as the agent sent it: the model generated it, so an estimated
+    /// `completion_tokens` counts it (as OpenAI counts reasoning tokens).
+    thought: String,
     /// When the last `Activity` went out.
     last_activity: Option<Instant>,
 }
@@ -152,6 +155,7 @@ enum Next {
 impl Output<'_> {
     /// Pass one reasoning chunk on; false when the consumer is gone.
     async fn reasoning(&mut self, chunk: String) -> bool {
+        self.thought.push_str(&chunk);
         let clean = if self.reasoning.is_identity() {
             chunk
         } else {
@@ -298,6 +302,7 @@ async fn serve(
         splicer: resumed.map(Splicer::new),
         raw: String::new(),
         reasoning: Sanitizer::new(settings.sanitize),
+        thought: String::new(),
         last_activity: None,
     };
     // Token counts the agent reported, summed over rounds; `None` once a round reported none.
@@ -384,7 +389,11 @@ async fn serve(
     lease.keep();
     let (prompt_tokens, completion_tokens, tokens_estimated) = match reported {
         Some((input, output)) => (input, output, false),
-        None => (prompt_tokens, tokens::estimate_tokens(&output.raw), true),
+        None => (
+            prompt_tokens,
+            tokens::estimate_tokens(&output.raw) + tokens::estimate_tokens(&output.thought),
+            true,
+        ),
     };
     Ok(Some(TurnSummary {
         finish_reason,
@@ -560,6 +569,7 @@ mod tests {
             splicer: None,
             raw: String::new(),
             reasoning: Sanitizer::new(SanitizeOptions::default()),
+            thought: String::new(),
             last_activity: None,
         }
     }
@@ -612,6 +622,7 @@ mod tests {
             Some(WorkerEvent::Reasoning("hmm".to_owned()))
         );
         assert_eq!(output.raw, "", "continuation never sees reasoning");
+        assert_eq!(output.thought, "hmm", "the estimate counts it");
     }
 
     #[tokio::test(start_paused = true)]
