@@ -208,15 +208,7 @@ async fn a_rate_limit_mid_answer_resumes_elsewhere() {
         .chat(&json!({"model": "kiro", "stream": true, "messages": [{"role": "user", "content": "count"}]}))
         .await;
     assert_eq!(reply.status, 200);
-    let text: String = reply
-        .sse_chunks()
-        .iter()
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let text = reply.sse_text();
     assert_eq!(text, ALL_SIX);
     assert!(
         stack

@@ -126,15 +126,7 @@ async fn models_are_listed_and_chosen_per_request_on_both_dialects() {
     body["stream"] = json!(true);
     let reply = client.chat(&body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let text: String = reply
-        .sse_chunks()
-        .iter()
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let text = reply.sse_text();
     assert_eq!(text, "[model-two] streamed choice");
 
     // An unknown model is a 404 before anything is sent.
@@ -236,14 +228,7 @@ async fn a_long_tool_phase_is_not_silence() {
         "the silent phase kept the connection alive: {raw}"
     );
     let chunks = reply.sse_chunks();
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let text = reply.sse_text();
     assert_eq!(text.trim(), "worth the wait");
     let finish = chunks
         .iter()

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use drawbridge_config::Config;
 use drawbridge_engine::{Engine, EngineSettings, EngineState, WorkerConn};
-use drawbridge_http::{Caller, ChatContext};
+use drawbridge_http::ChatContext;
 use drawbridge_telemetry::Shutdown;
 use drawbridge_telemetry::metrics::Metrics;
 use drawbridge_types::worker::PromptBody;
@@ -65,22 +65,11 @@ fn two_second_limits() -> EngineSettings {
 }
 
 fn request() -> ChatCompletionRequest {
-    ChatCompletionRequest::from_json(
-        br#"{"model": "kiro", "stream": true, "messages": [{"role": "user", "content": "go"}]}"#,
-    )
-    .unwrap()
+    test_support::backend::streamed_request()
 }
 
 fn ctx() -> ChatContext {
-    ChatContext {
-        request_id: "r1".to_owned(),
-        caller: Caller {
-            key_id: "static:test".to_owned(),
-            key_name: "test".to_owned(),
-        },
-        session: None,
-        tenant: "static.test".to_owned(),
-    }
+    test_support::backend::context()
 }
 
 /// The answer's events, up to its end.

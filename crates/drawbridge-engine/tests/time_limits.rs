@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drawbridge_engine::{Engine, EngineSettings, EngineState, WorkerConn};
-use drawbridge_http::{Caller, ChatContext};
+use drawbridge_http::ChatContext;
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::openai::FinishReason;
 use drawbridge_types::{ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind};
@@ -61,22 +61,11 @@ async fn engine_with(
 }
 
 fn request() -> ChatCompletionRequest {
-    ChatCompletionRequest::from_json(
-        br#"{"model": "kiro", "stream": true, "messages": [{"role": "user", "content": "go"}]}"#,
-    )
-    .unwrap()
+    test_support::backend::streamed_request()
 }
 
 fn ctx() -> ChatContext {
-    ChatContext {
-        request_id: "r1".to_owned(),
-        caller: Caller {
-            key_id: "static:test".to_owned(),
-            key_name: "test".to_owned(),
-        },
-        session: None,
-        tenant: "static.test".to_owned(),
-    }
+    test_support::backend::context()
 }
 
 /// Each account's breaker state, by account.

@@ -184,3 +184,24 @@ impl AccountsAdmin for ScriptedBackend {
         futures::future::ready(answer).boxed()
     }
 }
+
+/// A streamed chat request for `kiro` saying "go": what in-process engine tests send.
+pub fn streamed_request() -> ChatCompletionRequest {
+    ChatCompletionRequest::from_json(
+        br#"{"model": "kiro", "stream": true, "messages": [{"role": "user", "content": "go"}]}"#,
+    )
+    .unwrap_or_else(|error| panic!("the test request parses: {error}"))
+}
+
+/// The context of a request from the static key `test` (request id `r1`).
+pub fn context() -> ChatContext {
+    ChatContext {
+        request_id: "r1".to_owned(),
+        caller: drawbridge_http::Caller {
+            key_id: "static:test".to_owned(),
+            key_name: "test".to_owned(),
+        },
+        session: None,
+        tenant: "static.test".to_owned(),
+    }
+}

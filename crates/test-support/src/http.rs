@@ -73,6 +73,14 @@ impl Reply {
             })
             .collect()
     }
+
+    /// The answer's text in an OpenAI SSE body: every chunk's `delta.content`, joined.
+    pub fn sse_text(&self) -> String {
+        self.sse_chunks()
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect()
+    }
 }
 
 impl Client {
