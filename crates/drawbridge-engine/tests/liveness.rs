@@ -90,17 +90,7 @@ fn text(events: &[Result<CompletionEvent, ApiError>]) -> String {
 
 /// The value of the sample `name` with `labels`, if counted.
 fn sample(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics
-        .snapshot()
-        .samples
-        .into_iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
+    metrics.snapshot().value(name, labels)
 }
 
 #[tokio::test(start_paused = true)]

@@ -472,6 +472,19 @@ pub struct Sample {
 }
 
 impl MetricsSnapshot {
+    /// The value of the series `name` whose labels include every pair of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+
     /// Read the samples back from OpenMetrics text, skipping histogram buckets (their count
     /// and sum are kept).
     fn from_openmetrics(text: &str) -> Self {
@@ -533,16 +546,7 @@ mod tests {
     }
 
     fn value(snapshot: &MetricsSnapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        snapshot
-            .samples
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
+        snapshot.value(name, labels)
     }
 
     #[test]
