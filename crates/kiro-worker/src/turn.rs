@@ -26,19 +26,23 @@ use tracing::Instrument as _;
 
 use drawbridge_acp::kiro::{self, AccountLimit};
 use drawbridge_acp::{
-    AcpError, AgentEvent, AgentProcess, GET_ACCESS_TOKEN_METHOD, PromptOutcome, Session, StopReason,
+    AcpError, AgentProcess, GET_ACCESS_TOKEN_METHOD, PromptOutcome, Session, StopReason,
 };
 use drawbridge_core::continuation::{self, ContinuationOptions, Splicer, StopKind};
-use drawbridge_core::sanitize::{SanitizeOptions, Sanitizer};
+use drawbridge_core::sanitize::SanitizeOptions;
 use drawbridge_core::{prompt, tokens};
 use drawbridge_types::openai::FinishReason;
-use drawbridge_types::worker::{ACTIVITY_EVERY, PromptBody, PromptInput, TurnSummary, WorkerEvent};
+use drawbridge_types::worker::{PromptBody, PromptInput, TurnSummary, WorkerEvent};
 use drawbridge_types::{ApiError, ErrorKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::{AccountPool, Lease};
+
+mod output;
+
+use output::{Next, Output};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TurnSettings {
@@ -129,117 +133,6 @@ enum Round {
     },
 }
 
-/// Where text goes: splicer → sanitizer → consumer; and where reasoning and signs of life go.
-struct Output<'a> {
-    out: &'a mpsc::Sender<WorkerEvent>,
-    sanitizer: Sanitizer,
-    splicer: Option<Splicer>,
-    /// Everything the agent said, as it said it (what continuation reasons about).
-    raw: String,
-    /// Reasoning has a sanitizer of its own: it is a stream of its own.
-    reasoning: Sanitizer,
-    /// Every reasoning chunk, as the agent sent it: the model generated it, so an estimated
-    /// `completion_tokens` counts it (as OpenAI counts reasoning tokens).
-    thought: String,
-    /// When the last `Activity` went out.
-    last_activity: Option<Instant>,
-}
-
-/// What to do after one agent event.
-enum Next {
-    Go,
-    ConsumerGone,
-    Fail(ApiError),
-}
-
-impl Output<'_> {
-    /// Pass one reasoning chunk on; false when the consumer is gone.
-    async fn reasoning(&mut self, chunk: String) -> bool {
-        self.thought.push_str(&chunk);
-        let clean = if self.reasoning.is_identity() {
-            chunk
-        } else {
-            self.reasoning.push(&chunk).into_owned()
-        };
-        clean.is_empty() || self.out.send(WorkerEvent::Reasoning(clean)).await.is_ok()
-    }
-
-    /// The agent is working: say so, at most once per [`ACTIVITY_EVERY`].
-    async fn activity(&mut self) -> bool {
-        let now = Instant::now();
-        if self
-            .last_activity
-            .is_some_and(|last| now < last + ACTIVITY_EVERY)
-        {
-            return true;
-        }
-        self.last_activity = Some(now);
-        self.out.send(WorkerEvent::Activity).await.is_ok()
-    }
-
-    /// Handle one event of the agent's.
-    async fn on_event(&mut self, pool: &AccountPool, event: AgentEvent) -> Next {
-        let alive = match event {
-            AgentEvent::Text(chunk) => self.text(chunk).await,
-            AgentEvent::Thought(chunk) => self.reasoning(chunk).await,
-            AgentEvent::ToolRefused { title, kind } => {
-                pool.note_refusal(title.as_deref(), kind.as_deref());
-                self.activity().await
-            }
-            AgentEvent::Unserved { method } => return Next::Fail(unserved(pool, &method)),
-            AgentEvent::Activity(_) => self.activity().await,
-        };
-        if alive { Next::Go } else { Next::ConsumerGone }
-    }
-
-    /// Pass one agent chunk on; false when the consumer is gone.
-    async fn text(&mut self, chunk: String) -> bool {
-        let chunk = match &mut self.splicer {
-            Some(splicer) => splicer.push(&chunk).into_owned(),
-            None => chunk,
-        };
-        self.raw.push_str(&chunk);
-        self.emit(chunk).await
-    }
-
-    async fn emit(&mut self, chunk: String) -> bool {
-        let clean = if self.sanitizer.is_identity() {
-            chunk // no copy, no delay
-        } else {
-            self.sanitizer.push(&chunk).into_owned()
-        };
-        clean.is_empty() || self.out.send(WorkerEvent::Text(clean)).await.is_ok()
-    }
-
-    /// The round is over: release what the splicer still held.
-    async fn end_round(&mut self) -> bool {
-        match self.splicer.take() {
-            Some(mut splicer) => {
-                let rest = splicer.finish();
-                self.raw.push_str(&rest);
-                self.emit(rest).await
-            }
-            None => true,
-        }
-    }
-
-    /// The answer is over: release what the sanitizers still held.
-    async fn end(&mut self) -> bool {
-        let thought = self.reasoning.finish();
-        if !thought.is_empty()
-            && self
-                .out
-                .send(WorkerEvent::Reasoning(thought))
-                .await
-                .is_err()
-        {
-            return false;
-        }
-        let rest = self.sanitizer.finish();
-        rest.is_empty() || self.out.send(WorkerEvent::Text(rest)).await.is_ok()
-    }
-}
-
 async fn serve(
     pool: &Arc<AccountPool>,
     input: &PromptInput,
@@ -295,16 +188,7 @@ async fn serve(
         return Err(unserved(pool, &method));
     }
 
-    let mut output = Output {
-        out,
-        sanitizer: Sanitizer::new(settings.sanitize),
-        // A resumed answer must not repeat what the client already has.
-        splicer: resumed.map(Splicer::new),
-        raw: String::new(),
-        reasoning: Sanitizer::new(settings.sanitize),
-        thought: String::new(),
-        last_activity: None,
-    };
+    let mut output = Output::new(out, settings.sanitize, resumed);
     // Token counts the agent reported, summed over rounds; `None` once a round reported none.
     let mut reported = Some((0_u64, 0_u64));
     let mut prompt_tokens = tokens::estimate_tokens(&text);
@@ -536,135 +420,5 @@ fn acp_error(account: &str, error: &AcpError) -> ApiError {
             ApiError::upstream("The agent process exited during the answer.")
         }
         _ => ApiError::upstream("The agent failed while answering."),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use drawbridge_acp::Activity;
-
-    fn pool() -> Arc<AccountPool> {
-        // No slot: nothing is ever started.
-        crate::pool::AccountPool::start(
-            "acct".to_owned(),
-            vec!["kiro".to_owned()],
-            drawbridge_acp::AgentSpec::default(),
-            crate::pool::PoolSettings {
-                size: 0,
-                handshake_timeout: Duration::from_secs(1),
-                queue_timeout: Duration::from_secs(1),
-                max_queue: 1,
-                permissions: drawbridge_acp::PermissionPolicy::reject_all(),
-                tools: drawbridge_config::AgentTools::None,
-            },
-            drawbridge_telemetry::Shutdown::new(),
-        )
-    }
-
-    fn output(out: &mpsc::Sender<WorkerEvent>) -> Output<'_> {
-        Output {
-            out,
-            sanitizer: Sanitizer::new(SanitizeOptions::default()),
-            splicer: None,
-            raw: String::new(),
-            reasoning: Sanitizer::new(SanitizeOptions::default()),
-            thought: String::new(),
-            last_activity: None,
-        }
-    }
-
-    fn tool_frame() -> AgentEvent {
-        AgentEvent::Activity(Activity::Plan)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn activity_goes_out_at_once_then_at_most_once_per_period() {
-        let pool = pool();
-        let (tx, mut rx) = mpsc::channel(64);
-        let mut output = output(&tx);
-        for _ in 0..5 {
-            assert!(matches!(
-                output.on_event(&pool, tool_frame()).await,
-                Next::Go
-            ));
-        }
-        assert_eq!(
-            rx.try_recv().ok(),
-            Some(WorkerEvent::Activity),
-            "the first at once"
-        );
-        assert!(rx.try_recv().is_err(), "the rest of the burst is folded");
-        tokio::time::advance(ACTIVITY_EVERY - Duration::from_millis(1)).await;
-        output.on_event(&pool, tool_frame()).await;
-        assert!(rx.try_recv().is_err(), "not before the period is over");
-        tokio::time::advance(Duration::from_millis(1)).await;
-        output.on_event(&pool, tool_frame()).await;
-        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
-        // Text is the answer, never activity.
-        output
-            .on_event(&pool, AgentEvent::Text("hi".to_owned()))
-            .await;
-        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Text("hi".to_owned())));
-        assert_eq!(output.raw, "hi");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn thoughts_are_reasoning_not_answer() {
-        let pool = pool();
-        let (tx, mut rx) = mpsc::channel(64);
-        let mut output = output(&tx);
-        output
-            .on_event(&pool, AgentEvent::Thought("hmm".to_owned()))
-            .await;
-        assert_eq!(
-            rx.try_recv().ok(),
-            Some(WorkerEvent::Reasoning("hmm".to_owned()))
-        );
-        assert_eq!(output.raw, "", "continuation never sees reasoning");
-        assert_eq!(output.thought, "hmm", "the estimate counts it");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refused_tool_is_counted_and_is_activity() {
-        let pool = pool();
-        let (tx, mut rx) = mpsc::channel(64);
-        let mut output = output(&tx);
-        let refused = AgentEvent::ToolRefused {
-            title: Some("Running: ls".to_owned()),
-            kind: Some("execute".to_owned()),
-        };
-        output.on_event(&pool, refused).await;
-        assert_eq!(pool.slots().tools_refused, 1);
-        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unserved_request_fails_the_turn_and_blocks_the_account() {
-        let pool = pool();
-        let (tx, _rx) = mpsc::channel(64);
-        let mut output = output(&tx);
-        let event = AgentEvent::Unserved {
-            method: GET_ACCESS_TOKEN_METHOD.to_owned(),
-        };
-        let Next::Fail(error) = output.on_event(&pool, event).await else {
-            panic!("the turn goes on");
-        };
-        assert_eq!(error.kind, ErrorKind::Upstream);
-        let slots = pool.slots();
-        assert_eq!(
-            slots.status,
-            drawbridge_types::worker::AccountStatus::Unhealthy
-        );
-        assert!(
-            slots
-                .last_error
-                .unwrap_or_default()
-                .contains("--auth-method cli")
-        );
-        assert!(
-            pool.lease().await.is_err(),
-            "a blocked account serves nothing"
-        );
     }
 }

@@ -1,0 +1,271 @@
+//! Where one answer's events go: text through the splicer (a continuation must not repeat what
+//! was sent) and the sanitizer to the consumer; reasoning through a sanitizer of its own; every
+//! other frame as a throttled sign of life.
+
+use drawbridge_acp::AgentEvent;
+use drawbridge_core::continuation::Splicer;
+use drawbridge_core::sanitize::{SanitizeOptions, Sanitizer};
+use drawbridge_types::ApiError;
+use drawbridge_types::worker::{ACTIVITY_EVERY, WorkerEvent};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::unserved;
+use crate::pool::AccountPool;
+
+/// Where text goes: splicer → sanitizer → consumer; and where reasoning and signs of life go.
+pub(super) struct Output<'a> {
+    pub(super) out: &'a mpsc::Sender<WorkerEvent>,
+    sanitizer: Sanitizer,
+    pub(super) splicer: Option<Splicer>,
+    /// Everything the agent said, as it said it (what continuation reasons about).
+    pub(super) raw: String,
+    /// Reasoning has a sanitizer of its own: it is a stream of its own.
+    reasoning: Sanitizer,
+    /// Every reasoning chunk, as the agent sent it: the model generated it, so an estimated
+    /// `completion_tokens` counts it (as OpenAI counts reasoning tokens).
+    pub(super) thought: String,
+    /// When the last `Activity` went out.
+    last_activity: Option<Instant>,
+}
+
+/// What to do after one agent event.
+pub(super) enum Next {
+    Go,
+    ConsumerGone,
+    Fail(ApiError),
+}
+
+impl<'a> Output<'a> {
+    /// The output of one answer to `out`; a `resumed` answer's text is spliced after it.
+    pub(super) fn new(
+        out: &'a mpsc::Sender<WorkerEvent>,
+        sanitize: SanitizeOptions,
+        resumed: Option<&str>,
+    ) -> Self {
+        Output {
+            out,
+            sanitizer: Sanitizer::new(sanitize),
+            // A resumed answer must not repeat what the client already has.
+            splicer: resumed.map(Splicer::new),
+            raw: String::new(),
+            reasoning: Sanitizer::new(sanitize),
+            thought: String::new(),
+            last_activity: None,
+        }
+    }
+
+    /// Pass one reasoning chunk on; false when the consumer is gone.
+    async fn reasoning(&mut self, chunk: String) -> bool {
+        self.thought.push_str(&chunk);
+        let clean = if self.reasoning.is_identity() {
+            chunk
+        } else {
+            self.reasoning.push(&chunk).into_owned()
+        };
+        clean.is_empty() || self.out.send(WorkerEvent::Reasoning(clean)).await.is_ok()
+    }
+
+    /// The agent is working: say so, at most once per [`ACTIVITY_EVERY`].
+    async fn activity(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last_activity
+            .is_some_and(|last| now < last + ACTIVITY_EVERY)
+        {
+            return true;
+        }
+        self.last_activity = Some(now);
+        self.out.send(WorkerEvent::Activity).await.is_ok()
+    }
+
+    /// Handle one event of the agent's.
+    pub(super) async fn on_event(&mut self, pool: &AccountPool, event: AgentEvent) -> Next {
+        let alive = match event {
+            AgentEvent::Text(chunk) => self.text(chunk).await,
+            AgentEvent::Thought(chunk) => self.reasoning(chunk).await,
+            AgentEvent::ToolRefused { title, kind } => {
+                pool.note_refusal(title.as_deref(), kind.as_deref());
+                self.activity().await
+            }
+            AgentEvent::Unserved { method } => return Next::Fail(unserved(pool, &method)),
+            AgentEvent::Activity(_) => self.activity().await,
+        };
+        if alive { Next::Go } else { Next::ConsumerGone }
+    }
+
+    /// Pass one agent chunk on; false when the consumer is gone.
+    pub(super) async fn text(&mut self, chunk: String) -> bool {
+        let chunk = match &mut self.splicer {
+            Some(splicer) => splicer.push(&chunk).into_owned(),
+            None => chunk,
+        };
+        self.raw.push_str(&chunk);
+        self.emit(chunk).await
+    }
+
+    async fn emit(&mut self, chunk: String) -> bool {
+        let clean = if self.sanitizer.is_identity() {
+            chunk // no copy, no delay
+        } else {
+            self.sanitizer.push(&chunk).into_owned()
+        };
+        clean.is_empty() || self.out.send(WorkerEvent::Text(clean)).await.is_ok()
+    }
+
+    /// The round is over: release what the splicer still held.
+    pub(super) async fn end_round(&mut self) -> bool {
+        match self.splicer.take() {
+            Some(mut splicer) => {
+                let rest = splicer.finish();
+                self.raw.push_str(&rest);
+                self.emit(rest).await
+            }
+            None => true,
+        }
+    }
+
+    /// The answer is over: release what the sanitizers still held.
+    pub(super) async fn end(&mut self) -> bool {
+        let thought = self.reasoning.finish();
+        if !thought.is_empty()
+            && self
+                .out
+                .send(WorkerEvent::Reasoning(thought))
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        let rest = self.sanitizer.finish();
+        rest.is_empty() || self.out.send(WorkerEvent::Text(rest)).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use drawbridge_acp::GET_ACCESS_TOKEN_METHOD;
+    use drawbridge_types::ErrorKind;
+
+    use super::*;
+    use drawbridge_acp::Activity;
+
+    fn pool() -> Arc<AccountPool> {
+        // No slot: nothing is ever started.
+        crate::pool::AccountPool::start(
+            "acct".to_owned(),
+            vec!["kiro".to_owned()],
+            drawbridge_acp::AgentSpec::default(),
+            crate::pool::PoolSettings {
+                size: 0,
+                handshake_timeout: Duration::from_secs(1),
+                queue_timeout: Duration::from_secs(1),
+                max_queue: 1,
+                permissions: drawbridge_acp::PermissionPolicy::reject_all(),
+                tools: drawbridge_config::AgentTools::None,
+            },
+            drawbridge_telemetry::Shutdown::new(),
+        )
+    }
+
+    fn output(out: &mpsc::Sender<WorkerEvent>) -> Output<'_> {
+        Output::new(out, SanitizeOptions::default(), None)
+    }
+
+    fn tool_frame() -> AgentEvent {
+        AgentEvent::Activity(Activity::Plan)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_goes_out_at_once_then_at_most_once_per_period() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        for _ in 0..5 {
+            assert!(matches!(
+                output.on_event(&pool, tool_frame()).await,
+                Next::Go
+            ));
+        }
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(WorkerEvent::Activity),
+            "the first at once"
+        );
+        assert!(rx.try_recv().is_err(), "the rest of the burst is folded");
+        tokio::time::advance(ACTIVITY_EVERY - Duration::from_millis(1)).await;
+        output.on_event(&pool, tool_frame()).await;
+        assert!(rx.try_recv().is_err(), "not before the period is over");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        output.on_event(&pool, tool_frame()).await;
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
+        // Text is the answer, never activity.
+        output
+            .on_event(&pool, AgentEvent::Text("hi".to_owned()))
+            .await;
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Text("hi".to_owned())));
+        assert_eq!(output.raw, "hi");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thoughts_are_reasoning_not_answer() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        output
+            .on_event(&pool, AgentEvent::Thought("hmm".to_owned()))
+            .await;
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(WorkerEvent::Reasoning("hmm".to_owned()))
+        );
+        assert_eq!(output.raw, "", "continuation never sees reasoning");
+        assert_eq!(output.thought, "hmm", "the estimate counts it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_tool_is_counted_and_is_activity() {
+        let pool = pool();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        let refused = AgentEvent::ToolRefused {
+            title: Some("Running: ls".to_owned()),
+            kind: Some("execute".to_owned()),
+        };
+        output.on_event(&pool, refused).await;
+        assert_eq!(pool.slots().tools_refused, 1);
+        assert_eq!(rx.try_recv().ok(), Some(WorkerEvent::Activity));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unserved_request_fails_the_turn_and_blocks_the_account() {
+        let pool = pool();
+        let (tx, _rx) = mpsc::channel(64);
+        let mut output = output(&tx);
+        let event = AgentEvent::Unserved {
+            method: GET_ACCESS_TOKEN_METHOD.to_owned(),
+        };
+        let Next::Fail(error) = output.on_event(&pool, event).await else {
+            panic!("the turn goes on");
+        };
+        assert_eq!(error.kind, ErrorKind::Upstream);
+        let slots = pool.slots();
+        assert_eq!(
+            slots.status,
+            drawbridge_types::worker::AccountStatus::Unhealthy
+        );
+        assert!(
+            slots
+                .last_error
+                .unwrap_or_default()
+                .contains("--auth-method cli")
+        );
+        assert!(
+            pool.lease().await.is_err(),
+            "a blocked account serves nothing"
+        );
+    }
+}
