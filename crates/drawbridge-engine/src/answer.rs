@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use drawbridge_core::breaker::Outcome;
 use drawbridge_core::tokens;
 use drawbridge_http::{ChatContext, EventStream};
-use drawbridge_types::openai::UsageDetails;
+use drawbridge_types::openai::{FinishReason, UsageDetails};
 use drawbridge_types::worker::{PromptBody, WorkerEvent};
 use drawbridge_types::{
     ApiError, ChatCompletionRequest, CompletionEvent, ErrorKind, Finish, Metering, Usage,
@@ -46,6 +46,9 @@ struct Answer {
     served: Vec<String>,
     /// `fold`: a `<think>` block is open (closed before the next text or the finish).
     thinking: bool,
+    /// The tool calls the client has received; the live session that holds them.
+    tool_calls: u32,
+    live_session: Option<String>,
     done: bool,
 }
 
@@ -68,6 +71,8 @@ pub(crate) fn stream(
         turn,
         text: String::new(),
         thinking: false,
+        tool_calls: 0,
+        live_session: None,
         done: false,
     };
     futures::stream::unfold(answer, |mut answer| async move {
@@ -103,6 +108,16 @@ impl Answer {
                         return Some(Ok(self.shown(folded)));
                     }
                 },
+                WorkerEvent::ToolCall(call) => {
+                    // A call is part of the answer, like text: a turn that fails after it
+                    // cannot be started again elsewhere (the client would get the call twice).
+                    if let Some(live) = drawbridge_types::tools::live_session_of(&call.id) {
+                        self.live_session = Some(live.to_owned());
+                    }
+                    let index = self.tool_calls;
+                    self.tool_calls += 1;
+                    return Some(Ok(CompletionEvent::ToolCall { index, call }));
+                }
                 WorkerEvent::Text(text) => {
                     let text = if std::mem::take(&mut self.thinking) {
                         format!("{THINK_END}{text}")
@@ -124,6 +139,13 @@ impl Answer {
                     }
                     // The one charge of this turn: only a turn that finished reaches here.
                     self.turns.finished(&self.turn.account, summary.credits);
+                    if let Some(live) = self.live_session.take()
+                        && summary.finish_reason == FinishReason::ToolCalls
+                    {
+                        // The client's results come back in its next request: route it to
+                        // the account (and so the worker) whose session holds the calls.
+                        self.turns.bind_live(&live, &self.turn.account);
+                    }
                     // Spliced from more than one turn: the last turn's count covers only its
                     // part. (Accounts that failed before the first text wrote nothing.)
                     let resumed = self.served.len() > 1;
@@ -201,6 +223,10 @@ impl Answer {
             None => {}
         }
         let model = self.request.model.clone();
+        if self.tool_calls > 0 {
+            // The client has calls from this turn: another account cannot continue them.
+            return Err(errors::for_client(error, &model));
+        }
         if self.text.is_empty() {
             return self.restart(error).await;
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use drawbridge_core::breaker::{Outcome, classify};
 use drawbridge_http::{ChatContext, events};
 use drawbridge_telemetry::{Metrics, Shutdown};
-use drawbridge_types::worker::{PromptBody, PromptInput, WorkerEvent};
+use drawbridge_types::worker::{PromptBody, PromptInput, TurnTools, WorkerEvent};
 use drawbridge_types::{ApiError, ChatCompletionRequest, ErrorKind};
 use futures::stream::BoxStream;
 use tokio::time::Instant;
@@ -37,6 +37,9 @@ pub(crate) struct Attempts {
     /// The conversation key (session affinity), and the account it is bound to.
     pub conversation: Option<String>,
     pub bound: Option<String>,
+    /// The live session the request continues (its tool results answer calls that session
+    /// holds); `bound` is then the account that holds it.
+    pub live: Option<String>,
 }
 
 impl Attempts {
@@ -47,6 +50,7 @@ impl Attempts {
             deadline,
             conversation: None,
             bound: None,
+            live: None,
         }
     }
 
@@ -113,7 +117,24 @@ impl Turns {
             attempts.bound = self.affinity.lookup(&key).await;
             attempts.conversation = Some(key);
         }
+        if let Some(live) = live_session(request)
+            && let Some(account) = self.affinity.lookup(&live_key(live)).await
+        {
+            tracing::debug!(
+                request_id = ctx.request_id,
+                account,
+                "request continues a live session"
+            );
+            attempts.bound = Some(account);
+            attempts.live = Some(live.to_owned());
+        }
         attempts
+    }
+
+    /// Bind live session `live` to the account whose worker holds it, for the request that
+    /// brings its tool results (from any engine: the binding is in the shared state).
+    pub fn bind_live(&self, live: &str, account: &str) {
+        self.affinity.bind(&live_key(live), account, &self.shutdown);
     }
 
     /// Start a turn of `body` on the best account not tried yet (see the module docs).
@@ -223,6 +244,13 @@ impl Turns {
                 account: Some(account.clone()),
                 body: body.clone(),
                 max_output_tokens: request.max_output_tokens(),
+                tools: TurnTools::of(request),
+                // Only the account holding the session can continue it; any other renders
+                // the whole conversation into a fresh one.
+                live_session: attempts
+                    .live
+                    .clone()
+                    .filter(|_| attempts.bound.as_deref() == Some(account.as_str())),
             };
             let error = match self.first_byte(worker, input, attempts).await {
                 Ok((first, rest)) => {
@@ -369,4 +397,25 @@ impl Turns {
     pub fn resumed(&self) {
         self.metrics.record_failover("resume");
     }
+}
+
+/// The live session a request continues: the one that issued the calls its trailing tool
+/// messages answer.
+fn live_session(request: &ChatCompletionRequest) -> Option<&str> {
+    request
+        .messages
+        .iter()
+        .rev()
+        .take_while(|m| m.role == drawbridge_types::Role::Tool)
+        .find_map(|m| {
+            m.tool_call_id
+                .as_deref()
+                .and_then(drawbridge_types::tools::live_session_of)
+        })
+}
+
+/// The binding of live session `live` in the affinity store (never a conversation key: those
+/// are 64 hex digits without a prefix).
+fn live_key(live: &str) -> String {
+    format!("live:{live}")
 }

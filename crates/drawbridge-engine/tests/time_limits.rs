@@ -86,7 +86,11 @@ async fn answer(engine: &Engine) -> (String, Result<FinishReason, ApiError>) {
         match event {
             Ok(CompletionEvent::Delta(delta)) => text.push_str(&delta),
             Ok(CompletionEvent::Finish(finish)) => return (text, Ok(finish.finish_reason)),
-            Ok(CompletionEvent::Reasoning(_) | CompletionEvent::KeepAlive) => {}
+            Ok(
+                CompletionEvent::Reasoning(_)
+                | CompletionEvent::KeepAlive
+                | CompletionEvent::ToolCall { .. },
+            ) => {}
             Err(error) => return (text, Err(error)),
         }
     }

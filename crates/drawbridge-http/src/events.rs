@@ -35,7 +35,7 @@ pub async fn first_content(
 pub fn completion_stream<G: Send + 'static>((first, rest): Started, guard: G) -> EventStream {
     futures::stream::iter([first])
         .chain(rest)
-        .scan((false, guard), |(done, _guard), event| {
+        .scan((false, 0_u32, guard), |(done, calls, _guard), event| {
             if *done {
                 return futures::future::ready(None);
             }
@@ -43,6 +43,10 @@ pub fn completion_stream<G: Send + 'static>((first, rest): Started, guard: G) ->
                 WorkerEvent::Started { .. } | WorkerEvent::Activity => Some(None),
                 WorkerEvent::Text(text) => Some(Some(Ok(CompletionEvent::Delta(text)))),
                 WorkerEvent::Reasoning(text) => Some(Some(Ok(CompletionEvent::Reasoning(text)))),
+                WorkerEvent::ToolCall(call) => {
+                    let index = std::mem::replace(calls, calls.saturating_add(1));
+                    Some(Some(Ok(CompletionEvent::ToolCall { index, call })))
+                }
                 WorkerEvent::Finished(summary) => {
                     *done = true;
                     Some(Some(Ok(CompletionEvent::Finish(finish(&summary)))))

@@ -167,6 +167,16 @@ impl Stream for Metered {
                 }
                 this.delivered_chars += text.chars().count();
             }
+            // A tool call is delivered output too (its arguments are what the model wrote).
+            Some(Ok(CompletionEvent::ToolCall { call, .. })) => {
+                if this.first_token.is_none()
+                    && let Some(meter) = &this.meter
+                {
+                    this.first_token = Some(meter.started.elapsed());
+                }
+                this.delivered_chars +=
+                    call.function.name.chars().count() + call.function.arguments.chars().count();
+            }
             Some(Ok(CompletionEvent::KeepAlive)) => {}
             Some(Ok(CompletionEvent::Finish(finish))) => {
                 this.end(Outcome::Finished(finish.clone()));

@@ -80,6 +80,10 @@ fn encode(
             out.extend_from_slice(&encoder.keep_alive());
             true
         }
+        Some(Ok(CompletionEvent::ToolCall { index, call })) => {
+            out.extend_from_slice(&encoder.tool_call(index, &call));
+            true
+        }
         Some(Ok(CompletionEvent::Finish(finish))) => {
             out.extend_from_slice(&encoder.finish(&finish));
             false

@@ -1,9 +1,11 @@
 //! The worker contract (`drawbridge_types::worker`) to and from its protobuf messages.
 
 use drawbridge_types::ApiError;
-use drawbridge_types::openai::{ChatMessage, FinishReason};
+use drawbridge_types::openai::{ChatMessage, FinishReason, FunctionCall, ToolCall};
+use drawbridge_types::tools::ToolChoice;
 use drawbridge_types::worker::{
-    AccountSlots, AccountStatus, PromptBody, PromptInput, SlotsReport, TurnSummary, WorkerEvent,
+    AccountSlots, AccountStatus, PromptBody, PromptInput, SlotsReport, TurnSummary, TurnTools,
+    WorkerEvent,
 };
 
 use crate::worker::{self as pb, prompt_event::Event};
@@ -19,6 +21,7 @@ pub fn prompt_request(input: &PromptInput) -> pb::PromptRequest {
             (json(messages), String::new(), partial.clone())
         }
     };
+    let tools = &input.tools;
     pb::PromptRequest {
         request_id: input.request_id.clone(),
         model: input.model.clone(),
@@ -27,6 +30,18 @@ pub fn prompt_request(input: &PromptInput) -> pb::PromptRequest {
         prompt,
         max_output_tokens: input.max_output_tokens.unwrap_or(0),
         partial_answer,
+        tools_json: if tools.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&tools.tools).unwrap_or_default()
+        },
+        tool_choice_json: if tools.choice == ToolChoice::Auto {
+            String::new()
+        } else {
+            serde_json::to_string(&tools.choice).unwrap_or_default()
+        },
+        no_parallel_tool_calls: !tools.parallel,
+        live_session: input.live_session.clone().unwrap_or_default(),
     }
 }
 
@@ -50,12 +65,30 @@ pub fn prompt_input(request: pb::PromptRequest) -> Result<PromptInput, ApiError>
             }
         }
     };
+    let tools = if request.tools_json.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(&request.tools_json)
+            .map_err(|e| ApiError::invalid_request(format!("tools_json: {e}")))?
+    };
+    let choice = if request.tool_choice_json.is_empty() {
+        ToolChoice::Auto
+    } else {
+        serde_json::from_str(&request.tool_choice_json)
+            .map_err(|e| ApiError::invalid_request(format!("tool_choice_json: {e}")))?
+    };
     Ok(PromptInput {
         request_id: request.request_id,
         model: request.model,
         account: Some(request.account).filter(|a| !a.is_empty()),
         body,
         max_output_tokens: Some(request.max_output_tokens).filter(|n| *n > 0),
+        tools: TurnTools {
+            tools,
+            choice,
+            parallel: !request.no_parallel_tool_calls,
+        },
+        live_session: Some(request.live_session).filter(|s| !s.is_empty()),
     })
 }
 
@@ -65,6 +98,11 @@ pub fn prompt_event(event: WorkerEvent) -> pb::PromptEvent {
         WorkerEvent::Text(text) => Event::Text(text),
         WorkerEvent::Reasoning(text) => Event::Reasoning(text),
         WorkerEvent::Activity => Event::Activity(pb::Activity {}),
+        WorkerEvent::ToolCall(call) => Event::ToolCall(pb::ToolCall {
+            id: call.id,
+            name: call.function.name,
+            arguments: call.function.arguments,
+        }),
         WorkerEvent::Finished(s) => Event::Finished(pb::Finished {
             finish_reason: s.finish_reason.as_str().to_owned(),
             prompt_tokens: s.prompt_tokens,
@@ -85,6 +123,14 @@ pub fn worker_event(event: pb::PromptEvent) -> WorkerEvent {
         Some(Event::Text(t)) => WorkerEvent::Text(t),
         Some(Event::Reasoning(t)) => WorkerEvent::Reasoning(t),
         Some(Event::Activity(_)) => WorkerEvent::Activity,
+        Some(Event::ToolCall(call)) => WorkerEvent::ToolCall(ToolCall {
+            id: call.id,
+            kind: "function".to_owned(),
+            function: FunctionCall {
+                name: call.name,
+                arguments: call.arguments,
+            },
+        }),
         Some(Event::Finished(f)) => WorkerEvent::Finished(TurnSummary {
             finish_reason: FinishReason::parse(&f.finish_reason).unwrap_or(FinishReason::Stop),
             prompt_tokens: f.prompt_tokens,
@@ -165,6 +211,8 @@ mod tests {
             account: Some("a1".into()),
             body: PromptBody::Messages(vec![ChatMessage::new(Role::User, "hi")]),
             max_output_tokens: Some(16),
+            tools: TurnTools::default(),
+            live_session: None,
         };
         assert_eq!(prompt_input(prompt_request(&input)).unwrap(), input);
         let resume = PromptInput {
@@ -182,6 +230,23 @@ mod tests {
             ..input
         };
         assert_eq!(prompt_input(prompt_request(&text)).unwrap(), text);
+        let with_tools = PromptInput {
+            tools: TurnTools {
+                tools: vec![drawbridge_types::Tool::function(
+                    "weather",
+                    "The weather in a city",
+                    serde_json::json!({"type": "object"}),
+                )],
+                choice: ToolChoice::Function("weather".into()),
+                parallel: false,
+            },
+            live_session: Some(drawbridge_types::tools::new_live_id()),
+            ..text
+        };
+        assert_eq!(
+            prompt_input(prompt_request(&with_tools)).unwrap(),
+            with_tools
+        );
     }
 
     #[test]
@@ -191,6 +256,14 @@ mod tests {
                 account: "a".into(),
             },
             WorkerEvent::Text("hello".into()),
+            WorkerEvent::ToolCall(ToolCall {
+                id: "call_1".into(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: "weather".into(),
+                    arguments: r#"{"city":"Paris"}"#.into(),
+                },
+            }),
             WorkerEvent::Finished(TurnSummary {
                 finish_reason: FinishReason::Length,
                 prompt_tokens: 3,

@@ -7,6 +7,7 @@ pub mod openai;
 pub mod rules;
 pub mod sse;
 pub mod stream;
+pub mod tools;
 pub mod worker;
 
 pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};
@@ -16,3 +17,4 @@ pub use stream::{
     ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, Metering,
     unix_now,
 };
+pub use tools::{Tool, ToolChoice};

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ErrorObject};
+use crate::tools::{Tool, ToolChoice};
 
 /// `POST /v1/chat/completions` body. Fields Drawbridge does not act on are kept in `extra` so
 /// that a layer forwarding the request passes them on unchanged.
@@ -23,6 +24,13 @@ pub struct ChatCompletionRequest {
     pub n: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Function tools the model may call (served to the agent over MCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -51,6 +59,14 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 }
 
 impl ChatCompletionRequest {
+    /// The tools offered to the model: none with `tool_choice: "none"`.
+    pub fn offered_tools(&self) -> &[Tool] {
+        match (&self.tools, &self.tool_choice) {
+            (_, Some(ToolChoice::None)) | (None, _) => &[],
+            (Some(tools), _) => tools,
+        }
+    }
+
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }
@@ -378,6 +394,9 @@ pub struct ResponseMessage {
     /// The model's reasoning (`engine.reasoning: on`), as DeepSeek-style APIs name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// The tools the model called (`finish_reason: "tool_calls"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 /// One streamed chunk as read back (the writer is [`crate::stream::ChunkEncoder`]).
@@ -412,6 +431,29 @@ pub struct Delta {
     pub content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// One tool call's piece in a streamed delta: the first for an `index` carries `id`, `type`
+/// and the function's name; later ones only argument fragments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
 }
 
 /// `GET /v1/models`.

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorObject};
 use crate::openai::{
-    ChatCompletion, ChatCompletionChunk, Choice, FinishReason, ResponseMessage, Role, Usage,
+    ChatCompletion, ChatCompletionChunk, Choice, FinishReason, FunctionCall, FunctionCallDelta,
+    ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
 };
 use crate::sse;
 
@@ -21,6 +22,12 @@ pub enum CompletionEvent {
     /// Nothing to show yet, but the answer is being worked on: SSE renders an SSE comment
     /// (which keeps connections and proxies alive), a JSON answer ignores it.
     KeepAlive,
+    /// A call of one of the client's tools, whole; `index` counts the answer's calls from 0.
+    /// An answer with calls finishes with `tool_calls`.
+    ToolCall {
+        index: u32,
+        call: ToolCall,
+    },
     Finish(Finish),
 }
 
@@ -109,6 +116,8 @@ struct DeltaOut<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [ToolCallDelta]>,
 }
 
 /// Writes one answer as OpenAI SSE: the same `id`/`created` on every chunk, `role` in the first
@@ -188,6 +197,17 @@ impl ChunkEncoder {
         finish_reason: Option<FinishReason>,
         error: Option<&ErrorObject>,
     ) -> Bytes {
+        self.choice_full(content, reasoning_content, None, finish_reason, error)
+    }
+
+    fn choice_full(
+        &mut self,
+        content: Option<&str>,
+        reasoning_content: Option<&str>,
+        tool_calls: Option<&[ToolCallDelta]>,
+        finish_reason: Option<FinishReason>,
+        error: Option<&ErrorObject>,
+    ) -> Bytes {
         let role = self.role();
         self.frame(
             &[ChoiceOut {
@@ -196,6 +216,7 @@ impl ChunkEncoder {
                     role,
                     content,
                     reasoning_content,
+                    tool_calls,
                 },
                 logprobs: None,
                 finish_reason,
@@ -214,6 +235,33 @@ impl ChunkEncoder {
     /// A reasoning chunk: `delta.reasoning_content`.
     pub fn reasoning(&mut self, text: &str) -> Bytes {
         self.choice_with(None, Some(text), None, None)
+    }
+
+    /// A tool call, as the OpenAI SDKs read it: a chunk opening call `index` (its `id`, `type`
+    /// and name, empty arguments), then one with its arguments.
+    pub fn tool_call(&mut self, index: u32, call: &ToolCall) -> Bytes {
+        let open = [ToolCallDelta {
+            index,
+            id: Some(call.id.clone()),
+            kind: Some("function".to_owned()),
+            function: Some(FunctionCallDelta {
+                name: Some(call.function.name.clone()),
+                arguments: Some(String::new()),
+            }),
+        }];
+        let mut out = self
+            .choice_full(None, None, Some(&open), None, None)
+            .to_vec();
+        let arguments = [ToolCallDelta {
+            index,
+            function: Some(FunctionCallDelta {
+                name: None,
+                arguments: Some(call.function.arguments.clone()),
+            }),
+            ..ToolCallDelta::default()
+        }];
+        out.extend_from_slice(&self.choice_full(None, None, Some(&arguments), None, None));
+        Bytes::from(out)
     }
 
     /// An SSE comment that keeps the connection alive.
@@ -254,6 +302,7 @@ pub struct Collector {
     meta: CompletionMeta,
     text: String,
     reasoning: Option<String>,
+    tool_calls: Vec<ToolCall>,
 }
 
 impl Collector {
@@ -262,6 +311,7 @@ impl Collector {
             meta,
             text: String::new(),
             reasoning: None,
+            tool_calls: Vec::new(),
         }
     }
 
@@ -279,11 +329,15 @@ impl Collector {
         match event {
             CompletionEvent::Delta(text) => self.push(text),
             CompletionEvent::Reasoning(text) => self.push_reasoning(text),
+            CompletionEvent::ToolCall { call, .. } => self.tool_calls.push(call.clone()),
             CompletionEvent::KeepAlive | CompletionEvent::Finish(_) => {}
         }
     }
 
     pub fn finish(self, finish: &Finish) -> ChatCompletion {
+        // An answer made only of tool calls has `content: null`, as OpenAI's does.
+        let calls = !self.tool_calls.is_empty();
+        let content = (!calls || !self.text.is_empty()).then_some(self.text);
         ChatCompletion {
             id: self.meta.id,
             object: "chat.completion".to_owned(),
@@ -293,9 +347,10 @@ impl Collector {
                 index: 0,
                 message: ResponseMessage {
                     role: Role::Assistant,
-                    content: Some(self.text),
+                    content,
                     refusal: None,
                     reasoning_content: self.reasoning,
+                    tool_calls: calls.then_some(self.tool_calls),
                 },
                 finish_reason: finish.finish_reason,
                 logprobs: None,
@@ -309,6 +364,9 @@ impl Collector {
 /// reason arrives before the usage chunk, so `Finish` is emitted at `[DONE]`.
 #[derive(Debug, Default)]
 pub struct ChunkReader {
+    /// Tool calls being read (their argument fragments come in several chunks); each is
+    /// emitted whole when the choice finishes.
+    tool_calls: Vec<ToolCall>,
     finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
     metering: Option<Metering>,
@@ -362,11 +420,45 @@ impl ChunkReader {
             {
                 events.push(CompletionEvent::Delta(text));
             }
+            for delta in choice.delta.tool_calls.unwrap_or_default() {
+                self.read_tool_call(delta)?;
+            }
             if let Some(reason) = choice.finish_reason {
                 self.finish_reason = Some(reason);
+                events.extend(self.tool_calls.drain(..).enumerate().map(|(i, call)| {
+                    CompletionEvent::ToolCall {
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        call,
+                    }
+                }));
             }
         }
         Ok(events)
+    }
+
+    /// Add one tool-call fragment: the first for an index opens the call, later ones extend
+    /// its arguments.
+    fn read_tool_call(&mut self, delta: ToolCallDelta) -> Result<(), ApiError> {
+        let index = usize::try_from(delta.index).unwrap_or(usize::MAX);
+        let function = delta.function.unwrap_or_default();
+        if index == self.tool_calls.len() {
+            self.tool_calls.push(ToolCall {
+                id: delta.id.unwrap_or_default(),
+                kind: "function".to_owned(),
+                function: FunctionCall {
+                    name: function.name.unwrap_or_default(),
+                    arguments: function.arguments.unwrap_or_default(),
+                },
+            });
+            return Ok(());
+        }
+        let call = self.tool_calls.get_mut(index).ok_or_else(|| {
+            ApiError::upstream(format!("the upstream sent tool call {index} out of order"))
+        })?;
+        if let Some(arguments) = function.arguments {
+            call.function.arguments.push_str(&arguments);
+        }
+        Ok(())
     }
 }
 
@@ -534,5 +626,100 @@ mod tests {
         assert_eq!(json["choices"][0]["message"]["content"], "Hello world");
         assert_eq!(json["choices"][0]["finish_reason"], "stop");
         assert_eq!(json["usage"]["prompt_tokens"], 3);
+    }
+
+    fn call(id: &str, name: &str, arguments: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+
+    fn tool_finish() -> Finish {
+        Finish {
+            finish_reason: FinishReason::ToolCalls,
+            ..finish()
+        }
+    }
+
+    #[test]
+    fn tool_calls_stream_as_the_sdks_read_them() {
+        let mut enc = ChunkEncoder::new(meta(), true).exposing_metering();
+        let mut out = enc
+            .tool_call(0, &call("call_a", "weather", r#"{"city":"Paris"}"#))
+            .to_vec();
+        out.extend_from_slice(&enc.tool_call(1, &call("call_b", "time", "{}")));
+        out.extend_from_slice(&enc.finish(&tool_finish()));
+        let events = frames(&out);
+        assert_eq!(events.len(), 7, "4 call chunks, finish, usage, [DONE]");
+        let chunks: Vec<Value> = events[..5]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        let delta = |i: usize| chunks[i]["choices"][0]["delta"].clone();
+        assert_eq!(delta(0)["role"], "assistant");
+        assert_eq!(
+            delta(0)["tool_calls"],
+            serde_json::json!([{"index": 0, "id": "call_a", "type": "function",
+                "function": {"name": "weather", "arguments": ""}}])
+        );
+        assert_eq!(
+            delta(1)["tool_calls"],
+            serde_json::json!([{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}])
+        );
+        assert_eq!(delta(2)["tool_calls"][0]["index"], 1);
+        assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+
+        let mut reader = ChunkReader::new();
+        let read: Vec<CompletionEvent> = frames(&out)
+            .iter()
+            .flat_map(|d| reader.push(d).unwrap())
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                CompletionEvent::ToolCall {
+                    index: 0,
+                    call: call("call_a", "weather", r#"{"city":"Paris"}"#)
+                },
+                CompletionEvent::ToolCall {
+                    index: 1,
+                    call: call("call_b", "time", "{}")
+                },
+                CompletionEvent::Finish(tool_finish()),
+            ]
+        );
+    }
+
+    #[test]
+    fn reader_refuses_a_tool_call_fragment_out_of_order() {
+        let mut reader = ChunkReader::new();
+        let chunk = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":2,"function":{"arguments":"{}"}}]},"finish_reason":null}]}"#;
+        assert!(reader.push(chunk).is_err());
+    }
+
+    #[test]
+    fn collector_puts_tool_calls_on_the_message() {
+        let mut c = Collector::new(meta());
+        c.push_event(&CompletionEvent::ToolCall {
+            index: 0,
+            call: call("call_a", "weather", "{}"),
+        });
+        let json = serde_json::to_value(c.finish(&tool_finish())).unwrap();
+        let message = &json["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(message["tool_calls"][0]["id"], "call_a");
+        assert_eq!(message["tool_calls"][0]["type"], "function");
+        assert_eq!(message["tool_calls"][0]["function"]["name"], "weather");
+        assert_eq!(json["choices"][0]["finish_reason"], "tool_calls");
+
+        let mut text = Collector::new(meta());
+        text.push("hi");
+        let json = serde_json::to_value(text.finish(&finish())).unwrap();
+        assert!(json["choices"][0]["message"].get("tool_calls").is_none());
     }
 }

@@ -15,6 +15,37 @@ pub struct PromptInput {
     pub account: Option<String>,
     pub body: PromptBody,
     pub max_output_tokens: Option<u32>,
+    /// The client's tools for this turn (none by default).
+    pub tools: TurnTools,
+    /// The live session this request continues (it answers the tool calls that session
+    /// holds), when the request's tool results name one. A worker that no longer holds it
+    /// serves the request in a fresh session from `body`.
+    pub live_session: Option<String>,
+}
+
+/// The tools a turn offers its agent, and how it may use them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnTools {
+    /// Offered to the agent (empty with `tool_choice: "none"`).
+    pub tools: Vec<crate::tools::Tool>,
+    pub choice: crate::tools::ToolChoice,
+    /// `parallel_tool_calls` (default true): several calls may end one answer.
+    pub parallel: bool,
+}
+
+impl TurnTools {
+    /// The tools of `request` as a turn offers them.
+    pub fn of(request: &crate::openai::ChatCompletionRequest) -> Self {
+        TurnTools {
+            tools: request.offered_tools().to_vec(),
+            choice: request.tool_choice.clone().unwrap_or_default(),
+            parallel: request.parallel_tool_calls.unwrap_or(true),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
 }
 
 /// What to say to the agent.
@@ -47,6 +78,10 @@ pub enum WorkerEvent {
     /// is alive. Resets idle deadlines and counts as first activity, never as the first byte.
     /// A worker sends at most one per [`ACTIVITY_EVERY`].
     Activity,
+    /// The agent called one of the client's tools: the call is held open in the turn's live
+    /// session (its id names the session, see [`crate::tools::live_call_id`]) and the answer
+    /// will finish with `tool_calls`.
+    ToolCall(crate::openai::ToolCall),
     Finished(TurnSummary),
     Error(ApiError),
 }

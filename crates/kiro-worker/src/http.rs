@@ -89,6 +89,9 @@ async fn start_prompt(worker: &Worker, body: &[u8]) -> Result<Response, ApiError
         account: request.account,
         body,
         max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
+        // The worker's own endpoint is for operators trying an account: no client tools.
+        tools: Default::default(),
+        live_session: None,
     };
     let turn = tokio_stream::wrappers::ReceiverStream::new(worker.prompt(input)).boxed();
     let started = events::first_content(turn).await?;

@@ -81,6 +81,8 @@ impl Setup {
             account: None,
             body: PromptBody::Text(text.to_owned()),
             max_output_tokens: None,
+            tools: Default::default(),
+            live_session: None,
         });
         let mut events = Vec::new();
         while let Some(event) = rx.recv().await {

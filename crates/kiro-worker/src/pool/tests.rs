@@ -84,6 +84,8 @@ fn input(text: &str) -> PromptInput {
         account: None,
         body: PromptBody::Text(text.to_owned()),
         max_output_tokens: None,
+        tools: Default::default(),
+        live_session: None,
     }
 }
 
