@@ -36,6 +36,9 @@ pub(crate) struct AgentFacts {
     pub(crate) engine: Engine,
     /// The extension methods the agent announced (`_meta.kiro.extensionMethods`).
     pub(crate) extension_methods: Vec<String>,
+    /// Whether the agent takes HTTP MCP servers in `session/new`
+    /// (`agentCapabilities.mcpCapabilities.http`).
+    pub(crate) mcp_http: bool,
 }
 
 impl AgentFacts {
@@ -78,6 +81,7 @@ impl AgentFacts {
         Self {
             engine,
             extension_methods,
+            mcp_http: response.agent_capabilities.mcp_capabilities.http,
         }
     }
 

@@ -30,8 +30,18 @@ impl PermissionPolicy {
         Self::default()
     }
 
-    /// Whether `tool_call` is one `allow_tools` lets run.
+    /// Whether `tool_call` is one `allow_tools` lets run, or one of the client's own tools
+    /// (served by the tool bridge as MCP server [`CLIENT_TOOLS_SERVER`]: the client asked for
+    /// them, and running one only hands the call back to the client).
     fn allows_tool(&self, tool_call: &ToolCallUpdate) -> bool {
+        if tool_call
+            .fields
+            .title
+            .as_deref()
+            .is_some_and(is_client_tool)
+        {
+            return true;
+        }
         let kind = tool_call
             .fields
             .kind
@@ -105,6 +115,18 @@ impl PermissionPolicy {
     }
 }
 
+/// The name of the MCP server that serves a request's client tools to its agent.
+pub const CLIENT_TOOLS_SERVER: &str = "drawbridge";
+
+/// Whether a tool title names one of the client's tools: agents name MCP tools
+/// `mcp__<server>__<tool>` to their model.
+fn is_client_tool(title: &str) -> bool {
+    title
+        .strip_prefix("mcp__")
+        .and_then(|rest| rest.strip_prefix(CLIENT_TOOLS_SERVER))
+        .is_some_and(|rest| rest.starts_with("__") && rest.len() > 2)
+}
+
 /// The wire spelling of an option kind (`allow_once`, ...), empty for a kind this crate
 /// version cannot name.
 fn kind_name(kind: PermissionOptionKind) -> String {
@@ -134,6 +156,32 @@ mod tests {
                 .kind(ToolKind::Read)
                 .title("Read README.md"),
         )
+    }
+
+    #[test]
+    fn the_clients_own_tools_are_allowed_and_nothing_else_by_that_name() {
+        use agent_client_protocol::v1::schema::{ToolCallUpdateFields, ToolKind};
+        let titled = |title: &str| {
+            ToolCallUpdate::new(
+                "t1",
+                ToolCallUpdateFields::new()
+                    .kind(ToolKind::Other)
+                    .title(title),
+            )
+        };
+        let policy = PermissionPolicy::reject_all();
+        let (_, allowed) = policy.decide_and_tell(&titled("mcp__drawbridge__weather"), &options());
+        assert!(allowed);
+        for other in [
+            "mcp__drawbridge__",
+            "mcp__drawbridgex__weather",
+            "mcp__other__weather",
+            "drawbridge__weather",
+            "shell",
+        ] {
+            let (_, allowed) = policy.decide_and_tell(&titled(other), &options());
+            assert!(!allowed, "{other}");
+        }
     }
 
     #[test]

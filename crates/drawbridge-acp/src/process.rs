@@ -314,6 +314,7 @@ impl AgentProcess {
             facts: AgentFacts {
                 engine: Engine::Other,
                 extension_methods: Vec::new(),
+                mcp_http: false,
             },
             models: Mutex::new(None),
         };
@@ -393,6 +394,12 @@ impl AgentProcess {
     /// [`new_session`](Self::new_session).
     pub fn models(&self) -> Option<ModelCatalogue> {
         lock(&self.models).clone()
+    }
+
+    /// Whether the agent takes HTTP MCP servers in `session/new` (it announced
+    /// `mcpCapabilities.http`): the client's tools can be served to it over MCP.
+    pub fn takes_http_mcp(&self) -> bool {
+        self.facts.mcp_http
     }
 
     /// Whether [`delete_session`](Self::delete_session) deletes anything on this agent.

@@ -2,7 +2,8 @@
 
 use agent_client_protocol::UntypedMessage;
 use agent_client_protocol::v1::schema::{
-    ContentBlock, NewSessionRequest, PromptRequest, SessionId, TextContent,
+    ContentBlock, HttpHeader, McpServer, McpServerHttp, NewSessionRequest, PromptRequest,
+    SessionId, TextContent,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -31,6 +32,27 @@ impl Session {
     /// The models the agent announced when it opened this session (`None`: none announced).
     pub fn models(&self) -> Option<&ModelCatalogue> {
         self.models.as_ref()
+    }
+}
+
+/// An MCP server reached over streamable HTTP, handed to the agent in `session/new`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpMcpServer {
+    /// The server's name; agents name its tools `mcp__<name>__<tool>` to their model.
+    pub name: String,
+    pub url: String,
+    /// Headers the agent sends with every request (a bearer token: kept out of `Debug`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for HttpMcpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("HttpMcpServer")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("headers", &names)
+            .finish()
     }
 }
 
@@ -87,10 +109,34 @@ impl AgentProcess {
     /// model catalogue it announces (if any) is kept on the session and replaces the
     /// process's ([`AgentProcess::models`]).
     pub async fn new_session(&self) -> Result<Session, AcpError> {
+        self.new_session_with(&[]).await
+    }
+
+    /// [`new_session`](Self::new_session) with `mcp_servers` offered to the agent (its tools
+    /// for this session; only agents that [take HTTP MCP](Self::takes_http_mcp) load them).
+    pub async fn new_session_with(
+        &self,
+        mcp_servers: &[HttpMcpServer],
+    ) -> Result<Session, AcpError> {
         if !self.is_alive() {
             return Err(self.core.death_report().await);
         }
-        let new_session = NewSessionRequest::new(self.cwd.clone()).mcp_servers(Vec::new());
+        let servers = mcp_servers
+            .iter()
+            .map(|server| {
+                // `headers` is always sent, even empty: some agents refuse an entry without.
+                McpServer::Http(
+                    McpServerHttp::new(&server.name, &server.url).headers(
+                        server
+                            .headers
+                            .iter()
+                            .map(|(name, value)| HttpHeader::new(name, value))
+                            .collect(),
+                    ),
+                )
+            })
+            .collect();
+        let new_session = NewSessionRequest::new(self.cwd.clone()).mcp_servers(servers);
         let reply = self
             .request("session/new", NewSessionCall(new_session))
             .await?;
