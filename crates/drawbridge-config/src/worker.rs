@@ -41,6 +41,12 @@ pub struct WorkerConfig {
     pub cancel_grace: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long a live session (a turn whose answer ended with the client's tool calls, its
+    /// agent waiting for the results) waits for the client's next request before it is
+    /// cancelled and its process serves again. A later follow-up is answered in a fresh
+    /// session from the whole conversation.
+    #[serde(with = "humantime_serde")]
+    pub live_session_ttl: Duration,
     /// With `redis.url`: how often the worker renews its `pod:{id}` registry entry …
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -63,6 +69,7 @@ impl Default for WorkerConfig {
             idle_timeout: Duration::from_secs(300),
             cancel_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            live_session_ttl: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_ttl: Duration::from_secs(15),
         }
@@ -73,6 +80,12 @@ impl WorkerConfig {
     /// The worker's own settings (the accounts it serves are checked against `accounts` by
     /// [`crate::Config::validate`]).
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.live_session_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "worker.live_session_ttl",
+                "must be more than 0 (a client needs time to run its tools)",
+            ));
+        }
         if self.heartbeat_ttl <= self.heartbeat_interval {
             return Err(ConfigError::invalid(
                 "worker.heartbeat_ttl",

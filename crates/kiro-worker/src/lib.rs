@@ -28,8 +28,10 @@
 
 mod app;
 mod assignment;
+pub mod bridge;
 pub mod grpc;
 pub mod http;
+mod live;
 mod pool;
 mod profile;
 pub mod registration;
@@ -42,7 +44,8 @@ use std::time::Duration;
 
 use drawbridge_config::{AccountConfig, Config};
 use drawbridge_telemetry::Shutdown;
-use drawbridge_types::worker::{AccountStatus, PromptInput, SlotsReport, WorkerEvent};
+use drawbridge_types::Role;
+use drawbridge_types::worker::{AccountStatus, PromptBody, PromptInput, SlotsReport, WorkerEvent};
 use drawbridge_types::{ApiError, HealthStatus};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -89,7 +92,8 @@ pub struct Worker {
     pool_config: PoolConfig,
     /// It serves the accounts the registry assigns it.
     assignable: bool,
-    turn_settings: turn::TurnSettings,
+    /// What every turn shares: settings, live sessions, the tool bridge.
+    turn_env: turn::TurnEnv,
     shutdown: Shutdown,
     /// Turns in flight; drained before exit.
     turns: tokio_util::task::TaskTracker,
@@ -119,12 +123,18 @@ impl Worker {
             catalogue: RwLock::new(config.accounts.clone()),
             pool_config,
             assignable,
-            turn_settings: turn::TurnSettings {
-                request_timeout: config.worker.request_timeout,
-                idle_timeout: config.worker.idle_timeout,
-                cancel_grace: config.worker.cancel_grace,
-                continuation: settings::continuation_options(&config.continuation),
-                sanitize: settings::sanitize_options(&config.sanitize),
+            turn_env: turn::TurnEnv {
+                settings: turn::TurnSettings {
+                    request_timeout: config.worker.request_timeout,
+                    idle_timeout: config.worker.idle_timeout,
+                    cancel_grace: config.worker.cancel_grace,
+                    continuation: settings::continuation_options(&config.continuation),
+                    sanitize: settings::sanitize_options(&config.sanitize),
+                    live_session_ttl: config.worker.live_session_ttl,
+                },
+                live: Arc::default(),
+                bridge: Arc::default(),
+                shutdown: shutdown.clone(),
             },
             shutdown,
             turns: tokio_util::task::TaskTracker::new(),
@@ -265,6 +275,11 @@ impl Worker {
     /// cancels the turn.
     pub fn prompt(&self, input: PromptInput) -> mpsc::Receiver<WorkerEvent> {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        // A follow-up for a live session this worker holds goes to it.
+        let tx = match self.resume_live(&input, tx) {
+            Ok(()) => return rx,
+            Err(tx) => tx,
+        };
         match self.choose_pool(&input) {
             Err(error) => {
                 // The channel is fresh and has room: this cannot fail.
@@ -277,10 +292,54 @@ impl Worker {
                     account = %pool.id,
                 );
                 self.turns
-                    .spawn(turn::run(pool, input, tx, self.turn_settings).instrument(span));
+                    .spawn(turn::run(pool, input, tx, self.turn_env.clone()).instrument(span));
             }
         }
         rx
+    }
+
+    /// Hand `input` to the live session it continues, if this worker holds it (for its
+    /// account); otherwise give `tx` back: the request is served in a fresh session, from the
+    /// whole conversation.
+    fn resume_live(
+        &self,
+        input: &PromptInput,
+        tx: mpsc::Sender<WorkerEvent>,
+    ) -> Result<(), mpsc::Sender<WorkerEvent>> {
+        let (Some(live), Some(account)) = (&input.live_session, &input.account) else {
+            return Err(tx);
+        };
+        let results = match &input.body {
+            PromptBody::Messages(messages) => messages
+                .iter()
+                .rev()
+                .take_while(|m| m.role == Role::Tool)
+                .cloned()
+                .collect(),
+            _ => return Err(tx),
+        };
+        let resume = live::Resume {
+            request_id: input.request_id.clone(),
+            results,
+            out: tx,
+        };
+        self.turn_env
+            .live
+            .resume(live, account, resume)
+            .map_err(|resume| {
+                tracing::info!(
+                    request_id = input.request_id,
+                    account,
+                    "the live session is gone; answering from the whole conversation"
+                );
+                resume.out
+            })
+    }
+
+    /// Live sessions parked on this worker (answers ended with tool calls, waiting for the
+    /// client's results).
+    pub fn live_sessions(&self) -> usize {
+        self.turn_env.live.len()
     }
 
     fn choose_pool(&self, input: &PromptInput) -> Result<Arc<AccountPool>, ApiError> {

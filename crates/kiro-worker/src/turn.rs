@@ -31,6 +31,7 @@ use drawbridge_acp::{
 use drawbridge_core::continuation::{self, ContinuationOptions, Splicer, StopKind};
 use drawbridge_core::sanitize::SanitizeOptions;
 use drawbridge_core::{prompt, tokens};
+use drawbridge_telemetry::Shutdown;
 use drawbridge_types::openai::FinishReason;
 use drawbridge_types::worker::{PromptBody, PromptInput, TurnSummary, WorkerEvent};
 use drawbridge_types::{ApiError, ErrorKind};
@@ -38,10 +39,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge::{Bridge, BridgeSession, HeldCall};
+use crate::live::LiveSessions;
 use crate::pool::{AccountPool, Lease};
 
+mod calls;
 mod output;
 
+use calls::{Calls, GATHER, Parking};
 use output::{Next, Output};
 
 #[derive(Debug, Clone, Copy)]
@@ -51,53 +56,97 @@ pub struct TurnSettings {
     pub cancel_grace: Duration,
     pub continuation: ContinuationOptions,
     pub sanitize: SanitizeOptions,
+    /// How long a live session waits for the client's tool results.
+    pub live_session_ttl: Duration,
+}
+
+/// What every turn of a worker shares: its settings, its live sessions, the MCP bridge that
+/// serves client tools (started by the first turn that needs it), the worker's scope.
+#[derive(Clone)]
+pub(crate) struct TurnEnv {
+    pub settings: TurnSettings,
+    pub live: Arc<LiveSessions>,
+    pub bridge: Arc<tokio::sync::OnceCell<Arc<Bridge>>>,
+    pub shutdown: Shutdown,
+}
+
+impl TurnEnv {
+    async fn bridge(&self) -> Result<Arc<Bridge>, ApiError> {
+        self.bridge
+            .get_or_try_init(|| Bridge::start(&self.shutdown))
+            .await
+            .cloned()
+            .map_err(|error| {
+                tracing::error!(%error, "cannot start the MCP tool bridge");
+                ApiError::internal("The worker could not serve the request's tools.")
+            })
+    }
 }
 
 /// Lease a process, run the request, stream its events to `out`, ending with `Finished` or
-/// `Error` (nothing when the consumer has gone).
-pub async fn run(
+/// `Error` (nothing when the consumer has gone). A turn whose answer ends with the client's
+/// tool calls goes on as a live session (see [`crate::live`]) until its last answer.
+pub(crate) async fn run(
     pool: Arc<AccountPool>,
     input: PromptInput,
     out: mpsc::Sender<WorkerEvent>,
-    settings: TurnSettings,
+    env: TurnEnv,
 ) {
-    let deadline = Instant::now() + settings.request_timeout;
+    let settings = env.settings;
     let mut held = Held::default();
-    let result =
-        tokio::time::timeout_at(deadline, serve(&pool, &input, &out, settings, &mut held)).await;
-    let event = match result {
-        Ok(Ok(Some(summary))) => WorkerEvent::Finished(summary),
-        Ok(Ok(None)) => {
+    let mut output = Output::new(out, settings.sanitize, resumed_text(&input.body));
+    let event = match serve(&pool, &input, &mut output, &env, &mut held).await {
+        Ok(Some(summary)) => WorkerEvent::Finished(summary),
+        Ok(None) => {
             // The consumer left.
             held.close(settings.cancel_grace).await;
             return;
         }
-        Ok(Err(error)) => WorkerEvent::Error(error),
-        Err(_) => WorkerEvent::Error(ApiError::new(
-            ErrorKind::Timeout,
-            "The answer took longer than the worker's request timeout.",
-        )),
+        Err(error) => WorkerEvent::Error(error),
     };
     if let WorkerEvent::Error(error) = &event {
         tracing::warn!(request_id = input.request_id, account = pool.id, %error, "turn failed");
     }
-    let _ = out.send(event).await;
+    let _ = output.out.send(event).await;
+    output.release();
     // The client has its answer; the session goes before the process serves again.
     held.close(settings.cancel_grace).await;
 }
 
-/// What a turn holds that outlives its answer: the lease, and the session to delete.
+fn resumed_text(body: &PromptBody) -> Option<&str> {
+    match body {
+        PromptBody::Resume { partial, .. } => Some(partial.as_str()),
+        _ => None,
+    }
+}
+
+fn timed_out() -> ApiError {
+    ApiError::new(
+        ErrorKind::Timeout,
+        "The answer took longer than the worker's request timeout.",
+    )
+}
+
+/// What a turn holds that outlives its answer: the lease, the session to delete, the client
+/// tools served to it.
 #[derive(Default)]
 struct Held {
     lease: Option<Lease>,
     session: Option<Session>,
+    tools: Option<BridgeSession>,
 }
 
 impl Held {
     /// Delete the session (on agents that persist them) if the process is to serve again,
     /// then end the lease. A delete that fails or hangs costs the process its place.
     async fn close(self, grace: Duration) {
-        let Held { lease, session } = self;
+        let Held {
+            lease,
+            session,
+            tools,
+        } = self;
+        // Calls still held are answered "ended" before the session goes.
+        drop(tools);
         let Some(mut lease) = lease else {
             return;
         };
@@ -136,28 +185,27 @@ enum Round {
 async fn serve(
     pool: &Arc<AccountPool>,
     input: &PromptInput,
-    out: &mpsc::Sender<WorkerEvent>,
-    settings: TurnSettings,
+    output: &mut Output,
+    env: &TurnEnv,
     held: &mut Held,
 ) -> Result<Option<TurnSummary>, ApiError> {
+    let settings = env.settings;
+    let mut deadline = Instant::now() + settings.request_timeout;
     let model = pool.model_choice(&input.model)?;
-    let (text, resumed) = match &input.body {
-        PromptBody::Messages(messages) => (prompt::render(messages), None),
-        PromptBody::Text(text) => (text.clone(), None),
-        PromptBody::Resume { messages, partial } => (
-            prompt::render_resume(messages, partial),
-            Some(partial.as_str()),
-        ),
+    let mut text = match &input.body {
+        PromptBody::Messages(messages) => prompt::render(messages),
+        PromptBody::Text(text) => text.clone(),
+        PromptBody::Resume { messages, partial } => prompt::render_resume(messages, partial),
     };
     let lease = tokio::select! {
-        lease = pool.lease() => lease?,
-        () = out.closed() => return Ok(None),
+        lease = tokio::time::timeout_at(deadline, pool.lease()) => lease.map_err(|_| timed_out())??,
+        () = output.out.closed() => return Ok(None),
     };
     let lease = held.lease.insert(lease);
     let started = WorkerEvent::Started {
         account: pool.id.clone(),
     };
-    if out.send(started).await.is_err() {
+    if output.out.send(started).await.is_err() {
         return Ok(None); // nothing was sent to the agent: the process is still fit
     }
     // Until the request ends with an answer from the agent, the process is not fit to serve
@@ -166,21 +214,39 @@ async fn serve(
     let Some(process) = lease.process() else {
         return Err(ApiError::internal("leased a slot without a process"));
     };
-    let session = process
-        .new_session()
-        .await
-        .map_err(|e| acp_error(&pool.id, &e))?;
-    held.session = Some(session.clone());
-    pool.note_catalogue(session.models());
-    pool.prepare_session(process, &session)
-        .await
-        .map_err(|e| acp_error(&pool.id, &e))?;
-    if let Some(model) = &model {
-        process
-            .set_model(&session, model)
+    // The client's tools, served to this session over MCP.
+    let mut servers = Vec::new();
+    if !input.tools.is_empty() && process.takes_http_mcp() {
+        let bridge = env.bridge().await?;
+        let tools = bridge.open(input.tools.tools.clone());
+        servers.push(tools.server());
+        held.tools = Some(tools);
+        if let Some(instruction) = calls::choice_instruction(&input.tools.choice) {
+            text.push_str("\n\n");
+            text.push_str(&instruction);
+        }
+    }
+    let setup = async {
+        let session = process
+            .new_session_with(&servers)
             .await
             .map_err(|e| acp_error(&pool.id, &e))?;
-    }
+        pool.note_catalogue(session.models());
+        pool.prepare_session(process, &session)
+            .await
+            .map_err(|e| acp_error(&pool.id, &e))?;
+        if let Some(model) = &model {
+            process
+                .set_model(&session, model)
+                .await
+                .map_err(|e| acp_error(&pool.id, &e))?;
+        }
+        Ok::<_, ApiError>(session)
+    };
+    let session = tokio::time::timeout_at(deadline, setup)
+        .await
+        .map_err(|_| timed_out())??;
+    held.session = Some(session.clone());
     // Kiro v3 may ask for its token while it opens the session, before the turn listens.
     if let Some(method) = process.unserved_request()
         && method == GET_ACCESS_TOKEN_METHOD
@@ -188,7 +254,6 @@ async fn serve(
         return Err(unserved(pool, &method));
     }
 
-    let mut output = Output::new(out, settings.sanitize, resumed);
     // Token counts the agent reported, summed over rounds; `None` once a round reported none.
     let mut reported = Some((0_u64, 0_u64));
     let mut prompt_tokens = tokens::estimate_tokens(&text);
@@ -196,8 +261,19 @@ async fn serve(
     let mut context = None;
     let mut rounds = 0;
     let mut next_prompt = text;
+    let calls = held
+        .tools
+        .as_mut()
+        .map(|tools| Calls::new(tools, input.tools.parallel));
+    let mut live = Live {
+        pool,
+        env,
+        calls,
+        deadline: &mut deadline,
+        prompt_tokens: &mut prompt_tokens,
+    };
     let stop = loop {
-        let round = run_round(pool, process, &session, next_prompt, &mut output, settings)
+        let round = run_round(process, &session, next_prompt, output, &mut live)
             .instrument(tracing::info_span!("round", round = rounds))
             .await?;
         let outcome = match round {
@@ -251,12 +327,13 @@ async fn serve(
                     "answer looks truncated; continuing on the same session"
                 );
                 next_prompt = continuation::continuation_prompt(&output.raw);
-                prompt_tokens += tokens::estimate_tokens(&next_prompt);
+                *live.prompt_tokens += tokens::estimate_tokens(&next_prompt);
                 output.splicer = Some(Splicer::new(&output.raw));
             }
             None => break outcome.stop_reason,
         }
     };
+    let parked = live.calls.as_ref().is_some_and(|calls| calls.answers > 0);
     if !output.end().await {
         return Ok(None);
     }
@@ -268,16 +345,21 @@ async fn serve(
             return Err(ApiError::upstream("The agent cancelled the turn."));
         }
     };
+    if input.tools.choice.forces_call() && live.calls.as_ref().is_some_and(|c| c.issued == 0) {
+        tracing::warn!(
+            request_id = input.request_id,
+            account = pool.id,
+            "tool_choice demanded a tool call; the agent answered in text"
+        );
+    }
     pool.add_credits(credits);
     // The agent answered: the process is idle again and may serve the next request.
     lease.keep();
     let (prompt_tokens, completion_tokens, tokens_estimated) = match reported {
-        Some((input, output)) => (input, output, false),
-        None => (
-            prompt_tokens,
-            tokens::estimate_tokens(&output.raw) + tokens::estimate_tokens(&output.thought),
-            true,
-        ),
+        // A live session's earlier answers were counted when they ended: the agent's
+        // report covers the whole turn, so this answer is estimated.
+        Some((input, output)) if !parked => (input, output, false),
+        _ => (prompt_tokens, output.answer_tokens(), true),
     };
     Ok(Some(TurnSummary {
         finish_reason,
@@ -290,23 +372,41 @@ async fn serve(
     }))
 }
 
-/// One prompt on the session, streaming its text to `output`.
+/// What a round needs beyond the prompt: the pool and worker, the client's tool calls (when
+/// tools are served), the answer's deadline and prompt size (a live session's next answer
+/// starts both again).
+struct Live<'a> {
+    pool: &'a Arc<AccountPool>,
+    env: &'a TurnEnv,
+    calls: Option<Calls<'a>>,
+    deadline: &'a mut Instant,
+    prompt_tokens: &'a mut u64,
+}
+
+/// One prompt on the session, streaming its text to `output`. Tool calls the agent makes are
+/// passed on; once it has made them (within [`GATHER`] of each other), the answer finishes
+/// with `tool_calls` and the turn parks as a live session until the client's results come.
 async fn run_round(
-    pool: &AccountPool,
     process: &AgentProcess,
     session: &Session,
     text: String,
-    output: &mut Output<'_>,
-    settings: TurnSettings,
+    output: &mut Output,
+    live: &mut Live<'_>,
 ) -> Result<Round, ApiError> {
+    let settings = live.env.settings;
+    let pool = live.pool;
     let cancel = CancellationToken::new();
     let (agent_tx, mut agent_rx) = mpsc::channel(32);
     let turn = process.prompt_in(session, text, agent_tx, cancel.clone().cancelled_owned());
     tokio::pin!(turn);
     let silence = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(silence);
+    let gather = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(gather);
+    let mut gathering = false;
     let mut consumer_gone = false;
     let outcome = loop {
+        let deadline = *live.deadline;
         tokio::select! {
             biased;
             event = agent_rx.recv() => {
@@ -326,10 +426,48 @@ async fn run_round(
                 }
             }
             outcome = &mut turn => break outcome,
+            call = next_call(&mut live.calls), if !consumer_gone => {
+                let Some(calls) = live.calls.as_mut() else { continue };
+                let Some(call) = call else {
+                    calls.open = false;
+                    continue;
+                };
+                if !calls.issue(call, output).await {
+                    consumer_gone = true;
+                    cancel.cancel();
+                    silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+                    continue;
+                }
+                gathering = true;
+                // Without parallel calls the first call ends the answer.
+                let wait = if calls.parallel { GATHER } else { Duration::ZERO };
+                gather.as_mut().reset(Instant::now() + wait);
+            }
+            () = &mut gather, if gathering && !consumer_gone => {
+                gathering = false;
+                let Some(calls) = live.calls.as_mut() else { continue };
+                match calls::park(calls, output, pool, live.env, &mut agent_rx).await {
+                    Parking::Resumed { prompt_tokens } => {
+                        *live.deadline = Instant::now() + settings.request_timeout;
+                        *live.prompt_tokens = prompt_tokens;
+                        silence.as_mut().reset(Instant::now() + settings.idle_timeout);
+                    }
+                    Parking::Expired => {
+                        // Nobody came back: cancel the turn as for a client that left.
+                        calls.drop_held();
+                        consumer_gone = true;
+                        cancel.cancel();
+                        silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+                    }
+                }
+            }
             () = output.out.closed(), if !consumer_gone => {
                 consumer_gone = true;
                 cancel.cancel();
                 silence.as_mut().reset(Instant::now() + settings.cancel_grace);
+            }
+            () = tokio::time::sleep_until(deadline), if !consumer_gone => {
+                return Err(timed_out());
             }
             () = &mut silence => {
                 if consumer_gone {
@@ -363,6 +501,14 @@ async fn run_round(
         Ok(outcome) => Ok(Round::Answered(outcome)),
         Err(error @ AcpError::Agent { .. }) => Ok(Round::Refused(acp_error("", &error))),
         Err(error) => Err(acp_error("", &error)),
+    }
+}
+
+/// The next call the agent made of the client's tools; never, without tools.
+async fn next_call(calls: &mut Option<Calls<'_>>) -> Option<HeldCall> {
+    match calls {
+        Some(calls) if calls.open => calls.tools.next_call().await,
+        _ => std::future::pending().await,
     }
 }
 

@@ -64,6 +64,15 @@ fn pid(lease: &Lease) -> u32 {
         .unwrap_or_else(|| panic!("a leased process has a pid"))
 }
 
+fn turn_env(cancel_grace: Duration) -> turn::TurnEnv {
+    turn::TurnEnv {
+        settings: turn_settings(cancel_grace),
+        live: Arc::default(),
+        bridge: Arc::default(),
+        shutdown: drawbridge_telemetry::Shutdown::new(),
+    }
+}
+
 fn turn_settings(cancel_grace: Duration) -> TurnSettings {
     TurnSettings {
         request_timeout: Duration::from_secs(30),
@@ -74,6 +83,7 @@ fn turn_settings(cancel_grace: Duration) -> TurnSettings {
             ..Default::default()
         },
         sanitize: drawbridge_core::sanitize::SanitizeOptions::default(),
+        live_session_ttl: Duration::from_secs(30),
     }
 }
 
@@ -238,7 +248,7 @@ async fn leave_after_the_first_chunk(pool: &Arc<AccountPool>, text: &str, grace:
         Arc::clone(pool),
         input(text),
         tx,
-        turn_settings(grace),
+        turn_env(grace),
     ));
     loop {
         match rx.recv().await {
@@ -299,7 +309,7 @@ async fn a_process_that_dies_idle_is_replaced() {
         Arc::clone(&pool),
         input("[[mock:crash after=1]]"),
         tx,
-        turn_settings(Duration::from_secs(1)),
+        turn_env(Duration::from_secs(1)),
     )
     .await;
     let mut last = None;

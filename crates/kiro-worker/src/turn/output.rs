@@ -13,9 +13,11 @@ use tokio::time::Instant;
 use super::unserved;
 use crate::pool::AccountPool;
 
-/// Where text goes: splicer → sanitizer → consumer; and where reasoning and signs of life go.
-pub(super) struct Output<'a> {
-    pub(super) out: &'a mpsc::Sender<WorkerEvent>,
+/// Where text goes: splicer → sanitizer → consumer; and where reasoning, tool calls and signs
+/// of life go. A live session's turn gives several answers (one per follow-up): each starts
+/// with [`Output::begin_answer`] on the follow-up's consumer.
+pub(super) struct Output {
+    pub(super) out: mpsc::Sender<WorkerEvent>,
     sanitizer: Sanitizer,
     pub(super) splicer: Option<Splicer>,
     /// Everything the agent said, as it said it (what continuation reasons about).
@@ -27,6 +29,10 @@ pub(super) struct Output<'a> {
     pub(super) thought: String,
     /// When the last `Activity` went out.
     last_activity: Option<Instant>,
+    /// Where this answer began in `raw` and `thought`, and the characters of its tool calls.
+    answer_raw: usize,
+    answer_thought: usize,
+    call_chars: usize,
 }
 
 /// What to do after one agent event.
@@ -36,10 +42,10 @@ pub(super) enum Next {
     Fail(ApiError),
 }
 
-impl<'a> Output<'a> {
+impl Output {
     /// The output of one answer to `out`; a `resumed` answer's text is spliced after it.
     pub(super) fn new(
-        out: &'a mpsc::Sender<WorkerEvent>,
+        out: mpsc::Sender<WorkerEvent>,
         sanitize: SanitizeOptions,
         resumed: Option<&str>,
     ) -> Self {
@@ -52,7 +58,45 @@ impl<'a> Output<'a> {
             reasoning: Sanitizer::new(sanitize),
             thought: String::new(),
             last_activity: None,
+            answer_raw: 0,
+            answer_thought: 0,
+            call_chars: 0,
         }
+    }
+
+    /// The client's next answer goes to `out` (a follow-up resumed a live session). The
+    /// consumer of the last one is let go: its stream ends.
+    pub(super) fn begin_answer(&mut self, out: mpsc::Sender<WorkerEvent>) {
+        self.out = out;
+        self.answer_raw = self.raw.len();
+        self.answer_thought = self.thought.len();
+        self.call_chars = 0;
+    }
+
+    /// Let the consumer go (its answer is finished) without a next one yet.
+    pub(super) fn release(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        self.out = closed;
+    }
+
+    /// The estimated output tokens of the current answer: its text, reasoning and tool calls.
+    pub(super) fn answer_tokens(&self) -> u64 {
+        let text = self.raw.get(self.answer_raw..).unwrap_or_default();
+        let thought = self.thought.get(self.answer_thought..).unwrap_or_default();
+        drawbridge_core::tokens::estimate_tokens(text)
+            + drawbridge_core::tokens::estimate_tokens(thought)
+            + u64::try_from(self.call_chars.div_ceil(4)).unwrap_or(u64::MAX)
+    }
+
+    /// Pass on a call of one of the client's tools, after the text before it (what the
+    /// sanitizers held back); false when the consumer is gone.
+    pub(super) async fn tool_call(&mut self, call: drawbridge_types::openai::ToolCall) -> bool {
+        if !self.end().await {
+            return false;
+        }
+        self.call_chars +=
+            call.function.name.chars().count() + call.function.arguments.chars().count();
+        self.out.send(WorkerEvent::ToolCall(call)).await.is_ok()
     }
 
     /// Pass one reasoning chunk on; false when the consumer is gone.
@@ -171,8 +215,8 @@ mod tests {
         )
     }
 
-    fn output(out: &mpsc::Sender<WorkerEvent>) -> Output<'_> {
-        Output::new(out, SanitizeOptions::default(), None)
+    fn output(out: &mpsc::Sender<WorkerEvent>) -> Output {
+        Output::new(out.clone(), SanitizeOptions::default(), None)
     }
 
     fn tool_frame() -> AgentEvent {
