@@ -11,10 +11,10 @@ use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
     AgentCapabilities, AuthenticateRequest, AuthenticateResponse, CancelNotification, ContentBlock,
     ContentChunk, CreateTerminalRequest, Implementation, InitializeRequest, InitializeResponse,
-    NewSessionRequest, NewSessionResponse, PermissionOption, PermissionOptionKind, PromptRequest,
-    PromptResponse, ReadTextFileRequest, RequestPermissionOutcome, RequestPermissionRequest,
-    SessionId, SessionInfoUpdate, SessionNotification, SessionUpdate, StopReason, TextContent,
-    ToolCallUpdate, ToolCallUpdateFields, Usage, UsageUpdate,
+    McpCapabilities, NewSessionRequest, NewSessionResponse, PermissionOption, PermissionOptionKind,
+    PromptRequest, PromptResponse, ReadTextFileRequest, RequestPermissionOutcome,
+    RequestPermissionRequest, SessionId, SessionInfoUpdate, SessionNotification, SessionUpdate,
+    StopReason, TextContent, ToolCallUpdate, ToolCallUpdateFields, Usage, UsageUpdate,
 };
 use agent_client_protocol::v1::{ConnectionTo, Responder};
 use agent_client_protocol::{
@@ -33,6 +33,7 @@ use crate::kiro::{self as mock_kiro, KiroEngine, KiroSession};
 
 mod auth;
 mod busy;
+mod call;
 mod dialect;
 mod kiro_turn;
 mod turn;
@@ -65,6 +66,9 @@ pub struct MockConfig {
     pub agent: Option<CustomAgent>,
     /// v2 `--model ID`: the sessions' initial model (else the catalogue's first).
     pub model: Option<String>,
+    /// `--no-mcp-http`: `initialize` announces no HTTP MCP servers and `session/new` ignores
+    /// the `http` ones it is given.
+    pub no_mcp_http: bool,
 }
 
 impl MockConfig {
@@ -139,6 +143,8 @@ struct SessionState {
     truncated: Option<Truncated>,
     /// The model, mode and autopilot of the session.
     kiro: KiroSession,
+    /// The HTTP MCP servers `session/new` gave (the `call` directive uses the first).
+    mcp_servers: Arc<[crate::mcp::HttpServer]>,
 }
 
 /// An answer cut by `max_tokens rounds=R`: where the next turn resumes it.
@@ -215,6 +221,7 @@ where
         ..State::default()
     });
     let kiro_engine = state.config.kiro;
+    let mcp_http = !state.config.no_mcp_http;
     let dialect = state.clone();
     let sessions = state.clone();
     let prompts = state.clone();
@@ -238,13 +245,18 @@ where
                 // Kiro's result, parsed into the crate's type: the crate must see
                 // `initialize` answered by its own handler to accept what follows.
                 if let Some(engine) = kiro_engine {
-                    let result = serde_json::from_value(mock_kiro::initialize_result(engine))
+                    let mut result = mock_kiro::initialize_result(engine);
+                    result["agentCapabilities"]["mcpCapabilities"]["http"] = json!(mcp_http);
+                    let result = serde_json::from_value(result)
                         .map_err(agent_client_protocol::Error::into_internal_error)?;
                     return responder.respond(result);
                 }
                 responder.respond(
                     InitializeResponse::new(ProtocolVersion::V1)
-                        .agent_capabilities(AgentCapabilities::new())
+                        .agent_capabilities(
+                            AgentCapabilities::new()
+                                .mcp_capabilities(McpCapabilities::new().http(mcp_http).sse(false)),
+                        )
                         .agent_info(Implementation::new(
                             "mock-acp-agent",
                             env!("CARGO_PKG_VERSION"),
@@ -267,6 +279,13 @@ where
                 tracing::debug!(%session_id, cwd = %request.cwd.display(), "session/new");
                 sessions.sessions_opened.fetch_add(1, Ordering::Relaxed);
                 let kiro = KiroSession::new(None, sessions.config.default_model());
+                // Checked already (the dialect handler sees `session/new` first).
+                let servers = serde_json::to_value(&request.mcp_servers)
+                    .map_err(agent_client_protocol::Error::into_internal_error)?;
+                let mcp_servers =
+                    crate::mcp::http_servers(Some(&servers), mcp_http).map_err(|reason| {
+                        agent_client_protocol::Error::invalid_params().data(reason)
+                    })?;
                 lock(&sessions.sessions).insert(
                     session_id.clone(),
                     SessionState {
@@ -274,6 +293,7 @@ where
                         turn: None,
                         truncated: None,
                         kiro,
+                        mcp_servers: mcp_servers.into(),
                     },
                 );
                 responder.respond(NewSessionResponse::new(session_id))
@@ -325,14 +345,19 @@ fn start_turn(
             _ => None,
         })
         .collect();
-    let (explicit, directive, rest) = match directive::extract(&text) {
-        Ok((directive, rest)) => (
-            directive.is_some(),
-            directive
-                .unwrap_or_else(|| state.config.default_directive.clone())
-                .in_force(),
-            rest,
-        ),
+    let (explicit, directive, directive_at, rest) = match directive::extract_at(&text) {
+        Ok((directive, rest)) => {
+            let at = directive.as_ref().map_or(0, |(_, at)| *at);
+            (
+                directive.is_some(),
+                directive
+                    .map(|(directive, _)| directive)
+                    .unwrap_or_else(|| state.config.default_directive.clone())
+                    .in_force(),
+                at,
+                rest,
+            )
+        }
         Err(error) => {
             return responder.respond_with_error(
                 agent_client_protocol::Error::invalid_params().data(error.to_string()),
@@ -379,9 +404,14 @@ fn start_turn(
                 ..t
             })
             .filter(|t| t.rounds_left > 0);
-        (session.cwd.clone(), resume, session.kiro.clone())
+        (
+            session.cwd.clone(),
+            resume,
+            session.kiro.clone(),
+            session.mcp_servers.clone(),
+        )
     };
-    let (cwd, resume, kiro) = cwd;
+    let (cwd, resume, kiro, mcp_servers) = cwd;
     tracing::debug!(session_id = %request.session_id, ?directive, "session/prompt");
     let turn = Turn {
         delay: directive
@@ -394,6 +424,7 @@ fn start_turn(
         cwd,
         prompt_chars: text.chars().count(),
         text: rest,
+        directive_at,
         directive,
         resume,
         stop,
@@ -401,6 +432,7 @@ fn start_turn(
         started: Instant::now(),
         engine: state.config.kiro,
         kiro,
+        mcp_servers,
     };
     cx.spawn(turn.run(responder))
 }

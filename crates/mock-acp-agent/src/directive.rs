@@ -4,7 +4,9 @@
 //! `max_tokens n= rounds=`, `crash after=`, `hang after=`, `artifacts`, `refusal`, `env`,
 //! `permission`, `thought n=`, `fs`, `noise`, `stats`, `quota after=`,
 //! `rate_limit after= retry_after=`, `tools n=`, `shell`, `auth`, `model`,
-//! `busy secs= every_ms=` (a long tool phase of non-text frames; `every_ms` must be > 0).
+//! `busy secs= every_ms=` (a long tool phase of non-text frames; `every_ms` must be > 0),
+//! `call tool=NAME[,NAME...] args=JSON ask=0|1` (call the session's MCP server's tools; `tool`
+//! is required, `args` a JSON object without whitespace, default `{}`).
 //! Keys any behaviour takes: `delay_ms=`, `context=`, `credits=`, `v3=`, `input_tokens=`,
 //! `output_tokens=`, `while=`. A tool-less custom agent answers `tools`, `shell` and `busy`
 //! in text without running anything.
@@ -61,6 +63,9 @@ pub enum Behavior {
     /// A long tool phase: `secs` seconds of non-text frames (a tool call and its progress),
     /// then the prompt text as `echo`.
     Busy,
+    /// Call tools of the session's first HTTP MCP server (all at once) and reply with their
+    /// results, or answer from the `[Tool result (id ID)]` blocks of a transcript.
+    Call,
 }
 
 impl Behavior {
@@ -86,6 +91,7 @@ impl Behavior {
             "auth" => Self::Auth,
             "model" => Self::Model,
             "busy" => Self::Busy,
+            "call" => Self::Call,
             _ => return None,
         })
     }
@@ -125,6 +131,12 @@ pub struct Directive {
     pub secs: Option<u64>,
     /// `every_ms=`: with `busy`, the interval between its frames (default 500).
     pub every_ms: Option<u64>,
+    /// `tool=A,B`: with `call`, the MCP tools to call (plain tool names, in order).
+    pub tools: Vec<String>,
+    /// `args=JSON`: with `call`, the arguments object every listed tool is called with.
+    pub args: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `ask=1`: with `call`, ask `session/request_permission` before each call.
+    pub ask: bool,
 }
 
 impl Directive {
@@ -152,6 +164,14 @@ pub enum DirectiveError {
     /// A key no behaviour takes.
     #[error("unknown mock directive key `{0}`")]
     UnknownKey(String),
+    /// A key the behaviour needs is missing.
+    #[error("mock directive `{behavior}` needs `{key}=`")]
+    MissingKey {
+        /// The behaviour.
+        behavior: String,
+        /// The missing key.
+        key: String,
+    },
     /// A value of the wrong type.
     #[error("bad value `{value}` for mock directive key `{key}`")]
     BadValue {
@@ -184,6 +204,11 @@ impl FromStr for Directive {
                 value: value.to_owned(),
             };
             let int = || value.parse::<u64>().map_err(|_| bad());
+            let flag = || match value {
+                "1" | "true" => Ok(true),
+                "0" | "false" => Ok(false),
+                _ => Err(bad()),
+            };
             let float = || {
                 value
                     .parse::<f64>()
@@ -206,15 +231,26 @@ impl FromStr for Directive {
                 "every_ms" => directive.every_ms = Some(int()?),
                 "while" if value.is_empty() => return Err(bad()),
                 "while" => directive.while_file = Some(value.to_owned()),
-                "v3" => {
-                    directive.v3 = match value {
-                        "1" | "true" => true,
-                        "0" | "false" => false,
-                        _ => return Err(bad()),
+                "v3" => directive.v3 = flag()?,
+                "ask" => directive.ask = flag()?,
+                "tool" => {
+                    let tools: Vec<String> = value.split(',').map(str::to_owned).collect();
+                    if tools.iter().any(String::is_empty) {
+                        return Err(bad());
                     }
+                    directive.tools = tools;
+                }
+                "args" => {
+                    directive.args = Some(serde_json::from_str(value).map_err(|_| bad())?);
                 }
                 _ => return Err(DirectiveError::UnknownKey(key.to_owned())),
             }
+        }
+        if directive.behavior == Behavior::Call && directive.tools.is_empty() {
+            return Err(DirectiveError::MissingKey {
+                behavior: name.to_owned(),
+                key: "tool".to_owned(),
+            });
         }
         Ok(directive)
     }
@@ -223,6 +259,13 @@ impl FromStr for Directive {
 /// Cut every `[[mock:...]]` out of `text`; return the last one parsed (if any) and the rest of
 /// the text. A `[[mock:` without a closing `]]` is ordinary text.
 pub fn extract(text: &str) -> Result<(Option<Directive>, String), DirectiveError> {
+    let (last, rest) = extract_at(text)?;
+    Ok((last.map(|(directive, _)| directive), rest))
+}
+
+/// [`extract`], with where the last directive stood: its byte offset in the rest of the text
+/// (what follows it there came after it in the prompt).
+pub fn extract_at(text: &str) -> Result<(Option<(Directive, usize)>, String), DirectiveError> {
     let mut rest = String::with_capacity(text.len());
     let mut last = None;
     let mut remaining = text;
@@ -232,7 +275,7 @@ pub fn extract(text: &str) -> Result<(Option<Directive>, String), DirectiveError
             break;
         };
         rest.push_str(&remaining[..start]);
-        last = Some(after_open[..end].parse::<Directive>()?);
+        last = Some((after_open[..end].parse::<Directive>()?, rest.len()));
         remaining = &after_open[end + CLOSE.len()..];
     }
     rest.push_str(remaining);
@@ -329,6 +372,52 @@ mod tests {
             "busy every_ms=0".parse::<Directive>(),
             Err(DirectiveError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn call_parses() {
+        let directive: Directive = r#"call tool=a,b args={"x":[1,"y"]} ask=1"#.parse().unwrap();
+        assert_eq!(directive.behavior, Behavior::Call);
+        assert_eq!(directive.tools, ["a", "b"]);
+        assert_eq!(
+            serde_json::Value::Object(directive.args.unwrap()),
+            serde_json::json!({ "x": [1, "y"] })
+        );
+        assert!(directive.ask);
+        let directive: Directive = "call tool=only".parse().unwrap();
+        assert_eq!(
+            (directive.tools.len(), directive.args, directive.ask),
+            (1, None, false)
+        );
+        assert!(matches!(
+            "call".parse::<Directive>(),
+            Err(DirectiveError::MissingKey { .. })
+        ));
+        for bad in [
+            "call tool=a,,b",
+            "call tool=",
+            "call tool=a args=[1]",
+            "call tool=a args={",
+            "call tool=a ask=2",
+        ] {
+            assert!(
+                matches!(
+                    bad.parse::<Directive>(),
+                    Err(DirectiveError::BadValue { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn extract_at_tells_where_the_last_directive_stood() {
+        let (last, rest) = extract_at("a [[mock:echo]]b [[mock:call tool=t]] c").unwrap();
+        let (directive, at) = last.unwrap();
+        assert_eq!(directive.behavior, Behavior::Call);
+        assert_eq!(rest, "a b  c");
+        assert_eq!(&rest[at..], " c");
+        assert_eq!(extract_at("none").unwrap(), (None, "none".to_owned()));
     }
 
     #[test]

@@ -45,6 +45,7 @@
 //! | `auth`                     | asks the client `_kiro/auth/getAccessToken` (what v3 does without `--auth-method cli`), replies `auth: <ok or error CODE>` | `end_turn` |
 //! | `model`                    | one chunk `model: <the session's model>` | `end_turn` |
 //! | `rate_limit after=N retry_after=S` | N chunks (default 0), then the prompt fails with -32603 `Too many requests, please wait before trying again.` (plus ` Retry after S seconds.` when `retry_after` is given), like a rate-limited Kiro account | error |
+//! | `call tool=A,B args=JSON ask=1` | calls tools of the session's MCP server at once and replies one line per listed tool; or, after a transcript's tool results, answers from them (see "MCP servers" below) | `end_turn` (`cancelled`) |
 //!
 //! A session whose custom agent has no tools (`"tools": []`, see "Custom agents" below)
 //! answers `tools`, `shell` and `busy` with the single chunk `I have no tools to run that.`
@@ -63,6 +64,40 @@
 //! - `while=PATH`: the behaviour holds only while the file `PATH` exists; once it is gone the
 //!   prompt is answered as `echo` (an account that gets fixed: its failures stop when the
 //!   test removes the file). The path must not contain whitespace.
+//!
+//! # MCP servers
+//!
+//! The mock is a real MCP client (the official `rmcp` SDK, streamable HTTP), the way Kiro
+//! loads the MCP servers a client hands it:
+//!
+//! - `initialize` announces `agentCapabilities.mcpCapabilities.http = true` (plain and v2:
+//!   `sse` false; v3: `sse` true), or `http` false with `--no-mcp-http` (or
+//!   `MOCK_ACP_MCP_HTTP=0`).
+//! - `session/new` keeps its `mcpServers`' `http` entries `{"type": "http", "name", "url",
+//!   "headers": [{"name", "value"}]}` for the session (none when HTTP is switched off); stdio
+//!   and `sse` entries are ignored. An `http` or `sse` entry without a `headers` array is
+//!   refused like claude-agent-acp does: JSON-RPC -32602 with data `headers: expected array`
+//!   (without `name` or `url` strings: `name: expected string`, `url: expected string`).
+//! - `call tool=NAME[,NAME...] args=JSON ask=0|1` (`args`: a JSON object without whitespace
+//!   or `]]`, default `{}`, the same for every tool): connects to the session's first HTTP
+//!   server with its headers (`initialize`, `tools/list`). For each listed tool the server
+//!   offers it sends a `tool_call` (`pending`, kind `other`, title `mcp__<server>__<tool>`,
+//!   `rawInput` the args), with `ask=1` then asks `session/request_permission` (options
+//!   `allow_once`, `reject_once`; anything but an `allow` option refuses: `tool_call_update`
+//!   `failed`), then `tool_call_update` `in_progress`. It sends every allowed `tools/call`
+//!   (the plain tool name, the args) and waits for all the answers with no time limit; a
+//!   `session/cancel` stops the wait (the server gets `notifications/cancelled` for each
+//!   call) and answers `cancelled`. Then a `tool_call_update` `completed` (or `failed`) per
+//!   call, and the reply, one line per listed tool in order (lines joined by `\n`):
+//!   `NAME: TEXT` (the result's text contents, concatenated), `NAME failed: TEXT` (a result
+//!   with `isError`, or the call's error), `no tool NAME offered` (not called),
+//!   `permission refused for NAME` (not called). A session without an HTTP server replies
+//!   `no MCP server`; a server that cannot be reached or listed, `MCP server NAME failed:
+//!   ERROR`.
+//! - Transcript mode: when the prompt text after the `call` directive holds blocks headed
+//!   `[Tool result (id ID)]` (a header line, as Drawbridge renders earlier tool results), no
+//!   tool is called: the reply is one `result ID: TEXT` per block, TEXT being the block's
+//!   text up to the next blank line followed by `[`, or the end.
 //!
 //! # Metering
 //!
@@ -143,11 +178,13 @@
 //!   in`) and exit with status 1 before reading anything.
 //! - `MOCK_ACP_START_DELAY_MS=<ms>`: sleep before serving.
 //! - `MOCK_ACP_DELAY_MS=<ms>`: the default delay between chunks.
+//! - `--no-mcp-http` or `MOCK_ACP_MCP_HTTP=0`: no HTTP MCP servers (see "MCP servers").
 
 mod agent;
 pub mod custom_agent;
 pub mod directive;
 mod kiro;
+mod mcp;
 
 pub use agent::{MockConfig, serve};
 pub use custom_agent::{AgentFileError, CustomAgent};

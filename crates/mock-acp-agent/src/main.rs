@@ -150,19 +150,22 @@ fn config_from_env() -> Result<MockConfig, String> {
             .is_some_and(|method| method == "cli"),
         agent,
         model: args.model,
+        no_mcp_http: args.no_mcp_http
+            || std::env::var("MOCK_ACP_MCP_HTTP").is_ok_and(|value| value == "0"),
     })
 }
 
 /// The command-line flags: `--kiro-engine v2|v3` (or kiro-cli's own `--agent-engine`),
-/// `--cold-catalogue`, `--echo-model`, and kiro-cli's `--auth-method M`, `--agent NAME`,
-/// `--model ID` and `--trust-all-tools` (the last three v2 only). Anything else (`acp`,
-/// `--trust-tools A,B`, ...) is accepted and ignored, so a command line written for kiro-cli
-/// runs the mock too.
+/// `--cold-catalogue`, `--echo-model`, `--no-mcp-http`, and kiro-cli's `--auth-method M`,
+/// `--agent NAME`, `--model ID` and `--trust-all-tools` (the last three v2 only). Anything
+/// else (`acp`, `--trust-tools A,B`, ...) is accepted and ignored, so a command line written
+/// for kiro-cli runs the mock too.
 #[derive(Default)]
 struct KiroArgs {
     engine: Option<String>,
     cold_catalogue: bool,
     echo_model: bool,
+    no_mcp_http: bool,
     auth_method: Option<String>,
     agent: Option<String>,
     model: Option<String>,
@@ -199,6 +202,7 @@ impl KiroArgs {
                 "--trust-all-tools" => parsed.v2_only.push("--trust-all-tools"),
                 "--cold-catalogue" => parsed.cold_catalogue = true,
                 "--echo-model" => parsed.echo_model = true,
+                "--no-mcp-http" => parsed.no_mcp_http = true,
                 _ => {}
             }
         }

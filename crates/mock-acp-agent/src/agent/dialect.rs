@@ -73,6 +73,15 @@ impl State {
         responder: Responder<Value>,
         cx: &ConnectionTo<Client>,
     ) -> Result<Handled<Untyped>, agent_client_protocol::Error> {
+        // Every dialect checks the MCP servers it is given, and refuses bad ones with an ACP
+        // error (the typed request would not even parse).
+        if request.method == "session/new"
+            && let Err(reason) =
+                crate::mcp::http_servers(request.params.get("mcpServers"), !self.config.no_mcp_http)
+        {
+            responder.respond_with_error(invalid_params(reason))?;
+            return Ok(Handled::Yes);
+        }
         let Some(engine) = self.config.kiro else {
             return Ok(Handled::No {
                 message: (request, responder),
@@ -154,6 +163,9 @@ impl State {
                 tracing::warn!(%error, "could not persist the session");
             }
         }
+        let mcp_servers =
+            crate::mcp::http_servers(params.get("mcpServers"), !self.config.no_mcp_http)
+                .map_err(invalid_params)?;
         let result = mock_kiro::session_new_result(engine, &session_id, &kiro, &models, catalogue);
         tracing::debug!(%session_id, catalogue, "session/new");
         lock(&self.sessions).insert(
@@ -163,6 +175,7 @@ impl State {
                 turn: None,
                 truncated: None,
                 kiro,
+                mcp_servers: mcp_servers.into(),
             },
         );
         Ok(result)

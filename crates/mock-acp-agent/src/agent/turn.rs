@@ -35,6 +35,8 @@ pub(super) struct Turn {
     /// Part of a multi-round truncated answer, when set.
     pub(super) resume: Option<Truncated>,
     pub(super) text: String,
+    /// Where the directive stood in `text` (0 without one).
+    pub(super) directive_at: usize,
     pub(super) prompt_chars: usize,
     pub(super) delay: Duration,
     pub(super) stop: CancellationToken,
@@ -44,6 +46,8 @@ pub(super) struct Turn {
     pub(super) engine: Option<KiroEngine>,
     /// The session's model, mode and autopilot when the turn started.
     pub(super) kiro: KiroSession,
+    /// The session's HTTP MCP servers.
+    pub(super) mcp_servers: Arc<[crate::mcp::HttpServer]>,
 }
 
 impl Turn {
@@ -222,6 +226,7 @@ impl Turn {
                 self.stream_or_cancel(chunks, StopReason::EndTurn).await?
             }
             Behavior::Shell => self.run_shell().await?,
+            Behavior::Call => self.run_call().await?,
             Behavior::Busy => {
                 if let Flow::Cancelled = self.run_busy().await? {
                     return Ok(Finish::Stop(StopReason::Cancelled));
