@@ -2,7 +2,9 @@
 //!
 //! Kiro agents come with built-in tools (shell, file writes, web) that run on the worker's host;
 //! a gateway must not let a client's prompt talk a model into using them. Kiro takes custom
-//! agents from `~/.kiro/agents/NAME.json`: one with `"tools": []` and no MCP servers has none.
+//! agents from `~/.kiro/agents/NAME.json`: one whose `tools` name only the MCP server
+//! `@drawbridge` and that has no MCP servers of its own has no tools but the client's, which
+//! the worker serves to a session (as MCP server `drawbridge`) when a request brings them.
 //! Kiro v2 runs it with `--agent NAME`; Kiro v3 lists it as a session mode
 //! (`session/set_mode`). v3 silently drops a file containing `"allowedTools": []`, so the
 //! profile leaves that key out.
@@ -17,10 +19,10 @@ pub(crate) const PROFILE_NAME: &str = "drawbridge";
 pub(crate) fn profile() -> serde_json::Value {
     serde_json::json!({
         "name": PROFILE_NAME,
-        "description": "Drawbridge gateway agent: answers in text, without tools.",
-        "prompt": "You answer the user's request directly in text. You have no tools: do not \
-                   try to run commands, read or write files, or browse the web.",
-        "tools": [],
+        "description": "Drawbridge gateway agent: answers in text, with only the client's tools.",
+        "prompt": "You answer the user's request directly in text. You cannot run commands, \
+                   read or write files, or browse the web; use only the tools a request offers.",
+        "tools": [format!("@{}", drawbridge_acp::CLIENT_TOOLS_SERVER)],
         "mcpServers": {},
         "includeMcpJson": false,
     })
@@ -66,10 +68,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_profile_has_no_tools_and_no_mcp() {
+    fn the_profile_has_only_the_clients_tools_and_no_mcp_of_its_own() {
         let profile = profile();
         assert_eq!(profile["name"], PROFILE_NAME);
-        assert_eq!(profile["tools"], serde_json::json!([]));
+        assert_eq!(profile["tools"], serde_json::json!(["@drawbridge"]));
         assert_eq!(profile["mcpServers"], serde_json::json!({}));
         assert_eq!(profile["includeMcpJson"], false);
         assert!(

@@ -1,7 +1,8 @@
 //! Kiro custom agents: `$HOME/.kiro/agents/NAME.json` files (chosen with `--agent NAME` on
 //! v2, offered as session modes on v3) and v3's inline agents in `session/new`
 //! `_meta.kiro.customAgents`. The mock only needs to know whether an agent has tools: a
-//! tool-less agent (`"tools": []`) answers tool-using directives in text instead.
+//! tool-less agent (`"tools": []`, or only MCP servers' `@server` entries) answers built-in
+//! tool directives in text instead.
 
 use std::path::{Path, PathBuf};
 
@@ -43,9 +44,14 @@ pub enum AgentFileError {
 }
 
 impl CustomAgent {
-    /// Whether the agent has no tools at all (`"tools": []`).
+    /// Whether the agent has no built-in tools: `"tools": []`, or only MCP servers' tools
+    /// (`@server`, `@server/tool`; `@builtin` names the built-in ones).
     pub fn tool_less(&self) -> bool {
-        self.tools.as_ref().is_some_and(Vec::is_empty)
+        self.tools.as_ref().is_some_and(|tools| {
+            tools
+                .iter()
+                .all(|tool| tool.starts_with('@') && tool != "@builtin")
+        })
     }
 
     /// An agent from its JSON (a file's body or an inline entry); `fallback_name` when it
@@ -158,7 +164,7 @@ mod tests {
         let write = |file: &str, body: Value| std::fs::write(dir.join(file), body.to_string());
         write(
             "quiet.json",
-            json!({"name": "quiet", "prompt": "p", "tools": [], "mcpServers": {}}),
+            json!({"name": "quiet", "prompt": "p", "tools": ["@drawbridge"], "mcpServers": {}}),
         )
         .unwrap();
         write(

@@ -47,7 +47,8 @@
 //! | `rate_limit after=N retry_after=S` | N chunks (default 0), then the prompt fails with -32603 `Too many requests, please wait before trying again.` (plus ` Retry after S seconds.` when `retry_after` is given), like a rate-limited Kiro account | error |
 //! | `call tool=A,B args=JSON ask=1` | calls tools of the session's MCP server at once and replies one line per listed tool; or, after a transcript's tool results, answers from them (see "MCP servers" below) | `end_turn` (`cancelled`) |
 //!
-//! A session whose custom agent has no tools (`"tools": []`, see "Custom agents" below)
+//! A session whose custom agent has no built-in tools (`"tools": []`, or only MCP servers'
+//! `@server` entries; see "Custom agents" below)
 //! answers `tools`, `shell` and `busy` with the single chunk `I have no tools to run that.`
 //! and `end_turn`: no tool call, no permission request.
 //!
@@ -158,7 +159,8 @@
 //!
 //! An agent file is `$HOME/.kiro/agents/NAME.json`, `{"name", "description", "prompt",
 //! "tools": [], "mcpServers": {}, "includeMcpJson": false}` (see [`CustomAgent`]); only
-//! `"tools": []` (tool-less) changes what the mock does.
+//! `tools` without built-in entries (tool-less: `[]` or only `@server` names) changes what the
+//! mock does.
 //!
 //! - v2: chosen with `--agent NAME` (above).
 //! - v3: `session/new` lists in `modes.availableModes` (and the `mode` config option) the
