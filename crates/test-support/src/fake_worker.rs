@@ -53,6 +53,8 @@ pub enum Step {
     Finish(TurnSummary),
     /// The finish of [`Script::Answer`] (estimated tokens, no credits).
     Finished,
+    /// A call of one of the client's tools ([`tool_call`]).
+    ToolCall(drawbridge_types::openai::ToolCall),
     Fail(ApiError),
 }
 
@@ -67,6 +69,26 @@ pub fn reported(prompt: u64, completion: u64, credits: f64, context: Option<f64>
         credits,
         context_usage_percent: context,
         continuation_rounds: 0,
+    }
+}
+
+/// The summary of a turn whose answer ended with tool calls.
+pub fn called_tools() -> TurnSummary {
+    TurnSummary {
+        finish_reason: FinishReason::ToolCalls,
+        ..reported(5, 3, 0.0, None)
+    }
+}
+
+/// A call of tool `name` with `arguments`, under `id`.
+pub fn tool_call(id: &str, name: &str, arguments: &str) -> drawbridge_types::openai::ToolCall {
+    drawbridge_types::openai::ToolCall {
+        id: id.to_owned(),
+        kind: "function".to_owned(),
+        function: drawbridge_types::openai::FunctionCall {
+            name: name.to_owned(),
+            arguments: arguments.to_owned(),
+        },
     }
 }
 
@@ -198,6 +220,7 @@ fn steps_stream(started: WorkerEvent, steps: Vec<Step>) -> BoxStream<'static, Wo
                 Step::Activity => WorkerEvent::Activity,
                 Step::Finish(summary) => WorkerEvent::Finished(summary),
                 Step::Finished => finished(),
+                Step::ToolCall(call) => WorkerEvent::ToolCall(call),
                 Step::Fail(error) => WorkerEvent::Error(error),
                 Step::ActivityFor { .. } => continue, // expanded above
             };
