@@ -157,8 +157,14 @@ impl Answer {
                     let estimated = summary.tokens_estimated || resumed;
                     // Only a finished turn reports its cost: the credits of the accounts that
                     // served this answer are the finished turn's.
-                    let details =
-                        UsageDetails::of(estimated, summary.credits, summary.context_usage_percent);
+                    let details = UsageDetails {
+                        tool_choice_unmet: summary.tool_choice_unmet,
+                        ..UsageDetails::of(
+                            estimated,
+                            summary.credits,
+                            summary.context_usage_percent,
+                        )
+                    };
                     return Some(Ok(CompletionEvent::Finish(Finish {
                         finish_reason: summary.finish_reason,
                         usage: Usage::new(summary.prompt_tokens, completion_tokens)

@@ -17,9 +17,9 @@ use drawbridge_config::Config;
 use drawbridge_engine::{Engine, EngineSettings, EngineState};
 use drawbridge_state::{AffinityStore, EmbeddedCredits, EmbeddedRouting};
 use drawbridge_telemetry::Shutdown;
-use drawbridge_types::{ApiError, ErrorKind};
 use drawbridge_types::tools::{live_call_id, new_live_id};
 use drawbridge_types::worker::PromptBody;
+use drawbridge_types::{ApiError, ErrorKind};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use test_support::fake_worker::{FakeWorker, Script, Step, called_tools, tool_call};
@@ -111,7 +111,10 @@ async fn a_tool_call_is_the_answer_and_its_results_go_back_to_the_session_that_h
     assert_eq!(choice["finish_reason"], "tool_calls");
     assert_eq!(choice["message"]["content"], Value::Null);
     assert_eq!(choice["message"]["tool_calls"][0]["id"], id.as_str());
-    assert_eq!(choice["message"]["tool_calls"][0]["function"]["name"], "weather");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["name"],
+        "weather"
+    );
     // The worker got the request's tools.
     let first = &a.prompts()[0];
     assert_eq!(first.tools.tools[0].function.name, "weather");
@@ -127,7 +130,11 @@ async fn a_tool_call_is_the_answer_and_its_results_go_back_to_the_session_that_h
     let (status, body) = chat(&h, &follow_up(&id)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let prompts = a.prompts();
-    assert_eq!(prompts.len(), 2, "the follow-up went to the account holding the session");
+    assert_eq!(
+        prompts.len(),
+        2,
+        "the follow-up went to the account holding the session"
+    );
     assert_eq!(prompts[1].live_session.as_deref(), Some(live.as_str()));
     let PromptBody::Messages(messages) = &prompts[1].body else {
         panic!("the whole conversation goes along, for a worker that lost the session");
@@ -187,5 +194,8 @@ async fn a_turn_that_breaks_after_a_tool_call_is_not_started_again_elsewhere() {
     let (status, body) = chat(&h, &ask(true)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("\"finish_reason\":\"error\""), "{body}");
-    assert!(b.prompts().is_empty(), "the client has the call: nobody else may answer");
+    assert!(
+        b.prompts().is_empty(),
+        "the client has the call: nobody else may answer"
+    );
 }

@@ -63,11 +63,14 @@ pub fn completion_stream<G: Send + 'static>((first, rest): Started, guard: G) ->
 }
 
 fn finish(summary: &TurnSummary) -> Finish {
-    let details = UsageDetails::of(
-        summary.tokens_estimated,
-        summary.credits,
-        summary.context_usage_percent,
-    );
+    let details = UsageDetails {
+        tool_choice_unmet: summary.tool_choice_unmet,
+        ..UsageDetails::of(
+            summary.tokens_estimated,
+            summary.credits,
+            summary.context_usage_percent,
+        )
+    };
     Finish {
         finish_reason: summary.finish_reason,
         usage: Usage::new(summary.prompt_tokens, summary.completion_tokens).with_details(details),

@@ -111,6 +111,7 @@ pub fn prompt_event(event: WorkerEvent) -> pb::PromptEvent {
             credits: s.credits,
             context_usage_percent: s.context_usage_percent.unwrap_or(-1.0),
             continuation_rounds: s.continuation_rounds,
+            tool_choice_unmet: s.tool_choice_unmet,
         }),
         WorkerEvent::Error(e) => Event::Error(error_info(&e)),
     };
@@ -140,6 +141,7 @@ pub fn worker_event(event: pb::PromptEvent) -> WorkerEvent {
             context_usage_percent: (f.context_usage_percent >= 0.0)
                 .then_some(f.context_usage_percent),
             continuation_rounds: f.continuation_rounds,
+            tool_choice_unmet: f.tool_choice_unmet,
         }),
         Some(Event::Error(e)) => WorkerEvent::Error(from_error_info(e)),
         None => WorkerEvent::Error(ApiError::upstream("the worker sent an empty event")),

@@ -331,6 +331,10 @@ pub struct UsageDetails {
     /// The agent's context window use after the answer, 0–100, when it reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_usage_percent: Option<f64>,
+    /// `tool_choice` demanded a tool call and the model answered in text instead (OpenAI
+    /// would have forced the call; an agent can only be asked).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tool_choice_unmet: bool,
 }
 
 impl UsageDetails {
@@ -345,6 +349,7 @@ impl UsageDetails {
             },
             credits: (credits.is_finite() && credits > 0.0).then_some(credits),
             context_usage_percent,
+            tool_choice_unmet: false,
         }
     }
 }

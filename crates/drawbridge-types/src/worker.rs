@@ -103,6 +103,9 @@ pub struct TurnSummary {
     pub context_usage_percent: Option<f64>,
     /// Continuation prompts sent to complete a truncated answer (0: none needed).
     pub continuation_rounds: u32,
+    /// `tool_choice` demanded a call (`required` or a named function) and the agent answered
+    /// in text instead.
+    pub tool_choice_unmet: bool,
 }
 
 /// A pool's state, as `/slots` and the engine's registry see it.

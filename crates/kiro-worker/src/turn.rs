@@ -345,7 +345,9 @@ async fn serve(
             return Err(ApiError::upstream("The agent cancelled the turn."));
         }
     };
-    if input.tools.choice.forces_call() && live.calls.as_ref().is_some_and(|c| c.issued == 0) {
+    let tool_choice_unmet =
+        input.tools.choice.forces_call() && live.calls.as_ref().is_some_and(|c| c.issued == 0);
+    if tool_choice_unmet {
         tracing::warn!(
             request_id = input.request_id,
             account = pool.id,
@@ -369,6 +371,7 @@ async fn serve(
         credits,
         context_usage_percent: context,
         continuation_rounds: rounds,
+        tool_choice_unmet,
     }))
 }
 

@@ -69,6 +69,7 @@ pub fn reported(prompt: u64, completion: u64, credits: f64, context: Option<f64>
         credits,
         context_usage_percent: context,
         continuation_rounds: 0,
+        tool_choice_unmet: false,
     }
 }
 
@@ -189,6 +190,7 @@ fn finished() -> WorkerEvent {
         credits: 0.0,
         context_usage_percent: None,
         continuation_rounds: 0,
+        tool_choice_unmet: false,
     })
 }
 

@@ -234,6 +234,7 @@ async fn usage_details_cross_the_gateway() {
         tokens: TokenSource::Reported,
         credits: Some(0.75),
         context_usage_percent: Some(33.0),
+        tool_choice_unmet: true,
     };
     gateway.backend.script(test_support::Script::Answer {
         pieces: vec!["Hi.".into()],

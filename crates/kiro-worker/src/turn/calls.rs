@@ -142,6 +142,7 @@ pub(super) async fn park(
         credits: 0.0,
         context_usage_percent: None,
         continuation_rounds: 0,
+        tool_choice_unmet: false,
     };
     if output
         .out
