@@ -381,6 +381,7 @@ mod tests {
             tokens: TokenSource::Reported,
             credits: Some(0.5),
             context_usage_percent: Some(12.5),
+            tool_choice_unmet: false,
         };
         let finish = Finish {
             finish_reason: FinishReason::Stop,
