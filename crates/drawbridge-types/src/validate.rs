@@ -246,12 +246,13 @@ pub(crate) fn conversation(messages: &[ChatMessage]) -> Result<(), ApiError> {
 fn assistant_calls(i: usize, message: &ChatMessage) -> Result<Vec<&str>, ApiError> {
     let calls = message.tool_calls.as_deref().unwrap_or_default();
     let mut ids: Vec<&str> = Vec::with_capacity(calls.len());
+    let mut unique: HashSet<&str> = HashSet::with_capacity(calls.len());
     for (j, call) in calls.iter().enumerate() {
         let param = |field: &str| format!("messages[{i}].tool_calls[{j}].{field}");
         if call.id.is_empty() {
             return Err(missing(&param("id")));
         }
-        if ids.contains(&call.id.as_str()) {
+        if !unique.insert(&call.id) {
             return Err(invalid(
                 param("id"),
                 format!(
