@@ -13,3 +13,4 @@ pub mod prompt;
 pub mod sanitize;
 pub mod schedule;
 pub mod tokens;
+pub mod tool_tags;

@@ -8,6 +8,7 @@ pub mod rules;
 pub mod sse;
 pub mod stream;
 pub mod tools;
+mod validate;
 pub mod worker;
 
 pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};

@@ -90,7 +90,7 @@ impl ChatCompletionRequest {
         Ok(request)
     }
 
-    /// The checks serde cannot express.
+    /// The checks serde cannot express (OpenAI's, listed in `validate.rs`).
     pub fn validate(&self) -> Result<(), ApiError> {
         if self.model.trim().is_empty() {
             return Err(ApiError::invalid_request("'model' must not be empty").with_param("model"));
@@ -109,7 +109,11 @@ impl ChatCompletionRequest {
         for (i, message) in self.messages.iter().enumerate() {
             message.validate(i)?;
         }
-        Ok(())
+        crate::validate::conversation(&self.messages)?;
+        crate::validate::tools(self.tools.as_deref())?;
+        crate::validate::tool_choice(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        crate::validate::limits(self)?;
+        crate::validate::extra(&self.extra)
     }
 }
 
