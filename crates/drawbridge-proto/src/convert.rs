@@ -274,6 +274,7 @@ mod tests {
                 credits: 0.25,
                 context_usage_percent: Some(12.5),
                 continuation_rounds: 2,
+                tool_choice_unmet: true,
             }),
             WorkerEvent::Error(ApiError::upstream("died")),
         ];

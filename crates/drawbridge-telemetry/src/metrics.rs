@@ -613,6 +613,7 @@ mod tests {
             tokens: TokenSource::Reported,
             credits: Some(0.25),
             context_usage_percent: Some(42.0),
+            tool_choice_unmet: false,
         })));
         metrics.record_request(&record(None));
         let snapshot = metrics.snapshot();

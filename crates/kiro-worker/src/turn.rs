@@ -30,7 +30,7 @@ use drawbridge_acp::{
 };
 use drawbridge_core::continuation::{self, ContinuationOptions, Splicer, StopKind};
 use drawbridge_core::sanitize::SanitizeOptions;
-use drawbridge_core::{prompt, tokens};
+use drawbridge_core::{prompt, tokens, tool_tags};
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::openai::FinishReason;
 use drawbridge_types::worker::{PromptBody, PromptInput, TurnSummary, WorkerEvent};
@@ -221,7 +221,7 @@ async fn serve(
         let tools = bridge.open(input.tools.tools.clone());
         servers.push(tools.server());
         held.tools = Some(tools);
-        if let Some(instruction) = calls::choice_instruction(&input.tools.choice) {
+        if let Some(instruction) = tool_tags::choice_instruction(&input.tools.choice) {
             text.push_str("\n\n");
             text.push_str(&instruction);
         }

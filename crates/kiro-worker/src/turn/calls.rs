@@ -42,20 +42,6 @@ pub(crate) struct Calls<'a> {
     pub open: bool,
 }
 
-/// What the prompt adds when `tool_choice` demands a call (the agent is asked; whether it
-/// complied is checked when the answer ends).
-pub(super) fn choice_instruction(choice: &drawbridge_types::ToolChoice) -> Option<String> {
-    match choice {
-        drawbridge_types::ToolChoice::Required => Some(
-            "[Instruction] Call at least one of the available tools before you answer.".to_owned(),
-        ),
-        drawbridge_types::ToolChoice::Function(name) => Some(format!(
-            "[Instruction] Call the tool `{name}` before you answer."
-        )),
-        _ => None,
-    }
-}
-
 /// How a parked session ended its wait.
 pub(super) enum Parking {
     /// The client's results came: the agent has them and the next answer goes on.
