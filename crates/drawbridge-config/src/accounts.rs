@@ -64,6 +64,22 @@ pub struct AgentConfig {
     /// `builtin`: the agent's own tools stay; Kiro v3 autopilot is still turned off, so they
     /// ask first, and only `allow_tools` are allowed.
     pub tools: AgentTools,
+    /// How a request's own tools (OpenAI `tools`) reach the agent: `auto` (the default) serves
+    /// them over MCP to agents that announce HTTP MCP support and describes them in the prompt
+    /// (tagged calls parsed out of the answer) to the others; `mcp` and `emulated` force one.
+    pub client_tools: ClientTools,
+}
+
+/// `accounts[].agent.client_tools`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTools {
+    #[default]
+    Auto,
+    /// Always over MCP (an agent that cannot load it never calls them).
+    Mcp,
+    /// Always in the prompt, as tagged calls in the answer.
+    Emulated,
 }
 
 /// `accounts[].agent.tools`: which tools an account's agent has.
@@ -87,6 +103,7 @@ impl Default for AgentConfig {
             env: BTreeMap::new(),
             allow_tools: Vec::new(),
             tools: AgentTools::None,
+            client_tools: ClientTools::Auto,
         }
     }
 }

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use accounts::{AccountConfig, AgentConfig, AgentTools, MAX_CREDITS};
+pub use accounts::{AccountConfig, AgentConfig, AgentTools, ClientTools, MAX_CREDITS};
 pub use admin::AdminConfig;
 pub use cluster::{AssignmentMode, ClusterConfig, FleetDriverKind, ProcessDriverConfig};
 pub use continuation::ContinuationConfig;

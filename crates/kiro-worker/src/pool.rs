@@ -33,6 +33,8 @@ pub struct PoolSettings {
     pub permissions: drawbridge_acp::PermissionPolicy,
     /// Whether the agents keep their built-in tools (see [`crate::profile`]).
     pub tools: AgentTools,
+    /// How a request's own tools reach the agents.
+    pub client_tools: drawbridge_config::ClientTools,
 }
 
 /// How long a stale process (a Kiro v2 agent restarted with the tool-less profile) gets to
@@ -256,6 +258,16 @@ impl AccountPool {
     /// Configure a turn's session before its prompt. Kiro v3: a tool-less account's session
     /// runs the tool-less profile (a mode), and autopilot goes off either way, so built-in
     /// tools ask permission (which the policy answers) instead of running.
+    /// Whether a request's tools reach `process` over MCP (else they are emulated in the
+    /// prompt): `agent.client_tools`, or (`auto`) what the agent announced.
+    pub fn tools_over_mcp(&self, process: &AgentProcess) -> bool {
+        match self.settings.client_tools {
+            drawbridge_config::ClientTools::Auto => process.takes_http_mcp(),
+            drawbridge_config::ClientTools::Mcp => true,
+            drawbridge_config::ClientTools::Emulated => false,
+        }
+    }
+
     pub async fn prepare_session(
         &self,
         process: &AgentProcess,

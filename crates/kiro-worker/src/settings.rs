@@ -51,6 +51,7 @@ impl PoolConfig {
                 },
             },
             tools: account.agent.tools,
+            client_tools: account.agent.client_tools,
         };
         tracing::info!(
             account = account.id,

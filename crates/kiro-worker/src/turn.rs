@@ -216,7 +216,9 @@ async fn serve(
     };
     // The client's tools, served to this session over MCP.
     let mut servers = Vec::new();
-    if !input.tools.is_empty() && process.takes_http_mcp() {
+    if input.tools.is_empty() {
+        // No tools.
+    } else if pool.tools_over_mcp(process) {
         let bridge = env.bridge().await?;
         let tools = bridge.open(input.tools.tools.clone());
         servers.push(tools.server());
@@ -225,6 +227,16 @@ async fn serve(
             text.push_str("\n\n");
             text.push_str(&instruction);
         }
+    } else {
+        // Emulated: the tools are described in the prompt, calls come back tagged.
+        let tools = &input.tools;
+        text.push_str("\n\n");
+        text.push_str(&tool_tags::tools_prompt(
+            &tools.tools,
+            &tools.choice,
+            tools.parallel,
+        ));
+        output.emulate_tools();
     }
     let setup = async {
         let session = process
@@ -337,7 +349,9 @@ async fn serve(
     if !output.end().await {
         return Ok(None);
     }
+    let emulated_calls = output.emulated_calls();
     let finish_reason = match stop {
+        StopReason::EndTurn if emulated_calls > 0 => FinishReason::ToolCalls,
         StopReason::EndTurn => FinishReason::Stop,
         StopReason::MaxTokens | StopReason::MaxTurnRequests => FinishReason::Length,
         StopReason::Refusal => FinishReason::ContentFilter,
@@ -345,8 +359,9 @@ async fn serve(
             return Err(ApiError::upstream("The agent cancelled the turn."));
         }
     };
+    let calls_made = live.calls.as_ref().map_or(0, |c| c.issued) + emulated_calls;
     let tool_choice_unmet =
-        input.tools.choice.forces_call() && live.calls.as_ref().is_some_and(|c| c.issued == 0);
+        !input.tools.is_empty() && input.tools.choice.forces_call() && calls_made == 0;
     if tool_choice_unmet {
         tracing::warn!(
             request_id = input.request_id,

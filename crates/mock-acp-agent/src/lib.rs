@@ -93,8 +93,10 @@
 //!   `NAME: TEXT` (the result's text contents, concatenated), `NAME failed: TEXT` (a result
 //!   with `isError`, or the call's error), `no tool NAME offered` (not called),
 //!   `permission refused for NAME` (not called). A session without an HTTP server replies
-//!   `no MCP server`; a server that cannot be reached or listed, `MCP server NAME failed:
-//!   ERROR`.
+//!   `no MCP server`, unless the prompt describes tools in text and asks for tagged calls (it
+//!   contains `<tool_call>`: a gateway's emulated tool calling): then the reply is one
+//!   `<tool_call>{"name":NAME,"arguments":ARGS}</tool_call>` line per listed tool. A server
+//!   that cannot be reached or listed replies `MCP server NAME failed: ERROR`.
 //! - Transcript mode: when the prompt text after the `call` directive holds blocks headed
 //!   `[Tool result (id ID)]` (a header line, as Drawbridge renders earlier tool results), no
 //!   tool is called: the reply is one `result ID: TEXT` per block, TEXT being the block's

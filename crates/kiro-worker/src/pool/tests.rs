@@ -20,6 +20,7 @@ fn settings(size: u32) -> PoolSettings {
         max_queue: 8,
         permissions: drawbridge_acp::PermissionPolicy::default(),
         tools: AgentTools::None,
+        client_tools: drawbridge_config::ClientTools::Auto,
     }
 }
 

@@ -5,6 +5,7 @@
 use drawbridge_acp::AgentEvent;
 use drawbridge_core::continuation::Splicer;
 use drawbridge_core::sanitize::{SanitizeOptions, Sanitizer};
+use drawbridge_core::tool_tags::{Piece, ToolTagScanner};
 use drawbridge_types::ApiError;
 use drawbridge_types::worker::{ACTIVITY_EVERY, WorkerEvent};
 use tokio::sync::mpsc;
@@ -33,6 +34,17 @@ pub(super) struct Output {
     answer_raw: usize,
     answer_thought: usize,
     call_chars: usize,
+    /// Emulated tool calling: the tagged calls parsed out of the text.
+    tags: Option<Tags>,
+}
+
+/// The tagged tool calls of an answer whose tools were described in the prompt.
+struct Tags {
+    scanner: ToolTagScanner,
+    /// Call ids name a session, as over MCP; none is held (the agent's turn ends with its
+    /// answer), so the follow-up is answered from the whole conversation.
+    live_id: String,
+    issued: usize,
 }
 
 /// What to do after one agent event.
@@ -61,7 +73,22 @@ impl Output {
             answer_raw: 0,
             answer_thought: 0,
             call_chars: 0,
+            tags: None,
         }
+    }
+
+    /// Parse tagged tool calls out of the text (the tools were described in the prompt).
+    pub(super) fn emulate_tools(&mut self) {
+        self.tags = Some(Tags {
+            scanner: ToolTagScanner::new(),
+            live_id: drawbridge_types::tools::new_live_id(),
+            issued: 0,
+        });
+    }
+
+    /// The tagged calls passed on so far.
+    pub(super) fn emulated_calls(&self) -> usize {
+        self.tags.as_ref().map_or(0, |tags| tags.issued)
     }
 
     /// The client's next answer goes to `out` (a follow-up resumed a live session). The
@@ -91,7 +118,7 @@ impl Output {
     /// Pass on a call of one of the client's tools, after the text before it (what the
     /// sanitizers held back); false when the consumer is gone.
     pub(super) async fn tool_call(&mut self, call: drawbridge_types::openai::ToolCall) -> bool {
-        if !self.end().await {
+        if !self.flush().await {
             return false;
         }
         self.call_chars +=
@@ -145,7 +172,46 @@ impl Output {
             None => chunk,
         };
         self.raw.push_str(&chunk);
-        self.emit(chunk).await
+        match self.tags.as_mut() {
+            Some(tags) => {
+                let pieces = tags.scanner.push(&chunk);
+                self.pieces(pieces).await
+            }
+            None => self.emit(chunk).await,
+        }
+    }
+
+    /// Pass on what the tag scanner found: text as text, calls as tool calls.
+    async fn pieces(&mut self, pieces: Vec<Piece>) -> bool {
+        for piece in pieces {
+            let alive = match piece {
+                Piece::Text(text) => self.emit(text).await,
+                Piece::Call { name, arguments } => {
+                    let Some(tags) = self.tags.as_mut() else {
+                        return true;
+                    };
+                    let id = drawbridge_types::tools::live_call_id(&tags.live_id, tags.issued);
+                    tags.issued += 1;
+                    self.tool_call(drawbridge_types::openai::ToolCall {
+                        id,
+                        kind: "function".to_owned(),
+                        function: drawbridge_types::openai::FunctionCall { name, arguments },
+                    })
+                    .await
+                }
+                Piece::Malformed(raw) => {
+                    tracing::warn!(
+                        chars = raw.chars().count(),
+                        "dropped a malformed tagged tool call"
+                    );
+                    true
+                }
+            };
+            if !alive {
+                return false;
+            }
+        }
+        true
     }
 
     async fn emit(&mut self, chunk: String) -> bool {
@@ -169,8 +235,19 @@ impl Output {
         }
     }
 
-    /// The answer is over: release what the sanitizers still held.
+    /// The answer is over: release what the tag scanner and the sanitizers still held.
     pub(super) async fn end(&mut self) -> bool {
+        if let Some(tags) = self.tags.as_mut() {
+            let scanner = std::mem::take(&mut tags.scanner);
+            if !self.pieces(scanner.finish()).await {
+                return false;
+            }
+        }
+        self.flush().await
+    }
+
+    /// Release what the sanitizers still held (the text before a tool call).
+    async fn flush(&mut self) -> bool {
         let thought = self.reasoning.finish();
         if !thought.is_empty()
             && self
@@ -210,6 +287,7 @@ mod tests {
                 max_queue: 1,
                 permissions: drawbridge_acp::PermissionPolicy::reject_all(),
                 tools: drawbridge_config::AgentTools::None,
+                client_tools: drawbridge_config::ClientTools::Auto,
             },
             drawbridge_telemetry::Shutdown::new(),
         )

@@ -10,6 +10,10 @@ use super::turn::Finish;
 use super::*;
 use crate::mcp;
 
+/// The tag a prompt that describes tools in text (a gateway's emulated tool calling) asks
+/// calls to be written in: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`.
+const TOOL_TAG: &str = "<tool_call>";
+
 /// What became of one listed tool.
 enum Verdict {
     /// The server does not offer it.
@@ -32,6 +36,20 @@ impl Turn {
             return self.reply_lines(&lines);
         }
         let Some(server) = self.mcp_servers.first() else {
+            // Emulated tools: the prompt describes them and asks for tagged calls.
+            if self.text.contains(TOOL_TAG) {
+                let args = Value::Object(self.directive.args.clone().unwrap_or_default());
+                let lines: Vec<String> = self
+                    .directive
+                    .tools
+                    .iter()
+                    .map(|name| {
+                        let call = serde_json::json!({"name": name, "arguments": args});
+                        format!("{TOOL_TAG}{call}</tool_call>")
+                    })
+                    .collect();
+                return self.reply_lines(&lines);
+            }
             return self.reply_lines(&["no MCP server".to_owned()]);
         };
         let connected = tokio::select! {
