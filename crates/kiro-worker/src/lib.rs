@@ -28,6 +28,7 @@
 
 mod app;
 mod assignment;
+pub mod bridge;
 pub mod grpc;
 pub mod http;
 mod pool;
