@@ -80,7 +80,17 @@ pub struct Bridge {
 impl Bridge {
     /// Bind loopback and serve until `shutdown` is cancelled.
     pub async fn start(shutdown: &Shutdown) -> std::io::Result<Arc<Bridge>> {
-        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_in_runtime(shutdown)
+    }
+
+    /// [`Bridge::start`] for code that is not async but runs inside a tokio runtime (as
+    /// `Worker::start` does); an error outside one.
+    pub fn start_in_runtime(shutdown: &Shutdown) -> std::io::Result<Arc<Bridge>> {
+        // `from_std` needs a runtime's reactor: check rather than panic.
+        tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let port = listener.local_addr()?.port();
         let stop = shutdown.token().child_token();
         let bridge = Arc::new(Bridge {
@@ -272,6 +282,7 @@ impl Entry {
     ) -> CallToolResult {
         let name = request.name.as_ref();
         if !self.tools.iter().any(|t| t.name == name) {
+            tracing::debug!(tool = name, "agent called a tool the client did not offer");
             let offered: Vec<&str> = self.tools.iter().map(|t| t.name.as_ref()).collect();
             return error_result(format!(
                 "Unknown tool '{name}': this session offers {}.",
@@ -300,6 +311,7 @@ impl Entry {
         if self.calls.send(held).is_err() {
             return error_result(SESSION_ENDED.to_owned());
         }
+        tracing::debug!(tool = name, "tool call held for the client");
         tokio::select! {
             biased;
             answer = answer => match answer {

@@ -157,6 +157,35 @@ async fn a_call_is_held_until_it_is_answered() {
     assert_eq!(text(&result), "12°C, rain");
 }
 
+/// A client on the newest protocol (`server/discover`, no handshake, no session) is served too.
+#[tokio::test]
+async fn the_newest_protocol_is_served_too() {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::{ClientLifecycleMode, ClientServiceExt as _};
+
+    let (bridge, _shutdown) = bridge().await;
+    let mut session = bridge.open(vec![weather()]);
+    let server = session.server();
+    let config = StreamableHttpClientTransportConfig::with_uri(server.url.as_str())
+        .auth_header(token(&server));
+    let lifecycle = ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    let agent = ()
+        .serve_with_lifecycle(
+            StreamableHttpClientTransport::from_config(config),
+            lifecycle,
+        )
+        .await
+        .expect("discover");
+    assert_eq!(agent.list_all_tools().await.expect("tools/list").len(), 1);
+    let mut call = Box::pin(agent.call_tool(call("get_weather", json!({"city": "Oslo"}))));
+    let held = held(&mut session, &mut call).await;
+    assert!(pending(&mut call).await);
+    held.answer("sunny".to_owned(), false);
+    assert_eq!(text(&call.await.expect("tools/call")), "sunny");
+}
+
 #[tokio::test]
 async fn an_error_answer_sets_is_error() {
     let (bridge, _shutdown) = bridge().await;
@@ -409,6 +438,11 @@ async fn a_sessions_token_shows_only_its_own_tools() {
     assert!(pending(&mut Box::pin(weather_session.next_call())).await);
 }
 
+#[test]
+fn starting_outside_a_runtime_is_an_error() {
+    assert!(Bridge::start_in_runtime(&Shutdown::new()).is_err());
+}
+
 #[tokio::test]
 async fn the_bridge_stops_with_its_scope() {
     let (bridge, shutdown) = bridge().await;
@@ -420,4 +454,6 @@ async fn the_bridge_stops_with_its_scope() {
     held.abandoned().await;
     assert!(!held.is_waiting());
     assert!(session.next_call().await.is_none());
+    // Its server task ends although the agent is still connected.
+    assert!(shutdown.drain(std::time::Duration::from_secs(10)).await);
 }
