@@ -18,8 +18,11 @@
 //! - **Held calls.** A call of one of the session's tools becomes a [`HeldCall`], delivered by
 //!   [`BridgeSession::next_call`] in order of arrival (parallel calls included); the agent's MCP
 //!   request stays open, with no timeout of its own, until [`HeldCall::answer`]. The HTTP
-//!   response is a server-sent event stream, so its headers go out at once and keep-alive
-//!   comments flow while the call is held (clients with a headers or idle timeout stay happy).
+//!   response is a server-sent event stream: with the protocol revisions that have the
+//!   `initialize` handshake (what agents speak today) its headers go out at once and
+//!   keep-alive comments flow while the call is held, so clients with a headers or idle
+//!   timeout keep waiting. (Under 2026-07-28, rmcp sends the headers with the answer.)
+//!   Calls the agent gave up on before they were taken are skipped.
 //! - **Lifetimes.** A session is served until its [`BridgeSession`] is dropped; calls still
 //!   held then (or dropped unanswered) get the error result "the session ended", and its token
 //!   is refused from then on. When the agent stops waiting for a call (it sent
@@ -193,13 +196,18 @@ impl BridgeSession {
         }
     }
 
-    /// The next tool call the agent made in this session, in order of arrival. Cancel-safe
-    /// (for `tokio::select!`); `None` once the bridge has stopped.
+    /// The next tool call the agent made in this session and still waits for, in order of
+    /// arrival. Cancel-safe (for `tokio::select!`); `None` once the bridge has stopped.
     pub async fn next_call(&mut self) -> Option<HeldCall> {
-        tokio::select! {
-            biased;
-            call = self.calls.recv() => call,
-            () = self.bridge.stop.cancelled() => None,
+        loop {
+            let call = tokio::select! {
+                biased;
+                call = self.calls.recv() => call?,
+                () = self.bridge.stop.cancelled() => return None,
+            };
+            if call.is_waiting() {
+                return Some(call);
+            }
         }
     }
 }
@@ -621,6 +629,37 @@ mod tests {
         assert!(seven.is_cancelled() && !abc.is_cancelled());
         entry.apply_cancellations(format!("[{}]", cancel(json!("abc"))).as_bytes());
         assert!(abc.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn calls_given_up_before_they_are_taken_are_skipped() {
+        let bridge = Arc::new(Bridge {
+            url: "http://127.0.0.1:9/mcp".to_owned(),
+            sessions: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+        });
+        let mut session = bridge.open(vec![Tool::function("f", "F.", json!({}))]);
+        let mut answers = Vec::new();
+        for (name, waiting) in [("given up", false), ("waited for", true)] {
+            let (reply, answer) = oneshot::channel();
+            let gone = CancellationToken::new();
+            if !waiting {
+                gone.cancel();
+            }
+            let call = HeldCall {
+                name: name.to_owned(),
+                arguments: "{}".to_owned(),
+                reply,
+                gone,
+            };
+            assert!(session.entry.calls.send(call).is_ok());
+            answers.push(answer);
+        }
+        let call = session.next_call().await.expect("a call");
+        assert_eq!(call.name, "waited for");
+        assert_eq!(bridge.open_sessions(), 1);
+        drop(session);
+        assert_eq!(bridge.open_sessions(), 0);
     }
 
     #[test]
