@@ -246,7 +246,8 @@ async fn usage_details_cross_the_gateway() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         reply.json()["usage"]["drawbridge"],
-        json!({"tokens": "reported", "credits": 0.75, "context_usage_percent": 33.0})
+        json!({"tokens": "reported", "credits": 0.75, "context_usage_percent": 33.0,
+            "tool_choice_unmet": true})
     );
     let mut request = ask(MODEL, "stream it");
     request["stream"] = json!(true);
@@ -254,7 +255,7 @@ async fn usage_details_cross_the_gateway() {
     let text = gateway.chat(Some(STATIC_KEY), request).await.text();
     assert!(
         text.contains(
-            r#""drawbridge":{"tokens":"reported","credits":0.75,"context_usage_percent":33.0}"#
+            r#""drawbridge":{"tokens":"reported","credits":0.75,"context_usage_percent":33.0,"tool_choice_unmet":true}"#
         ),
         "{text}"
     );
