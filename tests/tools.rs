@@ -150,3 +150,79 @@ async fn the_follow_up_is_served_by_another_engine_of_the_cluster() {
         "the agent's held call got the result (a fresh session would answer from the transcript)"
     );
 }
+
+/// A chat of `messages` (user and assistant texts, alternating from the user's).
+fn conversation(turns: &[&str]) -> Value {
+    let messages: Vec<Value> = turns
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": text})
+        })
+        .collect();
+    json!({"model": "kiro", "messages": messages})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_that_extends_the_conversation_goes_to_its_warm_session() {
+    // One process: the warm session holds it between the turns. The mock echoes its prompt,
+    // so the answer shows what the agent was sent: only the new message when the session was
+    // warm, the whole rendered conversation otherwise.
+    let mut stack = Stack::single(StackOptions {
+        accounts: vec![AccountSpec::new(1)],
+        queue_timeout: "10s",
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+    let first = content(&client.chat(&conversation(&["hello one"])).await);
+    assert_eq!(first, "hello one");
+    let second = content(
+        &client
+            .chat(&conversation(&["hello one", &first, "hello two"]))
+            .await,
+    );
+    assert_eq!(
+        second, "hello two",
+        "only the new message went to the session"
+    );
+    let third = content(
+        &client
+            .chat(&conversation(&[
+                "hello one",
+                &first,
+                "hello two",
+                &second,
+                "hello three",
+            ]))
+            .await,
+    );
+    assert_eq!(third, "hello three");
+
+    // An answer the client changed is not the session's: a fresh session gets everything.
+    let edited = content(
+        &client
+            .chat(&conversation(&[
+                "hello one",
+                &first,
+                "hello two",
+                "edited",
+                "hello four",
+            ]))
+            .await,
+    );
+    assert!(edited.contains("[User]\nhello one"), "{edited}");
+
+    // A request of another conversation needs the only process: the warm session of the last
+    // answer gives it back at once instead of making it wait for the queue timeout.
+    let started = std::time::Instant::now();
+    let other = content(&client.chat(&conversation(&["something else"])).await);
+    assert_eq!(other, "something else");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    stack.stop().await;
+}

@@ -47,6 +47,13 @@ pub struct WorkerConfig {
     /// session from the whole conversation.
     #[serde(with = "humantime_serde")]
     pub live_session_ttl: Duration,
+    /// Warm sessions per account: after an answer its session may stay open, holding its
+    /// process, so that a follow-up extending the conversation sends only its new messages.
+    /// A request that finds no idle process takes one back from a warm session. 0: off.
+    pub warm_sessions: u32,
+    /// How long a warm session waits for its follow-up.
+    #[serde(with = "humantime_serde")]
+    pub warm_session_ttl: Duration,
     /// With `redis.url`: how often the worker renews its `pod:{id}` registry entry …
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -70,6 +77,8 @@ impl Default for WorkerConfig {
             cancel_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             live_session_ttl: Duration::from_secs(300),
+            warm_sessions: 2,
+            warm_session_ttl: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_ttl: Duration::from_secs(15),
         }

@@ -5,6 +5,7 @@ pub mod breaker;
 #[cfg(test)]
 mod chunks;
 pub mod continuation;
+pub mod conversation;
 pub mod day;
 pub mod hex;
 pub mod limits;

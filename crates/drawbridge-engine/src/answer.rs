@@ -146,6 +146,13 @@ impl Answer {
                         // the account (and so the worker) whose session holds the calls.
                         self.turns.bind_live(&live, &self.turn.account);
                     }
+                    if summary.warm
+                        && self.served.len() == 1
+                        && let Some(key) = &self.attempts.conversation_key
+                    {
+                        // The next request of this conversation can go to the session.
+                        self.turns.bind_warm(key, &self.turn.account);
+                    }
                     // Spliced from more than one turn: the last turn's count covers only its
                     // part. (Accounts that failed before the first text wrote nothing.)
                     let resumed = self.served.len() > 1;

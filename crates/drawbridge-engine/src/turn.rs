@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use drawbridge_core::breaker::{Outcome, classify};
+use drawbridge_core::conversation;
 use drawbridge_http::{ChatContext, events};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::{PromptBody, PromptInput, TurnTools, WorkerEvent};
@@ -38,8 +39,11 @@ pub(crate) struct Attempts {
     pub conversation: Option<String>,
     pub bound: Option<String>,
     /// The live session the request continues (its tool results answer calls that session
-    /// holds); `bound` is then the account that holds it.
+    /// holds, or it extends the conversation a warm session holds); `bound` is then the
+    /// account that holds it.
     pub live: Option<String>,
+    /// The key of the request's conversation, under which a worker may keep the session warm.
+    pub conversation_key: Option<String>,
 }
 
 impl Attempts {
@@ -51,6 +55,7 @@ impl Attempts {
             conversation: None,
             bound: None,
             live: None,
+            conversation_key: None,
         }
     }
 
@@ -117,18 +122,36 @@ impl Turns {
             attempts.bound = self.affinity.lookup(&key).await;
             attempts.conversation = Some(key);
         }
-        if let Some(live) = live_session(request)
-            && let Some(account) = self.affinity.lookup(&live_key(live)).await
-        {
-            tracing::debug!(
-                request_id = ctx.request_id,
-                account,
-                "request continues a live session"
-            );
-            attempts.bound = Some(account);
-            attempts.live = Some(live.to_owned());
+        let tools = request.offered_tools();
+        if let Some(live) = live_session(request) {
+            if let Some(account) = self.affinity.lookup(&live_key(live)).await {
+                tracing::debug!(
+                    request_id = ctx.request_id,
+                    account,
+                    "request continues a live session"
+                );
+                attempts.bound = Some(account);
+                attempts.live = Some(live.to_owned());
+            }
+        } else if let Some((before, _, _)) = conversation::split_at_answer(&request.messages) {
+            let key = conversation::key(&ctx.tenant, tools, before);
+            if let Some(account) = self.affinity.lookup(&warm_key(&key)).await {
+                tracing::debug!(
+                    request_id = ctx.request_id,
+                    account,
+                    "request extends a warm session"
+                );
+                attempts.bound = Some(account);
+                attempts.live = Some(key);
+            }
         }
+        attempts.conversation_key = Some(conversation::key(&ctx.tenant, tools, &request.messages));
         attempts
+    }
+
+    /// Bind the conversation `key` to the account whose worker keeps its session warm.
+    pub fn bind_warm(&self, key: &str, account: &str) {
+        self.affinity.bind(&warm_key(key), account, &self.shutdown);
     }
 
     /// Bind live session `live` to the account whose worker holds it, for the request that
@@ -251,6 +274,7 @@ impl Turns {
                     .live
                     .clone()
                     .filter(|_| attempts.bound.as_deref() == Some(account.as_str())),
+                conversation: attempts.conversation_key.clone(),
             };
             let error = match self.first_byte(worker, input, attempts).await {
                 Ok((first, rest)) => {
@@ -412,6 +436,11 @@ fn live_session(request: &ChatCompletionRequest) -> Option<&str> {
                 .as_deref()
                 .and_then(drawbridge_types::tools::live_session_of)
         })
+}
+
+/// The binding of a warm session's conversation in the affinity store.
+fn warm_key(conversation: &str) -> String {
+    format!("warm:{conversation}")
 }
 
 /// The binding of live session `live` in the affinity store (never a conversation key: those

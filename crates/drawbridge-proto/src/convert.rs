@@ -42,6 +42,7 @@ pub fn prompt_request(input: &PromptInput) -> pb::PromptRequest {
         },
         no_parallel_tool_calls: !tools.parallel,
         live_session: input.live_session.clone().unwrap_or_default(),
+        conversation: input.conversation.clone().unwrap_or_default(),
     }
 }
 
@@ -89,6 +90,7 @@ pub fn prompt_input(request: pb::PromptRequest) -> Result<PromptInput, ApiError>
             parallel: !request.no_parallel_tool_calls,
         },
         live_session: Some(request.live_session).filter(|s| !s.is_empty()),
+        conversation: Some(request.conversation).filter(|s| !s.is_empty()),
     })
 }
 
@@ -112,6 +114,7 @@ pub fn prompt_event(event: WorkerEvent) -> pb::PromptEvent {
             context_usage_percent: s.context_usage_percent.unwrap_or(-1.0),
             continuation_rounds: s.continuation_rounds,
             tool_choice_unmet: s.tool_choice_unmet,
+            warm: s.warm,
         }),
         WorkerEvent::Error(e) => Event::Error(error_info(&e)),
     };
@@ -142,6 +145,7 @@ pub fn worker_event(event: pb::PromptEvent) -> WorkerEvent {
                 .then_some(f.context_usage_percent),
             continuation_rounds: f.continuation_rounds,
             tool_choice_unmet: f.tool_choice_unmet,
+            warm: f.warm,
         }),
         Some(Event::Error(e)) => WorkerEvent::Error(from_error_info(e)),
         None => WorkerEvent::Error(ApiError::upstream("the worker sent an empty event")),
@@ -215,6 +219,7 @@ mod tests {
             max_output_tokens: Some(16),
             tools: TurnTools::default(),
             live_session: None,
+            conversation: None,
         };
         assert_eq!(prompt_input(prompt_request(&input)).unwrap(), input);
         let resume = PromptInput {
@@ -243,6 +248,7 @@ mod tests {
                 parallel: false,
             },
             live_session: Some(drawbridge_types::tools::new_live_id()),
+            conversation: Some("ab".repeat(32)),
             ..text
         };
         assert_eq!(
@@ -275,6 +281,7 @@ mod tests {
                 context_usage_percent: Some(12.5),
                 continuation_rounds: 2,
                 tool_choice_unmet: true,
+                warm: true,
             }),
             WorkerEvent::Error(ApiError::upstream("died")),
         ];

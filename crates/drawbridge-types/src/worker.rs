@@ -21,6 +21,10 @@ pub struct PromptInput {
     /// holds), when the request's tool results name one. A worker that no longer holds it
     /// serves the request in a fresh session from `body`.
     pub live_session: Option<String>,
+    /// The key of this request's conversation (`drawbridge_core::conversation::key`): after
+    /// the answer, the worker may keep the session open ("warm") under it, for a follow-up
+    /// that extends the conversation. `None`: the session ends with the answer.
+    pub conversation: Option<String>,
 }
 
 /// The tools a turn offers its agent, and how it may use them.
@@ -106,6 +110,9 @@ pub struct TurnSummary {
     /// `tool_choice` demanded a call (`required` or a named function) and the agent answered
     /// in text instead.
     pub tool_choice_unmet: bool,
+    /// The worker keeps the session open after this answer, under the request's
+    /// `conversation` key, for a follow-up that extends the conversation.
+    pub warm: bool,
 }
 
 /// A pool's state, as `/slots` and the engine's registry see it.

@@ -92,6 +92,7 @@ async fn start_prompt(worker: &Worker, body: &[u8]) -> Result<Response, ApiError
         // The worker's own endpoint is for operators trying an account: no client tools.
         tools: Default::default(),
         live_session: None,
+        conversation: None,
     };
     let turn = tokio_stream::wrappers::ReceiverStream::new(worker.prompt(input)).boxed();
     let started = events::first_content(turn).await?;

@@ -131,6 +131,8 @@ impl Worker {
                     continuation: settings::continuation_options(&config.continuation),
                     sanitize: settings::sanitize_options(&config.sanitize),
                     live_session_ttl: config.worker.live_session_ttl,
+                    warm_sessions: config.worker.warm_sessions,
+                    warm_session_ttl: config.worker.warm_session_ttl,
                 },
                 live: Arc::default(),
                 bridge: Arc::default(),
@@ -309,28 +311,40 @@ impl Worker {
         let (Some(live), Some(account)) = (&input.live_session, &input.account) else {
             return Err(tx);
         };
-        let results = match &input.body {
-            PromptBody::Messages(messages) => messages
-                .iter()
-                .rev()
-                .take_while(|m| m.role == Role::Tool)
-                .cloned()
-                .collect(),
-            _ => return Err(tx),
+        let PromptBody::Messages(messages) = &input.body else {
+            return Err(tx);
+        };
+        // A live session holding tool calls takes the trailing tool messages; a warm session
+        // the messages after its answer, if the answer is the one it gave.
+        let (new_messages, answer) = match drawbridge_core::conversation::split_at_answer(messages)
+        {
+            Some((_, answer, after)) if live.len() != drawbridge_types::tools::LIVE_ID_LEN => {
+                (after.to_vec(), Some(answer.text()))
+            }
+            _ => (
+                messages
+                    .iter()
+                    .rev()
+                    .take_while(|m| m.role == Role::Tool)
+                    .cloned()
+                    .collect(),
+                None,
+            ),
         };
         let resume = live::Resume {
             request_id: input.request_id.clone(),
-            results,
+            messages: new_messages,
+            conversation: input.conversation.clone(),
             out: tx,
         };
         self.turn_env
             .live
-            .resume(live, account, resume)
+            .resume(live, account, answer.as_deref(), resume)
             .map_err(|resume| {
                 tracing::info!(
                     request_id = input.request_id,
                     account,
-                    "the live session is gone; answering from the whole conversation"
+                    "the session is gone; answering from the whole conversation"
                 );
                 resume.out
             })

@@ -49,6 +49,8 @@ struct Counters {
     waiting: AtomicU32,
     /// Consecutive failed starts (reset by a successful one).
     failures: AtomicU32,
+    /// Leased processes that hold a warm session (given back when a request needs one).
+    warm: AtomicU32,
 }
 
 pub struct AccountPool {
@@ -60,6 +62,8 @@ pub struct AccountPool {
     idle_tx: mpsc::Sender<AgentProcess>,
     idle_rx: tokio::sync::Mutex<mpsc::Receiver<AgentProcess>>,
     counters: Counters,
+    /// Woken (once per waiting request) when no cold process is idle: see [`Self::pressed`].
+    pressure: tokio::sync::Notify,
     last_error: Mutex<Option<String>>,
     credits_used: Mutex<f64>,
     /// The agent's model catalogue: read when the first process starts, refreshed by every
@@ -92,6 +96,7 @@ impl AccountPool {
             idle_tx,
             idle_rx: tokio::sync::Mutex::new(idle_rx),
             counters: Counters::default(),
+            pressure: tokio::sync::Notify::new(),
             last_error: Mutex::new(None),
             credits_used: Mutex::new(0.0),
             catalogue: Mutex::new(None),
@@ -423,6 +428,12 @@ impl AccountPool {
                 self.settings.size, self.id
             )));
         }
+        if self.counters.idle.load(Ordering::SeqCst) == 0
+            && self.counters.warm.load(Ordering::SeqCst) > 0
+        {
+            // No cold process: a warm session gives its own back.
+            self.pressure.notify_one();
+        }
         let wait = async {
             let mut idle = self.idle_rx.lock().await;
             loop {
@@ -455,8 +466,20 @@ impl AccountPool {
         Ok(Lease {
             pool: Arc::clone(self),
             process: Some(process),
-            reusable: true,
+            reusable: std::cell::Cell::new(true),
         })
+    }
+
+    /// A leased process now holds a warm session, until the guard is dropped.
+    pub fn warm_parked(&self) -> WarmGuard<'_> {
+        self.counters.warm.fetch_add(1, Ordering::SeqCst);
+        WarmGuard(self)
+    }
+
+    /// Resolves when a request waits for a process while warm sessions hold some: one warm
+    /// session per waiting request gives its process back.
+    pub async fn pressed(&self) {
+        self.pressure.notified().await;
     }
 
     /// Stop the idle processes (leased ones stop when their lease ends).
@@ -509,10 +532,20 @@ impl Drop for Decrement<'_> {
 
 /// One leased process. Dropping the lease returns the process to the pool if it is still
 /// fit to serve, and otherwise replaces it.
+/// See [`AccountPool::warm_parked`].
+pub struct WarmGuard<'a>(&'a AccountPool);
+
+impl Drop for WarmGuard<'_> {
+    fn drop(&mut self) {
+        self.0.counters.warm.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub struct Lease {
     pool: Arc<AccountPool>,
     process: Option<AgentProcess>,
-    reusable: bool,
+    /// A flag, not a `&mut` state: a turn marks it while it still uses the process.
+    reusable: std::cell::Cell<bool>,
 }
 
 impl Lease {
@@ -525,18 +558,18 @@ impl Lease {
     }
 
     /// The process must not serve again (it hung, was cut off mid-turn, or misbehaved).
-    pub fn discard(&mut self) {
-        self.reusable = false;
+    pub fn discard(&self) {
+        self.reusable.set(false);
     }
 
     /// The process finished its turn cleanly and may serve again.
-    pub fn keep(&mut self) {
-        self.reusable = true;
+    pub fn keep(&self) {
+        self.reusable.set(true);
     }
 
     /// Whether the process goes back to the pool when the lease ends.
     pub fn is_kept(&self) -> bool {
-        self.reusable
+        self.reusable.get()
     }
 }
 
@@ -546,7 +579,7 @@ impl Drop for Lease {
         let Some(process) = self.process.take() else {
             return;
         };
-        if self.reusable && process.is_alive() {
+        if self.reusable.get() && process.is_alive() {
             self.pool.put_idle(process);
         } else {
             if !process.is_alive() {

@@ -45,6 +45,7 @@ use crate::pool::{AccountPool, Lease};
 
 mod calls;
 mod output;
+mod warm;
 
 use calls::{Calls, GATHER, Parking};
 use output::{Next, Output};
@@ -58,6 +59,9 @@ pub struct TurnSettings {
     pub sanitize: SanitizeOptions,
     /// How long a live session waits for the client's tool results.
     pub live_session_ttl: Duration,
+    /// Warm sessions an account may keep (0: none), and how long each waits.
+    pub warm_sessions: u32,
+    pub warm_session_ttl: Duration,
 }
 
 /// What every turn of a worker shares: its settings, its live sessions, the MCP bridge that
@@ -147,7 +151,7 @@ impl Held {
         } = self;
         // Calls still held are answered "ended" before the session goes.
         drop(tools);
-        let Some(mut lease) = lease else {
+        let Some(lease) = lease else {
             return;
         };
         if lease.is_kept()
@@ -266,12 +270,7 @@ async fn serve(
         return Err(unserved(pool, &method));
     }
 
-    // Token counts the agent reported, summed over rounds; `None` once a round reported none.
-    let mut reported = Some((0_u64, 0_u64));
     let mut prompt_tokens = tokens::estimate_tokens(&text);
-    let mut credits = 0.0;
-    let mut context = None;
-    let mut rounds = 0;
     let mut next_prompt = text;
     let calls = held
         .tools
@@ -284,110 +283,157 @@ async fn serve(
         deadline: &mut deadline,
         prompt_tokens: &mut prompt_tokens,
     };
-    let stop = loop {
-        let round = run_round(process, &session, next_prompt, output, &mut live)
-            .instrument(tracing::info_span!("round", round = rounds))
-            .await?;
-        let outcome = match round {
-            Round::Answered(outcome) => outcome,
-            Round::Refused(error) => {
-                // The agent answered (with an error, e.g. its account's limit): the process
-                // can serve the next request.
-                lease.keep();
-                return Err(error);
-            }
-            Round::ConsumerGone { agent_answered } => {
-                if agent_answered {
-                    // The agent answered the cancel: the process can serve the next request.
+    // The conversation the session holds after each answer (a warm session's key).
+    let mut conversation = input.conversation.clone();
+    // One answer per pass: the first, then one per follow-up a warm session takes.
+    loop {
+        // Token counts the agent reported, summed over rounds; `None` once a round reported
+        // none.
+        let mut reported = Some((0_u64, 0_u64));
+        let mut credits = 0.0;
+        let mut context = None;
+        let mut rounds = 0;
+        let stop = loop {
+            let round = run_round(process, &session, next_prompt, output, &mut live)
+                .instrument(tracing::info_span!("round", round = rounds))
+                .await?;
+            let outcome = match round {
+                Round::Answered(outcome) => outcome,
+                Round::Refused(error) => {
+                    // The agent answered (with an error, e.g. its account's limit): the
+                    // process can serve the next request.
                     lease.keep();
+                    return Err(error);
                 }
+                Round::ConsumerGone { agent_answered } => {
+                    if agent_answered {
+                        // The agent answered the cancel: the process can serve the next
+                        // request.
+                        lease.keep();
+                    }
+                    return Ok(None);
+                }
+            };
+            credits += outcome.usage.credits.unwrap_or(0.0);
+            reported = match (reported, outcome.usage.tokens) {
+                (Some((input, output)), Some(tokens)) => Some((
+                    input.saturating_add(tokens.input_tokens),
+                    output.saturating_add(tokens.output_tokens),
+                )),
+                _ => None,
+            };
+            context = outcome.usage.context_usage_percent.or(context);
+            if !output.end_round().await {
                 return Ok(None);
             }
+            let stop_kind = match outcome.stop_reason {
+                StopReason::EndTurn => StopKind::EndTurn,
+                StopReason::MaxTokens | StopReason::MaxTurnRequests => StopKind::MaxTokens,
+                _ => StopKind::Other,
+            };
+            let truncated = continuation::looks_truncated(
+                &settings.continuation,
+                rounds,
+                output.answer_raw(),
+                stop_kind,
+                outcome.usage.context_usage_percent,
+            );
+            match truncated {
+                Some(reason) => {
+                    rounds += 1;
+                    tracing::info!(
+                        request_id = input.request_id,
+                        account = pool.id,
+                        round = rounds,
+                        reason = reason.as_str(),
+                        "answer looks truncated; continuing on the same session"
+                    );
+                    next_prompt = continuation::continuation_prompt(output.answer_raw());
+                    *live.prompt_tokens += tokens::estimate_tokens(&next_prompt);
+                    output.splicer = Some(Splicer::new(output.answer_raw()));
+                }
+                None => break outcome.stop_reason,
+            }
         };
-        credits += outcome.usage.credits.unwrap_or(0.0);
-        reported = match (reported, outcome.usage.tokens) {
-            (Some((input, output)), Some(tokens)) => Some((
-                input.saturating_add(tokens.input_tokens),
-                output.saturating_add(tokens.output_tokens),
-            )),
-            _ => None,
-        };
-        context = outcome.usage.context_usage_percent.or(context);
-        if !output.end_round().await {
+        let parked = live.calls.as_ref().is_some_and(|calls| calls.answers > 0);
+        if !output.end().await {
             return Ok(None);
         }
-        let stop_kind = match outcome.stop_reason {
-            StopReason::EndTurn => StopKind::EndTurn,
-            StopReason::MaxTokens | StopReason::MaxTurnRequests => StopKind::MaxTokens,
-            _ => StopKind::Other,
-        };
-        let truncated = continuation::looks_truncated(
-            &settings.continuation,
-            rounds,
-            &output.raw,
-            stop_kind,
-            outcome.usage.context_usage_percent,
-        );
-        match truncated {
-            Some(reason) => {
-                rounds += 1;
-                tracing::info!(
-                    request_id = input.request_id,
-                    account = pool.id,
-                    round = rounds,
-                    reason = reason.as_str(),
-                    "answer looks truncated; continuing on the same session"
-                );
-                next_prompt = continuation::continuation_prompt(&output.raw);
-                *live.prompt_tokens += tokens::estimate_tokens(&next_prompt);
-                output.splicer = Some(Splicer::new(&output.raw));
+        let emulated_calls = output.emulated_calls();
+        let finish_reason = match stop {
+            StopReason::EndTurn if emulated_calls > 0 => FinishReason::ToolCalls,
+            StopReason::EndTurn => FinishReason::Stop,
+            StopReason::MaxTokens | StopReason::MaxTurnRequests => FinishReason::Length,
+            StopReason::Refusal => FinishReason::ContentFilter,
+            StopReason::Cancelled => {
+                return Err(ApiError::upstream("The agent cancelled the turn."));
             }
-            None => break outcome.stop_reason,
+        };
+        let calls_made = live.calls.as_ref().map_or(0, |c| c.issued) + emulated_calls;
+        let tool_choice_unmet =
+            !input.tools.is_empty() && input.tools.choice.forces_call() && calls_made == 0;
+        if tool_choice_unmet {
+            tracing::warn!(
+                request_id = input.request_id,
+                account = pool.id,
+                "tool_choice demanded a tool call; the agent answered in text"
+            );
         }
-    };
-    let parked = live.calls.as_ref().is_some_and(|calls| calls.answers > 0);
-    if !output.end().await {
-        return Ok(None);
-    }
-    let emulated_calls = output.emulated_calls();
-    let finish_reason = match stop {
-        StopReason::EndTurn if emulated_calls > 0 => FinishReason::ToolCalls,
-        StopReason::EndTurn => FinishReason::Stop,
-        StopReason::MaxTokens | StopReason::MaxTurnRequests => FinishReason::Length,
-        StopReason::Refusal => FinishReason::ContentFilter,
-        StopReason::Cancelled => {
-            return Err(ApiError::upstream("The agent cancelled the turn."));
+        pool.add_credits(credits);
+        // The agent answered: the process is idle again and may serve the next request.
+        lease.keep();
+        let (prompt_tokens, completion_tokens, tokens_estimated) = match reported {
+            // A live session's earlier answers were counted when they ended: the agent's
+            // report covers the whole turn, so this answer is estimated.
+            Some((input, output)) if !parked => (input, output, false),
+            _ => (*live.prompt_tokens, output.answer_tokens(), true),
+        };
+        // Keep the session warm for a follow-up that extends the conversation: an answer
+        // that ended normally, while the account has room for another warm session.
+        let warm_key = conversation
+            .take()
+            .filter(|_| finish_reason == FinishReason::Stop && emulated_calls == 0)
+            .filter(|_| warm::has_room(pool, env, process));
+        let summary = TurnSummary {
+            finish_reason,
+            prompt_tokens,
+            completion_tokens,
+            tokens_estimated,
+            credits,
+            context_usage_percent: context,
+            continuation_rounds: rounds,
+            tool_choice_unmet,
+            warm: warm_key.is_some(),
+        };
+        let Some(key) = warm_key else {
+            return Ok(Some(summary));
+        };
+        if output
+            .out
+            .send(WorkerEvent::Finished(summary))
+            .await
+            .is_err()
+        {
+            return Ok(None);
         }
-    };
-    let calls_made = live.calls.as_ref().map_or(0, |c| c.issued) + emulated_calls;
-    let tool_choice_unmet =
-        !input.tools.is_empty() && input.tools.choice.forces_call() && calls_made == 0;
-    if tool_choice_unmet {
-        tracing::warn!(
-            request_id = input.request_id,
-            account = pool.id,
-            "tool_choice demanded a tool call; the agent answered in text"
-        );
+        output.release();
+        let Some(follow_up) = warm::wait(pool, env, &key, output.answer_text()).await else {
+            return Ok(None);
+        };
+        // The follow-up extends the conversation: only its new messages go to the session.
+        lease.discard();
+        *live.deadline = Instant::now() + settings.request_timeout;
+        next_prompt = prompt::render(&follow_up.messages);
+        *live.prompt_tokens = tokens::estimate_tokens(&next_prompt);
+        conversation = follow_up.conversation;
+        output.begin_answer(follow_up.out);
+        let started = WorkerEvent::Started {
+            account: pool.id.clone(),
+        };
+        if output.out.send(started).await.is_err() {
+            return Ok(None);
+        }
     }
-    pool.add_credits(credits);
-    // The agent answered: the process is idle again and may serve the next request.
-    lease.keep();
-    let (prompt_tokens, completion_tokens, tokens_estimated) = match reported {
-        // A live session's earlier answers were counted when they ended: the agent's
-        // report covers the whole turn, so this answer is estimated.
-        Some((input, output)) if !parked => (input, output, false),
-        _ => (prompt_tokens, output.answer_tokens(), true),
-    };
-    Ok(Some(TurnSummary {
-        finish_reason,
-        prompt_tokens,
-        completion_tokens,
-        tokens_estimated,
-        credits,
-        context_usage_percent: context,
-        continuation_rounds: rounds,
-        tool_choice_unmet,
-    }))
 }
 
 /// What a round needs beyond the prompt: the pool and worker, the client's tool calls (when

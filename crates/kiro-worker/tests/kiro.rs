@@ -83,6 +83,7 @@ impl Setup {
             max_output_tokens: None,
             tools: Default::default(),
             live_session: None,
+            conversation: None,
         });
         let mut events = Vec::new();
         while let Some(event) = rx.recv().await {

@@ -70,6 +70,7 @@ pub fn reported(prompt: u64, completion: u64, credits: f64, context: Option<f64>
         context_usage_percent: context,
         continuation_rounds: 0,
         tool_choice_unmet: false,
+        warm: false,
     }
 }
 
@@ -191,6 +192,7 @@ fn finished() -> WorkerEvent {
         context_usage_percent: None,
         continuation_rounds: 0,
         tool_choice_unmet: false,
+        warm: false,
     })
 }
 

@@ -85,6 +85,8 @@ fn turn_settings(cancel_grace: Duration) -> TurnSettings {
         },
         sanitize: drawbridge_core::sanitize::SanitizeOptions::default(),
         live_session_ttl: Duration::from_secs(30),
+        warm_sessions: 0,
+        warm_session_ttl: Duration::from_secs(30),
     }
 }
 
@@ -97,6 +99,7 @@ fn input(text: &str) -> PromptInput {
         max_output_tokens: None,
         tools: Default::default(),
         live_session: None,
+        conversation: None,
     }
 }
 

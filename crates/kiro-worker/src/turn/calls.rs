@@ -129,6 +129,7 @@ pub(super) async fn park(
         context_usage_percent: None,
         continuation_rounds: 0,
         tool_choice_unmet: false,
+        warm: false,
     };
     if output
         .out
@@ -186,7 +187,7 @@ pub(super) async fn park(
         account = pool.id,
         "tool results arrived; the live session goes on"
     );
-    let prompt_tokens = calls.answer(&follow_up.results);
+    let prompt_tokens = calls.answer(&follow_up.messages);
     output.begin_answer(follow_up.out);
     let started = WorkerEvent::Started {
         account: pool.id.clone(),

@@ -36,6 +36,9 @@ pub(super) struct Output {
     call_chars: usize,
     /// Emulated tool calling: the tagged calls parsed out of the text.
     tags: Option<Tags>,
+    /// The text of this answer as the consumer got it (what a client sends back when it
+    /// continues the conversation).
+    sent: String,
 }
 
 /// The tagged tool calls of an answer whose tools were described in the prompt.
@@ -74,7 +77,18 @@ impl Output {
             answer_thought: 0,
             call_chars: 0,
             tags: None,
+            sent: String::new(),
         }
+    }
+
+    /// This answer's text as the agent said it (what continuation reasons about).
+    pub(super) fn answer_raw(&self) -> &str {
+        self.raw.get(self.answer_raw..).unwrap_or_default()
+    }
+
+    /// This answer's text as the consumer got it.
+    pub(super) fn answer_text(&self) -> String {
+        self.sent.clone()
     }
 
     /// Parse tagged tool calls out of the text (the tools were described in the prompt).
@@ -98,6 +112,7 @@ impl Output {
         self.answer_raw = self.raw.len();
         self.answer_thought = self.thought.len();
         self.call_chars = 0;
+        self.sent.clear();
     }
 
     /// Let the consumer go (its answer is finished) without a next one yet.
@@ -220,6 +235,7 @@ impl Output {
         } else {
             self.sanitizer.push(&chunk).into_owned()
         };
+        self.sent.push_str(&clean);
         clean.is_empty() || self.out.send(WorkerEvent::Text(clean)).await.is_ok()
     }
 
@@ -259,6 +275,7 @@ impl Output {
             return false;
         }
         let rest = self.sanitizer.finish();
+        self.sent.push_str(&rest);
         rest.is_empty() || self.out.send(WorkerEvent::Text(rest)).await.is_ok()
     }
 }
