@@ -137,8 +137,11 @@ async fn models_are_listed_and_chosen_per_request_on_both_dialects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_do_not_pile_up_in_an_account_home() {
+    // Each answer's session is deleted when the turn ends, or (warm sessions, at most 2 per
+    // account) when its warm TTL passes.
     let stack = Stack::single(StackOptions {
         accounts: vec![AccountSpec::kiro(2, "v3")],
+        worker_yaml: "  warm_session_ttl: 1s\n".into(),
         ..StackOptions::default()
     })
     .await;
@@ -193,7 +196,7 @@ async fn agents_run_no_tools_unless_the_operator_allows_them() {
     let profile = stack.account_home(1).join(".kiro/agents/drawbridge.json");
     let profile: Value =
         serde_json::from_slice(&std::fs::read(&profile).expect("the tool-less profile")).unwrap();
-    assert_eq!(profile["tools"], json!([]));
+    assert_eq!(profile["tools"], json!(["@drawbridge"]));
 
     let answer = content(
         &client

@@ -384,8 +384,11 @@ impl AccountPool {
         }
     }
 
+    /// The pool's state. A process holding a warm session counts as idle: a request takes it
+    /// back at once.
     pub fn slots(&self) -> AccountSlots {
         let c = &self.counters;
+        let warm = c.warm.load(Ordering::SeqCst);
         AccountSlots {
             account: self.id.clone(),
             models: self.all_models(),
@@ -393,8 +396,8 @@ impl AccountPool {
                 .as_ref()
                 .and_then(|catalogue| catalogue.current.clone()),
             size: self.settings.size,
-            busy: c.busy.load(Ordering::SeqCst),
-            idle: c.idle.load(Ordering::SeqCst),
+            busy: c.busy.load(Ordering::SeqCst).saturating_sub(warm),
+            idle: c.idle.load(Ordering::SeqCst) + warm,
             starting: c.starting.load(Ordering::SeqCst),
             failed: c.failures.load(Ordering::SeqCst),
             queue_depth: c.waiting.load(Ordering::SeqCst),

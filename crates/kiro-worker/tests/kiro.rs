@@ -272,7 +272,7 @@ async fn v2_without_tools_runs_the_tool_less_profile() {
     let profile = setup.home().join(".kiro/agents/drawbridge.json");
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
-    assert_eq!(written["tools"], serde_json::json!([]));
+    assert_eq!(written["tools"], serde_json::json!(["@drawbridge"]));
     let lines = agent_command_lines(setup.dir.path());
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].ends_with("--agent drawbridge"), "{lines:?}");
