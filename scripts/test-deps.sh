@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and are not part of the Rust toolchain: a Python venv with the
-# official OpenAI SDK (tests/sdk), and redis-server (the ValKey tests of drawbridge-state start
+# official OpenAI SDK (tests/sdk), Node.js with the official OpenAI Node SDK (tests/sdk-node,
+# pinned by its package-lock.json), and redis-server (the ValKey tests of drawbridge-state start
 # their own). Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,4 +36,22 @@ fi
 if ! cmp -s "$requirements" "$stamp"; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$stamp"
+fi
+
+node_suite=tests/sdk-node
+node_lock="$node_suite/package-lock.json"
+node_stamp="$node_suite/node_modules/.lock-installed"
+
+if ! command -v node >/dev/null 2>&1; then
+  apt_install nodejs npm
+elif ! command -v npm >/dev/null 2>&1; then
+  apt_install npm
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  echo "warning: Node.js $(node --version) is older than the OpenAI Node SDK supports (20 or later)" >&2
+fi
+if ! cmp -s "$node_lock" "$node_stamp"; then
+  (cd "$node_suite" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$node_lock" "$node_stamp"
 fi
