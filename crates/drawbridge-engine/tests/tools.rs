@@ -33,7 +33,10 @@ struct Harness {
 }
 
 async fn harness(workers: &[&Arc<FakeWorker>]) -> Harness {
-    let config = Config::from_yaml("engine: { max_attempts: 3 }").unwrap();
+    let config = Config::from_yaml(
+        "engine: { max_attempts: 3, channel_keys: [{ name: gw, key: ck-gw, trust_tenant: true }] }",
+    )
+    .unwrap();
     let routing = Arc::new(EmbeddedRouting::new());
     let state = EngineState {
         credits: Arc::new(EmbeddedCredits::new()),
@@ -55,6 +58,7 @@ async fn harness(workers: &[&Arc<FakeWorker>]) -> Harness {
 async fn chat(h: &Harness, body: &Value) -> (StatusCode, String) {
     let request = Request::post("/v1/chat/completions")
         .header("content-type", "application/json")
+        .header("authorization", "Bearer ck-gw")
         .body(Body::from(body.to_string()))
         .unwrap();
     let response = h.router.clone().oneshot(request).await.unwrap();
@@ -198,4 +202,72 @@ async fn a_turn_that_breaks_after_a_tool_call_is_not_started_again_elsewhere() {
         b.prompts().is_empty(),
         "the client has the call: nobody else may answer"
     );
+}
+
+/// A turn that answers `text` and says its worker keeps the session warm.
+fn answers_warm(text: &str) -> Script {
+    let mut summary = test_support::fake_worker::reported(3, 2, 0.0, None);
+    summary.warm = true;
+    Script::Steps(vec![Step::Text(text.to_owned()), Step::Finish(summary)])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follow_up_goes_to_the_account_that_keeps_its_conversation_warm() {
+    // `acct-b` scores better but refuses the first turn; `acct-a` answers and keeps it warm.
+    let a = Arc::new(
+        FakeWorker::new("acct-a")
+            .slots(1)
+            .then(answers_warm("first")),
+    );
+    let b = Arc::new(
+        FakeWorker::new("acct-b")
+            .slots(4)
+            .then(Script::Fails(ApiError::new(ErrorKind::NoCapacity, "busy"))),
+    );
+    let h = harness(&[&a, &b]).await;
+    let one = json!({"model": "kiro", "messages": [{"role": "user", "content": "one"}]});
+    let (status, body) = chat(&h, &one).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let key = a.prompts()[0]
+        .conversation
+        .clone()
+        .expect("a conversation key");
+    eventually("the warm session is bound", || async {
+        h.routing
+            .affinity(&format!("warm:{key}"))
+            .await
+            .unwrap()
+            .as_deref()
+            == Some("acct-a")
+    })
+    .await;
+
+    let two = json!({"model": "kiro", "messages": [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "first"},
+        {"role": "user", "content": "two"}]});
+    let (status, body) = chat(&h, &two).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let prompts = a.prompts();
+    assert_eq!(prompts.len(), 2, "the follow-up went to the warm account");
+    assert_eq!(prompts[1].live_session.as_deref(), Some(key.as_str()));
+    assert_ne!(prompts[1].conversation, prompts[0].conversation);
+
+    // Another tenant's same conversation is not this one.
+    let (before_a, before_b) = (a.prompts().len(), b.prompts().len());
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer ck-gw")
+        .header(drawbridge_http::TENANT_HEADER, "someone-else")
+        .body(Body::from(two.to_string()))
+        .unwrap();
+    let response = h.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let new: Vec<_> = a.prompts()[before_a..]
+        .iter()
+        .chain(&b.prompts()[before_b..])
+        .cloned()
+        .collect();
+    assert_eq!(new.len(), 1);
+    assert!(new[0].live_session.is_none(), "{:?}", new[0].live_session);
 }
