@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use drawbridge_state::{AccountStore as _, CONTROLLER_LEASE, LeaseStore as _, Registry as _};
+use drawbridge_state::{
+    AccountStore as _, BreakerStore as _, CONTROLLER_LEASE, LeaseStore as _, Registry as _,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use test_support::cluster::{
@@ -92,7 +94,14 @@ async fn a_worker_killed_mid_stream_is_resumed_elsewhere_and_routed_around() {
     // Slots polls far apart: what keeps requests off the dead worker below is the failed
     // stream itself, not a poll that happens to come in between.
     cluster.refresh_interval = Duration::from_secs(4);
-    cluster.add_engine("e1", &[], "").await;
+    // One failure opens a breaker: the worker's death must not count as acct-1's.
+    cluster
+        .add_engine(
+            "e1",
+            &[],
+            "health: { circuit_breaker: { failure_threshold: 1, window_size: 10, reset_timeout: 60s } }\n",
+        )
+        .await;
     cluster.wait_serving(0, 2).await;
 
     let (status, mut body) = cluster
@@ -140,6 +149,23 @@ async fn a_worker_killed_mid_stream_is_resumed_elsewhere_and_routed_around() {
         )
         .await
     );
+
+    // The worker died, not the account: acct-1's breaker recorded no failure.
+    let breakers = store(&cluster)
+        .await
+        .breakers(&["acct-1".to_owned()])
+        .await
+        .unwrap();
+    if let Some(Some(stored)) = breakers.values.first() {
+        let breaker: Value = serde_json::from_str(stored).unwrap();
+        assert_eq!(breaker["state"], "closed", "{breaker}");
+        assert!(
+            !breaker["window"]
+                .as_array()
+                .is_some_and(|w| w.contains(&Value::Bool(true))),
+            "the worker's death was counted against acct-1: {breaker}"
+        );
+    }
 
     // New requests go to the live worker straight away, long before w1's record expires: the
     // broken stream marked w1 unreachable, so none of them even tries it.

@@ -211,7 +211,9 @@ impl Answer {
         let until = (Instant::now() + idle).min(self.attempts.deadline);
         match tokio::time::timeout_at(until, self.turn.rest.next()).await {
             Ok(Some(event)) => event,
-            Ok(None) => WorkerEvent::Error(ApiError::upstream(
+            // The worker's stream broke off: the worker's failure, not the account's.
+            Ok(None) => WorkerEvent::Error(ApiError::new(
+                ErrorKind::Unavailable,
                 "The worker ended the answer before it was complete.",
             )),
             Err(_) if self.attempts.expired() => WorkerEvent::Error(errors::deadline_passed()),

@@ -33,6 +33,25 @@ pub trait WorkerConn: Send + Sync + 'static {
 /// A call that failed because the worker could not be reached (refused, reset, gone), as
 /// opposed to an error the worker itself returned (those carry our error code in front).
 fn unreachable(status: &tonic::Status) -> bool {
+    worker_transport(status)
+}
+
+/// The error of a call the worker's transport failed: the worker's failure, not its account's
+/// (`unavailable`: the request moves on, the account's breaker does not count it, and the
+/// worker is marked unreachable until it answers again).
+fn transport_error(status: &tonic::Status) -> ApiError {
+    if worker_transport(status) {
+        tracing::debug!(code = ?status.code(), message = status.message(), "worker transport failed");
+        ApiError::new(
+            drawbridge_types::ErrorKind::Unavailable,
+            "A worker could not be reached.",
+        )
+    } else {
+        from_status(status)
+    }
+}
+
+fn worker_transport(status: &tonic::Status) -> bool {
     let ours = status
         .message()
         .split_once(": ")
@@ -96,7 +115,7 @@ impl WorkerConn for GrpcWorkerConn {
                             if unreachable(&status) {
                                 down.store(true, Ordering::Relaxed);
                             }
-                            WorkerEvent::Error(from_status(&status))
+                            WorkerEvent::Error(transport_error(&status))
                         }
                     })
                     .boxed(),
@@ -104,7 +123,7 @@ impl WorkerConn for GrpcWorkerConn {
                     if unreachable(&status) {
                         down.store(true, Ordering::Relaxed);
                     }
-                    stream::iter([WorkerEvent::Error(from_status(&status))]).boxed()
+                    stream::iter([WorkerEvent::Error(transport_error(&status))]).boxed()
                 }
             }
         })

@@ -25,7 +25,10 @@ pub async fn first_content(
             event => return Ok((event, events)),
         }
     }
-    Err(ApiError::upstream(
+    // The worker's stream ended before it said anything: the worker's failure (its
+    // transport), not the account's.
+    Err(ApiError::new(
+        drawbridge_types::ErrorKind::Unavailable,
         "The worker ended the turn without an answer.",
     ))
 }
