@@ -16,8 +16,9 @@ pub const CONTROLLER_LEASE: &str = "controller";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub holder: String,
-    /// Greater than the token of every earlier acquisition of the same lease (while the store
-    /// keeps its data).
+    /// Greater than the token of every earlier acquisition of the same lease, also after the
+    /// store lost its data: a token is the larger of the last one + 1 and the store's clock in
+    /// microseconds at the acquisition.
     pub token: u64,
 }
 

@@ -63,9 +63,13 @@ impl LeaseStore for EmbeddedControl {
             if state.holder(name).is_some() {
                 return Ok(None);
             }
+            // As in ValKey: the larger of the last token + 1 and the clock in microseconds.
             let token = {
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
                 let epoch = state.epochs.entry(name.to_owned()).or_default();
-                *epoch += 1;
+                *epoch = (*epoch + 1).max(now_us);
                 *epoch
             };
             let lease = Lease {

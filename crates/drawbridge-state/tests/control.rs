@@ -214,3 +214,29 @@ async fn valkey_key_layout() {
     assert_eq!(record, account("acct-1"));
     store.close().await;
 }
+
+/// ValKey restarted empty between two leaders (its data, the epoch key included, lost): the
+/// new leader's fencing token is still greater than the old one's.
+#[tokio::test]
+async fn fencing_tokens_grow_across_valkey_data_loss() {
+    use fred::prelude::{Builder, ClientLike, Config};
+    let server = RedisServer::start();
+    let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
+    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    let old = store
+        .acquire(CONTROLLER_LEASE, "engine-1", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let _: () = raw.flushall(false).await.unwrap();
+    let new = store
+        .acquire(CONTROLLER_LEASE, "engine-2", TTL)
+        .await
+        .unwrap()
+        .expect("the lease is free after the data loss");
+    assert!(new > old, "old {old}, new {new}");
+    store.close().await;
+}
