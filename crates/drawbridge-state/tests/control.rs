@@ -240,3 +240,27 @@ async fn fencing_tokens_grow_across_valkey_data_loss() {
     assert!(new > old, "old {old}, new {new}");
     store.close().await;
 }
+
+/// A server without AOF or save points is reported as keeping nothing (the store warns at
+/// connect); one with AOF on as persistent.
+#[tokio::test]
+async fn the_store_tells_whether_valkey_persists() {
+    use fred::prelude::{Builder, ClientLike, Config};
+    use fred::types::CustomCommand;
+    let server = RedisServer::start();
+    let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
+    assert_eq!(store.persists().await, Some(false));
+    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    let _: String = raw
+        .custom(
+            CustomCommand::new_static("CONFIG", None::<u16>, false),
+            vec!["SET", "appendonly", "yes"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.persists().await, Some(true));
+    store.close().await;
+}

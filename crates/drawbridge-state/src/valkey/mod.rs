@@ -19,7 +19,7 @@ use fred::prelude::{
     ReconnectPolicy,
 };
 use fred::types::scripts::Script;
-use fred::types::{ConnectHandle, Message};
+use fred::types::{ConnectHandle, CustomCommand, Message};
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 use tokio::sync::broadcast::Receiver;
@@ -142,7 +142,35 @@ impl ValkeyRegistry {
         };
         registry.start(&registry.client).await?;
         tracing::info!(store = %registry.target, "connected to the state store");
+        if registry.persists().await == Some(false) {
+            tracing::warn!(
+                store = %registry.target,
+                "the state store keeps no data across a restart (no AOF, no RDB save points): \
+                 API keys, usage, credits and assignments are lost when it restarts; turn \
+                 persistence on (e.g. appendonly yes, as the compose file runs it)"
+            );
+        }
         Ok(registry)
+    }
+
+    /// Whether the server keeps its data across a restart (AOF on, or RDB save points set);
+    /// `None` when it does not say (`CONFIG` refused, as some managed services do).
+    pub async fn persists(&self) -> Option<bool> {
+        let get = |name: &'static str| async move {
+            let reply: Result<Vec<String>, _> = tokio::time::timeout(
+                self.options.command_timeout,
+                self.client.custom(
+                    CustomCommand::new_static("CONFIG", None::<u16>, false),
+                    vec!["GET", name],
+                ),
+            )
+            .await
+            .ok()?;
+            reply.ok()?.get(1).cloned()
+        };
+        let aof = get("appendonly").await?;
+        let save = get("save").await?;
+        Some(aof.eq_ignore_ascii_case("yes") || !save.trim().is_empty())
     }
 
     /// The server's address, without credentials: what to put in a log line.
