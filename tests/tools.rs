@@ -216,7 +216,7 @@ async fn a_follow_up_that_extends_the_conversation_goes_to_its_warm_session() {
 
     // A request of another conversation needs the only process: the warm session of the last
     // answer gives it back at once instead of making it wait for the queue timeout.
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let other = content(&client.chat(&conversation(&["something else"])).await);
     assert_eq!(other, "something else");
     assert!(

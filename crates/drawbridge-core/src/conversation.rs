@@ -19,27 +19,27 @@ pub fn key(tenant: &str, tools: &[Tool], messages: &[ChatMessage]) -> String {
     struct Canonical<'a> {
         tenant: &'a str,
         tools: &'a [Tool],
-        messages: Vec<(
-            &'a Role,
-            Option<&'a str>,
-            String,
-            &'a Option<Vec<drawbridge_types::openai::ToolCall>>,
-            Option<&'a str>,
-        )>,
+        messages: Vec<Message<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Message<'a> {
+        role: &'a Role,
+        name: Option<&'a str>,
+        text: String,
+        tool_calls: &'a Option<Vec<drawbridge_types::openai::ToolCall>>,
+        tool_call_id: Option<&'a str>,
     }
     let canonical = Canonical {
         tenant,
         tools,
         messages: messages
             .iter()
-            .map(|m| {
-                (
-                    &m.role,
-                    m.name.as_deref(),
-                    m.text(),
-                    &m.tool_calls,
-                    m.tool_call_id.as_deref(),
-                )
+            .map(|m| Message {
+                role: &m.role,
+                name: m.name.as_deref(),
+                text: m.text(),
+                tool_calls: &m.tool_calls,
+                tool_call_id: m.tool_call_id.as_deref(),
             })
             .collect(),
     };
