@@ -226,3 +226,24 @@ async fn a_follow_up_that_extends_the_conversation_goes_to_its_warm_session() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_tool_round_trip_the_conversation_goes_on_in_the_same_session() {
+    let mut stack = Stack::single(StackOptions {
+        accounts: vec![AccountSpec::new(1)],
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+    let (_, mut request) = follow_up(&client.chat(&ask()).await, "sunny");
+    let reply = client.chat(&request).await;
+    let answer = content(&reply);
+    assert_eq!(answer, "get_weather: sunny");
+    // The session that ran the tool is kept warm under the conversation with its results: the
+    // next turn sends the agent only the new message (the mock echoes it).
+    let messages = request["messages"].as_array_mut().expect("messages");
+    messages.push(json!({"role": "assistant", "content": answer}));
+    messages.push(json!({"role": "user", "content": "thanks"}));
+    assert_eq!(content(&client.chat(&request).await), "thanks");
+    stack.stop().await;
+}

@@ -282,9 +282,8 @@ async fn serve(
         calls,
         deadline: &mut deadline,
         prompt_tokens: &mut prompt_tokens,
+        conversation: input.conversation.clone(),
     };
-    // The conversation the session holds after each answer (a warm session's key).
-    let mut conversation = input.conversation.clone();
     // One answer per pass: the first, then one per follow-up a warm session takes.
     loop {
         // Token counts the agent reported, summed over rounds; `None` once a round reported
@@ -390,7 +389,8 @@ async fn serve(
         };
         // Keep the session warm for a follow-up that extends the conversation: an answer
         // that ended normally, while the account has room for another warm session.
-        let warm_key = conversation
+        let warm_key = live
+            .conversation
             .take()
             .filter(|_| finish_reason == FinishReason::Stop && emulated_calls == 0)
             .filter(|_| warm::has_room(pool, env, process));
@@ -425,7 +425,7 @@ async fn serve(
         *live.deadline = Instant::now() + settings.request_timeout;
         next_prompt = prompt::render(&follow_up.messages);
         *live.prompt_tokens = tokens::estimate_tokens(&next_prompt);
-        conversation = follow_up.conversation;
+        live.conversation = follow_up.conversation;
         output.begin_answer(follow_up.out);
         let started = WorkerEvent::Started {
             account: pool.id.clone(),
@@ -445,6 +445,9 @@ struct Live<'a> {
     calls: Option<Calls<'a>>,
     deadline: &'a mut Instant,
     prompt_tokens: &'a mut u64,
+    /// The key of the conversation the session holds once the answer ends (the last
+    /// request's): a warm session is parked under it.
+    conversation: Option<String>,
 }
 
 /// One prompt on the session, streaming its text to `output`. Tool calls the agent makes are
@@ -511,7 +514,8 @@ async fn run_round(
                 gathering = false;
                 let Some(calls) = live.calls.as_mut() else { continue };
                 match calls::park(calls, output, pool, live.env, &mut agent_rx).await {
-                    Parking::Resumed { prompt_tokens } => {
+                    Parking::Resumed { prompt_tokens, conversation } => {
+                        live.conversation = conversation;
                         *live.deadline = Instant::now() + settings.request_timeout;
                         *live.prompt_tokens = prompt_tokens;
                         silence.as_mut().reset(Instant::now() + settings.idle_timeout);

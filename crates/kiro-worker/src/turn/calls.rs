@@ -45,7 +45,11 @@ pub(crate) struct Calls<'a> {
 /// How a parked session ended its wait.
 pub(super) enum Parking {
     /// The client's results came: the agent has them and the next answer goes on.
-    Resumed { prompt_tokens: u64 },
+    Resumed {
+        prompt_tokens: u64,
+        /// The follow-up's conversation key (what the session holds after its answer).
+        conversation: Option<String>,
+    },
     /// Nobody came back in time (or the worker is draining): cancel the turn.
     Expired,
 }
@@ -188,6 +192,7 @@ pub(super) async fn park(
         "tool results arrived; the live session goes on"
     );
     let prompt_tokens = calls.answer(&follow_up.messages);
+    let conversation = follow_up.conversation;
     output.begin_answer(follow_up.out);
     let started = WorkerEvent::Started {
         account: pool.id.clone(),
@@ -201,5 +206,8 @@ pub(super) async fn park(
             Next::ConsumerGone | Next::Fail(_) => return Parking::Expired,
         }
     }
-    Parking::Resumed { prompt_tokens }
+    Parking::Resumed {
+        prompt_tokens,
+        conversation,
+    }
 }
