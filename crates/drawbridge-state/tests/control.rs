@@ -8,6 +8,8 @@
     reason = "test helpers panic on failure, like the tests that call them"
 )]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,13 +189,10 @@ test_support::conformance! {
 
 #[tokio::test]
 async fn valkey_key_layout() {
-    use fred::prelude::{Builder, ClientLike, Config, KeysInterface, SetsInterface};
+    use fred::prelude::{KeysInterface, SetsInterface};
     let server = RedisServer::start();
     let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
-    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let raw = common::raw_client(&server).await;
     let token = store
         .acquire(CONTROLLER_LEASE, "engine-1", TTL)
         .await
@@ -219,13 +218,10 @@ async fn valkey_key_layout() {
 /// new leader's fencing token is still greater than the old one's.
 #[tokio::test]
 async fn fencing_tokens_grow_across_valkey_data_loss() {
-    use fred::prelude::{Builder, ClientLike, Config};
+    use fred::prelude::ClientLike;
     let server = RedisServer::start();
     let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
-    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let raw = common::raw_client(&server).await;
     let old = store
         .acquire(CONTROLLER_LEASE, "engine-1", TTL)
         .await
@@ -245,15 +241,12 @@ async fn fencing_tokens_grow_across_valkey_data_loss() {
 /// connect); one with AOF on as persistent.
 #[tokio::test]
 async fn the_store_tells_whether_valkey_persists() {
-    use fred::prelude::{Builder, ClientLike, Config};
+    use fred::prelude::ClientLike;
     use fred::types::CustomCommand;
     let server = RedisServer::start();
     let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
     assert_eq!(store.persists().await, Some(false));
-    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let raw = common::raw_client(&server).await;
     let _: String = raw
         .custom(
             CustomCommand::new_static("CONFIG", None::<u16>, false),

@@ -11,6 +11,8 @@
     reason = "charges race from tasks of the test's own runtime, which ends with the test"
 )]
 
+mod common;
+
 use std::sync::Arc;
 
 use drawbridge_state::{
@@ -185,13 +187,10 @@ test_support::conformance! {
 
 #[tokio::test]
 async fn valkey_key_layout() {
-    use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+    use fred::prelude::KeysInterface;
     let server = RedisServer::start();
     let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
-    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let raw = common::raw_client(&server).await;
     store
         .apply_grants(&[("acct-1".to_owned(), Some(2_500))])
         .await

@@ -8,6 +8,8 @@
     reason = "test helpers panic on failure, like the tests that call them"
 )]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,13 +174,10 @@ test_support::conformance! {
 
 #[tokio::test]
 async fn valkey_key_layout() {
-    use fred::prelude::{Builder, ClientLike, Config, KeysInterface};
+    use fred::prelude::KeysInterface;
     let server = RedisServer::start();
     let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
-    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    raw.init().await.unwrap();
+    let raw = common::raw_client(&server).await;
     store
         .swap_breaker("acct-1", None, r#"{"state":"open"}"#)
         .await
