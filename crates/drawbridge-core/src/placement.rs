@@ -5,16 +5,37 @@
 //! - An account a static pod serves (one with its own configured accounts) and that is not
 //!   assigned is left alone: someone else placed it.
 //! - An account assigned to a live, assignable pod that takes work (not draining, not
-//!   unhealthy) stays there.
+//!   unhealthy) stays there (but see rebalancing below).
 //! - An unassigned account that such a pod already serves is assigned to it (after the store
 //!   lost its data, the assignment is rebuilt from what runs, without moving anything).
 //! - Any other account (unassigned, or its pod is gone, draining, unhealthy, or no longer takes
 //!   assignments) moves to the assignable pod that takes work and holds the fewest accounts
-//!   (ties: smallest id), while it has room (`max_per_pod`, 0 = no limit).
+//!   (ties: smallest id), while it has room (`max_per_pod`, 0 = no limit). The counts include
+//!   the accounts this plan has just placed, so a burst of unassigned accounts spreads over the
+//!   pods within one plan.
 //! - An account with nowhere to go keeps a pod that is still registered (a draining pod serves
 //!   it until then) and loses an assignment to a pod that is gone.
+//! - Rebalancing, once the above is planned: while the most loaded assignable pod that takes
+//!   work holds at least 2 more accounts than the least loaded one with room, one account moves
+//!   from the former to the latter, at most [`MAX_REBALANCE_PER_PASS`] such moves per plan (the
+//!   next pass continues). Only an account that stays where it is assigned and is idle there
+//!   moves: the pod reports no request in flight or queued for it ([`PodView::busy`]). A busy
+//!   account is skipped this pass and moves on a later one once idle; this is how an account
+//!   is drained before it moves. Choice: the most loaded pod (ties: smallest id) that has an
+//!   idle account, and its idle account with the smallest id; if the most loaded pods hold only
+//!   busy accounts, the next most loaded pod that is still 2 above the least loaded gives one.
+//!   Accounts that were just placed by this plan do not move again in it.
+//!
+//! An account that moves stops on its old pod when that pod sees the new assignment (turns in
+//! flight finish) and starts on the new pod when it sees it: it is not started warm on the new
+//! pod before the old one lets go. Waiting for idleness keeps the gap to requests that arrive
+//! in between, which the engine retries on the account's new pod.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+/// At most this many accounts move per plan to even out the load (moves off dead, draining or
+/// unhealthy pods are not bounded).
+pub const MAX_REBALANCE_PER_PASS: usize = 1;
 
 /// A live pod as the reconciler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +47,9 @@ pub struct PodView {
     pub accepting: bool,
     /// The accounts it reports serving.
     pub serving: Vec<String>,
+    /// The accounts it serves with a request in flight or queued: they are not moved to
+    /// rebalance until idle.
+    pub busy: BTreeSet<String>,
 }
 
 /// A desired account and the pod it is assigned to.
@@ -43,7 +67,8 @@ pub struct Move {
     pub to: Option<String>,
 }
 
-/// The assignment changes that bring `accounts` onto `pods`, in account order.
+/// The assignment changes that bring `accounts` onto `pods`: in account order, then the
+/// rebalancing moves.
 pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> Vec<Move> {
     let by_id: BTreeMap<&str, &PodView> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
     let statically_served: BTreeSet<&str> = pods
@@ -67,8 +92,13 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
             .find(|p| p.assignable && p.accepting && p.serving.contains(&account.id))
             .map(|p| p.id.as_str())
     };
+    // The accounts that stay where they are assigned, by pod: those rebalancing may move.
+    let mut staying: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for account in accounts {
         let stays = account.assigned_pod.as_deref().filter(|pod| keeps(pod));
+        if let Some(pod) = stays {
+            staying.entry(pod).or_default().insert(account.id.as_str());
+        }
         if let Some(pod) = stays.or_else(|| adopter(account))
             && let Some(n) = load.get_mut(pod)
         {
@@ -116,7 +146,59 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
             to,
         });
     }
+    rebalance(&mut moves, &mut load, &mut staying, &by_id, max_per_pod);
     moves
+}
+
+/// Even out `load` by moving idle `staying` accounts, at most [`MAX_REBALANCE_PER_PASS`].
+fn rebalance(
+    moves: &mut Vec<Move>,
+    load: &mut BTreeMap<&str, usize>,
+    staying: &mut BTreeMap<&str, BTreeSet<&str>>,
+    by_id: &BTreeMap<&str, &PodView>,
+    max_per_pod: usize,
+) {
+    for _ in 0..MAX_REBALANCE_PER_PASS {
+        let Some((target, least)) = load
+            .iter()
+            .filter(|(_, n)| max_per_pod == 0 || **n < max_per_pod)
+            .min_by_key(|(id, n)| (**n, **id))
+            .map(|(id, n)| (*id, *n))
+        else {
+            return;
+        };
+        let mut sources: Vec<(&str, usize)> = load
+            .iter()
+            .filter(|(_, n)| **n >= least + 2)
+            .map(|(id, n)| (*id, *n))
+            .collect();
+        sources.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
+        let pick = sources.iter().find_map(|(pod, _)| {
+            let busy = &by_id.get(pod)?.busy;
+            staying
+                .get(pod)?
+                .iter()
+                .find(|account| !busy.contains(**account))
+                .map(|account| (*pod, *account))
+        });
+        let Some((from, account)) = pick else {
+            return;
+        };
+        if let Some(accounts) = staying.get_mut(from) {
+            accounts.remove(account);
+        }
+        if let Some(n) = load.get_mut(from) {
+            *n -= 1;
+        }
+        if let Some(n) = load.get_mut(target) {
+            *n += 1;
+        }
+        moves.push(Move {
+            account: account.to_owned(),
+            from: Some(from.to_owned()),
+            to: Some(target.to_owned()),
+        });
+    }
 }
 
 #[cfg(test)]
@@ -129,7 +211,13 @@ mod tests {
             assignable,
             accepting,
             serving: serving.iter().map(|s| (*s).to_owned()).collect(),
+            busy: BTreeSet::new(),
         }
+    }
+
+    fn busy(mut pod: PodView, accounts: &[&str]) -> PodView {
+        pod.busy = accounts.iter().map(|a| (*a).to_owned()).collect();
+        pod
     }
 
     fn account(id: &str, pod: Option<&str>) -> AccountView {
@@ -232,5 +320,259 @@ mod tests {
             plan(&accounts, &pods, 0),
             vec![mv("b", Some("static"), Some("w1"))]
         );
+    }
+
+    /// How many accounts each pod is assigned, by pod id.
+    fn counts(accounts: &[AccountView], pods: &[PodView]) -> Vec<(String, usize)> {
+        pods.iter()
+            .map(|p| {
+                let n = accounts
+                    .iter()
+                    .filter(|a| a.assigned_pod.as_deref() == Some(p.id.as_str()))
+                    .count();
+                (p.id.clone(), n)
+            })
+            .collect()
+    }
+
+    /// One reconcile pass: plan, then apply the moves to the views (the pods serve what they
+    /// are assigned, as workers do once they see the assignment). The moves it made.
+    fn pass(accounts: &mut [AccountView], pods: &mut [PodView]) -> Vec<Move> {
+        let moves = plan(accounts, pods, 0);
+        for m in &moves {
+            for a in accounts.iter_mut().filter(|a| a.id == m.account) {
+                a.assigned_pod.clone_from(&m.to);
+            }
+        }
+        for p in pods.iter_mut() {
+            p.serving = accounts
+                .iter()
+                .filter(|a| a.assigned_pod.as_deref() == Some(p.id.as_str()))
+                .map(|a| a.id.clone())
+                .collect();
+        }
+        moves
+    }
+
+    #[test]
+    fn a_burst_of_unassigned_accounts_spreads_within_one_plan() {
+        let mut pods = [
+            pod("w1", true, true, &[]),
+            pod("w2", true, true, &[]),
+            pod("w3", true, true, &[]),
+        ];
+        let mut accounts: Vec<AccountView> = ["a", "b", "c", "d", "e", "f", "g"]
+            .map(|a| account(a, None))
+            .into();
+        assert_eq!(pass(&mut accounts, &mut pods).len(), 7);
+        assert_eq!(
+            counts(&accounts, &pods),
+            vec![("w1".into(), 3), ("w2".into(), 2), ("w3".into(), 2)]
+        );
+        assert!(pass(&mut accounts, &mut pods).is_empty());
+    }
+
+    #[test]
+    fn an_idle_account_moves_from_the_most_to_the_least_loaded_pod() {
+        let pods = [
+            pod("w1", true, true, &["a", "b", "c"]),
+            pod("w2", true, true, &[]),
+        ];
+        let accounts = [
+            account("a", Some("w1")),
+            account("b", Some("w1")),
+            account("c", Some("w1")),
+        ];
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![mv("a", Some("w1"), Some("w2"))]
+        );
+    }
+
+    #[test]
+    fn a_difference_of_one_account_is_left_alone() {
+        let pods = [
+            pod("w1", true, true, &["a", "b"]),
+            pod("w2", true, true, &["c"]),
+            pod("w3", true, true, &["d"]),
+        ];
+        let accounts = [
+            account("a", Some("w1")),
+            account("b", Some("w1")),
+            account("c", Some("w2")),
+            account("d", Some("w3")),
+        ];
+        assert!(plan(&accounts, &pods, 0).is_empty());
+    }
+
+    #[test]
+    fn rebalancing_moves_at_most_the_bound_per_plan() {
+        let pods = [
+            pod("w1", true, true, &["a", "b", "c", "d", "e", "f"]),
+            pod("w2", true, true, &[]),
+            pod("w3", true, true, &[]),
+        ];
+        let accounts = ["a", "b", "c", "d", "e", "f"].map(|a| account(a, Some("w1")));
+        let moves = plan(&accounts, &pods, 0);
+        assert_eq!(moves.len(), MAX_REBALANCE_PER_PASS);
+        assert_eq!(moves[0], mv("a", Some("w1"), Some("w2")));
+    }
+
+    #[test]
+    fn busy_accounts_are_not_moved_to_rebalance() {
+        let accounts = [
+            account("a", Some("w1")),
+            account("b", Some("w1")),
+            account("c", Some("w1")),
+        ];
+        let loaded = pod("w1", true, true, &["a", "b", "c"]);
+        let pods = [busy(loaded.clone(), &["a"]), pod("w2", true, true, &[])];
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![mv("b", Some("w1"), Some("w2"))]
+        );
+        let pods = [busy(loaded, &["a", "b", "c"]), pod("w2", true, true, &[])];
+        assert!(plan(&accounts, &pods, 0).is_empty());
+    }
+
+    #[test]
+    fn when_the_most_loaded_pod_is_all_busy_the_next_one_still_two_above_gives() {
+        let pods = [
+            busy(
+                pod("w1", true, true, &["a", "b", "c", "d"]),
+                &["a", "b", "c", "d"],
+            ),
+            pod("w2", true, true, &["e", "f", "g"]),
+            pod("w3", true, true, &[]),
+        ];
+        let accounts = [
+            account("a", Some("w1")),
+            account("b", Some("w1")),
+            account("c", Some("w1")),
+            account("d", Some("w1")),
+            account("e", Some("w2")),
+            account("f", Some("w2")),
+            account("g", Some("w2")),
+        ];
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![mv("e", Some("w2"), Some("w3"))]
+        );
+    }
+
+    #[test]
+    fn equally_loaded_pods_give_in_id_order() {
+        let pods = [
+            pod("w2", true, true, &["d", "e", "f"]),
+            pod("w1", true, true, &["a", "b", "c"]),
+            pod("w3", true, true, &[]),
+        ];
+        let accounts = [
+            account("a", Some("w1")),
+            account("b", Some("w1")),
+            account("c", Some("w1")),
+            account("d", Some("w2")),
+            account("e", Some("w2")),
+            account("f", Some("w2")),
+        ];
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![mv("a", Some("w1"), Some("w3"))]
+        );
+    }
+
+    #[test]
+    fn rebalancing_respects_the_room_per_pod() {
+        // w1 holds more than the bound (it was raised, then lowered); w2 is full.
+        let pods = [
+            pod("w1", true, true, &["a", "b", "c"]),
+            pod("w2", true, true, &["d"]),
+        ];
+        let accounts = [
+            account("a", Some("w1")),
+            account("b", Some("w1")),
+            account("c", Some("w1")),
+            account("d", Some("w2")),
+        ];
+        assert!(plan(&accounts, &pods, 1).is_empty());
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![mv("a", Some("w1"), Some("w2"))]
+        );
+    }
+
+    #[test]
+    fn rebalancing_counts_the_accounts_just_placed_and_does_not_move_them_again() {
+        let pods = [
+            pod("w1", true, true, &["a", "b", "c"]),
+            pod("w2", true, true, &[]),
+        ];
+        let accounts = [
+            account("a", Some("w1")),
+            account("b", Some("w1")),
+            account("c", Some("w1")),
+            account("d", None),
+        ];
+        // d goes to w2 (1), w1 still holds 3: one of w1's moves too, and d stays put.
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![mv("d", None, Some("w2")), mv("a", Some("w1"), Some("w2")),]
+        );
+        // The store lost its data: w1's accounts are assigned back to it, none moves twice in
+        // one plan; the next plan evens out.
+        let pods = [
+            pod("w1", true, true, &["a", "b", "c"]),
+            pod("w2", true, true, &[]),
+        ];
+        let accounts = [account("a", None), account("b", None), account("c", None)];
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![
+                mv("a", None, Some("w1")),
+                mv("b", None, Some("w1")),
+                mv("c", None, Some("w1")),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_issue_scenario_one_pod_takes_all_then_joiners_even_out() {
+        // The store restarted empty; one worker is back and gets the three accounts.
+        let mut accounts: Vec<AccountView> = ["a", "b", "c"].map(|a| account(a, None)).into();
+        let mut pods = vec![pod("w1", true, true, &[])];
+        assert_eq!(pass(&mut accounts, &mut pods).len(), 3);
+        assert_eq!(counts(&accounts, &pods), vec![("w1".into(), 3)]);
+        // Two more come back; a and b have requests in flight on w1.
+        pods.push(pod("w2", true, true, &[]));
+        pods.push(pod("w3", true, true, &[]));
+        pods[0].busy = ["a".to_owned(), "b".to_owned()].into();
+        let mut passes = 0;
+        loop {
+            let moves = pass(&mut accounts, &mut pods);
+            assert!(moves.len() <= MAX_REBALANCE_PER_PASS, "{moves:?}");
+            for m in &moves {
+                assert!(!["a", "b"].contains(&m.account.as_str()), "{m:?}");
+            }
+            if moves.is_empty() {
+                break;
+            }
+            passes += 1;
+            assert!(passes < 10, "never settles");
+        }
+        // c moved; a and b stay on w1 while busy, and nothing else moves.
+        assert_eq!(
+            counts(&accounts, &pods),
+            vec![("w1".into(), 2), ("w2".into(), 1), ("w3".into(), 0)]
+        );
+        assert!(pass(&mut accounts, &mut pods).is_empty());
+        // a's request finishes: it moves on the next pass, and the fleet is even.
+        pods[0].busy = ["b".to_owned()].into();
+        let moves = pass(&mut accounts, &mut pods);
+        assert_eq!(moves, vec![mv("a", Some("w1"), Some("w3"))]);
+        assert_eq!(
+            counts(&accounts, &pods),
+            vec![("w1".into(), 1), ("w2".into(), 1), ("w3".into(), 1)]
+        );
+        assert!(pass(&mut accounts, &mut pods).is_empty());
     }
 }

@@ -5,7 +5,9 @@
 //! store lost its data). Actual state: the registry's live pods and the accounts they report.
 //! Every `cluster.reconcile_interval`, on every topology event and when this engine becomes the
 //! leader, it runs [`drawbridge_core::placement::plan`] and writes each move with the fenced
-//! `assign` (a leader that lost its lease meanwhile is refused). Workers in
+//! `assign` (a leader that lost its lease meanwhile is refused). The plan also evens out the
+//! load, a bounded number of idle accounts per pass: a pod reports an account busy while it has
+//! a request in flight or queued for it. Workers in
 //! `cluster.assignment: registry` mode read their assignment and start or stop pools.
 
 use std::sync::Arc;
@@ -90,6 +92,13 @@ impl Reconciler {
                 assignable: p.assignable,
                 accepting: !matches!(p.status, PodStatus::Draining | PodStatus::Unhealthy),
                 serving: p.accounts.iter().map(|a| a.account.clone()).collect(),
+                // A request in flight or queued: not moved to rebalance until idle.
+                busy: p
+                    .accounts
+                    .iter()
+                    .filter(|a| a.busy > 0 || a.queue_depth > 0)
+                    .map(|a| a.account.clone())
+                    .collect(),
             })
             .collect();
         let account_views: Vec<AccountView> = accounts
@@ -127,6 +136,11 @@ mod tests {
     const POD_TTL: Duration = Duration::from_secs(15);
 
     fn pod(id: &str, accounts: &[&str]) -> PodRecord {
+        busy_pod(id, accounts, &[])
+    }
+
+    /// A pod serving `accounts`, with a request in flight for those in `busy`.
+    fn busy_pod(id: &str, accounts: &[&str], busy: &[&str]) -> PodRecord {
         PodRecord {
             id: id.into(),
             address: format!("http://{id}"),
@@ -139,8 +153,8 @@ mod tests {
                     tools_refused: 0,
                     models: vec!["kiro".into()],
                     size: 1,
-                    busy: 0,
-                    idle: 1,
+                    busy: u32::from(busy.contains(a)),
+                    idle: u32::from(!busy.contains(a)),
                     starting: 0,
                     failed: 0,
                     queue_depth: 0,
@@ -276,5 +290,64 @@ mod tests {
         tokio::time::sleep(INTERVAL * 3).await;
         assert_eq!(assignment(&control).await, vec![("a".to_owned(), None)]);
         scope.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_moves_an_idle_account_from_a_loaded_pod_to_a_new_one() {
+        let registry = Arc::new(EmbeddedRegistry::new());
+        let control = Arc::new(EmbeddedControl::new());
+        let token = control
+            .acquire(CONTROLLER_LEASE, "e1", Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        let lease = Lease {
+            holder: "e1".into(),
+            token,
+        };
+        let reconciler = Reconciler {
+            registry: registry.clone(),
+            accounts: control.clone(),
+            driver: Arc::new(StaticDriver),
+            desired: vec![desired("a"), desired("b"), desired("c")],
+            interval: INTERVAL,
+            max_per_pod: 0,
+        };
+        // One worker is back: it gets every account.
+        registry.heartbeat(&pod("w1", &[]), POD_TTL).await.unwrap();
+        reconciler.pass(&lease).await.unwrap();
+        let on = |pod: &str| Some(pod.to_owned());
+        assert_eq!(
+            assignment(&control).await,
+            vec![
+                ("a".to_owned(), on("w1")),
+                ("b".to_owned(), on("w1")),
+                ("c".to_owned(), on("w1")),
+            ]
+        );
+        // w1 serves them, a with a request in flight; w2 joins.
+        registry
+            .heartbeat(&busy_pod("w1", &["a", "b", "c"], &["a"]), POD_TTL)
+            .await
+            .unwrap();
+        registry.heartbeat(&pod("w2", &[]), POD_TTL).await.unwrap();
+        reconciler.pass(&lease).await.unwrap();
+        // One idle account moves (not the busy a); 2-1 is even enough.
+        let expected = vec![
+            ("a".to_owned(), on("w1")),
+            ("b".to_owned(), on("w2")),
+            ("c".to_owned(), on("w1")),
+        ];
+        assert_eq!(assignment(&control).await, expected);
+        registry
+            .heartbeat(&busy_pod("w1", &["a", "c"], &["a"]), POD_TTL)
+            .await
+            .unwrap();
+        registry
+            .heartbeat(&pod("w2", &["b"]), POD_TTL)
+            .await
+            .unwrap();
+        reconciler.pass(&lease).await.unwrap();
+        assert_eq!(assignment(&control).await, expected);
     }
 }
