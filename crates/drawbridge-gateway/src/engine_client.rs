@@ -9,7 +9,8 @@
 //! call (chat, models, health, the admin API's accounts) goes to the first engine that is not
 //! resting, and moves on to the next when the engine fails before its answer began: it could
 //! not be reached (connection refused, reset, the connect timeout), or it refused as
-//! unavailable (503 `service_unavailable`: it is draining, or reaches no worker). Once an
+//! unavailable (a 503 other than `no_capacity`: it is draining, reaches no worker, or a proxy
+//! in front of it finds it gone). Once an
 //! answer's head has arrived nothing is sent again: the client may already have part of it. An
 //! engine that failed rests ([`REST`], doubled while it keeps failing, up to [`MAX_REST`]; its
 //! first answer ends the rest), so calls do not wait for its connect timeout each time; when
@@ -239,8 +240,8 @@ impl HttpEngine {
     }
 
     /// Send `call` to the engines in [`HttpEngine::order`] until one answers: its answer's
-    /// head (any status but a 503 `service_unavailable`, which moves on like a transport
-    /// failure; another 503 is returned as its error). When none does, the last one's error.
+    /// head (any status but a 503, which moves on like a transport failure unless it is
+    /// `no_capacity`, returned as its error). When none does, the last one's error.
     async fn send(&self, call: Call<'_>) -> Result<Response<hyper::body::Incoming>, ApiError> {
         let mut last = None;
         for i in self.order() {
@@ -257,7 +258,8 @@ impl HttpEngine {
             match self.client.request(request).await {
                 Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     let error = error_from(response).await;
-                    if error.kind != ErrorKind::Unavailable {
+                    // Full queues are the cluster's, not this engine's: that 503 is the answer.
+                    if error.kind == ErrorKind::NoCapacity {
                         engine.answered();
                         return Err(error);
                     }
@@ -823,8 +825,8 @@ mod several_engines {
         assert!(scope.drain(Duration::from_secs(5)).await);
     }
 
-    /// A draining engine (its own 503) is passed over for chat and health; another 503 (no
-    /// capacity) or a 4xx is the answer, not a reason to move.
+    /// A draining engine (its own 503), or a proxy's 503 page, is passed over for chat and
+    /// health; a 503 `no_capacity` or a 4xx is the answer, not a reason to move.
     #[tokio::test]
     async fn a_draining_engine_is_passed_over() {
         let scope = Shutdown::new();
@@ -839,6 +841,18 @@ mod several_engines {
         assert_eq!(text(&events), "Hello there.");
         assert_eq!((leaving_backend.chats(), backend.chats()), (0, 1));
 
+        // A proxy's 503 page in front of an engine that is gone.
+        let page = || async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "<html>503 Service Temporarily Unavailable</html>",
+            )
+        };
+        let proxy = serve(axum::Router::new().fallback(page), &scope).await;
+        let engine = engines(&[&proxy, &live]);
+        assert_eq!(text(&chat(&engine).await.unwrap()), "Hello there.");
+        assert_eq!(backend.chats(), 2);
+
         let (busy, busy_backend) = serving(&scope).await;
         busy_backend.script(Script::Refuse(ApiError::new(
             ErrorKind::NoCapacity,
@@ -850,7 +864,7 @@ mod several_engines {
         busy_backend.script(Script::Refuse(ApiError::invalid_request("bad")));
         let error = chat(&engine).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::InvalidRequest);
-        assert_eq!((busy_backend.chats(), backend.chats()), (2, 1));
+        assert_eq!((busy_backend.chats(), backend.chats()), (2, 2));
         assert_eq!(
             engine.order(),
             [0, 1],
