@@ -12,8 +12,16 @@ use crate::{ConfigError, Role, Secret, StaticKey};
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// Where the separate gateway finds the engine (unused by `drawbridge`).
+    /// The one-engine form of `engine_urls` (kept for existing configs; empty: not set). Set
+    /// one of the two, not both. Read the engines through [`GatewayConfig::engine_urls`].
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub engine_url: String,
+    /// Where the separate gateway finds its engines (unused by `drawbridge`), in order of
+    /// preference: each request goes to the first one that is not resting after a failure,
+    /// and moves on to the next on a transport failure before the answer's first byte.
+    /// Unset (and no `engine_url`): `http://127.0.0.1:8081`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_urls: Option<Vec<String>>,
     /// The channel key the gateway presents to the engine.
     pub engine_key: Option<Secret>,
     /// Keys clients may use.
@@ -29,11 +37,15 @@ pub struct GatewayConfig {
     pub data_file: PathBuf,
 }
 
+/// The engine of a gateway whose config names none.
+const DEFAULT_ENGINE_URL: &str = "http://127.0.0.1:8081";
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            engine_url: "http://127.0.0.1:8081".to_owned(),
+            engine_url: String::new(),
+            engine_urls: None,
             engine_key: None,
             api_keys: Vec::new(),
             max_body_bytes: 4 * 1024 * 1024,
@@ -88,6 +100,56 @@ impl Default for QuotaConfig {
 }
 
 impl GatewayConfig {
+    /// The engines the gateway sends to, in order of preference: `engine_urls`, else
+    /// `engine_url`, else `http://127.0.0.1:8081`.
+    pub fn engine_urls(&self) -> Vec<String> {
+        match &self.engine_urls {
+            Some(urls) => urls.clone(),
+            None if !self.engine_url.is_empty() => vec![self.engine_url.clone()],
+            None => vec![DEFAULT_ENGINE_URL.to_owned()],
+        }
+    }
+
+    /// `engine_url` / `engine_urls`: one of them at most, at least one engine, each an
+    /// http:// URL, none twice. Errors name the key as the config wrote it.
+    fn validate_engines(&self) -> Result<(), ConfigError> {
+        let Some(urls) = &self.engine_urls else {
+            if !self.engine_url.is_empty() && !self.engine_url.starts_with("http://") {
+                return Err(ConfigError::invalid(
+                    "gateway.engine_url",
+                    "must be an http:// URL of the engine",
+                ));
+            }
+            return Ok(());
+        };
+        if !self.engine_url.is_empty() {
+            return Err(ConfigError::invalid(
+                "gateway.engine_urls",
+                "set gateway.engine_url (one engine) or gateway.engine_urls (a list), not both",
+            ));
+        }
+        if urls.is_empty() {
+            return Err(ConfigError::invalid(
+                "gateway.engine_urls",
+                "must list at least one engine",
+            ));
+        }
+        for (i, url) in urls.iter().enumerate() {
+            let key = format!("gateway.engine_urls[{i}]");
+            if !url.starts_with("http://") || url.len() == "http://".len() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be an http:// URL of an engine",
+                ));
+            }
+            let same = |other: &String| other.trim_end_matches('/') == url.trim_end_matches('/');
+            if urls[..i].iter().any(same) {
+                return Err(ConfigError::invalid(key, "lists an engine already listed"));
+            }
+        }
+        Ok(())
+    }
+
     /// For a binary that serves the gateway (`role`: the gateway or `drawbridge`); `has_redis`:
     /// whether `redis.url` is set.
     pub(crate) fn validate(&self, role: Role, has_redis: bool) -> Result<(), ConfigError> {
@@ -117,11 +179,8 @@ impl GatewayConfig {
                 "name the file that keeps API keys and usage (or set redis.url)",
             ));
         }
-        if role == Role::Gateway && !self.engine_url.starts_with("http://") {
-            return Err(ConfigError::invalid(
-                "gateway.engine_url",
-                "must be an http:// URL of the engine",
-            ));
+        if role == Role::Gateway {
+            self.validate_engines()?;
         }
         Ok(())
     }

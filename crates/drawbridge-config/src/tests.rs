@@ -159,6 +159,72 @@ fn each_role_checks_its_own_sections() {
     assert!(empty.validate(Role::Worker).is_err());
 }
 
+/// `gateway.engine_urls` lists the engines in order of preference; `engine_url` stays the
+/// one-engine form; with neither, the default engine. Each problem names its key.
+#[test]
+fn a_gateway_takes_several_engines() {
+    let urls = |yaml: &str| {
+        let config = Config::from_yaml(yaml).unwrap();
+        config.validate(Role::Gateway).unwrap();
+        config.gateway.engine_urls()
+    };
+    assert_eq!(
+        urls("gateway: { engine_urls: ['http://e1:8081', 'http://e2:8081'] }"),
+        ["http://e1:8081", "http://e2:8081"]
+    );
+    assert_eq!(
+        urls("gateway: { engine_url: 'http://e1:8081' }"),
+        ["http://e1:8081"]
+    );
+    assert_eq!(urls("gateway: {}"), ["http://127.0.0.1:8081"]);
+    // An override (the environment's, say) may set the list.
+    use figment::providers::Format as _;
+    let figment = figment::Figment::from(figment::providers::Yaml::string("gateway: {}")).merge(
+        figment::providers::Serialized::default(
+            "gateway.engine_urls",
+            vec!["http://e1:1", "http://e2:2"],
+        ),
+    );
+    let config = Config::from_figment(figment).unwrap();
+    assert_eq!(config.gateway.engine_urls(), ["http://e1:1", "http://e2:2"]);
+
+    let cases = [
+        ("gateway: { engine_urls: [] }", "gateway.engine_urls"),
+        (
+            "gateway: { engine_urls: ['http://e1:1', 'https://e2:2'] }",
+            "gateway.engine_urls[1]",
+        ),
+        (
+            "gateway: { engine_urls: ['http://'] }",
+            "gateway.engine_urls[0]",
+        ),
+        (
+            "gateway: { engine_urls: ['http://e1:1', 'http://e1:1/'] }",
+            "gateway.engine_urls[1]",
+        ),
+        (
+            "gateway: { engine_url: 'http://e1:1', engine_urls: ['http://e2:2'] }",
+            "gateway.engine_urls",
+        ),
+        ("gateway: { engine_url: 'e1:1' }", "gateway.engine_url"),
+    ];
+    for (yaml, key) in cases {
+        let config = Config::from_yaml(yaml).unwrap();
+        let err = config.validate(Role::Gateway).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{yaml} → {err}");
+        // Only the process that calls the engines checks them.
+        config.validate(Role::Engine).unwrap();
+    }
+    // An existing config's one engine reads back as it was written.
+    let config = Config::from_yaml("gateway: { engine_url: 'http://e1:8081' }").unwrap();
+    let written = figment::value::Value::serialize(&config.gateway).unwrap();
+    assert_eq!(
+        written.find_ref("engine_url").and_then(|v| v.as_str()),
+        Some("http://e1:8081")
+    );
+    assert!(written.find_ref("engine_urls").is_none(), "{written:?}");
+}
+
 #[test]
 fn the_shipped_configs_are_valid() {
     let demo = Config::from_yaml(include_str!("../../../config/demo.yaml")).unwrap();

@@ -1,0 +1,123 @@
+//! A gateway with two engines (`gateway.engine_urls`), both on one Redis and one worker: it
+//! sends to the first while it serves; once that engine is SIGKILLed, every request (chat in
+//! both forms, models, health) is answered by the other, none with a 5xx, and the dead engine
+//! is not tried again for each request.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use test_support::cluster::{Assignment, CLUSTER_CHANNEL_KEY, Cluster, wait_for_lines};
+use test_support::process::{Process, Signal};
+use test_support::stack::API_KEY;
+use test_support::wait::poll;
+use test_support::{AccountSpec, Client, Reply};
+
+fn ask(text: &str, stream: bool) -> Value {
+    json!({"model": "kiro", "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
+
+/// The answer's text, streamed or not; the test fails on anything but a whole 200 answer.
+fn answer(reply: &Reply, stream: bool) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    if stream {
+        reply.sse_text()
+    } else {
+        reply.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Lines of `process`'s log containing `needle`.
+fn lines(process: &Process, needle: &str) -> usize {
+    process.log().lines().filter(|l| l.contains(needle)).count()
+}
+
+/// `drawbridge-gateway` in front of the cluster's engines, in their order.
+async fn gateway(cluster: &Cluster) -> Process {
+    let engines: Vec<String> = cluster
+        .engines
+        .iter()
+        .map(|e| format!("\"http://{}\"", e.addr("engine")))
+        .collect();
+    let yaml = format!(
+        "node: {{ id: gateway-1 }}\n\
+         gateway:\n  listen: 127.0.0.1:0\n  engine_urls: [{}]\n  engine_key: {CLUSTER_CHANNEL_KEY}\n  api_keys: [{{ name: test, key: {API_KEY}, rpm: 0 }}]\n  data_file: {}\n",
+        engines.join(", "),
+        cluster.dir.path().join("gateway.redb").display(),
+    );
+    let path = cluster.dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Process::start("drawbridge-gateway", &path, &[], &["gateway"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_moves_to_another_engine_when_one_dies() {
+    let mut cluster = Cluster::new();
+    cluster
+        .add_worker("w1", Assignment::Config, &[("acct-1", AccountSpec::new(2))])
+        .await;
+    cluster.add_engine("e1", &[], "").await;
+    cluster.add_engine("e2", &[], "").await;
+    cluster.wait_serving(0, 1).await;
+    cluster.wait_serving(1, 1).await;
+    let gateway = gateway(&cluster).await;
+    let client = Client::new(format!("http://{}", gateway.addr("gateway")), Some(API_KEY));
+    let ready = poll(Duration::from_secs(20), || async {
+        client.get("/health").await.status == 200
+    })
+    .await;
+    assert!(ready.is_some(), "the gateway never became healthy");
+
+    // Both engines serve: the gateway prefers the first.
+    for (i, stream) in [false, true, false, true].into_iter().enumerate() {
+        let text = format!("before {i}");
+        assert_eq!(
+            answer(&client.chat(&ask(&text, stream)).await, stream),
+            text
+        );
+    }
+    let ended = "chat completion ended";
+    assert!(
+        wait_for_lines(&cluster.engines[0], &[ended], 4, Duration::from_secs(5)).await,
+        "the first engine served the first requests"
+    );
+    assert_eq!(lines(&cluster.engines[1], ended), 0);
+
+    cluster.engines[0].signal(Signal::SIGKILL);
+    cluster.engines[0].wait().await;
+
+    // Every request now is the second engine's, and none fails.
+    let mut failed = Vec::new();
+    for i in 0..10 {
+        let stream = i % 2 == 1;
+        let text = format!("after {i}");
+        let reply = client.chat(&ask(&text, stream)).await;
+        if reply.status != 200 || answer(&reply, stream) != text {
+            failed.push((i, reply.status, reply.text()));
+        }
+    }
+    let models = client.get("/v1/models").await;
+    assert_eq!(models.status, 200, "{}", models.text());
+    let health = client.get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    if !failed.is_empty() {
+        cluster.dump();
+        panic!(
+            "requests failed after an engine died: {failed:?}\ngateway log:\n{}",
+            gateway.log()
+        );
+    }
+    assert!(
+        wait_for_lines(&cluster.engines[1], &[ended], 10, Duration::from_secs(5)).await,
+        "the second engine served them"
+    );
+    // The dead engine rests after it failed: it is not tried (and waited for) per request.
+    let tried = lines(&gateway, "engine unreachable");
+    assert!(
+        (1..=2).contains(&tried),
+        "the dead engine was tried {tried} times:\n{}",
+        gateway.log()
+    );
+}
