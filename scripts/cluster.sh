@@ -89,7 +89,7 @@ up() {
 
   Drawbridge cluster up (logs and pids in $RUN_DIR):
     redis      redis://127.0.0.1:$REDIS_PORT
-    gateway    http://127.0.0.1:8180   (API key: $API_KEY; it uses engine-1)
+    gateway    http://127.0.0.1:8180   (API key: $API_KEY; it prefers engine-1, then engine-2)
     engine-1   http://127.0.0.1:8181   (channel key: $CHANNEL_KEY)
     engine-2   http://127.0.0.1:8182
     workers    gRPC 127.0.0.1:50061-50063, HTTP http://127.0.0.1:8191-8193 (/slots, /health)
