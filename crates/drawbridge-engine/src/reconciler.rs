@@ -68,7 +68,12 @@ impl Reconciler {
                     event = next_event => if event.is_none() { events = None },
                 }
                 let lease = leadership.borrow().clone();
-                let Some(lease) = lease else { continue };
+                let Some(lease) = lease else {
+                    // Not leading: still put back desired accounts the store lost (it
+                    // restarted empty), so no engine's accounts wait for the leader.
+                    self.republish_lost().await;
+                    continue;
+                };
                 if events.is_none() {
                     events = self.registry.subscribe().await.ok();
                 }
@@ -77,6 +82,28 @@ impl Reconciler {
                 }
             }
         });
+    }
+
+    /// Write this engine's desired accounts again if the store lacks any of them.
+    async fn republish_lost(&self) {
+        let Ok(stored) = self.accounts.accounts().await else {
+            return;
+        };
+        let lost = self
+            .desired
+            .iter()
+            .filter(|d| !stored.iter().any(|s| s.id == d.id))
+            .count();
+        if lost == 0 {
+            return;
+        }
+        match self.accounts.put_accounts(&self.desired).await {
+            Ok(()) => tracing::info!(
+                lost,
+                "the state store had lost desired accounts; written again"
+            ),
+            Err(error) => tracing::warn!(%error, "could not write the desired accounts again"),
+        }
     }
 
     /// One pass: desired vs actual, and the moves.
@@ -289,6 +316,70 @@ mod tests {
         until(|| async { !control.accounts().await.unwrap().is_empty() }).await;
         tokio::time::sleep(INTERVAL * 3).await;
         assert_eq!(assignment(&control).await, vec![("a".to_owned(), None)]);
+        scope.cancel();
+    }
+
+    /// Desired accounts in memory that the test can wipe, as a store that restarted empty.
+    #[derive(Default)]
+    struct Wipeable(std::sync::Mutex<Vec<AccountRecord>>);
+
+    impl Wipeable {
+        fn records(&self) -> std::sync::MutexGuard<'_, Vec<AccountRecord>> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    impl AccountStore for Wipeable {
+        fn put_accounts<'a>(
+            &'a self,
+            accounts: &'a [AccountRecord],
+        ) -> drawbridge_state::StateFuture<'a, ()> {
+            let mut records = self.records();
+            for account in accounts {
+                if !records.iter().any(|r| r.id == account.id) {
+                    records.push(account.clone());
+                }
+            }
+            Box::pin(async { Ok(()) })
+        }
+
+        fn accounts(&self) -> drawbridge_state::StateFuture<'_, Vec<AccountRecord>> {
+            let records = self.records().clone();
+            Box::pin(async move { Ok(records) })
+        }
+
+        fn assign<'a>(
+            &'a self,
+            _: &'a str,
+            _: Option<&'a str>,
+            _: &'a str,
+            _: &'a Lease,
+        ) -> drawbridge_state::StateFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_puts_back_the_accounts_a_store_lost() {
+        let store = Arc::new(Wipeable::default());
+        let (_tx, rx) = watch::channel(None);
+        let scope = Shutdown::new();
+        Reconciler {
+            registry: Arc::new(EmbeddedRegistry::new()),
+            accounts: store.clone(),
+            driver: Arc::new(StaticDriver),
+            desired: vec![desired("a"), desired("b")],
+            interval: INTERVAL,
+            max_per_pod: 0,
+        }
+        .spawn(rx, &scope);
+        until(|| async { store.records().len() == 2 }).await;
+        // The store restarts empty: within a period the follower writes them again.
+        store.records().clear();
+        let took = until(|| async { store.records().len() == 2 }).await;
+        assert!(took <= INTERVAL + Duration::from_millis(200), "{took:?}");
         scope.cancel();
     }
 
