@@ -36,10 +36,12 @@ pub(crate) struct Charge {
 /// The first wait before a failed charge is tried again; it doubles up to [`RETRY_MAX_WAIT`].
 const RETRY_FIRST_WAIT: Duration = Duration::from_millis(100);
 const RETRY_MAX_WAIT: Duration = Duration::from_secs(5);
-/// How long a charge is retried while the store is unreachable: well inside the store's
-/// memory of charged ids, so a retry of a charge that did land is recognised.
+/// How long a charge is retried while the store is unreachable: inside the store's memory of
+/// charged ids (`drawbridge_state`'s `CHARGE_RETRY_WINDOW`, which its dedup window is derived
+/// from, with a minute to spare for the last try's own way), so a retry of a charge that did
+/// land is recognised.
 const RETRY_WINDOW: Duration = Duration::from_secs(10 * 60);
-const _: () = assert!(RETRY_WINDOW.as_secs() * 2 <= CHARGE_DEDUP_WINDOW.as_secs());
+const _: () = assert!(RETRY_WINDOW.as_secs() + 60 <= CHARGE_DEDUP_WINDOW.as_secs());
 
 /// Run `op` until it succeeds, fails for good, or the store has been unreachable for
 /// [`RETRY_WINDOW`]; once shutdown has begun, one more try and no more waiting.

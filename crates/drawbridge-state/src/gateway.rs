@@ -25,10 +25,24 @@ pub const USAGE_RETENTION_DAYS: i64 = 400;
 /// The days a usage query covers when it gives no `from_day`: the last 31, its last day
 /// included.
 pub const DEFAULT_USAGE_DAYS: i64 = 31;
+/// How long a caller (the gateway's end of a request) keeps retrying a charge the store did not
+/// answer, from its first try: the horizon within which the same request id may come again
+/// (the gateway's `charge.rs` asserts that its retries stop within it).
+pub const CHARGE_RETRY_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long a recorded request id is remembered: recording it again within this time charges
-/// nothing (a retry after a failure whose outcome was unclear cannot charge twice). A caller
-/// retrying a charge gives up before this has passed.
-pub const CHARGE_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// nothing (a retry after a failure whose outcome was unclear cannot charge twice). The retry
+/// horizon plus a minute, for the last try's own way to the store (a command times out in
+/// seconds).
+pub const CHARGE_DEDUP_WINDOW: Duration = Duration::from_secs(CHARGE_RETRY_WINDOW.as_secs() + 60);
+/// The most request ids a store remembers for [`CHARGE_DEDUP_WINDOW`] (ValKey: one sorted set,
+/// `charged`, for every gateway node; embedded: per process), so memory stays flat under any
+/// load: about a minute of charges at 1,500 requests/s, and the whole window below about
+/// 150/s. When more ids than this were charged within the window, the oldest is forgotten
+/// first, before its window has passed: a retry of a charge that landed, whose answer was
+/// lost, and that comes back only after this many newer charges landed, is charged again
+/// (once more; the retries of one charge stop at the first answer).
+pub const CHARGE_DEDUP_MAX_IDS: usize = 100_000;
+const _: () = assert!(CHARGE_RETRY_WINDOW.as_secs() < CHARGE_DEDUP_WINDOW.as_secs());
 /// The longest key id (and rate-limit subject) a store accepts, in bytes, and whether a string
 /// is an id a store takes: the rule the config applies too, defined once in
 /// `drawbridge_types::rules`.
@@ -251,7 +265,8 @@ pub trait UsageStore: Send + Sync + 'static {
     /// A request ended: drop its reservation (if any), add it to the key's spent totals and to
     /// the ledger row (UTC day of `at_ms`, key, account, model); atomic. A second call with the
     /// same request id within [`CHARGE_DEDUP_WINDOW`] charges nothing, so a call whose outcome
-    /// is unclear (a timeout) can be retried.
+    /// is unclear (a timeout) can be retried, unless [`CHARGE_DEDUP_MAX_IDS`] newer ids were
+    /// charged since (the store forgets the oldest first: its memory is bounded).
     fn record_usage<'a>(&'a self, entry: &'a UsageEntry) -> StateFuture<'a, ()>;
 
     /// A request ended with nothing to charge (it failed before any answer reached the

@@ -446,6 +446,24 @@ mod suite {
         assert_eq!(n.a.spent("key_1").await.unwrap().requests, 2);
     }
 
+    pub async fn a_retry_after_other_charges_counts_once(n: Nodes) {
+        // A charge whose answer was lost lands; thousands of other requests are charged, on
+        // both nodes; then its retry comes: it counts once (well inside both bounds).
+        n.a.record_usage(&entry("lost", "key_1", "acct-a", "kiro", n.now_ms()))
+            .await
+            .unwrap();
+        charge_many(&n, "other", "key_2", 2_000).await;
+        n.advance(CHARGE_DEDUP_WINDOW / 2);
+        n.b.record_usage(&entry("lost", "key_1", "acct-a", "kiro", n.now_ms()))
+            .await
+            .unwrap();
+        assert_eq!(n.a.spent("key_1").await.unwrap().requests, 1);
+        assert_eq!(n.b.spent("key_2").await.unwrap().requests, 2_000);
+        // Each of the others is remembered too.
+        charge_many(&n, "other", "key_2", 2_000).await;
+        assert_eq!(n.a.spent("key_2").await.unwrap().requests, 2_000);
+    }
+
     pub async fn a_released_reservation_frees_the_budget_and_charges_nothing(n: Nodes) {
         let budget = credits(100.0);
         assert!(
@@ -720,6 +738,28 @@ mod suite {
     }
 }
 
+/// Charge `count` requests `{prefix}-{i}` of `key` at once, 16 at a time, half on each node.
+async fn charge_many(n: &Nodes, prefix: &str, key: &str, count: u32) {
+    const LANES: u32 = 16;
+    let mut lanes = tokio::task::JoinSet::new();
+    for lane in 0..LANES {
+        let store = Arc::clone(if lane % 2 == 0 { &n.a } else { &n.b });
+        let (prefix, key, now) = (prefix.to_owned(), key.to_owned(), n.now_ms());
+        lanes.spawn(async move {
+            for i in (lane..count).step_by(LANES as usize) {
+                let id = format!("{prefix}-{i}");
+                store
+                    .record_usage(&entry(&id, &key, "acct-a", "kiro", now))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(lane) = lanes.join_next().await {
+        lane.unwrap();
+    }
+}
+
 /// The embedded store on a clock the test moves.
 fn manual_clock(store: EmbeddedGatewayStore) -> (EmbeddedGatewayStore, Time) {
     let clock = Arc::new(AtomicU64::new(wall_ms()));
@@ -786,6 +826,7 @@ test_support::conformance! {
         concurrent_reserves_admit_what_the_rule_allows,
         recorded_usage_frees_the_reservation_and_counts,
         a_charge_recorded_twice_counts_once,
+        a_retry_after_other_charges_counts_once,
         a_released_reservation_frees_the_budget_and_charges_nothing,
         expired_reservations_stop_counting,
         usage_rows_aggregate_and_filter,
@@ -816,6 +857,92 @@ async fn embedded_charged_ids_are_forgotten_after_the_window() {
     assert_eq!(store.spent("key_1").await.unwrap().requests, 1);
     record_at(window, "r1").await;
     assert_eq!(store.spent("key_1").await.unwrap().requests, 2);
+}
+
+/// The embedded store remembers at most its bound of charged ids, however many requests are
+/// charged within the window: past it the oldest is forgotten first, so a retry of a charge
+/// that many newer charges have pushed out counts again (the documented behaviour at the
+/// bound), while a retry of one still remembered counts once.
+#[tokio::test]
+async fn embedded_charged_ids_never_exceed_the_bound() {
+    let bound = EmbeddedGatewayStore::CHARGE_MEMORY;
+    let t0 = at("2026-01-01", 0);
+    let clock = Arc::new(AtomicU64::new(t0));
+    let reader = Arc::clone(&clock);
+    let store = EmbeddedGatewayStore::in_memory()
+        .with_clock(Arc::new(move || reader.load(Ordering::SeqCst)));
+    let total = bound + bound / 2;
+    let mut most = 0;
+    for i in 0..total {
+        // One charge a millisecond: all within the window.
+        clock.store(t0 + i as u64, Ordering::SeqCst);
+        store
+            .record_usage(&entry(&format!("r{i}"), "key_1", "acct-a", "kiro", t0))
+            .await
+            .unwrap();
+        most = most.max(store.charged_ids());
+    }
+    assert!((total as u64) < CHARGE_DEDUP_WINDOW.as_millis() as u64);
+    assert_eq!(most, bound, "never more than the bound, and it is reached");
+    assert_eq!(store.charged_ids(), bound);
+    let charged = store.spent("key_1").await.unwrap().requests;
+    assert_eq!(charged, total as u64);
+    // The newest `bound` ids are remembered: their retries charge nothing.
+    for i in [total - bound, total - 1] {
+        store
+            .record_usage(&entry(&format!("r{i}"), "key_1", "acct-a", "kiro", t0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.spent("key_1").await.unwrap().requests, charged);
+    // An older one was forgotten early: its retry is charged again.
+    store
+        .record_usage(&entry("r0", "key_1", "acct-a", "kiro", t0))
+        .await
+        .unwrap();
+    assert_eq!(store.spent("key_1").await.unwrap().requests, charged + 1);
+    assert_eq!(store.charged_ids(), bound);
+    // Once the window has passed, one more charge forgets them all.
+    clock.store(
+        t0 + total as u64 + CHARGE_DEDUP_WINDOW.as_millis() as u64,
+        Ordering::SeqCst,
+    );
+    store
+        .record_usage(&entry("late", "key_1", "acct-a", "kiro", t0))
+        .await
+        .unwrap();
+    assert_eq!(store.charged_ids(), 1);
+}
+
+/// The bound to the id, on a small one: the oldest goes first, one at a time.
+#[tokio::test]
+async fn embedded_charge_memory_forgets_the_oldest_first() {
+    let store = EmbeddedGatewayStore::in_memory().with_charge_memory(3);
+    let now = wall_ms();
+    let record = |id: &str| {
+        let entry = entry(id, "key_1", "acct-a", "kiro", now);
+        let store = &store;
+        async move { store.record_usage(&entry).await.unwrap() }
+    };
+    for id in ["r1", "r2", "r3", "r4"] {
+        record(id).await;
+    }
+    assert_eq!(store.charged_ids(), 3);
+    // r2..r4 are remembered; r1 was pushed out.
+    for id in ["r2", "r3", "r4"] {
+        record(id).await;
+    }
+    assert_eq!(store.spent("key_1").await.unwrap().requests, 4);
+    record("r1").await;
+    assert_eq!(store.spent("key_1").await.unwrap().requests, 5);
+    // Remembering r1 again pushed out r2, the oldest.
+    record("r3").await;
+    record("r2").await;
+    assert_eq!(store.spent("key_1").await.unwrap().requests, 6);
+    assert_eq!(store.charged_ids(), 3);
+    // A lower bound takes effect at once.
+    let store = store.with_charge_memory(1);
+    assert_eq!(store.charged_ids(), 1);
 }
 
 /// The embedded window to the millisecond, on a clock the test sets.
@@ -955,11 +1082,21 @@ async fn valkey_gateway_key_layout() {
     let ttl: i64 = raw.ttl(&day).await.unwrap();
     let retention = 400 * 86_400;
     assert!(ttl > retention - 60 && ttl <= retention, "{ttl}");
-    // The charged request is remembered for the dedup window, then forgotten.
-    let marker = format!("charged:{}", used.request_id);
-    let pttl: i64 = raw.pttl(&marker).await.unwrap();
+    // The charged request is remembered in the one charged set, scored by when, and the set
+    // goes once the dedup window has passed without a charge.
+    let charged: Vec<(String, f64)> = raw
+        .zrange("charged", 0, -1, None, false, None, true)
+        .await
+        .unwrap();
+    assert_eq!(charged.len(), 1, "{charged:?}");
+    assert_eq!(charged[0].0, used.request_id);
+    assert!(
+        (charged[0].1 as u64).abs_diff(now) <= CLOCK_SLACK_MS,
+        "{charged:?}"
+    );
+    let pttl: i64 = raw.pttl("charged").await.unwrap();
     let window = CHARGE_DEDUP_WINDOW.as_millis() as i64;
-    assert!(pttl > window - 60_000 && pttl <= window, "{marker}: {pttl}");
+    assert!(pttl > window - 60_000 && pttl <= window, "charged: {pttl}");
 
     // No stored value, anywhere, holds the secret.
     let secret = secret("key_0123456789abcdef");
@@ -987,6 +1124,93 @@ async fn valkey_gateway_key_layout() {
             assert!(!value.contains(&secret), "{name} holds the secret");
         }
     }
+    store.close().await;
+}
+
+/// The names of ValKey's keys matching `pattern`.
+async fn key_names(raw: &fred::clients::Client, pattern: &str) -> Vec<String> {
+    use fred::prelude::ClientLike;
+    raw.custom(fred::cmd!("KEYS"), vec![pattern]).await.unwrap()
+}
+
+/// Serving requests adds no ValKey keys: 10,000 charges of one key, model and account on two
+/// nodes leave as many keys as one charge did (one charged set, under the bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_key_count_does_not_grow_with_charges() {
+    use fred::prelude::{Builder, ClientLike, Config, SortedSetsInterface};
+    let server = RedisServer::start();
+    let a = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
+    let b = Arc::new(ValkeyRegistry::connect(&server.url()).await.unwrap());
+    let n = Nodes {
+        a: Arc::clone(&a) as Arc<dyn Stores>,
+        b: Arc::clone(&b) as Arc<dyn Stores>,
+        time: Time::Real,
+    };
+    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+
+    charge_many(&n, "first", "key_1", 1).await;
+    let before = key_names(&raw, "*").await;
+    assert_eq!(key_names(&raw, "charged*").await, ["charged"]);
+    charge_many(&n, "many", "key_1", 10_000).await;
+    assert_eq!(n.a.spent("key_1").await.unwrap().requests, 10_001);
+    let mut after = key_names(&raw, "*").await;
+    after.sort();
+    let mut expected = before.clone();
+    expected.sort();
+    assert_eq!(after, expected, "no key was added by 10,000 charges");
+    assert_eq!(key_names(&raw, "charged*").await, ["charged"]);
+    let remembered: u64 = raw.zcard("charged").await.unwrap();
+    assert_eq!(remembered, 10_001);
+    a.close().await;
+    b.close().await;
+}
+
+/// ValKey's charged set at its bound: it stays at the bound, the oldest id goes first (its
+/// retry counts again), the newer ones are still recognised: as the embedded store does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_charged_set_keeps_the_bound_oldest_first() {
+    use fred::prelude::{Builder, ClientLike, Config, SortedSetsInterface};
+    let bound = EmbeddedGatewayStore::CHARGE_MEMORY;
+    let server = RedisServer::start();
+    let store = ValkeyRegistry::connect(&server.url()).await.unwrap();
+    let raw = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    raw.init().await.unwrap();
+    let record = |id: &str| {
+        let entry = entry(id, "key_1", "acct-a", "kiro", wall_ms());
+        let store = &store;
+        async move { store.record_usage(&entry).await.unwrap() }
+    };
+    record("oldest").await;
+    // Fill the set to the bound with ids charged a little later (what other requests would
+    // leave), without the time 100,000 charges take.
+    let later = (wall_ms() + 1_000) as f64;
+    let filler: Vec<(f64, String)> = (1..bound).map(|i| (later, format!("f{i:06}"))).collect();
+    for chunk in filler.chunks(10_000) {
+        let _: i64 = raw
+            .zadd("charged", None, None, false, false, chunk.to_vec())
+            .await
+            .unwrap();
+    }
+    let remembered: usize = raw.zcard("charged").await.unwrap();
+    assert_eq!(remembered, bound);
+
+    record("newest").await;
+    let remembered: usize = raw.zcard("charged").await.unwrap();
+    assert_eq!(remembered, bound, "the set stays at the bound");
+    let oldest: Option<f64> = raw.zscore("charged", "oldest").await.unwrap();
+    assert_eq!(oldest, None, "the oldest id went first");
+    // The newest is recognised; the oldest, forgotten early, is charged again.
+    record("newest").await;
+    assert_eq!(store.spent("key_1").await.unwrap().requests, 2);
+    record("oldest").await;
+    assert_eq!(store.spent("key_1").await.unwrap().requests, 3);
+    let remembered: usize = raw.zcard("charged").await.unwrap();
+    assert_eq!(remembered, bound);
     store.close().await;
 }
 

@@ -3,6 +3,7 @@
 //! write behind.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use drawbridge_core::day;
 
@@ -10,7 +11,8 @@ use crate::clock::millis;
 use crate::data_file::{Batch, Contents};
 use crate::embedded_credits::EmbeddedCredits;
 use crate::gateway::{
-    ApiKeyRecord, CHARGE_DEDUP_WINDOW, RowKey, RowTotals, Spent, USAGE_RETENTION_DAYS,
+    ApiKeyRecord, CHARGE_DEDUP_MAX_IDS, CHARGE_DEDUP_WINDOW, RowKey, RowTotals, Spent,
+    USAGE_RETENTION_DAYS,
 };
 
 /// How often the ledger is checked for days past their retention.
@@ -25,8 +27,8 @@ pub(super) struct Data {
     pub(super) rows: BTreeMap<RowKey, RowTotals>,
     /// Per key: request id → reservation. Not persisted.
     pub(super) reservations: HashMap<String, HashMap<String, Reservation>>,
-    /// The request ids charged in the last [`CHARGE_DEDUP_WINDOW`], oldest first, with when.
-    /// Not persisted: a retried charge does not outlive the process that retries it.
+    /// The request ids charged in the last [`CHARGE_DEDUP_WINDOW`] (at most
+    /// [`CHARGE_DEDUP_MAX_IDS`]), oldest first, with when. Not persisted: a retried charge does not outlive the process that retries it.
     pub(super) charged: Charged,
     /// Per ledger day: when a row of it was last written (ms). A day's rows are dropped
     /// [`USAGE_RETENTION_DAYS`] after that, as ValKey expires a day's hash.
@@ -49,29 +51,71 @@ pub(super) struct Dirty {
     pub(super) expired_days: HashSet<String>,
 }
 
-#[derive(Default)]
+/// The request ids charged in the last [`CHARGE_DEDUP_WINDOW`], at most `limit` of them
+/// ([`CHARGE_DEDUP_MAX_IDS`]): past the limit the oldest is forgotten first, as ValKey's
+/// `charged` sorted set is trimmed. Each id is kept once, shared by the set and the queue.
 pub(super) struct Charged {
-    ids: HashSet<String>,
-    order: VecDeque<(u64, String)>,
+    ids: HashSet<Arc<str>>,
+    /// Oldest first, with when it was charged (the store's clock).
+    order: VecDeque<(u64, Arc<str>)>,
+    limit: usize,
+}
+
+impl Default for Charged {
+    fn default() -> Self {
+        Charged {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            limit: CHARGE_DEDUP_MAX_IDS,
+        }
+    }
 }
 
 impl Charged {
-    /// Remember `id` as charged at `now_ms`; false if it was charged within the window.
+    /// Remember `id` as charged at `now_ms`; false if it is remembered already (charged within
+    /// the window, and not pushed out by `limit` newer ones).
     pub(super) fn first_time(&mut self, id: &str, now_ms: u64) -> bool {
         let window = millis(CHARGE_DEDUP_WINDOW);
         while let Some((at, _)) = self.order.front() {
             if now_ms.saturating_sub(*at) < window {
                 break;
             }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
+            self.forget_oldest();
         }
-        if !self.ids.insert(id.to_owned()) {
+        if self.ids.contains(id) {
             return false;
         }
-        self.order.push_back((now_ms, id.to_owned()));
+        let id: Arc<str> = Arc::from(id);
+        self.ids.insert(Arc::clone(&id));
+        self.order.push_back((now_ms, id));
+        while self.order.len() > self.limit {
+            self.forget_oldest();
+        }
+        // What a burst grew is given back once the ids are forgotten.
+        if self.ids.capacity() > 4 * self.ids.len().max(1024) {
+            self.ids.shrink_to_fit();
+            self.order.shrink_to_fit();
+        }
         true
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, old)) = self.order.pop_front() {
+            self.ids.remove(&old);
+        }
+    }
+
+    /// How many ids are remembered.
+    pub(super) fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Remember at most `limit` ids (at least one), forgetting the oldest beyond it now.
+    pub(super) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
+        while self.order.len() > self.limit {
+            self.forget_oldest();
+        }
     }
 }
 

@@ -20,7 +20,10 @@
 //! [`USAGE_RETENTION_DAYS`](crate::gateway::USAGE_RETENTION_DAYS) after their last write, like
 //! ValKey's day hashes, so a long-running node's ledger stays bounded.
 //!
-//! Rate-limit windows and quota reservations are in memory only: a restart forgets them.
+//! Rate-limit windows, quota reservations and the charged request ids are in memory only: a
+//! restart forgets them. The charged ids are bounded by time and by count
+//! ([`CHARGE_DEDUP_WINDOW`](crate::gateway::CHARGE_DEDUP_WINDOW),
+//! [`EmbeddedGatewayStore::CHARGE_MEMORY`]), so memory stays flat under sustained load.
 //! Time (the windows, reservation TTLs, "today" of a usage query) comes from the store's clock,
 //! the system clock unless [`EmbeddedGatewayStore::with_clock`] gives another.
 
@@ -35,7 +38,7 @@ use crate::clock::{Clock, system_ms};
 use crate::data_file::DataFile;
 use crate::embedded_credits::EmbeddedCredits;
 use crate::error::StateError;
-use crate::gateway::ApiKeyRecord;
+use crate::gateway::{ApiKeyRecord, CHARGE_DEDUP_MAX_IDS};
 
 mod credits;
 mod data;
@@ -148,6 +151,23 @@ impl EmbeddedGatewayStore {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The most charged request ids the store remembers to recognise a retried charge
+    /// ([`UsageStore::record_usage`](crate::gateway::UsageStore::record_usage)), unless [`EmbeddedGatewayStore::with_charge_memory`]
+    /// sets another bound: the same bound the ValKey store keeps.
+    pub const CHARGE_MEMORY: usize = CHARGE_DEDUP_MAX_IDS;
+
+    /// The same store remembering at most `ids` charged request ids (at least one; the oldest
+    /// is forgotten first): tests reach the bound with it.
+    pub fn with_charge_memory(self, ids: usize) -> Self {
+        self.shared.data().charged.set_limit(ids);
+        self
+    }
+
+    /// How many charged request ids the store remembers now (never more than its bound).
+    pub fn charged_ids(&self) -> usize {
+        self.shared.data().charged.len()
     }
 
     /// Write what is waiting (usage, last uses) to the data file now. Nothing to do in memory.

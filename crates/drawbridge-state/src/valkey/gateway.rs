@@ -14,10 +14,10 @@ use fred::types::scripts::Script;
 use super::{ValkeyRegistry, keys};
 use crate::error::StateError;
 use crate::gateway::{
-    ApiKeyRecord, CHARGE_DEDUP_WINDOW, KeyLimits, KeyStore, Quota, QuotaDecision, RateDecision,
-    RateLimiter, RowKey, RowTotals, Spent, USAGE_RETENTION_DAYS, UsageEntry, UsageFilter, UsageRow,
-    UsageStore, check_entry, check_hit, check_id, check_limits, check_record, check_reserve,
-    day_range, select_rows, valid_id,
+    ApiKeyRecord, CHARGE_DEDUP_MAX_IDS, CHARGE_DEDUP_WINDOW, KeyLimits, KeyStore, Quota,
+    QuotaDecision, RateDecision, RateLimiter, RowKey, RowTotals, Spent, USAGE_RETENTION_DAYS,
+    UsageEntry, UsageFilter, UsageRow, UsageStore, check_entry, check_hit, check_id, check_limits,
+    check_record, check_reserve, day_range, select_rows, valid_id,
 };
 use crate::registry::StateFuture;
 
@@ -416,7 +416,7 @@ impl UsageStore for ValkeyRegistry {
                         keys::quota_spent(&entry.key_id),
                         keys::quota_reserved(&entry.key_id),
                         keys::usage_day(&row.day),
-                        keys::charged(&entry.request_id),
+                        keys::CHARGED.to_owned(),
                     ],
                     vec![
                         entry.request_id.clone(),
@@ -431,6 +431,7 @@ impl UsageStore for ValkeyRegistry {
                         identity,
                         retention_secs.to_string(),
                         CHARGE_DEDUP_WINDOW.as_millis().to_string(),
+                        CHARGE_DEDUP_MAX_IDS.to_string(),
                     ],
                 )
                 .await?;

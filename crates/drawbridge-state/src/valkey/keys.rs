@@ -18,6 +18,7 @@
 //! | `quota:{key_id}` | hash | what the key has spent: `tokens`, `credits`, `requests` |
 //! | `quota:{key_id}:reserved` | hash, TTL | the key's requests in flight: request id → `EXPIRES_MS:AMOUNT` |
 //! | `usage:{day}` | hash, TTL 400 days | the ledger of a UTC day: `METRIC:["key_id","account","model"]` → counter (`requests`, `prompt_tokens`, `completion_tokens`, `credits`, `estimated_requests`) |
+//! | `charged` | sorted set, TTL | the request ids charged in the last 11 minutes, at most 100,000 (the oldest forgotten first), scored by ValKey `TIME` in ms: a retried charge is not counted twice |
 //! | `credits:{id}` | integer | the account's balance in milli-credits (absent: unmetered) |
 //! | `credits:{id}:grant` | integer | the last configured grant applied to the balance |
 //! | `cb:{id}` | string | the account's circuit breaker, JSON (`drawbridge_core::breaker::Breaker`) |
@@ -74,8 +75,10 @@ pub(crate) const QUOTA_PREFIX: &str = "quota:";
 pub(crate) const RESERVED_SUFFIX: &str = ":reserved";
 /// Prefix of a day's usage ledger.
 pub(crate) const USAGE_PREFIX: &str = "usage:";
-/// Prefix of the marker of a charged request (kept [`crate::gateway::CHARGE_DEDUP_WINDOW`]).
-pub(crate) const CHARGED_PREFIX: &str = "charged:";
+/// The sorted set of the request ids charged in the last
+/// [`crate::gateway::CHARGE_DEDUP_WINDOW`] (at most [`crate::gateway::CHARGE_DEDUP_MAX_IDS`]),
+/// scored by ValKey's `TIME` in ms: one key however many requests are served.
+pub(crate) const CHARGED: &str = "charged";
 
 pub(crate) fn api_key(id: &str) -> String {
     format!("{API_KEY_PREFIX}{id}")
@@ -95,10 +98,6 @@ pub(crate) fn quota_reserved(key_id: &str) -> String {
 
 pub(crate) fn usage_day(day: &str) -> String {
     format!("{USAGE_PREFIX}{day}")
-}
-
-pub(crate) fn charged(request_id: &str) -> String {
-    format!("{CHARGED_PREFIX}{request_id}")
 }
 
 /// An account's balance, in milli-credits.
