@@ -40,7 +40,7 @@ const RETRY_MAX_WAIT: Duration = Duration::from_secs(5);
 /// charged ids (`drawbridge_state`'s `CHARGE_RETRY_WINDOW`, which its dedup window is derived
 /// from, with a minute to spare for the last try's own way), so a retry of a charge that did
 /// land is recognised.
-const RETRY_WINDOW: Duration = Duration::from_secs(10 * 60);
+const RETRY_WINDOW: Duration = drawbridge_state::CHARGE_RETRY_WINDOW;
 const _: () = assert!(RETRY_WINDOW.as_secs() + 60 <= CHARGE_DEDUP_WINDOW.as_secs());
 
 /// Run `op` until it succeeds, fails for good, or the store has been unreachable for

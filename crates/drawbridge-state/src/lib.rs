@@ -41,9 +41,10 @@ pub use embedded_gateway::{EmbeddedGatewayStore, FLUSH_INTERVAL};
 pub use embedded_routing::EmbeddedRouting;
 pub use error::StateError;
 pub use gateway::{
-    ApiKeyRecord, CHARGE_DEDUP_WINDOW, DEFAULT_USAGE_DAYS, KeyLimits, KeyStore, MAX_ID_LEN, Quota,
-    QuotaDecision, QuotaUnit, RateDecision, RateLimiter, Spent, USAGE_RETENTION_DAYS, UsageEntry,
-    UsageFilter, UsageRow, UsageStore, valid_id,
+    ApiKeyRecord, CHARGE_DEDUP_MAX_IDS, CHARGE_DEDUP_WINDOW, CHARGE_RETRY_WINDOW,
+    DEFAULT_USAGE_DAYS, KeyLimits, KeyStore, MAX_ID_LEN, Quota, QuotaDecision, QuotaUnit,
+    RateDecision, RateLimiter, Spent, USAGE_RETENTION_DAYS, UsageEntry, UsageFilter, UsageRow,
+    UsageStore, valid_id,
 };
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
