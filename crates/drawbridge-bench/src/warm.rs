@@ -15,10 +15,13 @@
 //! answer is the same `chunk 0 … chunk N-1 ` in both modes (checked). For the last turn it
 //! measures:
 //!
-//! - the bytes of prompt text the agent received: the mock's `prompt_bytes` just before and
-//!   just after the turn, less one `stats` prompt (each `stats` prompt counts itself; its
-//!   weight is measured when the process starts);
-//! - the time to the first content chunk (streamed), from sending the request.
+//! - the bytes of prompt text the agent received. A `stats` prompt between two turns would
+//!   end the warm session (a request that finds no idle process takes a warm session's process
+//!   back), so each conversation runs twice, with `turns - 1` turns and then with `turns`
+//!   turns, the mock's `prompt_bytes` read before, between and after the two runs: the last
+//!   turn sent the second run's bytes less the first's (each run's figure includes one `stats`
+//!   prompt, which counts itself, so they cancel out);
+//! - the time to the first content chunk of the last turn (streamed), from sending the request.
 //!
 //! Conversations alternate between the two processes (which one goes first alternates too) so
 //! that a change in the machine's load hits both alike; the medians and the ratios warm / full
@@ -101,8 +104,6 @@ impl Mode {
 struct Server {
     mode: Mode,
     single: Single,
-    /// What one `stats` prompt adds to the mock's `prompt_bytes`.
-    stats_bytes: u64,
 }
 
 /// The last turn of one conversation.
@@ -123,11 +124,8 @@ pub async fn run(bins: &Bins, args: &WarmArgs) -> Result<WarmReport> {
     if supported {
         servers.push(start(bins, args, Some(Mode::Warm)).await?);
     }
-    for server in &mut servers {
+    for server in &servers {
         server.single.wait_ready(Duration::from_secs(90)).await?;
-        server.stats_bytes = stats_weight(&server.single.target)
-            .await
-            .with_context(|| format!("{}: the stats prompt", server.mode.key()))?;
     }
     println!(
         "\nWarm sessions: single-process drawbridge, one account × pool 1 of instant mock agents; {turns}-turn conversations, each user message {} B of prose + `[[mock:stream n={}]]`; the last turn of {} conversation(s) per mode, modes alternating",
@@ -197,20 +195,7 @@ async fn start(bins: &Bins, args: &WarmArgs, mode: Option<Mode>) -> Result<Serve
     Ok(Server {
         mode: mode.unwrap_or(Mode::Full),
         single,
-        stats_bytes: 0,
     })
-}
-
-/// What one `stats` prompt adds to `prompt_bytes`: three in a row must add the same.
-async fn stats_weight(target: &Target) -> Result<u64> {
-    let mut conn = Conn::open(target.addr).await?;
-    let a = prompt_bytes(&mut conn, target).await?;
-    let b = prompt_bytes(&mut conn, target).await?;
-    let c = prompt_bytes(&mut conn, target).await?;
-    match (b.checked_sub(a), c.checked_sub(b)) {
-        (Some(one), Some(two)) if one == two && one > 0 => Ok(one),
-        _ => bail!("three stats prompts in a row read prompt_bytes {a}, {b}, {c}"),
-    }
 }
 
 /// Ask the mock behind `target` for its `prompt_bytes` (a non-streamed `stats` prompt).
@@ -241,7 +226,8 @@ async fn prompt_bytes(conn: &mut Conn, target: &Target) -> Result<u64> {
     })
 }
 
-/// One conversation of `turns` turns on `server`; its last turn's figures.
+/// Conversation `conversation` on `server`, first with `turns - 1` turns, then with `turns`:
+/// the last turn's figures.
 async fn converse(
     server: &Server,
     conversation: usize,
@@ -250,8 +236,38 @@ async fn converse(
 ) -> Result<LastTurn> {
     let target = &server.single.target;
     let mut conn = Conn::open(target.addr).await?;
+    let start = prompt_bytes(&mut conn, target).await?;
+    drive(&mut conn, target, conversation, turns - 1, args).await?;
+    let between = prompt_bytes(&mut conn, target).await?;
+    let first = drive(&mut conn, target, conversation, turns, args).await?;
+    let end = prompt_bytes(&mut conn, target).await?;
+    let sent = match (between.checked_sub(start), end.checked_sub(between)) {
+        (Some(shorter), Some(longer)) => longer.checked_sub(shorter),
+        _ => None,
+    };
+    let prompt_bytes = sent.with_context(|| {
+        format!(
+            "prompt_bytes {start} → {between} → {end}: the longer run sent less (not the same agent process?)"
+        )
+    })?;
+    Ok(LastTurn {
+        prompt_bytes,
+        first,
+    })
+}
+
+/// The first `turns` turns of conversation `conversation`, each request carrying the whole
+/// conversation so far; the time to the first token of the last turn.
+async fn drive(
+    conn: &mut Conn,
+    target: &Target,
+    conversation: usize,
+    turns: usize,
+    args: &WarmArgs,
+) -> Result<Duration> {
     let expected = expected_answer(args.chunks);
     let mut messages = Vec::with_capacity(2 * turns);
+    let mut first = Duration::ZERO;
     for turn in 1..=turns {
         messages.push(json!({
             "role": "user",
@@ -262,13 +278,8 @@ async fn converse(
             "messages": messages,
             "stream": true,
         }))?);
-        let last = turn == turns;
-        let before = if last {
-            Some(prompt_bytes(&mut conn, target).await?)
-        } else {
-            None
-        };
-        let (first, reply) = conn
+        let reply;
+        (first, reply) = conn
             .first_content(target, body, Instant::now())
             .await
             .with_context(|| format!("turn {turn}"))?;
@@ -283,24 +294,9 @@ async fn converse(
         if answer != expected {
             bail!("turn {turn}: the answer was {answer:?}, not {expected:?}");
         }
-        if let Some(before) = before {
-            let after = prompt_bytes(&mut conn, target).await?;
-            let sent = after
-                .checked_sub(before)
-                .and_then(|delta| delta.checked_sub(server.stats_bytes))
-                .with_context(|| {
-                    format!(
-                        "prompt_bytes {before} → {after} around turn {turn}: not the same agent process?"
-                    )
-                })?;
-            return Ok(LastTurn {
-                prompt_bytes: sent,
-                first,
-            });
-        }
         messages.push(json!({"role": "assistant", "content": answer}));
     }
-    bail!("a conversation without turns")
+    Ok(first)
 }
 
 /// Turn `turn`'s user message: `bytes` bytes of prose (unique to the conversation and turn),
