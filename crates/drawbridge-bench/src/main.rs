@@ -18,6 +18,10 @@
 //!    worker's `/prompt`, the engine's and the gateway's `/v1/chat/completions` and
 //!    `drawbridge`'s, in turn: the latency each layer adds, throughput ratios, and the CPU and
 //!    memory of every process.
+//! 5. **Warm sessions** (`warm`): turn 20 of a 20-turn conversation on the single-process
+//!    `drawbridge` with `worker.warm_sessions: 0` (the whole conversation rendered into a fresh
+//!    session) and `2` (only the new messages, to the session that answered the turns before):
+//!    the bytes of prompt the agent received and the time to the first token.
 //!
 //! It prints tables and `bench name=... value=... unit=...` lines, says whether the targets
 //! (≥ 1,000 prompts/s; warm pool ≥ 10× faster to first byte; the gateway adds ≤ 1 ms at p50
@@ -34,6 +38,7 @@ mod client;
 mod procfs;
 mod stack;
 mod stats;
+mod warm;
 mod worker;
 mod worker_alone;
 
@@ -59,9 +64,9 @@ const FIRST_BYTE_TARGET: f64 = 10.0;
     about = "Worker throughput with the instant mock agent, first-byte latency of a warm pool against spawning an agent per request, and the latency the engine and gateway add"
 )]
 struct Args {
-    /// What to measure: `worker` (throughput, first byte, calibration) and/or `stack` (the
-    /// full stack against the worker alone).
-    #[arg(long, value_delimiter = ',', default_value = "worker,stack")]
+    /// What to measure: `worker` (throughput, first byte, calibration), `stack` (the full
+    /// stack against the worker alone) and/or `warm` (warm sessions against full render).
+    #[arg(long, value_delimiter = ',', default_value = "worker,stack,warm")]
     sections: Vec<Section>,
     /// Seconds each throughput run lasts.
     #[arg(long, default_value_t = 5.0)]
@@ -115,8 +120,21 @@ struct Args {
     stack_log: String,
     /// Full stack: `KEY=VALUE` added to every process's environment, for experiments (e.g.
     /// `DRAWBRIDGE_LOG__TRACE_SAMPLE_RATIO=0`); repeatable.
+    /// (Also the warm section's `drawbridge`s' log level and environment.)
     #[arg(long, value_parser = parse_env)]
     stack_env: Vec<(String, String)>,
+    /// Warm sessions: conversations per mode (the modes alternate).
+    #[arg(long, default_value_t = 5)]
+    warm_conversations: usize,
+    /// Warm sessions: turns per conversation; the last one is measured (at least 2).
+    #[arg(long, default_value_t = 20)]
+    warm_turns: usize,
+    /// Warm sessions: bytes of prose in each user message (its directive comes on top).
+    #[arg(long, default_value_t = 400)]
+    warm_message_bytes: usize,
+    /// Warm sessions: chunks of every answer (`[[mock:stream n=N]]`).
+    #[arg(long, default_value_t = 8)]
+    warm_chunks: u64,
 }
 
 fn parse_env(pair: &str) -> Result<(String, String), String> {
@@ -130,6 +148,7 @@ fn parse_env(pair: &str) -> Result<(String, String), String> {
 enum Section {
     Worker,
     Stack,
+    Warm,
 }
 
 #[tokio::main]
@@ -207,6 +226,22 @@ async fn run(args: &Args) -> Result<u64> {
         .await?;
         report.failures += stack.failures;
         report.metrics.extend(stack.metrics);
+    }
+    if args.sections.contains(&Section::Warm) {
+        let warm = warm::run(
+            &bins,
+            &warm::WarmArgs {
+                conversations: args.warm_conversations,
+                turns: args.warm_turns,
+                message_bytes: args.warm_message_bytes,
+                chunks: args.warm_chunks,
+                log_level: args.stack_log.clone(),
+                env: args.stack_env.clone(),
+            },
+        )
+        .await?;
+        report.failures += warm.failures;
+        report.metrics.extend(warm.metrics);
     }
     println!(
         "\nload average at the end: {}",

@@ -160,6 +160,9 @@ struct State {
     config: MockConfig,
     sessions: Mutex<HashMap<SessionId, SessionState>>,
     prompts: AtomicU64,
+    /// The bytes (UTF-8) of prompt text received so far: every `session/prompt`'s text blocks,
+    /// counted when it arrives (a `stats` prompt counts itself).
+    prompt_bytes: AtomicU64,
     cancels: AtomicU64,
     turn_ids: AtomicU64,
     /// `session/new` requests answered so far.
@@ -345,6 +348,10 @@ fn start_turn(
             _ => None,
         })
         .collect();
+    state.prompt_bytes.fetch_add(
+        u64::try_from(text.len()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
     let (explicit, directive, directive_at, rest) = match directive::extract_at(&text) {
         Ok((directive, rest)) => {
             let at = directive.as_ref().map_or(0, |(_, at)| *at);

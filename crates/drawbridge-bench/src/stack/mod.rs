@@ -32,6 +32,7 @@ mod start;
 
 use load::{Mode, measure};
 use report::{errors, met, print_mode, record_mode, verdict};
+pub(crate) use start::Single;
 use start::{PROCESSES, Stack};
 
 /// The added latency the issue asks for, gateway over worker at 32 concurrent streams.

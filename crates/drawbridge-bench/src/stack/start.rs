@@ -37,6 +37,115 @@ fn config_yaml(agent: &Path, data_dir: &Path, pool_size: u32, log_level: &str) -
     )
 }
 
+fn temp_dir(prefix: &str) -> Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("create a temporary directory")
+}
+
+/// Write [`config_yaml`] to `dir/drawbridge.yaml`; its path.
+fn write_config(
+    dir: &Path,
+    bins: &Bins,
+    worker_data: &Path,
+    pool_size: u32,
+    log_level: &str,
+) -> Result<PathBuf> {
+    let config = dir.join("drawbridge.yaml");
+    std::fs::write(
+        &config,
+        config_yaml(&bins.agent, worker_data, pool_size, log_level),
+    )
+    .context("write the stack's config")?;
+    Ok(config)
+}
+
+/// A process's environment: its log filter and node id, `extra`, then the caller's own
+/// variables (`user`, last so they win).
+fn process_env(
+    log_level: &str,
+    node: &str,
+    extra: &[(&str, String)],
+    user: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        // `RUST_LOG` wins over `log.level`: set it so the bench's own does not leak in,
+        // and keep the `listening NAME=ADDR` lines whatever the level.
+        (
+            "RUST_LOG".to_owned(),
+            format!("{log_level},drawbridge::listen=info"),
+        ),
+        ("DRAWBRIDGE_NODE__ID".to_owned(), node.to_owned()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    env.extend(user.iter().cloned());
+    env
+}
+
+/// What the single-process `drawbridge` adds to the shared config: its own agents' directory
+/// and its own data file.
+fn single_env(single_data: &Path) -> [(&'static str, String); 2] {
+    [
+        (
+            "DRAWBRIDGE_WORKER__DATA_DIR",
+            single_data.display().to_string(),
+        ),
+        (
+            "DRAWBRIDGE_GATEWAY__DATA_FILE",
+            single_data.join("gateway.redb").display().to_string(),
+        ),
+    ]
+}
+
+/// The single-process `drawbridge` alone, from the stack's config, for a section that needs
+/// one `drawbridge` it can configure (through `DRAWBRIDGE_*` variables).
+pub(crate) struct Single {
+    _dir: TempDir,
+    server: Server,
+    /// Its `POST /v1/chat/completions`, with the stack's client key.
+    pub(crate) target: Target,
+}
+
+impl Single {
+    /// Start `drawbridge` with one account of `pool_size` instant mock agents; `env` is added
+    /// to its environment last (it may override the config: `DRAWBRIDGE_WORKER__...`).
+    pub(crate) async fn start(
+        bins: &Bins,
+        pool_size: u32,
+        log_level: &str,
+        env: &[(String, String)],
+    ) -> Result<Single> {
+        let dir = temp_dir("drawbridge-bench-single-")?;
+        let data = dir.path().join("single");
+        let config = write_config(dir.path(), bins, &data, pool_size, log_level)?;
+        let env = process_env(log_level, "bench-single", &single_env(&data), env);
+        let server = Server::start(&bins.single, &config, &env, &["gateway"]).await?;
+        let target = Target::chat(server.addr("gateway")?, API_KEY);
+        Ok(Single {
+            _dir: dir,
+            server,
+            target,
+        })
+    }
+
+    /// Wait until `/health` shows every slot of the pool available.
+    pub(crate) async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        wait_health(self.target.addr, Instant::now() + timeout)
+            .await
+            .map_err(|error| anyhow::anyhow!("drawbridge: {error:#}; log:\n{}", self.log()))
+    }
+
+    pub(crate) fn log(&self) -> String {
+        self.server.log()
+    }
+
+    /// SIGTERM; whether it exited 0.
+    pub(crate) async fn stop(self) -> Result<bool> {
+        self.server.stop().await
+    }
+}
+
 /// The running stack.
 pub(super) struct Stack {
     _dir: TempDir,
@@ -62,31 +171,18 @@ pub(super) const PROCESSES: [&str; 7] = [
 
 impl Stack {
     pub(super) async fn start(bins: &Bins, args: &StackArgs) -> Result<Stack> {
-        let dir = tempfile::Builder::new()
-            .prefix("drawbridge-bench-stack-")
-            .tempdir()
-            .context("create a temporary directory")?;
+        let dir = temp_dir("drawbridge-bench-stack-")?;
         let worker_data = dir.path().join("worker");
         let single_data = dir.path().join("single");
-        let config = dir.path().join("drawbridge.yaml");
-        std::fs::write(
-            &config,
-            config_yaml(&bins.agent, &worker_data, args.pool_size, &args.log_level),
-        )
-        .context("write the stack's config")?;
+        let config = write_config(
+            dir.path(),
+            bins,
+            &worker_data,
+            args.pool_size,
+            &args.log_level,
+        )?;
         let env = |node: &str, extra: &[(&str, String)]| {
-            let mut env = vec![
-                // `RUST_LOG` wins over `log.level`: set it so the bench's own does not leak in,
-                // and keep the `listening NAME=ADDR` lines whatever the level.
-                (
-                    "RUST_LOG".to_owned(),
-                    format!("{},drawbridge::listen=info", args.log_level),
-                ),
-                ("DRAWBRIDGE_NODE__ID".to_owned(), node.to_owned()),
-            ];
-            env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-            env.extend(args.env.iter().cloned());
-            env
+            process_env(&args.log_level, node, extra, &args.env)
         };
         let worker = Server::start(
             &bins.worker,
@@ -132,19 +228,7 @@ impl Stack {
                 Server::start(
                     &bins.single,
                     &config,
-                    &env(
-                        "bench-single",
-                        &[
-                            (
-                                "DRAWBRIDGE_WORKER__DATA_DIR",
-                                single_data.display().to_string(),
-                            ),
-                            (
-                                "DRAWBRIDGE_GATEWAY__DATA_FILE",
-                                single_data.join("gateway.redb").display().to_string(),
-                            ),
-                        ],
-                    ),
+                    &env("bench-single", &single_env(&single_data)),
                     &["gateway"],
                 )
                 .await?,

@@ -251,6 +251,7 @@ impl Turn {
             Behavior::Stats => {
                 let stats = json!({
                     "prompts": self.state.prompts.load(Ordering::Relaxed),
+                    "prompt_bytes": self.state.prompt_bytes.load(Ordering::Relaxed),
                     "cancels": self.state.cancels.load(Ordering::Relaxed),
                     "active_turns": self.state.active_turns(),
                 });
@@ -472,6 +473,106 @@ mod tests {
         assert_eq!(resume_offset("plain prompt"), 0);
         let prompt = "[User]\ngo\n\n[Assistant (cut off)]\nchunk 0 chunk 1 \n\nYour previous reply...chunk 1";
         assert_eq!(resume_offset(prompt), 2);
+    }
+
+    /// Serve one in-memory mock, open a session and send `prompts` in turn: the text each
+    /// answer streamed.
+    async fn answers(prompts: &[&str]) -> Vec<String> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, DuplexStream, Lines};
+        use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
+
+        async fn send(
+            to_agent: &mut DuplexStream,
+            id: u64,
+            method: &str,
+            params: serde_json::Value,
+        ) {
+            let line = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            to_agent
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        /// Read until the answer to `id`; the text of the message chunks before it.
+        async fn until(
+            lines: &mut Lines<BufReader<DuplexStream>>,
+            id: u64,
+        ) -> (serde_json::Value, String) {
+            let mut text = String::new();
+            loop {
+                let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                    .await
+                    .expect("the agent answers in time")
+                    .unwrap()
+                    .expect("the agent is still there");
+                let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if message["id"] == id {
+                    return (message, text);
+                }
+                if let Some(chunk) = message["params"]["update"]["content"]["text"].as_str() {
+                    text.push_str(chunk);
+                }
+            }
+        }
+
+        let (mut to_agent, agent_in) = tokio::io::duplex(1 << 16);
+        let (agent_out, from_agent) = tokio::io::duplex(1 << 16);
+        let server = super::super::serve(
+            agent_in.compat(),
+            agent_out.compat_write(),
+            MockConfig::default(),
+        );
+        let client = async move {
+            let mut lines = BufReader::new(from_agent).lines();
+            send(
+                &mut to_agent,
+                1,
+                "initialize",
+                json!({"protocolVersion": 1}),
+            )
+            .await;
+            until(&mut lines, 1).await;
+            send(
+                &mut to_agent,
+                2,
+                "session/new",
+                json!({"cwd": "/", "mcpServers": []}),
+            )
+            .await;
+            let (session, _) = until(&mut lines, 2).await;
+            let session_id = session["result"]["sessionId"].clone();
+            let mut out = Vec::new();
+            for (id, prompt) in (3..).zip(prompts) {
+                let prompt = json!([{"type": "text", "text": prompt}]);
+                let params = json!({"sessionId": session_id, "prompt": prompt});
+                send(&mut to_agent, id, "session/prompt", params).await;
+                let (answer, text) = until(&mut lines, id).await;
+                assert!(answer["result"]["stopReason"].is_string(), "{answer}");
+                out.push(text);
+            }
+            out
+        };
+        tokio::select! {
+            out = client => out,
+            ended = server => panic!("the agent stopped serving: {ended:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn stats_count_the_bytes_of_prompt_text() {
+        let stats = "[[mock:stats]]";
+        // 2 bytes for `é`: bytes, not characters.
+        let first = "héllo [[mock:stream n=2]]";
+        let answers = answers(&[stats, first, stats]).await;
+        let before: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+        let after: serde_json::Value = serde_json::from_str(&answers[2]).unwrap();
+        assert_eq!(answers[1], "chunk 0 chunk 1 ");
+        // Each stats prompt counts itself.
+        assert_eq!(before["prompt_bytes"], stats.len());
+        assert_eq!(before["prompts"], 1);
+        assert_eq!(after["prompt_bytes"], 2 * stats.len() + first.len());
+        assert_eq!(first.len(), 26);
+        assert_eq!(after["prompts"], 3);
     }
 
     #[test]
