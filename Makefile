@@ -33,7 +33,8 @@ release:
 
 ## Worker throughput, first-byte latency and the full stack's added latency with the mock agent
 ## (release build); see BENCHMARKS.md. Extra flags: make bench BENCH_ARGS="--duration 10", or
-## BENCH_ARGS="--sections stack" for the full stack alone (drawbridge-bench --help lists them).
+## BENCH_ARGS="--sections stack" for the full stack alone, "--sections warm" for warm sessions
+## against full render (drawbridge-bench --help lists them).
 bench:
 	$(CARGO) build --release --workspace --bins --locked
 	./target/release/drawbridge-bench $(BENCH_ARGS)
