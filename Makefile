@@ -4,7 +4,7 @@ DEMO_CONFIG ?= config/demo.yaml
 DEMO_KEY := db-demo-key-change-me
 DEMO_ADMIN := demo-admin-token-change-me
 
-.PHONY: run test build release bench lint fmt deps clean prepare-docker up up-multi up-monitoring down
+.PHONY: run test build release bench chaos lint fmt deps clean prepare-docker up up-multi up-monitoring down
 
 ## Build and start the single-node gateway with two mock accounts on :8080.
 run: build
@@ -38,6 +38,16 @@ release:
 bench:
 	$(CARGO) build --release --workspace --bins --locked
 	./target/release/drawbridge-bench $(BENCH_ARGS)
+
+## The chaos suite's long run (RELIABILITY.md): 1,000 streamed requests, 6 at a time, through two
+## engines while workers, agents, the leading engine and Redis are killed. `make test` runs a
+## short version. Tune with CHAOS_REQUESTS, CHAOS_CONCURRENCY, CHAOS_SEED, CHAOS_FAULT_MS.
+CHAOS_REQUESTS ?= 1000
+CHAOS_CONCURRENCY ?= 6
+chaos:
+	$(CARGO) build --workspace --bins --locked
+	CHAOS_REQUESTS=$(CHAOS_REQUESTS) CHAOS_CONCURRENCY=$(CHAOS_CONCURRENCY) \
+		$(CARGO) test -p drawbridge-e2e --test chaos --locked -- --nocapture
 
 ## Docker Compose (compose/docker-compose.yml; see README "Deploying").
 COMPOSE ?= docker compose -f compose/docker-compose.yml

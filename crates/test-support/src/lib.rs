@@ -8,6 +8,7 @@
 )]
 
 pub mod backend;
+pub mod chaos;
 pub mod clock;
 pub mod cluster;
 pub mod fake_worker;
