@@ -711,7 +711,9 @@ async fn metrics_and_the_admin_snapshot_count_requests() {
     );
     let text = metrics.text();
     assert!(
-        text.contains("drawbridge_requests_total{model=\"kiro\",status=\"success\"} 1"),
+        text.contains(
+            "drawbridge_requests_total{model=\"kiro\",status=\"success\",dialect=\"openai\"} 1"
+        ),
         "{text}"
     );
     assert!(

@@ -105,7 +105,8 @@ impl Keys {
     }
 }
 
-/// The key of `Authorization: Bearer <key>`, if the header is there and well-formed.
+/// The key the caller presents: `Authorization: Bearer <key>` (OpenAI's clients, and
+/// Anthropic's with an auth token), else `x-api-key: <key>` (Anthropic's clients).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(AUTHORIZATION)
@@ -114,8 +115,17 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
+        .or_else(|| {
+            headers
+                .get(API_KEY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
         .filter(|k| !k.is_empty())
 }
+
+/// The header Anthropic's clients send their key in.
+pub const API_KEY_HEADER: &str = "x-api-key";
 
 #[cfg(test)]
 mod tests {
@@ -187,6 +197,22 @@ mod tests {
             );
         }
         assert!(k.authenticate(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn anthropic_clients_present_their_key_in_x_api_key() {
+        let k = Keys::required(&keys());
+        let mut h = HeaderMap::new();
+        h.insert(API_KEY_HEADER, "db-secret-1234".parse().unwrap());
+        assert_eq!(k.authenticate(&h).unwrap().key_name, "team-a");
+        h.insert(API_KEY_HEADER, "db-secret-123".parse().unwrap());
+        assert_eq!(
+            k.authenticate(&h).unwrap_err().kind,
+            ErrorKind::InvalidApiKey
+        );
+        // A bearer key wins over x-api-key when both are sent.
+        h.insert(AUTHORIZATION, "Bearer db-secret-1234".parse().unwrap());
+        assert_eq!(k.authenticate(&h).unwrap().key_name, "team-a");
     }
 
     #[test]

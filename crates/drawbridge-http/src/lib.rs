@@ -6,6 +6,7 @@
 //! event stream as SSE or as one JSON answer. Every error leaves as the OpenAI error shape.
 
 pub mod auth;
+pub mod dialect;
 pub mod events;
 pub mod gate;
 mod inflight;
@@ -31,7 +32,6 @@ use drawbridge_types::{
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 pub use auth::{Caller, Keys};
 pub use gate::{Ended, Entry, FreePass, Gate, Outcome, Pass, Refusal};
@@ -190,7 +190,10 @@ impl<G: Gate> ApiState<G> {
 /// anything else is an OpenAI-shaped 404.
 pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
     let mut router = Router::new()
-        .route("/v1/chat/completions", post(chat_completions::<G>))
+        .route(
+            "/v1/chat/completions",
+            dialect_route::<G, _>(dialect::openai::OpenAiChat),
+        )
         .route("/v1/models", get(list_models::<G>))
         .route("/health", get(health::<G>));
     if state.metrics.is_some() {
@@ -213,7 +216,17 @@ pub fn internal_router<G: Gate>(state: ApiState<G>) -> Router {
         .merge(openai_router(state))
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+/// A `POST` route answering in dialect `D`.
+pub fn dialect_route<G: Gate, D: dialect::Dialect>(
+    dialect: D,
+) -> axum::routing::MethodRouter<ApiState<G>> {
+    let dialect = Arc::new(dialect);
+    post(move |state: State<ApiState<G>>, request: Request| {
+        dialect::endpoint(state, Arc::clone(&dialect), request)
+    })
+}
+
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -222,7 +235,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
-fn with_request_id(mut response: Response, id: &str) -> Response {
+pub(crate) fn with_request_id(mut response: Response, id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -230,162 +243,9 @@ fn with_request_id(mut response: Response, id: &str) -> Response {
 }
 
 /// `response` with `headers` added (the gate's rate-limit headers).
-fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
+pub(crate) fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
     response.headers_mut().extend(headers);
     response
-}
-
-/// The longest model name used as a metrics label; longer ones count as unknown.
-const MAX_MODEL_LABEL: usize = 64;
-
-async fn chat_completions<G: Gate>(State(state): State<ApiState<G>>, request: Request) -> Response {
-    let request_id = request_id(request.headers());
-    let started = tokio::time::Instant::now();
-    // One span per request, continuing the caller's trace (the gateway's, when this is the
-    // engine); its fields, the trace id among them, are on every log line inside it.
-    let span = tracing::info_span!(
-        "chat",
-        request_id = %request_id,
-        trace_id = tracing::field::Empty
-    );
-    drawbridge_telemetry::continue_trace(&span, |name| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
-    let (response, headers) = match start_chat(&state, request, &request_id, started)
-        .instrument(span.clone())
-        .await
-    {
-        Ok(answer) => answer,
-        Err(Refusal { error, headers }) => {
-            log_refusal(&request_id, &error, started);
-            let ended = Ended {
-                outcome: Outcome::Failed(error.kind),
-                delivered_chars: 0,
-                duration: started.elapsed(),
-            };
-            meter::report(
-                state.metrics.as_deref(),
-                drawbridge_telemetry::metrics::UNKNOWN_MODEL,
-                &ended,
-                None,
-            );
-            (error.into_response(), headers)
-        }
-    };
-    with_request_id(with_headers(response, headers), &request_id)
-}
-
-fn log_refusal(request_id: &str, error: &ApiError, started: tokio::time::Instant) {
-    tracing::info!(
-        request_id,
-        status = error.status(),
-        code = error.kind.code(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "chat completion refused"
-    );
-}
-
-/// Authenticate, read and parse, admit, start the answer. A refusal before the backend is
-/// asked comes back as `Err` (counted by the caller); from then on the [`meter::Meter`] counts
-/// the request and tells its pass how it ended.
-async fn start_chat<G: Gate>(
-    state: &ApiState<G>,
-    request: Request,
-    request_id: &str,
-    started: tokio::time::Instant,
-) -> Result<(Response, HeaderMap), Refusal> {
-    let entry = state.gate.enter(request.headers()).await?;
-    let session = state
-        .session_header
-        .as_ref()
-        .and_then(|name| request.headers().get(name))
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|key| !key.is_empty() && key.len() <= MAX_SESSION_KEY)
-        .map(str::to_owned);
-    // Only a caller whose key is trusted to (Drawbridge's own gateway, calling the internal
-    // API with a `trust_tenant` channel key) may say whose request this is.
-    let tenant = state
-        .gate
-        .trusts_tenant(&entry)
-        .then(|| request.headers().get(TENANT_HEADER))
-        .flatten()
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 128)
-        .map_or_else(|| entry.caller.key_id.clone(), str::to_owned);
-    let headers = entry.headers.clone();
-    let refuse = |error: ApiError| Refusal {
-        error,
-        headers: headers.clone(),
-    };
-    if state.draining.is_cancelled() {
-        return Err(refuse(
-            ApiError::unavailable("This node is shutting down; send the request to another one.")
-                .with_retry_after(Duration::from_secs(1)),
-        ));
-    }
-    let body = read_body(request.into_body(), state.max_body_bytes)
-        .await
-        .map_err(refuse)?;
-    let chat = ChatCompletionRequest::from_json(&body).map_err(refuse)?;
-    let pass = state
-        .gate
-        .admit(&entry, &chat, request_id)
-        .await
-        .map_err(refuse)?;
-    let stream = chat.is_stream();
-    let include_usage = chat.include_usage();
-    let model = chat.model.clone();
-    let ctx = ChatContext {
-        request_id: request_id.to_owned(),
-        caller: entry.caller,
-        session,
-        tenant,
-    };
-    // From here on the request is counted however it ends, even if the client hangs up
-    // while the backend is still starting the answer.
-    let mut meter = meter::Meter {
-        pass,
-        request_id: request_id.to_owned(),
-        metrics: state.metrics.clone(),
-        model: if model.len() <= MAX_MODEL_LABEL {
-            model.clone()
-        } else {
-            drawbridge_telemetry::metrics::UNKNOWN_MODEL.to_owned()
-        },
-        started,
-        streamed: stream,
-    }
-    .waiting();
-    let events = match state.backend.chat(chat, ctx).await {
-        Ok(events) => events,
-        Err(error) => {
-            if error.kind == ErrorKind::ModelNotFound {
-                meter.set_model(drawbridge_telemetry::metrics::UNKNOWN_MODEL);
-            }
-            log_refusal(request_id, &error, started);
-            meter.refused(&error);
-            return Ok((error.into_response(), headers));
-        }
-    };
-    let events = meter.watch(events);
-    // The answer is produced while the body streams, after this handler returned: keep its
-    // work (retries, resumptions) inside the request's span.
-    let events = events::in_current_span(events);
-    tracing::debug!(request_id, model, stream, "chat completion started");
-    let response = if stream {
-        render::sse(model, include_usage, state.expose_metering, events)
-    } else {
-        match render::json(model, events).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        }
-    };
-    Ok((response, headers))
 }
 
 /// How much of an over-long body is read and thrown away before answering 413, so the client
@@ -395,7 +255,7 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 /// How long reading a request body may take in all.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     use futures::StreamExt;
     let mut frames = body.into_data_stream();
     let mut buf = bytes::BytesMut::new();

@@ -27,6 +27,8 @@ pub struct Meter {
     pub metrics: Option<Arc<Metrics>>,
     /// The model label (a served model, or `UNKNOWN_MODEL`).
     pub model: String,
+    /// The client's dialect ([`crate::dialect::Dialect::NAME`]): the `dialect` label.
+    pub dialect: &'static str,
     pub started: Instant,
     /// Whether the client receives the text as it comes (SSE). A non-streamed answer that
     /// fails reaches its client as an error status only: none of its text was delivered.
@@ -41,7 +43,13 @@ impl Meter {
             delivered_chars: 0,
             duration: self.started.elapsed(),
         };
-        report(self.metrics.as_deref(), &self.model, &ended, None);
+        report(
+            self.metrics.as_deref(),
+            &self.model,
+            self.dialect,
+            &ended,
+            None,
+        );
         self.pass.end(&ended);
     }
 
@@ -59,7 +67,13 @@ impl Meter {
             delivered_chars: 0,
             duration: self.started.elapsed(),
         };
-        report(self.metrics.as_deref(), &self.model, &ended, None);
+        report(
+            self.metrics.as_deref(),
+            &self.model,
+            self.dialect,
+            &ended,
+            None,
+        );
         log_end(&self, &ended, None);
         self.pass.end(&ended);
     }
@@ -138,6 +152,7 @@ impl Metered {
             report(
                 meter.metrics.as_deref(),
                 &meter.model,
+                meter.dialect,
                 &ended,
                 self.first_token,
             );
@@ -206,6 +221,7 @@ fn log_end(meter: &Meter, ended: &Ended, first_token: Option<std::time::Duration
     tracing::info!(
         request_id = meter.request_id,
         model = meter.model,
+        dialect = meter.dialect,
         stream = meter.streamed,
         outcome,
         elapsed_ms = ended.duration.as_millis() as u64,
@@ -221,6 +237,7 @@ fn log_end(meter: &Meter, ended: &Ended, first_token: Option<std::time::Duration
 pub(crate) fn report(
     metrics: Option<&Metrics>,
     model: &str,
+    dialect: &'static str,
     ended: &Ended,
     first_token: Option<std::time::Duration>,
 ) {
@@ -239,6 +256,7 @@ pub(crate) fn report(
     };
     metrics.record_request(&RequestRecord {
         model,
+        dialect,
         error_code,
         duration: ended.duration,
         first_token,

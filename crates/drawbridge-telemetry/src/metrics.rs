@@ -39,6 +39,8 @@ const FIRST_TOKEN_BUCKETS: [f64; 12] = [
 struct RequestLabels {
     model: String,
     status: &'static str,
+    /// The client's wire format: `openai`, `anthropic`, `responses`, `completions`.
+    dialect: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,6 +98,8 @@ fn first_token_histogram() -> Histogram {
 pub struct RequestRecord<'a> {
     /// A served model, or [`UNKNOWN_MODEL`].
     pub model: &'a str,
+    /// The client's dialect (a fixed name per endpoint).
+    pub dialect: &'static str,
     /// `None` for a success; the error's code (`rate_limit_exceeded`, `upstream_error`, ...).
     pub error_code: Option<&'static str>,
     pub duration: Duration,
@@ -258,6 +262,7 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 model: model.clone(),
                 status,
+                dialect: record.dialect,
             })
             .inc();
         if let Some(code) = record.error_code {
@@ -555,6 +560,7 @@ mod tests {
         for error_code in [None, None, Some("upstream_error")] {
             metrics.record_request(&RequestRecord {
                 model: "kiro",
+                dialect: "openai",
                 error_code,
                 duration: Duration::from_millis(40_000),
                 first_token: Some(Duration::from_millis(30)),
@@ -564,8 +570,12 @@ mod tests {
             });
         }
         let text = metrics.render();
-        assert!(text.contains("drawbridge_requests_total{model=\"kiro\",status=\"success\"} 2"));
-        assert!(text.contains("drawbridge_requests_total{model=\"kiro\",status=\"error\"} 1"));
+        assert!(text.contains(
+            "drawbridge_requests_total{model=\"kiro\",status=\"success\",dialect=\"openai\"} 2"
+        ));
+        assert!(text.contains(
+            "drawbridge_requests_total{model=\"kiro\",status=\"error\",dialect=\"openai\"} 1"
+        ));
         assert!(
             text.contains(
                 "drawbridge_request_duration_seconds_bucket{le=\"60.0\",model=\"kiro\"} 3"
@@ -602,6 +612,7 @@ mod tests {
         let metrics = Metrics::new();
         let record = |usage| RequestRecord {
             model: "kiro",
+            dialect: "openai",
             error_code: None,
             duration: Duration::from_secs(1),
             first_token: None,
