@@ -1,6 +1,7 @@
 //! OpenAI wire types, SSE framing, the classified API error and the completion event stream.
 //! Everything here is plain data and pure functions: no I/O, no runtime.
 
+pub mod dialects;
 pub mod error;
 pub mod health;
 pub mod openai;

@@ -7,7 +7,10 @@
 //! [`handle`] is the one request path every dialect shares: authenticate, read the body,
 //! parse it in the dialect, admit, ask the backend, meter, render in the dialect.
 
+pub mod anthropic;
+pub mod completions;
 pub mod openai;
+pub mod responses;
 
 use std::sync::Arc;
 use std::time::Duration;

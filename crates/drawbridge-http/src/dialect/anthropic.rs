@@ -1,0 +1,1 @@
+//! The anthropic dialect's endpoint (filled in by its adapter's commit).

@@ -1,0 +1,1 @@
+//! The responses dialect's endpoint (filled in by its adapter's commit).

@@ -1,0 +1,1 @@
+//! The completions dialect's translation (filled in by its adapter's commit).
