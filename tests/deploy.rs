@@ -293,6 +293,7 @@ fn exported_series() -> std::collections::BTreeSet<String> {
     let metrics = Metrics::new();
     metrics.record_request(&RequestRecord {
         model: "kiro",
+        dialect: "openai",
         error_code: Some("upstream_error"),
         duration: std::time::Duration::from_secs(1),
         first_token: Some(std::time::Duration::from_millis(10)),
