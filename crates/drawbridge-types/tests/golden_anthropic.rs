@@ -240,13 +240,14 @@ fn event_sequences_render_as_anthropic_streams_and_messages() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// Every SSE stream on file is well formed: each event's name is its data's `type`, blocks
-/// start, change and stop in order from index 0, and the stream ends in `message_stop` or
-/// `error`.
+/// Every golden stream is well formed: each event's name is its data's `type`, blocks start,
+/// change and stop in order from index 0, and the stream ends in `message_stop` or `error`.
 #[test]
 fn golden_streams_keep_anthropics_event_order() {
-    for input in inputs("streams", ".sse", &[]) {
-        let text = std::fs::read_to_string(&input).unwrap();
+    for input in inputs("streams", ".events.json", &[]) {
+        let events: Vec<Event> =
+            serde_json::from_str(&std::fs::read_to_string(&input).unwrap()).unwrap();
+        let text = sse(&events.into_iter().map(event).collect::<Vec<_>>());
         let name = input.display();
         let mut open: Option<u64> = None;
         let mut next = 0;

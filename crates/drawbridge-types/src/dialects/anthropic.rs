@@ -7,8 +7,10 @@
 //!
 //! What does not cross: `thinking` and `redacted_thinking` blocks a client sends back are
 //! dropped (their signatures are Anthropic's and must never reach an agent as if signed; the
-//! agent never needs its own reasoning back). Unknown fields (`thinking`, `context_management`,
-//! `output_config`, `cache_control` on blocks and tools, ...) are accepted and ignored.
+//! agent never needs its own reasoning back); server tools (`web_search_…`, tool search) are
+//! left out of the tools, and blocks other than text and images out of tool results. Unknown
+//! fields (`thinking`, `context_management`, `output_config`, `cache_control` on blocks and
+//! tools, ...) are accepted and ignored.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
@@ -219,16 +221,21 @@ pub fn parse_request(
         }
     }
 
-    let tools = request
-        .tools
-        .map(|tools| {
-            tools
-                .into_iter()
-                .enumerate()
-                .map(|(i, tool)| translate_tool(i, tool))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
+    // Server tools (typed, run by Anthropic: web search, code execution, tool search) are
+    // left out: no agent has them, and refusing them would refuse Claude Code's requests.
+    let mut tool_origins = Vec::new();
+    let tools = request.tools.and_then(|tools| {
+        let custom: Vec<Tool> = tools
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, tool)| {
+                let tool = custom_tool(tool)?;
+                tool_origins.push(i);
+                Some(tool)
+            })
+            .collect();
+        (!custom.is_empty()).then_some(custom)
+    });
     let (tool_choice, parallel_tool_calls) = match request.tool_choice {
         None => (None, None),
         Some(choice) => {
@@ -281,8 +288,13 @@ pub fn parse_request(
         parallel_tool_calls,
         extra,
     };
-    chat.validate()
-        .map_err(|error| in_anthropic_terms(error, &origins))?;
+    chat.validate().map_err(|error| {
+        let origins = Origins {
+            messages: origins,
+            tools: tool_origins,
+        };
+        in_anthropic_terms(error, &origins)
+    })?;
     Ok((chat, RequestInfo { model, stream }))
 }
 
@@ -440,20 +452,28 @@ fn tool_result_content(
     param: &str,
 ) -> Result<MessageContent, ApiError> {
     let param = format!("{param}.content");
+    let content = match content.unwrap_or_else(|| json!("")) {
+        // Only text and images reach the agent; other blocks (Claude Code's `tool_reference`s
+        // of its tool search, documents) are left out.
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|item| {
+                    matches!(
+                        item.get("type").and_then(Value::as_str),
+                        Some("text" | "image")
+                    )
+                })
+                .collect(),
+        ),
+        other => other,
+    };
     let mut parts = Vec::new();
-    for (j, block) in blocks(content.unwrap_or_else(|| json!("")), &param)?
-        .into_iter()
-        .enumerate()
-    {
+    for block in blocks(content, &param)? {
         match block {
             Block::Text { text } => parts.push(text_part(text)),
             Block::Image { source } => parts.push(image_part(source)),
-            _ => {
-                return Err(invalid(
-                    format!("{param}[{j}].type"),
-                    "a tool result holds text and image blocks only",
-                ));
-            }
+            _ => {}
         }
     }
     let error = is_error.unwrap_or(false);
@@ -473,16 +493,12 @@ fn tool_result_content(
     }
 }
 
-fn translate_tool(i: usize, tool: InTool) -> Result<Tool, ApiError> {
-    if let Some(kind) = tool.kind.as_deref()
-        && kind != "custom"
-    {
-        return Err(invalid(
-            format!("tools[{i}].type"),
-            format!("server tools ('{kind}') are not supported; send custom tools"),
-        ));
+/// A custom tool as a function tool; `None` for a server tool.
+fn custom_tool(tool: InTool) -> Option<Tool> {
+    if tool.kind.as_deref().is_some_and(|kind| kind != "custom") {
+        return None;
     }
-    Ok(Tool {
+    Some(Tool {
         kind: "function".to_owned(),
         function: FunctionDef {
             name: tool.name,
@@ -493,8 +509,16 @@ fn translate_tool(i: usize, tool: InTool) -> Result<Tool, ApiError> {
     })
 }
 
+/// Where each canonical message and tool came from in the Anthropic request.
+struct Origins {
+    /// The Anthropic message of each canonical message (`None`: the `system` field).
+    messages: Vec<Option<usize>>,
+    /// The index in `tools` of each canonical tool.
+    tools: Vec<usize>,
+}
+
 /// A canonical validation error with its field named as the Anthropic request names it.
-fn in_anthropic_terms(mut error: ApiError, origins: &[Option<usize>]) -> ApiError {
+fn in_anthropic_terms(mut error: ApiError, origins: &Origins) -> ApiError {
     let Some(param) = error.param.take() else {
         return error;
     };
@@ -519,19 +543,21 @@ fn base(param: &str) -> &str {
     param.rsplit_once('.').map_or(param, |(head, _)| head)
 }
 
-fn anthropic_param(param: &str, origins: &[Option<usize>]) -> String {
+fn anthropic_param(param: &str, origins: &Origins) -> String {
     if let Some(rest) = param.strip_prefix("messages[")
         && let Some((index, tail)) = rest.split_once(']')
         && let Ok(index) = index.parse::<usize>()
     {
-        return match origins.get(index).copied().flatten() {
+        return match origins.messages.get(index).copied().flatten() {
             Some(origin) => format!("messages[{origin}]{tail}"),
             None => "system".to_owned(),
         };
     }
     if let Some(rest) = param.strip_prefix("tools[")
         && let Some((index, tail)) = rest.split_once(']')
+        && let Ok(index) = index.parse::<usize>()
     {
+        let index = origins.tools.get(index).copied().unwrap_or(index);
         let tail = match tail {
             ".function.parameters" => ".input_schema",
             ".function.name" => ".name",
@@ -870,5 +896,71 @@ impl MessageCollector {
             "stop_sequence": null,
             "usage": usage(finish.usage.prompt_tokens, finish.usage.completion_tokens),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_an_anthropic_type_and_status() {
+        for kind in ErrorKind::ALL {
+            let (kind_name, status) = error_status(kind);
+            // 401 only for a key problem, as on the OpenAI side; 529 only for "try later".
+            assert_eq!(status == 401, kind == ErrorKind::InvalidApiKey, "{kind}");
+            assert_eq!(
+                status == 529,
+                matches!(kind, ErrorKind::NoCapacity | ErrorKind::Unavailable),
+                "{kind}"
+            );
+            let body = error_body(&ApiError::new(kind, "m"));
+            assert_eq!(body["type"], "error");
+            assert_eq!(body["error"]["type"], kind_name);
+            assert_eq!(body["error"]["message"], "m");
+        }
+    }
+
+    #[test]
+    fn finish_reasons_are_anthropic_stop_reasons() {
+        assert_eq!(stop_reason(FinishReason::Stop), "end_turn");
+        assert_eq!(stop_reason(FinishReason::Length), "max_tokens");
+        assert_eq!(stop_reason(FinishReason::ToolCalls), "tool_use");
+        assert_eq!(stop_reason(FinishReason::ContentFilter), "refusal");
+    }
+
+    #[test]
+    fn message_ids_are_fresh() {
+        let (a, b) = (message_id(), message_id());
+        assert!(a.starts_with("msg_") && a.len() == 36, "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn tool_input_is_always_an_object() {
+        assert_eq!(tool_input(r#"{"a":1}"#), json!({"a": 1}));
+        for odd in ["", "[1]", "3", "{broken"] {
+            assert_eq!(tool_input(odd), json!({}), "{odd}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_400_not_a_panic() {
+        for body in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{\"model\": 3}",
+            b"{\"model\": \"m\", \"max_tokens\": -1, \"messages\": []}",
+            b"{\"model\": \"m\", \"max_tokens\": 1, \"messages\": [{\"role\": \"user\", \"content\": 5}]}",
+            b"{\"model\": \"m\", \"max_tokens\": 1, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"tool_result\"}]}]}",
+            b"{\"model\": \"m\", \"max_tokens\": 1, \"messages\": [{\"role\": \"assistant\", \"content\": [{\"type\": \"tool_result\", \"tool_use_id\": \"x\"}]}]}",
+            b"{\"model\": \"m\", \"max_tokens\": 1, \"system\": 5, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
+            b"{\"model\": \"m\", \"max_tokens\": 1, \"tool_choice\": {\"type\": \"sometimes\"}, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
+        ] {
+            let error = parse_request(body, Endpoint::Messages)
+                .expect_err(&String::from_utf8_lossy(body));
+            assert_eq!(error.kind, ErrorKind::InvalidRequest, "{error}");
+        }
     }
 }

@@ -1,0 +1,160 @@
+//! The Anthropic request decoder fed arbitrary input: it never panics, and whatever it accepts
+//! is a canonical request that survives the hop between Drawbridge's layers (serialized as
+//! OpenAI JSON, read and validated again by the engine, unchanged). proptest keeps any failing
+//! case it finds in `tests/fuzz_anthropic.proptest-regressions`, replayed first on every run.
+
+#![expect(clippy::unwrap_used, reason = "a test")]
+
+use drawbridge_types::ChatCompletionRequest;
+use drawbridge_types::dialects::anthropic::{Endpoint, parse_request};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+/// JSON made of the Messages API's own vocabulary, nested, with values of every type.
+fn request_like() -> impl Strategy<Value = Value> {
+    let keys = prop::sample::select(vec![
+        "model",
+        "max_tokens",
+        "messages",
+        "role",
+        "content",
+        "type",
+        "text",
+        "system",
+        "tools",
+        "name",
+        "description",
+        "input_schema",
+        "tool_choice",
+        "disable_parallel_tool_use",
+        "id",
+        "input",
+        "tool_use_id",
+        "is_error",
+        "source",
+        "media_type",
+        "data",
+        "url",
+        "thinking",
+        "signature",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "metadata",
+        "user_id",
+        "stream",
+        "cache_control",
+    ]);
+    let words = prop::sample::select(vec![
+        "user",
+        "assistant",
+        "system",
+        "text",
+        "image",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "base64",
+        "url",
+        "auto",
+        "any",
+        "tool",
+        "none",
+        "custom",
+        "web_search_20250305",
+        "kiro",
+        "toolu_1",
+        "f",
+        "",
+        "x",
+    ]);
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        (0u32..5).prop_map(|n| json!(n)),
+        (-5.0f64..5.0).prop_map(|f| json!(f)),
+        words.prop_map(|w| json!(w)),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 64, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
+                Value::Object(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect::<Map<_, _>>(),
+                )
+            }),
+        ]
+    })
+}
+
+/// Whatever `body` gives is a 400 or a canonical request the engine reads back unchanged.
+fn crosses_the_hop(body: &[u8]) {
+    for endpoint in [Endpoint::Messages, Endpoint::CountTokens] {
+        if let Ok((chat, info)) = parse_request(body, endpoint) {
+            assert_eq!(info.model, chat.model);
+            let wire = serde_json::to_vec(&chat).unwrap();
+            let reread = ChatCompletionRequest::from_json(&wire)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&wire)));
+            assert_eq!(reread, chat);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_decoder_takes_any_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
+        crosses_the_hop(&body);
+    }
+
+    #[test]
+    fn the_decoder_takes_any_request_shaped_json(value in request_like()) {
+        crosses_the_hop(value.to_string().as_bytes());
+    }
+
+    #[test]
+    fn the_decoder_takes_mutated_valid_requests(value in request_like(), at in 0usize..8) {
+        // A valid request with one field replaced by anything.
+        let mut request = json!({
+            "model": "kiro",
+            "max_tokens": 64,
+            "system": [{"type": "text", "text": "s"}],
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]},
+            ],
+        });
+        let field = [
+            "model", "max_tokens", "system", "tools", "tool_choice", "messages", "stop_sequences",
+            "metadata",
+        ][at];
+        request[field] = value;
+        crosses_the_hop(request.to_string().as_bytes());
+    }
+
+    #[test]
+    fn the_decoder_takes_any_block_in_a_turn(block in request_like(), turn in 0usize..3) {
+        let mut request = json!({
+            "model": "kiro",
+            "max_tokens": 64,
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]},
+            ],
+        });
+        request["messages"][turn]["content"].as_array_mut().unwrap().push(block);
+        crosses_the_hop(request.to_string().as_bytes());
+    }
+}
