@@ -8,12 +8,14 @@ the prompt by default, `thought` makes it reason first, `call` makes it call the
 
 import json
 import os
+import urllib.request
 
 import anthropic
 import pytest
 
 BASE_URL = os.environ["DRAWBRIDGE_BASE_URL"]
 API_KEY = os.environ["DRAWBRIDGE_API_KEY"]
+ADMIN_TOKEN = os.environ["DRAWBRIDGE_ADMIN_TOKEN"]
 
 WEATHER = {
     "name": "get_weather",
@@ -214,6 +216,25 @@ def test_an_invalid_body_is_a_bad_request(client):
             tool_choice={"type": "tool", "name": "not_offered"},
         )
     assert "not_offered" in raised.value.body["error"]["message"]
+
+
+def test_a_rate_limited_key_raises_rate_limit_error_with_retry_after():
+    request = urllib.request.Request(
+        BASE_URL + "/admin/keys",
+        method="POST",
+        data=json.dumps({"name": "anthropic-limited", "rpm": 1}).encode(),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        key = json.loads(reply.read())["key"]
+    limited = anthropic.Anthropic(base_url=BASE_URL, api_key=key, max_retries=0, timeout=30)
+    ask = {"model": "kiro", "max_tokens": 16, "messages": [{"role": "user", "content": "one"}]}
+    limited.messages.create(**ask)
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        limited.messages.create(**ask)
+    assert raised.value.status_code == 429
+    assert raised.value.body["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(raised.value.response.headers["retry-after"]) <= 60
 
 
 def test_an_unknown_model_is_not_found(client):

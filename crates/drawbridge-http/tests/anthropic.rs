@@ -87,6 +87,10 @@ impl ChatBackend for Backend {
 }
 
 fn router(backend: &Arc<Backend>) -> axum::Router {
+    router_draining(backend, CancellationToken::new())
+}
+
+fn router_draining(backend: &Arc<Backend>, draining: CancellationToken) -> axum::Router {
     let keys = Keys::required(&[StaticKey {
         name: "client".into(),
         key: Secret::new(KEY),
@@ -97,7 +101,7 @@ fn router(backend: &Arc<Backend>) -> axum::Router {
         backend.clone(),
         Arc::new(keys),
         1 << 20,
-        CancellationToken::new(),
+        draining,
     ))
 }
 
@@ -256,6 +260,45 @@ async fn refusals_have_anthropics_statuses_and_retry_headers() {
             None => assert!(reply.headers.get("retry-after").is_none()),
         }
     }
+}
+
+#[tokio::test]
+async fn a_draining_node_answers_overloaded() {
+    let backend = Backend::new(text_answer());
+    let draining = CancellationToken::new();
+    draining.cancel();
+    let reply = send(
+        &router_draining(&backend, draining),
+        "/v1/messages",
+        &[("x-api-key", KEY)],
+        &hello(true),
+    )
+    .await;
+    assert_eq!(reply.status.as_u16(), 529, "{}", reply.body);
+    anthropic_error(&reply, "overloaded_error");
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(backend.requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_over_long_body_is_request_too_large() {
+    let backend = Backend::new(text_answer());
+    let mut body = hello(false);
+    body["messages"][0]["content"] = json!("x".repeat(2 << 20));
+    let reply = send(
+        &router(&backend),
+        "/v1/messages",
+        &[("x-api-key", KEY)],
+        &body,
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.body
+    );
+    anthropic_error(&reply, "request_too_large");
 }
 
 #[tokio::test]
