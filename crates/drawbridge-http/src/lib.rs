@@ -194,6 +194,10 @@ pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
             "/v1/chat/completions",
             dialect_route::<G, _>(dialect::openai::OpenAiChat),
         )
+        .route(
+            "/v1/completions",
+            dialect_route::<G, _>(dialect::completions::Completions),
+        )
         .route("/v1/models", get(list_models::<G>))
         .route("/health", get(health::<G>));
     if state.metrics.is_some() {
