@@ -46,7 +46,7 @@ CHAOS_REQUESTS ?= 1000
 CHAOS_CONCURRENCY ?= 6
 chaos:
 	$(CARGO) build --workspace --bins --locked
-	CHAOS_REQUESTS=$(CHAOS_REQUESTS) CHAOS_CONCURRENCY=$(CHAOS_CONCURRENCY) \
+	CHAOS_REQUESTS=$(CHAOS_REQUESTS) CHAOS_CONCURRENCY=$(CHAOS_CONCURRENCY) CHAOS_ENFORCE_TARGET=1 \
 		$(CARGO) test -p drawbridge-e2e --test chaos --locked -- --nocapture
 
 ## Docker Compose (compose/docker-compose.yml; see README "Deploying").

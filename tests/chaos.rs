@@ -689,10 +689,10 @@ async fn streams_survive_killed_workers_agents_engines_and_redis() {
         leftover.is_some() && orphans.is_empty(),
         "agent processes outlived the cluster: {orphans:?}"
     );
-    // The >= 99 % target is not met yet: after an empty Redis restart the leader can place
-    // every account on one worker and never spreads them again, and that worker's death then
-    // leaves nothing to resume on (RELIABILITY.md). It is printed on every run and asserted
-    // with CHAOS_ENFORCE_TARGET=1, until placement is fixed.
+    // The >= 99 % target (of the streams whose engine was not killed under them) is printed on
+    // every run and asserted with CHAOS_ENFORCE_TARGET=1, as `make chaos` runs the long
+    // version: in the short run of `make test` one unlucky stream of 60 is 1.7 %, so there it
+    // is a figure, not a verdict (RELIABILITY.md has the long runs).
     let share = pct(completed, requests - cut);
     eprintln!(
         "  target >= {TARGET_PCT} % completed (of the streams not cut by an engine kill): {}",

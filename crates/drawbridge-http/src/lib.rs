@@ -186,13 +186,18 @@ impl<G: Gate> ApiState<G> {
     }
 }
 
-/// `/v1/chat/completions`, `/v1/messages` (Anthropic's, with `count_tokens`), `/v1/models`,
-/// `/health`, `/metrics` (when the state has metrics); anything else is an OpenAI-shaped 404.
+/// `/v1/chat/completions`, `/v1/completions`, `/v1/messages` (Anthropic's, with
+/// `count_tokens`), `/v1/models`, `/health`, `/metrics` (when the state has metrics); anything
+/// else is an OpenAI-shaped 404.
 pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
     let mut router = Router::new()
         .route(
             "/v1/chat/completions",
             dialect_route::<G, _>(dialect::openai::OpenAiChat),
+        )
+        .route(
+            "/v1/completions",
+            dialect_route::<G, _>(dialect::completions::Completions),
         )
         .route(
             "/v1/messages",

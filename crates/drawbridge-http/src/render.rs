@@ -11,26 +11,33 @@ use futures::{FutureExt as _, StreamExt};
 
 use crate::EventStream;
 
-fn ended_early() -> ApiError {
+/// The error of an answer whose events stopped before its finish.
+pub fn ended_early() -> ApiError {
     ApiError::upstream("The answer ended before it was complete.")
 }
 
-/// Stream the answer. However the backend's stream ends, the client gets a well-formed end:
-/// the finish chunk (and usage) or an error chunk, then `data: [DONE]`.
-///
-/// With `expose_metering`, the usage chunk also carries the answer's metering (for
-/// Drawbridge's own gateway reading the engine's internal API).
-pub fn sse(
-    model: String,
-    include_usage: bool,
-    expose_metering: bool,
-    events: EventStream,
-) -> Response {
-    let mut encoder = ChunkEncoder::new(CompletionMeta::new(model), include_usage);
-    if expose_metering {
-        encoder = encoder.exposing_metering();
+/// One dialect's SSE rendering of the canonical events: what [`stream`] writes for each.
+pub trait FrameEncoder: Send + 'static {
+    /// Frames sent before the first event (e.g. Anthropic's `message_start`); none by default.
+    fn start(&mut self, out: &mut BytesMut) {
+        let _ = out;
     }
-    let body = futures::stream::unfold(Some((events, encoder)), |state| async move {
+
+    /// Append the frames of `event`; whether the answer goes on after it (a `Finish` ends it).
+    fn event(&mut self, event: CompletionEvent, out: &mut BytesMut) -> bool;
+
+    /// Append the frames that end an answer that failed (`error`) and close the stream.
+    fn error(&mut self, error: &ApiError, out: &mut BytesMut);
+}
+
+/// Stream the answer as SSE through `encoder`. However the backend's stream ends, the client
+/// gets a well-formed end: the encoder's finish, or its error frames (also when the events
+/// stop without a finish).
+pub fn stream<E: FrameEncoder>(mut encoder: E, events: EventStream) -> Response {
+    let mut first = BytesMut::new();
+    encoder.start(&mut first);
+    let first = (!first.is_empty()).then(|| Ok::<_, Infallible>(first.freeze()));
+    let rest = futures::stream::unfold(Some((events, encoder)), |state| async move {
         let (mut events, mut encoder) = state?;
         // Wait for the next event, then take every event that is ready at once too and send
         // them as one write: a burst of chunks (a fast agent, or a hop reading several chunks
@@ -46,6 +53,7 @@ pub fn sse(
         let next = open.then_some((events, encoder));
         Some((Ok::<_, Infallible>(frames.freeze()), next))
     });
+    let body = futures::stream::iter(first).chain(rest);
     (
         [
             (CONTENT_TYPE, "text/event-stream"),
@@ -57,50 +65,67 @@ pub fn sse(
         .into_response()
 }
 
+/// Stream the answer as OpenAI chat chunks (see [`stream`]): the finish chunk (and usage) or
+/// an error chunk, then `data: [DONE]`.
+///
+/// With `expose_metering`, the usage chunk also carries the answer's metering (for
+/// Drawbridge's own gateway reading the engine's internal API).
+pub fn sse(
+    model: String,
+    include_usage: bool,
+    expose_metering: bool,
+    events: EventStream,
+) -> Response {
+    let mut encoder = ChunkEncoder::new(CompletionMeta::new(model), include_usage);
+    if expose_metering {
+        encoder = encoder.exposing_metering();
+    }
+    stream(encoder, events)
+}
+
 /// Frames that are ready together are joined into one write up to about this many bytes.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
 /// Append the frame of `item` (the next event of the answer) to `out`; whether the answer
 /// goes on after it.
-fn encode(
+fn encode<E: FrameEncoder>(
     item: Option<Result<CompletionEvent, ApiError>>,
-    encoder: &mut ChunkEncoder,
+    encoder: &mut E,
     out: &mut BytesMut,
 ) -> bool {
     match item {
-        Some(Ok(CompletionEvent::Delta(text))) => {
-            out.extend_from_slice(&encoder.delta(&text));
-            true
-        }
-        Some(Ok(CompletionEvent::Reasoning(text))) => {
-            out.extend_from_slice(&encoder.reasoning(&text));
-            true
-        }
-        Some(Ok(CompletionEvent::KeepAlive)) => {
-            out.extend_from_slice(&encoder.keep_alive());
-            true
-        }
-        Some(Ok(CompletionEvent::ToolCall { index, call })) => {
-            out.extend_from_slice(&encoder.tool_call(index, &call));
-            true
-        }
-        Some(Ok(CompletionEvent::Finish(finish))) => {
-            out.extend_from_slice(&encoder.finish(&finish));
-            false
-        }
+        Some(Ok(event)) => encoder.event(event, out),
         Some(Err(error)) => {
-            tracing::warn!(
-                id = encoder.meta().id,
-                code = error.kind.code(),
-                "stream ended with an error"
-            );
-            out.extend_from_slice(&encoder.error(&error));
+            tracing::warn!(code = error.kind.code(), "stream ended with an error");
+            encoder.error(&error, out);
             false
         }
         None => {
-            out.extend_from_slice(&encoder.error(&ended_early()));
+            encoder.error(&ended_early(), out);
             false
         }
+    }
+}
+
+impl FrameEncoder for ChunkEncoder {
+    fn event(&mut self, event: CompletionEvent, out: &mut BytesMut) -> bool {
+        match event {
+            CompletionEvent::Delta(text) => out.extend_from_slice(&self.delta(&text)),
+            CompletionEvent::Reasoning(text) => out.extend_from_slice(&self.reasoning(&text)),
+            CompletionEvent::KeepAlive => out.extend_from_slice(&self.keep_alive()),
+            CompletionEvent::ToolCall { index, call } => {
+                out.extend_from_slice(&self.tool_call(index, &call));
+            }
+            CompletionEvent::Finish(finish) => {
+                out.extend_from_slice(&self.finish(&finish));
+                return false;
+            }
+        }
+        true
+    }
+
+    fn error(&mut self, error: &ApiError, out: &mut BytesMut) {
+        out.extend_from_slice(&ChunkEncoder::error(self, error));
     }
 }
 

@@ -3,11 +3,8 @@
 //! [`drawbridge_types::dialects::anthropic`]'s; here it meets HTTP: the SSE body, the JSON
 //! answer, and errors in Anthropic's shape and statuses (529 for no capacity).
 
-use std::convert::Infallible;
-
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
@@ -20,6 +17,7 @@ use futures::{FutureExt as _, StreamExt as _};
 
 use super::{Dialect, Incoming, Rendering};
 use crate::gate::{Gate, Refusal};
+use crate::render::{self, FrameEncoder};
 use crate::{ApiState, EventStream, read_body, request_id, with_headers, with_request_id};
 
 /// The Anthropic Messages dialect.
@@ -75,7 +73,9 @@ impl Dialect for AnthropicMessages {
     ) -> BoxFuture<'a, Result<Response, ApiError>> {
         let meta = MessageMeta::new(request.info.model, request.input_tokens);
         if request.info.stream {
-            futures::future::ready(Ok(sse(meta, events))).boxed()
+            // However the events end, the client gets `message_stop` or an `error` event.
+            let response = render::stream(StreamEncoder::new(meta), events);
+            futures::future::ready(Ok(response)).boxed()
         } else {
             json(meta, events).boxed()
         }
@@ -104,68 +104,18 @@ pub fn error_response(error: &ApiError) -> Response {
     response
 }
 
-fn ended_early() -> ApiError {
-    ApiError::upstream("The answer ended before it was complete.")
-}
+impl FrameEncoder for StreamEncoder {
+    fn start(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(&StreamEncoder::start(self));
+    }
 
-/// Frames that are ready together are joined into one write up to about this many bytes.
-const COALESCE_LIMIT: usize = 16 * 1024;
+    fn event(&mut self, event: CompletionEvent, out: &mut BytesMut) -> bool {
+        out.extend_from_slice(&StreamEncoder::event(self, &event));
+        !matches!(event, CompletionEvent::Finish(_))
+    }
 
-/// Stream the answer. However the backend's stream ends, the client gets a well-formed end:
-/// `message_delta` and `message_stop`, or an `error` event.
-fn sse(meta: MessageMeta, events: EventStream) -> Response {
-    let encoder = StreamEncoder::new(meta);
-    let start = encoder.start();
-    let body = futures::stream::unfold(Some((events, encoder)), |state| async move {
-        let (mut events, mut encoder) = state?;
-        // As the OpenAI renderer does: one write for every event ready at once.
-        let mut frames = BytesMut::new();
-        let mut open = encode(events.next().await, &mut encoder, &mut frames);
-        while open && frames.len() < COALESCE_LIMIT {
-            match events.next().now_or_never() {
-                Some(item) => open = encode(item, &mut encoder, &mut frames),
-                None => break,
-            }
-        }
-        let next = open.then_some((events, encoder));
-        Some((Ok::<_, Infallible>(frames.freeze()), next))
-    });
-    let body = futures::stream::once(futures::future::ready(Ok(start))).chain(body);
-    (
-        [
-            (CONTENT_TYPE, "text/event-stream"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        [("x-accel-buffering", "no")],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
-
-/// Append the frames of `item` to `out`; whether the answer goes on after it.
-fn encode(
-    item: Option<Result<CompletionEvent, ApiError>>,
-    encoder: &mut StreamEncoder,
-    out: &mut BytesMut,
-) -> bool {
-    match item {
-        Some(Ok(event)) => {
-            out.extend_from_slice(&encoder.event(&event));
-            !matches!(event, CompletionEvent::Finish(_))
-        }
-        Some(Err(error)) => {
-            tracing::warn!(
-                id = encoder.meta().id,
-                code = error.kind.code(),
-                "stream ended with an error"
-            );
-            out.extend_from_slice(&encoder.error(&error));
-            false
-        }
-        None => {
-            out.extend_from_slice(&encoder.error(&ended_early()));
-            false
-        }
+    fn error(&mut self, error: &ApiError, out: &mut BytesMut) {
+        out.extend_from_slice(&StreamEncoder::error(self, error));
     }
 }
 
@@ -181,7 +131,7 @@ async fn json(meta: MessageMeta, mut events: EventStream) -> Result<Response, Ap
             event => collector.push_event(&event),
         }
     }
-    Err(ended_early())
+    Err(render::ended_early())
 }
 
 /// `POST /v1/messages/count_tokens`: the request's estimated input tokens,

@@ -1,0 +1,64 @@
+//! Golden files for the dialect translations: each case's output is compared with the file
+//! committed under `tests/golden/<dialect>/`; `UPDATE_GOLDEN=1` writes the files instead (then
+//! review the diff).
+
+#![allow(dead_code)] // each test binary uses its own part
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "test helpers")]
+
+use std::path::PathBuf;
+
+use drawbridge_types::openai::FinishReason;
+use drawbridge_types::{CompletionEvent, CompletionMeta, Finish, Metering, Usage};
+
+/// Compare `actual` with `tests/golden/<dialect>/<name>`, or write it with `UPDATE_GOLDEN=1`.
+pub fn check(dialect: &str, name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(dialect)
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("golden dir");
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|err| {
+        panic!(
+            "{}: {err} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it; review the diff)",
+        path.display()
+    );
+}
+
+/// `value` as the golden files hold JSON: pretty, with a final newline.
+pub fn pretty(value: &impl serde::Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("serializable");
+    text.push('\n');
+    text
+}
+
+/// A fixed identity, so the rendered answers are the same on every run.
+pub fn meta(id: &str) -> CompletionMeta {
+    CompletionMeta {
+        id: id.to_owned(),
+        created: 1_767_225_600,
+        model: "kiro".to_owned(),
+    }
+}
+
+pub fn finish(reason: FinishReason, prompt: u64, completion: u64) -> CompletionEvent {
+    CompletionEvent::Finish(Finish {
+        finish_reason: reason,
+        usage: Usage::new(prompt, completion),
+        metering: Metering::default(),
+    })
+}
+
+pub fn text(s: &str) -> CompletionEvent {
+    CompletionEvent::Delta(s.to_owned())
+}
