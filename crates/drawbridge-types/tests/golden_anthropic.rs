@@ -74,8 +74,22 @@ fn check(path: &Path, actual: &str, failures: &mut Vec<String>) {
     }
 }
 
+/// `value` with every object's keys in order: the files do not depend on whether the build
+/// has serde_json's `preserve_order` on (a workspace build does, through the ACP crates).
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
 fn pretty(value: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(value).unwrap();
+    let mut text = serde_json::to_string_pretty(&sorted(value.clone())).unwrap();
     text.push('\n');
     text
 }
@@ -173,6 +187,19 @@ fn meta() -> MessageMeta {
     }
 }
 
+/// `body` with each event's data JSON's keys in order (see [`sorted`]).
+fn sorted_frames(body: &str) -> String {
+    body.split_terminator("\n\n")
+        .map(|frame| match frame.split_once("\ndata: ") {
+            Some((event, data)) => {
+                let data = sorted(serde_json::from_str(data).unwrap());
+                format!("{event}\ndata: {data}\n\n")
+            }
+            None => format!("{frame}\n\n"),
+        })
+        .collect()
+}
+
 /// The SSE body of `events`, as the HTTP layer writes it: a stream that ends without a
 /// finish gets the error event it gets there.
 fn sse(events: &[Result<CompletionEvent, ApiError>]) -> String {
@@ -228,7 +255,7 @@ fn event_sequences_render_as_anthropic_streams_and_messages() {
         let stem = name.trim_end_matches(".events.json");
         check(
             &input.with_file_name(format!("{stem}.sse")),
-            &sse(&events),
+            &sorted_frames(&sse(&events)),
             &mut failures,
         );
         check(
