@@ -29,7 +29,9 @@ use crate::tools::{FunctionDef, Tool, ToolChoice};
 /// whether it asked for a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestInfo {
+    /// The model as the client named it (the answer names it so too).
     pub model: String,
+    /// Whether the answer is streamed as SSE events (`"stream": true`).
     pub stream: bool,
 }
 
@@ -37,7 +39,9 @@ pub struct RequestInfo {
 /// `POST /v1/messages/count_tokens` (which has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `POST /v1/messages`.
     Messages,
+    /// `POST /v1/messages/count_tokens`.
     CountTokens,
 }
 
@@ -582,8 +586,11 @@ pub fn message_id() -> String {
 /// estimated size (for `message_start`, before any usage is known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageMeta {
+    /// `msg_` and 32 hex digits ([`message_id`]).
     pub id: String,
+    /// The model as the client named it.
     pub model: String,
+    /// The estimated prompt tokens `message_start` reports.
     pub input_tokens: u64,
 }
 
@@ -680,6 +687,7 @@ pub struct StreamEncoder {
 }
 
 impl StreamEncoder {
+    /// The encoder of the answer `meta` names; nothing is written yet.
     pub fn new(meta: MessageMeta) -> Self {
         StreamEncoder {
             meta,
@@ -688,6 +696,7 @@ impl StreamEncoder {
         }
     }
 
+    /// The identity of the answer being written.
     pub fn meta(&self) -> &MessageMeta {
         &self.meta
     }
@@ -843,6 +852,7 @@ pub struct MessageCollector {
 }
 
 impl MessageCollector {
+    /// A collector of the answer `meta` names, with no content yet.
     pub fn new(meta: MessageMeta) -> Self {
         MessageCollector {
             meta,
