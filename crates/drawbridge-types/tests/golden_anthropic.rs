@@ -19,7 +19,11 @@
     reason = "the helpers fail the test loudly on a golden file they cannot read or write"
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::sorted;
 
 use drawbridge_types::dialects::anthropic::{
     self as wire, Endpoint, MessageCollector, MessageMeta, StreamEncoder,
@@ -71,20 +75,6 @@ fn check(path: &Path, actual: &str, failures: &mut Vec<String>) {
             "{} is missing (run with UPDATE_GOLDEN=1)",
             path.display()
         )),
-    }
-}
-
-/// `value` with every object's keys in order: the files do not depend on whether the build
-/// has serde_json's `preserve_order` on (a workspace build does, through the ACP crates).
-fn sorted(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-        other => other,
     }
 }
 

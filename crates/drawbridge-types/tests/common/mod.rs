@@ -35,11 +35,27 @@ pub fn check(dialect: &str, name: &str, actual: &str) {
     );
 }
 
-/// `value` as the golden files hold JSON: pretty, with a final newline.
+/// `value` as the golden files hold JSON: pretty, keys sorted, with a final newline.
 pub fn pretty(value: &impl serde::Serialize) -> String {
-    let mut text = serde_json::to_string_pretty(value).expect("serializable");
+    let value = sorted(serde_json::to_value(value).expect("serializable"));
+    let mut text = serde_json::to_string_pretty(&value).expect("serializable");
     text.push('\n');
     text
+}
+
+/// `value` with every object's keys in order: the files do not depend on whether the build
+/// has serde_json's `preserve_order` on (a workspace build does, through the ACP crates).
+pub fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
 }
 
 /// A fixed identity, so the rendered answers are the same on every run.
