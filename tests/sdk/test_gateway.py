@@ -72,7 +72,7 @@ def test_metrics_parse_into_the_seed_series():
     success = [
         s for s in requests.samples
         if s.name == "drawbridge_requests_total"
-        and s.labels == {"model": "kiro", "status": "success"}
+        and s.labels == {"model": "kiro", "status": "success", "dialect": "openai"}
     ]
     assert success and success[0].value >= 2, requests.samples
 
