@@ -28,7 +28,7 @@ use tower::ServiceExt as _;
 const ALICE: &str = "alice-key-0123456789";
 const BOB: &str = "bob-key-0123456789";
 
-/// Answers every request with the events it was given, and keeps the requests.
+/// Answers every request with the events it was given (none: never), and keeps the requests.
 #[derive(Default)]
 struct Backend {
     answer: Mutex<Vec<Result<CompletionEvent, ApiError>>>,
@@ -73,7 +73,13 @@ impl ChatBackend for Backend {
     ) -> BoxFuture<'_, Result<EventStream, ApiError>> {
         self.requests.lock().unwrap().push(request);
         let events = self.answer.lock().unwrap().clone();
-        futures::future::ready(Ok(futures::stream::iter(events).boxed())).boxed()
+        // No events scripted: an answer that has not begun yet.
+        let stream = if events.is_empty() {
+            futures::stream::pending().boxed()
+        } else {
+            futures::stream::iter(events).boxed()
+        };
+        futures::future::ready(Ok(stream)).boxed()
     }
 
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>> {
@@ -424,4 +430,30 @@ async fn without_storage_previous_response_id_is_a_400_and_nothing_is_retrieved(
     assert_eq!(error["error"]["param"], "input[0].content[0].type");
     let (status, _) = retrieve(&router, "wrong-key", id).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_stream_says_created_before_the_answer_begins() {
+    let backend = Arc::new(Backend::default());
+    let router = router(&backend, None);
+    let response = router
+        .clone()
+        .oneshot(post(
+            ALICE,
+            &json!({"model": "kiro", "input": "x", "stream": true}),
+        ))
+        .await
+        .unwrap();
+    let mut body = response.into_body().into_data_stream();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+        .await
+        .expect("response.created was held back until the answer began")
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8(first.to_vec()).unwrap();
+    let types: Vec<&str> = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(types, ["response.created", "response.in_progress"]);
 }

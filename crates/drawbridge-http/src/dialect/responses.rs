@@ -191,15 +191,15 @@ impl Answer {
 /// Frames that are ready together are joined into one write up to about this many bytes.
 const COALESCE_LIMIT: usize = 16 * 1024;
 
-/// The answer as the Responses event stream.
+/// The answer as the Responses event stream: `response.created` and `response.in_progress`
+/// at once, then the answer's events as they come.
 fn sse(mut answer: Answer, events: EventStream) -> Response {
     let start = answer.encoder.start();
-    let body = futures::stream::unfold(Some((events, answer, Some(start))), |state| async move {
-        let (mut events, mut answer, start) = state?;
+    let body = futures::stream::unfold(Some((events, answer)), |state| async move {
+        let (mut events, mut answer) = state?;
+        // Wait for the next event, then take every event that is ready at once too and send
+        // them as one write. Nothing waits for more.
         let mut frames = BytesMut::new();
-        if let Some(start) = start {
-            frames.extend_from_slice(&start);
-        }
         let (first, mut open) = answer.encode(events.next().await).await;
         frames.extend_from_slice(&first);
         while open && frames.len() < COALESCE_LIMIT {
@@ -212,9 +212,12 @@ fn sse(mut answer: Answer, events: EventStream) -> Response {
                 None => break,
             }
         }
-        let next = open.then_some((events, answer, None));
-        Some((Ok::<_, std::convert::Infallible>(frames.freeze()), next))
+        let next = open.then_some((events, answer));
+        Some((frames.freeze(), next))
     });
+    let body = futures::stream::once(futures::future::ready(start))
+        .chain(body)
+        .map(Ok::<_, std::convert::Infallible>);
     (
         [
             (CONTENT_TYPE, "text/event-stream"),
