@@ -105,6 +105,20 @@ def test_reasoning_becomes_a_reasoning_item(client):
     assert response.output_text == "done"
 
 
+def test_streamed_reasoning_through_the_helper(client):
+    with client.responses.stream(model="kiro", input="[[mock:thought n=2]] think first") as stream:
+        summary = "".join(
+            event.delta
+            for event in stream
+            if event.type == "response.reasoning_summary_text.delta"
+        )
+        final = stream.get_final_response()
+    assert summary == "thinking...thinking..."
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].summary[0].text == summary
+    assert final.output_text == "done"
+
+
 def test_retrieve_and_chain(client):
     first = client.responses.create(model="kiro", input="My name is Alice.")
     got = client.responses.retrieve(first.id)
