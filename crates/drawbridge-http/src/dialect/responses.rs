@@ -52,6 +52,7 @@ pub struct Responses {
 }
 
 impl Responses {
+    /// The dialect keeping its answers in `storage` (`None`: keeping nothing).
     pub fn new(storage: Option<Arc<dyn ResponseStorage>>) -> Self {
         Responses { storage }
     }
