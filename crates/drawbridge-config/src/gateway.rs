@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use drawbridge_types::rules::MAX_ROUTING_TTL;
 use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Role, Secret, StaticKey};
@@ -35,6 +36,10 @@ pub struct GatewayConfig {
     pub quota: QuotaConfig,
     /// Without `redis.url`: the file that keeps API keys and the usage ledger across restarts.
     pub data_file: PathBuf,
+    /// How long a Responses API response is kept for `previous_response_id` and
+    /// `GET /v1/responses/{id}` (in ValKey with `redis.url`, else in the process's memory).
+    #[serde(with = "humantime_serde")]
+    pub responses_ttl: Duration,
 }
 
 /// The engine of a gateway whose config names none.
@@ -53,6 +58,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             quota: QuotaConfig::default(),
             data_file: PathBuf::from(".drawbridge/gateway.redb"),
+            responses_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -171,6 +177,21 @@ impl GatewayConfig {
             return Err(ConfigError::invalid(
                 "gateway.quota.reservation_ttl",
                 "must be greater than zero",
+            ));
+        }
+        if self.responses_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "gateway.responses_ttl",
+                "must be greater than zero",
+            ));
+        }
+        if self.responses_ttl > MAX_ROUTING_TTL {
+            return Err(ConfigError::invalid(
+                "gateway.responses_ttl",
+                format!(
+                    "must be at most {} days",
+                    MAX_ROUTING_TTL.as_secs() / 86_400
+                ),
             ));
         }
         if !has_redis && self.data_file.as_os_str().is_empty() {

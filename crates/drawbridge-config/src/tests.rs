@@ -20,6 +20,7 @@ accounts:
 #[test]
 fn parses_the_seed_shape_with_defaults() {
     let config = Config::from_yaml(GOOD).unwrap();
+    assert_eq!(config.gateway.responses_ttl, Duration::from_secs(3600));
     config.validate(Role::AllInOne).unwrap();
     assert_eq!(config.accounts[0].pool_size, 2);
     assert_eq!(config.accounts[1].pool_size, 3);
@@ -132,6 +133,14 @@ fn validation_names_the_key() {
         (
             "accounts: [{ id: a }]\nengine: { request_cost: -0.5 }",
             "engine.request_cost",
+        ),
+        (
+            "accounts: [{ id: a }]\ngateway: { responses_ttl: 0s }",
+            "gateway.responses_ttl",
+        ),
+        (
+            "accounts: [{ id: a }]\ngateway: { responses_ttl: 31d }",
+            "gateway.responses_ttl",
         ),
     ];
     for (yaml, key) in cases {

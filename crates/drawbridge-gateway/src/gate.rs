@@ -42,6 +42,8 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub limiter: Arc<dyn RateLimiter>,
     pub usage: Arc<dyn UsageStore>,
+    /// The Responses API's stored responses.
+    pub responses: Arc<dyn drawbridge_state::ResponseStore>,
     /// Now, in ms since the Unix epoch: what a key's expiry, its last use, a new key's times
     /// and the ledger's entries are read from. The system clock ([`system_clock`]); a test
     /// gives one it controls (the embedded store's, with
@@ -56,6 +58,7 @@ impl Stores {
             keys: Arc::clone(&stores.keys),
             limiter: Arc::clone(&stores.limiter),
             usage: Arc::clone(&stores.usage),
+            responses: Arc::clone(&stores.responses),
             clock: system_clock(),
         }
     }

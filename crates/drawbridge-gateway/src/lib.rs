@@ -12,6 +12,7 @@ mod app;
 mod charge;
 mod engine_client;
 pub mod gate;
+mod responses;
 pub mod secret;
 
 use std::sync::Arc;
@@ -55,7 +56,8 @@ pub struct GatewayDeps {
 
 /// The public API (`/v1/*`, `/health`, `/metrics`) and the admin API (`/admin/*`). Keys of the
 /// config, rate-limit and quota settings, `log.messages` and the admin token follow `live`
-/// (a reload takes effect at the next request); `gateway.max_body_bytes` is read once.
+/// (a reload takes effect at the next request); `gateway.max_body_bytes` and
+/// `gateway.responses_ttl` are read once.
 pub fn router(live: &LiveConfig, deps: GatewayDeps) -> axum::Router {
     let settings = Arc::new(LiveSettings::new(live.clone()));
     let gate = GatewayGate::new(
@@ -73,7 +75,11 @@ pub fn router(live: &LiveConfig, deps: GatewayDeps) -> axum::Router {
         deps.draining,
     )
     .with_metrics(Arc::clone(&deps.metrics))
-    .with_accounts(Arc::clone(&accounts));
+    .with_accounts(Arc::clone(&accounts))
+    .with_responses(Arc::new(responses::StoredResponses {
+        store: Arc::clone(&deps.stores.responses),
+        ttl: live.load().gateway.responses_ttl,
+    }));
     // A conversation key in `engine.affinity.header` is passed on to the engine.
     let state = match drawbridge_http::session_header(&live.load().engine.affinity.header) {
         Some(header) => state.with_session_header(header),

@@ -61,6 +61,7 @@ async fn stack(worker: &Arc<FakeWorker>, scope: &Shutdown) -> axum::Router {
         keys: store.clone(),
         limiter: store.clone(),
         usage: store,
+        responses: Arc::new(drawbridge_state::EmbeddedResponses::new()),
         clock: drawbridge_gateway::system_clock(),
     };
     let backend = HttpEngine::new(&format!("http://{address}"), None, Duration::from_secs(2));

@@ -131,6 +131,9 @@ pub struct ApiState<G> {
     /// The request header carrying a conversation key (`engine.affinity.header`), passed to
     /// the backend as [`ChatContext::session`].
     pub session_header: Option<axum::http::HeaderName>,
+    /// Where `POST /v1/responses` keeps its responses for `previous_response_id` and
+    /// `GET /v1/responses/{id}` (none: nothing is kept).
+    pub responses: Option<Arc<dyn dialect::responses::ResponseStorage>>,
 }
 
 impl<G> Clone for ApiState<G> {
@@ -144,6 +147,7 @@ impl<G> Clone for ApiState<G> {
             metrics: self.metrics.clone(),
             expose_metering: self.expose_metering,
             session_header: self.session_header.clone(),
+            responses: self.responses.clone(),
         }
     }
 }
@@ -165,7 +169,14 @@ impl<G: Gate> ApiState<G> {
             metrics: None,
             expose_metering: false,
             session_header: None,
+            responses: None,
         }
+    }
+
+    /// Keep the Responses API's responses in `storage`.
+    pub fn with_responses(mut self, storage: Arc<dyn dialect::responses::ResponseStorage>) -> Self {
+        self.responses = Some(storage);
+        self
     }
 
     /// Read conversation keys from the header `name` (session affinity).
@@ -187,8 +198,9 @@ impl<G: Gate> ApiState<G> {
 }
 
 /// `/v1/chat/completions`, `/v1/completions`, `/v1/messages` (Anthropic's, with
-/// `count_tokens`), `/v1/models`, `/health`, `/metrics` (when the state has metrics); anything
-/// else is an OpenAI-shaped 404.
+/// `count_tokens`), `/v1/responses` (and `GET /v1/responses/{id}`), `/v1/models`,
+/// `/health`, `/metrics` (when the state has metrics); anything else is an OpenAI-shaped
+/// 404.
 pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
     let mut router = Router::new()
         .route(
@@ -207,6 +219,11 @@ pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
             "/v1/messages/count_tokens",
             post(dialect::anthropic::count_tokens::<G>),
         )
+        .route(
+            "/v1/responses",
+            dialect_route::<G, _>(dialect::responses::Responses::new(state.responses.clone())),
+        )
+        .route("/v1/responses/{id}", get(dialect::responses::retrieve::<G>))
         .route("/v1/models", get(list_models::<G>))
         .route("/health", get(health::<G>));
     if state.metrics.is_some() {

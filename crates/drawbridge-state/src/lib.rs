@@ -9,7 +9,8 @@
 //! accounts' credit balances ([`CreditStore`]), what the engines' schedulers share: circuit
 //! breakers ([`BreakerStore`]), rate-limit cooldowns ([`CooldownStore`]) and session affinity
 //! ([`AffinityStore`]); and the gateway's API keys ([`KeyStore`]), rate limits ([`RateLimiter`])
-//! and usage ledger with quotas ([`UsageStore`]); the embedded gateway store keeps keys and usage
+//! and usage ledger with quotas ([`UsageStore`]), and the Responses API's stored responses
+//! ([`ResponseStore`]); the embedded gateway store keeps keys and usage
 //! in a local data file ([`EmbeddedGatewayStore`]).
 
 mod clock;
@@ -25,6 +26,7 @@ mod error;
 mod gateway;
 mod heartbeat;
 mod registry;
+mod responses;
 mod routing;
 mod stores;
 mod valkey;
@@ -48,6 +50,7 @@ pub use gateway::{
 };
 pub use heartbeat::{DEREGISTER_TIMEOUT, heartbeat_loop};
 pub use registry::{PodRecord, PodStatus, Registry, StateFuture, TopologyEvent, TopologyStream};
+pub use responses::{EmbeddedResponses, MAX_RESPONSE_ID, ResponseStore, valid_response_id};
 pub use routing::{
     AffinityStore, BreakerRead, BreakerStore, CooldownStore, MAX_AFFINITY_KEY, MAX_ROUTING_TTL,
     Swap,

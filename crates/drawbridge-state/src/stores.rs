@@ -11,7 +11,8 @@ use drawbridge_runtime::Shutdown;
 
 use crate::{
     AffinityStore, BreakerStore, CooldownStore, CreditStore, EmbeddedCredits, EmbeddedGatewayStore,
-    EmbeddedRouting, KeyStore, RateLimiter, StateError, UsageStore, ValkeyRegistry, redact_url,
+    EmbeddedResponses, EmbeddedRouting, KeyStore, RateLimiter, ResponseStore, StateError,
+    UsageStore, ValkeyRegistry, redact_url,
 };
 
 /// Where a process keeps its state.
@@ -51,6 +52,9 @@ pub struct Stores {
     pub breakers: Arc<dyn BreakerStore>,
     pub cooldowns: Arc<dyn CooldownStore>,
     pub affinity: Arc<dyn AffinityStore>,
+    /// The Responses API's stored responses (in memory without ValKey: they live an hour or
+    /// so, and a restart only loses the chaining of the last ones).
+    pub responses: Arc<dyn ResponseStore>,
     /// The ValKey connection itself, for the cluster's registry, lease and desired accounts
     /// (absent on a single node).
     pub valkey: Option<Arc<ValkeyRegistry>>,
@@ -80,6 +84,7 @@ impl Stores {
                     breakers: routing.clone(),
                     cooldowns: routing.clone(),
                     affinity: routing,
+                    responses: Arc::new(EmbeddedResponses::new()),
                     valkey: None,
                     file: Some(file),
                 })
@@ -98,6 +103,7 @@ impl Stores {
             breakers: valkey.clone(),
             cooldowns: valkey.clone(),
             affinity: valkey.clone(),
+            responses: valkey.clone(),
             valkey: Some(valkey),
             file: None,
         }
@@ -115,6 +121,7 @@ impl Stores {
             breakers: routing.clone(),
             cooldowns: routing.clone(),
             affinity: routing,
+            responses: Arc::new(EmbeddedResponses::new()),
             valkey: None,
             file: None,
         }

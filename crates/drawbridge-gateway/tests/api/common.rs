@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use drawbridge_config::Config;
 use drawbridge_gateway::{GatewayDeps, Stores};
-use drawbridge_state::EmbeddedGatewayStore;
+use drawbridge_state::{EmbeddedGatewayStore, EmbeddedResponses};
 use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown};
 use serde_json::{Value, json};
 use test_support::ScriptedBackend;
@@ -57,6 +57,7 @@ impl Gateway {
             keys: store.clone(),
             limiter: store.clone(),
             usage: store.clone(),
+            responses: Arc::new(EmbeddedResponses::new()),
             clock,
         };
         let backend = Arc::new(ScriptedBackend::new(&[MODEL, "other-model"]));

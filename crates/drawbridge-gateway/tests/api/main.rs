@@ -9,3 +9,4 @@
 mod admin;
 mod common;
 mod public;
+mod responses;

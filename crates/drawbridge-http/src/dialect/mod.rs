@@ -22,7 +22,7 @@ use drawbridge_types::{ApiError, ChatCompletionRequest, ErrorKind};
 use futures::future::BoxFuture;
 use tracing::Instrument as _;
 
-use crate::gate::{Ended, Gate, Outcome, Refusal};
+use crate::gate::{Ended, Entry, Gate, Outcome, Refusal};
 use crate::{
     ApiState, ChatContext, EventStream, MAX_SESSION_KEY, TENANT_HEADER, events, meter, read_body,
     request_id, with_headers, with_request_id,
@@ -144,6 +144,18 @@ pub(crate) fn log_refusal(request_id: &str, error: &ApiError, started: tokio::ti
     );
 }
 
+/// Whose conversation a request is: the caller's key id, or, only from a caller whose key is
+/// trusted to say it (Drawbridge's own gateway, calling the internal API with a
+/// `trust_tenant` channel key), the id in [`TENANT_HEADER`].
+pub(crate) fn tenant<G: Gate>(gate: &G, entry: &Entry<G::Context>, headers: &HeaderMap) -> String {
+    gate.trusts_tenant(entry)
+        .then(|| headers.get(TENANT_HEADER))
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map_or_else(|| entry.caller.key_id.clone(), str::to_owned)
+}
+
 /// The longest model name used as a metrics label; longer ones count as unknown.
 const MAX_MODEL_LABEL: usize = 64;
 
@@ -168,14 +180,7 @@ async fn start<G: Gate, D: Dialect>(
         .map(str::to_owned);
     // Only a caller whose key is trusted to (Drawbridge's own gateway, calling the internal
     // API with a `trust_tenant` channel key) may say whose request this is.
-    let tenant = state
-        .gate
-        .trusts_tenant(&entry)
-        .then(|| request.headers().get(TENANT_HEADER))
-        .flatten()
-        .and_then(|value| value.to_str().ok())
-        .filter(|id| !id.is_empty() && id.len() <= 128)
-        .map_or_else(|| entry.caller.key_id.clone(), str::to_owned);
+    let tenant = tenant(state.gate.as_ref(), &entry, request.headers());
     let headers = entry.headers.clone();
     let refuse = |error: ApiError| Refusal {
         error,

@@ -24,6 +24,7 @@
 //! | `cb:{id}` | string | the account's circuit breaker, JSON (`drawbridge_core::breaker::Breaker`) |
 //! | `cooldown:{id}` | string, TTL | present while the account rests after a rate-limit error |
 //! | `affinity:{key}` | string, TTL | the account a conversation key sticks to |
+//! | `response:{id}:{tenant}` | string, TTL | a stored Responses API response, JSON (ids hold no `:`) |
 
 /// Prefix of a pod's record.
 pub(crate) const POD_PREFIX: &str = "pod:";
@@ -124,4 +125,10 @@ pub(crate) fn cooldown(id: &str) -> String {
 /// The account a conversation key sticks to (with a TTL).
 pub(crate) fn affinity(key: &str) -> String {
     format!("affinity:{key}")
+}
+
+/// A tenant's stored response (with a TTL). Response ids hold no `:`, so the tenant after it
+/// never makes two pairs one key.
+pub(crate) fn response(tenant: &str, id: &str) -> String {
+    format!("response:{id}:{tenant}")
 }

@@ -8,6 +8,7 @@ mod control;
 mod credits;
 mod gateway;
 mod keys;
+mod responses;
 mod routing;
 
 use std::future::Future;
