@@ -7,81 +7,64 @@
 
 use drawbridge_types::sse::SseDecoder;
 use drawbridge_types::{ChatCompletionRequest, ChunkReader};
+mod common;
+
 use proptest::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// JSON made of the request's own vocabulary, nested, with values of every type: what gets
 /// past the parser into the checks.
 fn request_like() -> impl Strategy<Value = Value> {
-    let keys = prop::sample::select(vec![
-        "model",
-        "messages",
-        "role",
-        "content",
-        "tools",
-        "tool_choice",
-        "tool_calls",
-        "tool_call_id",
-        "function",
-        "name",
-        "arguments",
-        "parameters",
-        "type",
-        "text",
-        "stream",
-        "stream_options",
-        "include_usage",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "n",
-        "stop",
-        "response_format",
-        "json_schema",
-        "schema",
-        "parallel_tool_calls",
-        "user",
-    ]);
-    let words = prop::sample::select(vec![
-        "user",
-        "assistant",
-        "system",
-        "tool",
-        "developer",
-        "function",
-        "auto",
-        "none",
-        "required",
-        "text",
-        "json_object",
-        "json_schema",
-        "kiro",
-        "",
-        "call_1",
-        "{}",
-        "x",
-    ]);
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        (-5.0f64..5.0).prop_map(|f| json!(f)),
-        words.prop_map(|w| json!(w)),
-        ".{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 48, 6, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
-                Value::Object(
-                    pairs
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
-                        .collect::<Map<_, _>>(),
-                )
-            }),
-        ]
-    })
+    common::json_of(
+        vec![
+            "model",
+            "messages",
+            "role",
+            "content",
+            "tools",
+            "tool_choice",
+            "tool_calls",
+            "tool_call_id",
+            "function",
+            "name",
+            "arguments",
+            "parameters",
+            "type",
+            "text",
+            "stream",
+            "stream_options",
+            "include_usage",
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "n",
+            "stop",
+            "response_format",
+            "json_schema",
+            "schema",
+            "parallel_tool_calls",
+            "user",
+        ],
+        vec![
+            "user",
+            "assistant",
+            "system",
+            "tool",
+            "developer",
+            "function",
+            "auto",
+            "none",
+            "required",
+            "text",
+            "json_object",
+            "json_schema",
+            "kiro",
+            "",
+            "call_1",
+            "{}",
+            "x",
+        ],
+    )
 }
 
 /// A request that parses and validates round-trips through its own serialization.

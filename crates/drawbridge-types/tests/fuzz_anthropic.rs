@@ -7,91 +7,73 @@
 
 use drawbridge_types::ChatCompletionRequest;
 use drawbridge_types::dialects::anthropic::{Endpoint, parse_request};
+mod common;
+
 use proptest::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// JSON made of the Messages API's own vocabulary, nested, with values of every type.
 fn request_like() -> impl Strategy<Value = Value> {
-    let keys = prop::sample::select(vec![
-        "model",
-        "max_tokens",
-        "messages",
-        "role",
-        "content",
-        "type",
-        "text",
-        "system",
-        "tools",
-        "name",
-        "description",
-        "input_schema",
-        "tool_choice",
-        "disable_parallel_tool_use",
-        "id",
-        "input",
-        "tool_use_id",
-        "is_error",
-        "source",
-        "media_type",
-        "data",
-        "url",
-        "thinking",
-        "signature",
-        "stop_sequences",
-        "temperature",
-        "top_p",
-        "top_k",
-        "metadata",
-        "user_id",
-        "stream",
-        "cache_control",
-    ]);
-    let words = prop::sample::select(vec![
-        "user",
-        "assistant",
-        "system",
-        "text",
-        "image",
-        "tool_use",
-        "tool_result",
-        "thinking",
-        "redacted_thinking",
-        "base64",
-        "url",
-        "auto",
-        "any",
-        "tool",
-        "none",
-        "custom",
-        "web_search_20250305",
-        "kiro",
-        "toolu_1",
-        "f",
-        "",
-        "x",
-    ]);
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        (0u32..5).prop_map(|n| json!(n)),
-        (-5.0f64..5.0).prop_map(|f| json!(f)),
-        words.prop_map(|w| json!(w)),
-        ".{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(5, 64, 6, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
-                Value::Object(
-                    pairs
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
-                        .collect::<Map<_, _>>(),
-                )
-            }),
-        ]
-    })
+    common::json_of(
+        vec![
+            "model",
+            "max_tokens",
+            "messages",
+            "role",
+            "content",
+            "type",
+            "text",
+            "system",
+            "tools",
+            "name",
+            "description",
+            "input_schema",
+            "tool_choice",
+            "disable_parallel_tool_use",
+            "id",
+            "input",
+            "tool_use_id",
+            "is_error",
+            "source",
+            "media_type",
+            "data",
+            "url",
+            "thinking",
+            "signature",
+            "stop_sequences",
+            "temperature",
+            "top_p",
+            "top_k",
+            "metadata",
+            "user_id",
+            "stream",
+            "cache_control",
+        ],
+        vec![
+            "user",
+            "assistant",
+            "system",
+            "text",
+            "image",
+            "tool_use",
+            "tool_result",
+            "thinking",
+            "redacted_thinking",
+            "base64",
+            "url",
+            "auto",
+            "any",
+            "tool",
+            "none",
+            "custom",
+            "web_search_20250305",
+            "kiro",
+            "toolu_1",
+            "f",
+            "",
+            "x",
+        ],
+    )
 }
 
 /// Whatever `body` gives is a 400 or a canonical request the engine reads back unchanged.

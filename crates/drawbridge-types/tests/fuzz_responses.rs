@@ -7,84 +7,67 @@
 
 use drawbridge_types::ChatCompletionRequest;
 use drawbridge_types::dialects::responses::{ResponsesRequest, StoredResponse};
+mod common;
+
 use proptest::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// JSON made of the Responses request's own vocabulary, nested, with values of every type.
 fn responses_like() -> impl Strategy<Value = Value> {
-    let keys = prop::sample::select(vec![
-        "model",
-        "input",
-        "instructions",
-        "role",
-        "content",
-        "type",
-        "text",
-        "call_id",
-        "name",
-        "arguments",
-        "output",
-        "tools",
-        "tool_choice",
-        "parameters",
-        "strict",
-        "format",
-        "schema",
-        "max_output_tokens",
-        "temperature",
-        "top_p",
-        "metadata",
-        "reasoning",
-        "effort",
-        "store",
-        "stream",
-        "previous_response_id",
-    ]);
-    let words = prop::sample::select(vec![
-        "user",
-        "assistant",
-        "system",
-        "developer",
-        "message",
-        "function_call",
-        "function_call_output",
-        "reasoning",
-        "input_text",
-        "output_text",
-        "input_image",
-        "function",
-        "json_schema",
-        "json_object",
-        "auto",
-        "none",
-        "required",
-        "kiro",
-        "c1",
-        "f",
-        "",
-        "{}",
-    ]);
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        (-5.0f64..5.0).prop_map(|f| json!(f)),
-        words.prop_map(|w| json!(w)),
-        ".{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 48, 6, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
-                Value::Object(
-                    pairs
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v))
-                        .collect::<Map<_, _>>(),
-                )
-            }),
-        ]
-    })
+    common::json_of(
+        vec![
+            "model",
+            "input",
+            "instructions",
+            "role",
+            "content",
+            "type",
+            "text",
+            "call_id",
+            "name",
+            "arguments",
+            "output",
+            "tools",
+            "tool_choice",
+            "parameters",
+            "strict",
+            "format",
+            "schema",
+            "max_output_tokens",
+            "temperature",
+            "top_p",
+            "metadata",
+            "reasoning",
+            "effort",
+            "store",
+            "stream",
+            "previous_response_id",
+        ],
+        vec![
+            "user",
+            "assistant",
+            "system",
+            "developer",
+            "message",
+            "function_call",
+            "function_call_output",
+            "reasoning",
+            "input_text",
+            "output_text",
+            "input_image",
+            "function",
+            "json_schema",
+            "json_object",
+            "auto",
+            "none",
+            "required",
+            "kiro",
+            "c1",
+            "f",
+            "",
+            "{}",
+        ],
+    )
 }
 
 /// Translate `body` (after `previous`); what is accepted must survive a JSON round trip.

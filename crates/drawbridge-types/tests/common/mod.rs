@@ -78,3 +78,38 @@ pub fn finish(reason: FinishReason, prompt: u64, completion: u64) -> CompletionE
 pub fn text(s: &str) -> CompletionEvent {
     CompletionEvent::Delta(s.to_owned())
 }
+
+/// Arbitrary JSON made of a dialect's own vocabulary: objects whose keys are drawn from `keys`,
+/// strings from `words` (or any short text), numbers and booleans, nested a few levels, for the
+/// fuzz tests of the request decoders.
+pub fn json_of(
+    keys: Vec<&'static str>,
+    words: Vec<&'static str>,
+) -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+    let keys = prop::sample::select(keys);
+    let words = prop::sample::select(words);
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        (0u32..5).prop_map(|n| json!(n)),
+        (-5.0f64..5.0).prop_map(|f| json!(f)),
+        words.prop_map(|w| json!(w)),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 64, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|pairs| {
+                Value::Object(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect::<Map<_, _>>(),
+                )
+            }),
+        ]
+    })
+}
