@@ -92,6 +92,12 @@ pub struct AffinityConfig {
     pub user_field: bool,
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How long the binding of a live or warm session (a follow-up's way back to the worker
+    /// that holds the session) lasts: the workers' `live_session_ttl` and `warm_session_ttl`.
+    /// Apart from `ttl` (and on whether affinity is on), since a session outlives neither: a
+    /// longer binding only points at sessions that are gone, one key per answer.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
 }
 
 impl Default for AffinityConfig {
@@ -101,6 +107,7 @@ impl Default for AffinityConfig {
             header: "x-session-id".to_owned(),
             user_field: true,
             ttl: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -180,6 +187,7 @@ impl EngineConfig {
         self.affinity.validate()?;
         for (key, value) in [
             ("engine.affinity.ttl", self.affinity.ttl),
+            ("engine.affinity.session_ttl", self.affinity.session_ttl),
             ("engine.rate_limit_cooldown", self.rate_limit_cooldown),
         ] {
             if value > MAX_ROUTING_TTL {
@@ -222,11 +230,13 @@ impl AffinityConfig {
                 "must be an HTTP header name (letters, digits, '-'), e.g. x-session-id",
             ));
         }
-        if self.ttl.is_zero() {
-            return Err(ConfigError::invalid(
-                "engine.affinity.ttl",
-                "must be greater than zero",
-            ));
+        for (key, ttl) in [
+            ("engine.affinity.ttl", self.ttl),
+            ("engine.affinity.session_ttl", self.session_ttl),
+        ] {
+            if ttl.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
         }
         Ok(())
     }

@@ -28,6 +28,8 @@ pub struct AffinitySettings {
     pub user_field: bool,
     /// How long a binding outlives its conversation's last request.
     pub ttl: Duration,
+    /// How long the binding of a live or warm session lasts (`engine.affinity.session_ttl`).
+    pub session_ttl: Duration,
 }
 
 impl Default for AffinitySettings {
@@ -36,6 +38,7 @@ impl Default for AffinitySettings {
             enabled: false,
             user_field: true,
             ttl: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -95,16 +98,25 @@ impl Affinity {
         }
     }
 
-    /// Bind `key` to `account` (again: the TTL starts over), in the background.
+    /// Bind the conversation `key` to `account` (again: the TTL starts over), in the
+    /// background.
     pub fn bind(self: &Arc<Self>, key: &str, account: &str, shutdown: &Shutdown) {
+        let ttl = self.settings.get().affinity.ttl;
+        self.bind_for(key, account, ttl, shutdown);
+    }
+
+    /// Bind the live or warm session `key` to the account whose worker holds it, for as long
+    /// as a worker keeps such a session.
+    pub fn bind_session(self: &Arc<Self>, key: &str, account: &str, shutdown: &Shutdown) {
+        let ttl = self.settings.get().affinity.session_ttl;
+        self.bind_for(key, account, ttl, shutdown);
+    }
+
+    fn bind_for(self: &Arc<Self>, key: &str, account: &str, ttl: Duration, shutdown: &Shutdown) {
         let affinity = Arc::clone(self);
         let (key, account) = (key.to_owned(), account.to_owned());
         shutdown.spawn(async move {
-            if let Err(error) = affinity
-                .store
-                .set_affinity(&key, &account, affinity.settings.get().affinity.ttl)
-                .await
-            {
+            if let Err(error) = affinity.store.set_affinity(&key, &account, ttl).await {
                 tracing::debug!(account, %error, "could not bind the conversation to its account");
             }
         });

@@ -61,6 +61,7 @@ impl EngineSettings {
                 enabled: config.engine.affinity.enabled,
                 user_field: config.engine.affinity.user_field,
                 ttl: config.engine.affinity.ttl,
+                session_ttl: config.engine.affinity.session_ttl,
             },
             keepalive_interval: config.engine.keepalive_interval,
             reasoning: config.engine.reasoning,

@@ -151,13 +151,15 @@ impl Turns {
 
     /// Bind the conversation `key` to the account whose worker keeps its session warm.
     pub fn bind_warm(&self, key: &str, account: &str) {
-        self.affinity.bind(&warm_key(key), account, &self.shutdown);
+        self.affinity
+            .bind_session(&warm_key(key), account, &self.shutdown);
     }
 
     /// Bind live session `live` to the account whose worker holds it, for the request that
     /// brings its tool results (from any engine: the binding is in the shared state).
     pub fn bind_live(&self, live: &str, account: &str) {
-        self.affinity.bind(&live_key(live), account, &self.shutdown);
+        self.affinity
+            .bind_session(&live_key(live), account, &self.shutdown);
     }
 
     /// Start a turn of `body` on the best account not tried yet (see the module docs).

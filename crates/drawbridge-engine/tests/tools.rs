@@ -211,6 +211,44 @@ fn answers_warm(text: &str) -> Script {
     Script::Steps(vec![Step::Text(text.to_owned()), Step::Finish(summary)])
 }
 
+/// A warm session's binding lasts as long as a worker keeps such a session
+/// (`engine.affinity.session_ttl`, 5 minutes), not the conversations' hour: at saturation with
+/// one-shot requests every answer leaves one, and an hour of them filled ValKey (the soak).
+#[tokio::test(start_paused = true)]
+async fn a_warm_binding_lasts_the_session_ttl_not_the_affinity_ttl() {
+    let a = Arc::new(
+        FakeWorker::new("acct-a")
+            .slots(1)
+            .then(answers_warm("first")),
+    );
+    let h = harness(&[&a]).await;
+    let one = json!({"model": "kiro", "messages": [{"role": "user", "content": "one"}]});
+    let (status, body) = chat(&h, &one).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let key = format!(
+        "warm:{}",
+        a.prompts()[0]
+            .conversation
+            .clone()
+            .expect("a conversation key")
+    );
+    eventually("the warm session is bound", || async {
+        h.routing.affinity(&key).await.unwrap().is_some()
+    })
+    .await;
+    tokio::time::advance(std::time::Duration::from_secs(299)).await;
+    assert_eq!(
+        h.routing.affinity(&key).await.unwrap().as_deref(),
+        Some("acct-a")
+    );
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        h.routing.affinity(&key).await.unwrap(),
+        None,
+        "gone after 5 minutes"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_follow_up_goes_to_the_account_that_keeps_its_conversation_warm() {
     // `acct-b` scores better but refuses the first turn; `acct-a` answers and keeps it warm.
