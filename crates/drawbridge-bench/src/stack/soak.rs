@@ -38,6 +38,9 @@ pub const FLAT_MIB: f64 = 5.0;
 /// RSS growth, as a fraction of the first sample after settling, that still counts as flat.
 pub const FLAT_FRACTION: f64 = 0.10;
 
+/// Keys drawn at random at the end to show what the database holds.
+const KEY_SAMPLE: usize = 200;
+
 /// The knobs of the soak.
 #[derive(Debug, Clone)]
 pub struct SoakArgs {
@@ -227,13 +230,18 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// A column of the table is as wide as its name, and at least 8.
+fn width(column: usize) -> usize {
+    COLUMNS[column].len().max(8)
+}
+
 fn print_header(entries: &[Entry], columns: &[usize]) {
     let mut line = format!("{:>6}", "t (s)");
     for entry in entries {
         line += &format!(" {:>10} {:>6}", format!("{} req", entry.name()), "rps");
     }
     for &column in columns {
-        line += &format!(" {:>11}", COLUMNS[column]);
+        line += &format!(" {:>w$}", COLUMNS[column], w = width(column));
     }
     line += &format!(" {:>8}", "DBSIZE");
     println!("{line}");
@@ -253,7 +261,8 @@ fn print_row(sample: &Sample, previous: Option<&Sample>, columns: &[usize]) {
         line += &format!(" {served:>10} {rate:>6.0}");
     }
     for &column in columns {
-        line += &format!(" {:>11.1}", mib(sample.rss_kib[column].unwrap_or(0)));
+        let rss = mib(sample.rss_kib[column].unwrap_or(0));
+        line += &format!(" {rss:>w$.1}", w = width(column));
     }
     line += &format!(" {:>8}", sample.keys);
     println!("{line}");
@@ -393,6 +402,10 @@ pub async fn run(bins: &Bins, args: &SoakArgs) -> Result<StackReport> {
     report.failures += super::report::errors("soak", &load);
 
     verdicts(&mut report, &samples, &entries, &columns, &load, args);
+    match resp::key_families(redis_addr, KEY_SAMPLE).await {
+        Ok(families) => print_families(&families, samples.last().map_or(0, |s| s.keys)),
+        Err(error) => eprintln!("could not sample the keys: {error:#}"),
+    }
 
     if !stack.stop().await? {
         report.failures += 1;
@@ -498,6 +511,23 @@ fn verdicts(
     report.metric("soak.dbsize.first", base.keys as f64, "keys");
     report.metric("soak.dbsize.last", last.keys as f64, "keys");
     report.metric("soak.dbsize.flat", f64::from(u8::from(flat)), "bool");
+}
+
+/// What the keys are: each family's share of the sample, and the count that share means.
+fn print_families(families: &[(String, usize)], keys: u64) {
+    let drawn: usize = families.iter().map(|(_, n)| n).sum();
+    if drawn == 0 {
+        return;
+    }
+    println!("  keys by family ({drawn} drawn at random at the end, ≈ count):");
+    for (family, n) in families {
+        let share = *n as f64 / drawn as f64;
+        println!(
+            "    {family:<40} {:>5.1}%  ≈ {:.0}",
+            100.0 * share,
+            share * keys as f64
+        );
+    }
 }
 
 #[cfg(test)]
