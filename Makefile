@@ -35,6 +35,7 @@ release:
 ## (release build); see BENCHMARKS.md. Extra flags: make bench BENCH_ARGS="--duration 10", or
 ## BENCH_ARGS="--sections stack" for the full stack alone, "--sections warm" for warm sessions
 ## against full render (drawbridge-bench --help lists them).
+## BENCH_ARGS="--sections soak": the 10-minute soak (RSS and ValKey keys flat under load; not by default).
 bench:
 	$(CARGO) build --release --workspace --bins --locked
 	./target/release/drawbridge-bench $(BENCH_ARGS)

@@ -204,7 +204,7 @@ pub enum Expect {
 }
 
 impl Expect {
-    fn check(&self, status: u16, body: &[u8]) -> Result<(), String> {
+    pub(crate) fn check(&self, status: u16, body: &[u8]) -> Result<(), String> {
         let good = status == 200
             && match self {
                 Expect::Json(content) => contains(body, content),

@@ -23,6 +23,11 @@
 //!    session) and `2` (only the new messages, to the session that answered the turns before):
 //!    the bytes of prompt the agent received and the time to the first token.
 //!
+//! 6. **Soak** (`stack/soak.rs`, not run by default: it lasts ten minutes): a real
+//!    `redis-server` and the three-process stack on it (and `drawbridge` on the same server),
+//!    saturated with distinct streamed prompts through the gateway; every process's RSS and
+//!    the server's key count sampled at intervals, and whether each stays flat after warm-up.
+//!
 //! It prints tables and `bench name=... value=... unit=...` lines, says whether the targets
 //! (≥ 1,000 prompts/s; warm pool ≥ 10× faster to first byte; the gateway adds ≤ 1 ms at p50
 //! and ≤ 5 ms at p99) were met without failing on them, and exits non-zero if any request
@@ -36,6 +41,7 @@
 mod acp;
 mod client;
 mod procfs;
+mod resp;
 mod stack;
 mod stats;
 mod warm;
@@ -65,7 +71,8 @@ const FIRST_BYTE_TARGET: f64 = 10.0;
 )]
 struct Args {
     /// What to measure: `worker` (throughput, first byte, calibration), `stack` (the full
-    /// stack against the worker alone) and/or `warm` (warm sessions against full render).
+    /// stack against the worker alone), `warm` (warm sessions against full render) and/or
+    /// `soak` (memory and ValKey keys under sustained load; not by default, it is long).
     #[arg(long, value_delimiter = ',', default_value = "worker,stack,warm")]
     sections: Vec<Section>,
     /// Seconds each throughput run lasts.
@@ -123,6 +130,24 @@ struct Args {
     /// (Also the warm section's `drawbridge`s' log level and environment.)
     #[arg(long, value_parser = parse_env)]
     stack_env: Vec<(String, String)>,
+    /// Soak: seconds of load.
+    #[arg(long, default_value_t = 600.0)]
+    soak_duration: f64,
+    /// Soak: seconds between two samples of memory and keys.
+    #[arg(long, default_value_t = 30.0)]
+    soak_interval: f64,
+    /// Soak: the verdict starts from the first sample at or after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    soak_settle: f64,
+    /// Soak: streaming clients per entry point.
+    #[arg(long, default_value_t = 16)]
+    soak_concurrency: usize,
+    /// Soak: agent processes in the account's pool, in the worker and in `drawbridge`.
+    #[arg(long, default_value_t = 8)]
+    soak_pool_size: u32,
+    /// Soak: leave out the single-process `drawbridge` (then only the gateway is loaded).
+    #[arg(long)]
+    soak_no_single: bool,
     /// Warm sessions: conversations per mode (the modes alternate).
     #[arg(long, default_value_t = 5)]
     warm_conversations: usize,
@@ -149,6 +174,7 @@ enum Section {
     Worker,
     Stack,
     Warm,
+    Soak,
 }
 
 #[tokio::main]
@@ -243,6 +269,25 @@ async fn run(args: &Args) -> Result<u64> {
         report.failures += warm.failures;
         report.metrics.extend(warm.metrics);
     }
+    if args.sections.contains(&Section::Soak) {
+        let soak = stack::soak::run(
+            &bins,
+            &stack::soak::SoakArgs {
+                duration: seconds("--soak-duration", args.soak_duration.max(1.0))?,
+                interval: seconds("--soak-interval", args.soak_interval.max(1.0))?,
+                settle: seconds("--soak-settle", args.soak_settle.max(0.0))?,
+                concurrency: args.soak_concurrency.max(1),
+                pool_size: args.soak_pool_size.max(1),
+                single: !args.soak_no_single,
+                warmup: args.stack_warmup,
+                log_level: args.stack_log.clone(),
+                env: args.stack_env.clone(),
+            },
+        )
+        .await?;
+        report.failures += soak.failures;
+        report.metrics.extend(soak.metrics);
+    }
     println!(
         "\nload average at the end: {}",
         std::fs::read_to_string("/proc/loadavg")
@@ -258,6 +303,11 @@ async fn run(args: &Args) -> Result<u64> {
         println!("bench name={name} value={value:.3} unit={unit}");
     }
     Ok(report.failures)
+}
+
+/// A number of seconds from the command line as a duration, or an error naming the flag.
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|error| anyhow::anyhow!("{flag} {value}: {error}"))
 }
 
 /// Where the figures come from.

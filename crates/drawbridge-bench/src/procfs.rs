@@ -43,6 +43,42 @@ impl ProcStat {
     }
 }
 
+/// The processes whose parent is `parent` and whose command name (`comm`, at most 15 bytes)
+/// is `name`: a child this process started without keeping its pid (the soak's
+/// `redis-server`).
+pub fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .as_deref()
+                .and_then(parent_and_name)
+                .is_some_and(|(ppid, comm)| ppid == parent && comm == name)
+        })
+        .collect()
+}
+
+/// The parent pid and the command name in one `/proc/<pid>/stat` line. The name sits between
+/// the first '(' and the last ')' and may itself hold spaces and parentheses.
+fn parent_and_name(stat: &str) -> Option<(u32, &str)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?;
+    // After the name: state, then the parent's pid.
+    let ppid = stat
+        .get(close + 1..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ppid, name))
+}
+
 /// The run-queue wait of every thread of `pid` so far (0 where the kernel has no schedstat).
 fn run_delay_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -193,5 +229,29 @@ impl Procs {
             .filter_map(|pid| self.stats.get(pid))
             .map(|stat| stat.rss_kib)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_give_the_parent_and_the_name() {
+        let line = "4242 (redis-server) S 4100 4242 4100 0 -1 4194560 210 0 0 0 5 3";
+        assert_eq!(parent_and_name(line), Some((4100, "redis-server")));
+        let odd = "77 (a (b) c) R 1 77 77 0 -1";
+        assert_eq!(parent_and_name(odd), Some((1, "a (b) c")));
+        assert_eq!(parent_and_name("77 (cut"), None);
+        assert_eq!(parent_and_name("77 (x) R"), None);
+    }
+
+    #[test]
+    fn this_process_is_a_child_of_its_parent() {
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).expect("our own stat");
+        let (parent, name) = parent_and_name(&stat).expect("our own stat parses");
+        assert!(children_named(parent, name).contains(&me));
+        assert!(!children_named(parent, "no-such-name").contains(&me));
     }
 }

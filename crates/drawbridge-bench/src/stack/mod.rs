@@ -28,6 +28,7 @@ use crate::worker::Bins;
 
 mod load;
 mod report;
+pub mod soak;
 mod start;
 
 use load::{Mode, measure};
