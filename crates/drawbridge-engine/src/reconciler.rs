@@ -35,11 +35,13 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// The desired accounts of `config`, unassigned.
+    /// The desired accounts of `config`, unassigned: its ACP accounts (provider accounts are
+    /// served by the engines themselves, never placed on a worker).
     pub fn desired_from(config: &drawbridge_config::Config) -> Vec<AccountRecord> {
         config
             .accounts
             .iter()
+            .filter(|a| a.is_acp())
             .map(|a| AccountRecord {
                 id: a.id.clone(),
                 models: a.models.clone(),

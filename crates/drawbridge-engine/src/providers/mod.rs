@@ -1,0 +1,317 @@
+//! HTTP provider accounts (`accounts[].kind: openai`), served by the engine itself: no worker
+//! process, no extra hop. [`ProviderConn`] is one more [`WorkerConn`] beside the workers: its
+//! slots are one entry per provider account (`size` its `max_concurrency`, `busy` its
+//! requests in flight), so scheduling, breakers, rests after a rate limit, credits, failover
+//! and resumption treat a provider account exactly like an ACP one. A turn is one streamed
+//! HTTP call ([`openai`] maps it both ways).
+//!
+//! Transport: plain HTTP/1.1 through the workspace's pooled hyper client (keep-alive between
+//! calls). There is no TLS connector in the build yet, so `base_url` is `http://` (the config
+//! refuses `https://`); an HTTPS API is reached through a local TLS proxy.
+
+pub mod openai;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drawbridge_config::{AccountKind, Config, ProviderTimeouts, Secret};
+use drawbridge_types::worker::{
+    AccountSlots, AccountStatus, PromptInput, SlotsReport, WorkerEvent,
+};
+use drawbridge_types::{ApiError, ErrorKind};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::workers::WorkerConn;
+
+/// Error bodies larger than this are not read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The environment variable an `openai` account's key comes from when the config has none.
+pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+
+/// Every provider account of a config, as one connection of the engine.
+pub struct ProviderConn {
+    accounts: Vec<Arc<Account>>,
+}
+
+/// One provider account: where its API is, and its calls in flight.
+struct Account {
+    id: String,
+    models: Vec<String>,
+    /// `base_url` without a trailing `/`.
+    base: String,
+    key: Option<Secret>,
+    max_concurrency: u32,
+    timeouts: ProviderTimeouts,
+    busy: Arc<AtomicU32>,
+    last_error: Arc<Mutex<Option<String>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ProviderConn {
+    /// The provider accounts of `config` (`None` when it has none). A key missing from the
+    /// config is taken from `OPENAI_API_KEY`, read once here.
+    pub fn from_config(config: &Config) -> Option<ProviderConn> {
+        let env_key = std::env::var(OPENAI_API_KEY)
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(Secret::new);
+        let accounts: Vec<Arc<Account>> = config
+            .accounts
+            .iter()
+            .filter(|a| a.kind == AccountKind::Openai)
+            .filter_map(|a| {
+                let provider = a.provider.as_ref()?;
+                let key = provider.api_key.clone().or_else(|| env_key.clone());
+                if key.is_none() {
+                    tracing::warn!(
+                        account = a.id,
+                        "no provider.api_key and no {OPENAI_API_KEY}: calls carry no key"
+                    );
+                }
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(provider.timeouts.connect));
+                connector.set_nodelay(true);
+                Some(Arc::new(Account {
+                    id: a.id.clone(),
+                    models: a.models.clone(),
+                    base: provider.base_url.trim().trim_end_matches('/').to_owned(),
+                    key,
+                    max_concurrency: provider.max_concurrency,
+                    timeouts: provider.timeouts,
+                    busy: Arc::new(AtomicU32::new(0)),
+                    last_error: Arc::new(Mutex::new(None)),
+                    client: Client::builder(TokioExecutor::new()).build(connector),
+                }))
+            })
+            .collect();
+        if accounts.is_empty() {
+            return None;
+        }
+        tracing::info!(
+            accounts = accounts.len(),
+            "provider accounts served by the engine"
+        );
+        Some(ProviderConn { accounts })
+    }
+
+    /// The account `input` names, or else the first serving its model with room.
+    fn account_for(&self, input: &PromptInput) -> Option<&Arc<Account>> {
+        match &input.account {
+            Some(id) => self.accounts.iter().find(|a| &a.id == id),
+            None => self.accounts.iter().find(|a| {
+                a.models.contains(&input.model)
+                    && a.busy.load(Ordering::Relaxed) < a.max_concurrency
+            }),
+        }
+    }
+}
+
+impl WorkerConn for ProviderConn {
+    fn name(&self) -> &str {
+        "providers"
+    }
+
+    fn prompt(&self, input: PromptInput) -> BoxStream<'static, WorkerEvent> {
+        let Some(account) = self.account_for(&input) else {
+            return error_stream(ApiError::new(
+                ErrorKind::Unavailable,
+                "No provider account serves this turn.",
+            ));
+        };
+        let Some(busy) = Busy::take(&account.busy, account.max_concurrency) else {
+            return error_stream(ApiError::new(
+                ErrorKind::NoCapacity,
+                "Every slot of this provider account is busy.",
+            ));
+        };
+        let account = Arc::clone(account);
+        let last_error = Arc::clone(&account.last_error);
+        stream::once(async move { account.turn(input, busy).await })
+            .flatten()
+            .inspect(move |event| {
+                if let WorkerEvent::Error(error) = event {
+                    *last_error.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(error.message.clone());
+                }
+            })
+            .boxed()
+    }
+
+    fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|a| {
+                let busy = a.busy.load(Ordering::Relaxed).min(a.max_concurrency);
+                AccountSlots {
+                    account: a.id.clone(),
+                    models: a.models.clone(),
+                    default_model: None,
+                    size: a.max_concurrency,
+                    busy,
+                    idle: a.max_concurrency - busy,
+                    starting: 0,
+                    failed: 0,
+                    queue_depth: 0,
+                    credits_used: 0.0,
+                    tools_refused: 0,
+                    last_error: a
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone(),
+                    status: AccountStatus::Healthy,
+                }
+            })
+            .collect();
+        futures::future::ready(Ok(SlotsReport {
+            worker_id: "providers".to_owned(),
+            draining: false,
+            accounts,
+        }))
+        .boxed()
+    }
+}
+
+impl Account {
+    /// One turn: the call, then its answer's events (`Started` once the upstream accepted it).
+    async fn turn(
+        self: Arc<Self>,
+        input: PromptInput,
+        busy: Busy,
+    ) -> BoxStream<'static, WorkerEvent> {
+        let response = match self.call(&input).await {
+            Ok(response) => response,
+            Err(error) => return error_stream(error),
+        };
+        let reader = openai::EventReader::new(&input);
+        let idle = self.timeouts.idle;
+        let body = response.into_body();
+        let events = stream::unfold(Some((body, reader, busy)), move |state| async move {
+            let (mut body, mut reader, busy) = state?;
+            loop {
+                let frame = match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => {
+                        let error = ApiError::new(
+                            ErrorKind::Timeout,
+                            format!("The provider sent nothing for {idle:?}."),
+                        );
+                        return Some((vec![WorkerEvent::Error(error)], None));
+                    }
+                    Ok(None) => return Some((reader.end().into_iter().collect(), None)),
+                    Ok(Some(Err(error))) => {
+                        tracing::debug!(%error, "provider body failed");
+                        let error =
+                            ApiError::upstream("The provider's connection failed mid-answer.");
+                        return Some((vec![WorkerEvent::Error(error)], None));
+                    }
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let events = reader.push(&data);
+                if events.is_empty() {
+                    continue;
+                }
+                let next = (!reader.is_finished()).then_some((body, reader, busy));
+                return Some((events, next));
+            }
+        })
+        .flat_map(stream::iter);
+        stream::iter([WorkerEvent::Started {
+            account: self.id.clone(),
+        }])
+        .chain(events)
+        .boxed()
+    }
+
+    /// Send the turn; the answer's head within the first-byte timeout, or the error it stands
+    /// for.
+    async fn call(&self, input: &PromptInput) -> Result<Response<Incoming>, ApiError> {
+        let body = serde_json::to_vec(&openai::request_body(input))
+            .map_err(|e| ApiError::internal(format!("cannot encode the provider request: {e}")))?;
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/chat/completions", self.base))
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "text/event-stream");
+        if let Some(key) = &self.key {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        // The error names the request's bad part, never the key's value.
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| {
+            tracing::error!(account = self.id, error = %e, "cannot build a provider request");
+            ApiError::internal("The provider account's address or key is not valid in a request.")
+        })?;
+        let first_byte = self.timeouts.first_byte;
+        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorKind::Timeout,
+                    format!("The provider did not answer within {first_byte:?}."),
+                ));
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(account = self.id, %error, "provider unreachable");
+                return Err(ApiError::upstream("The provider could not be reached."));
+            }
+            Ok(Ok(response)) => response,
+        };
+        if response.status() == StatusCode::OK {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let retry_after = openai::retry_after(response.headers());
+        let body = read_error_body(response, self.timeouts.idle).await;
+        let error = openai::error_from_status(status, retry_after, &body);
+        tracing::warn!(account = self.id, status, kind = %error.kind, "provider refused the turn");
+        Err(error)
+    }
+}
+
+/// An error answer's body, at most [`MAX_ERROR_BODY`] bytes, within `idle` (empty if not).
+async fn read_error_body(response: Response<Incoming>, idle: Duration) -> Bytes {
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY).collect();
+    match tokio::time::timeout(idle, body).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    }
+}
+
+fn error_stream(error: ApiError) -> BoxStream<'static, WorkerEvent> {
+    stream::iter([WorkerEvent::Error(error)]).boxed()
+}
+
+/// One call in flight on an account, counted while it lives.
+struct Busy(Arc<AtomicU32>);
+
+impl Busy {
+    /// A place on `counter`, if fewer than `max` are taken.
+    fn take(counter: &Arc<AtomicU32>, max: u32) -> Option<Busy> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Busy(Arc::clone(counter)))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
