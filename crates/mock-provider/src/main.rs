@@ -1,8 +1,12 @@
 //! `mock-provider`: serve the scripted OpenAI-compatible upstream (see the library docs) on
 //! `--listen` (default `127.0.0.1:0`), and say where on stderr as `listening http=ADDR`.
+//! Every flag can also be given in the environment (`MOCK_PROVIDER_FAIL_WITH=429`, ...).
+//! `GET /stats` reports how many chat requests it received, for tests that check which
+//! upstream was called.
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -10,7 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use clap::Parser;
 use mock_provider::{Answer, content_text, error_body, parse};
@@ -19,16 +23,16 @@ use serde_json::Value;
 #[derive(Debug, Clone, Parser)]
 #[command(about = "A scripted OpenAI-compatible upstream for tests")]
 struct Args {
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(long, env = "MOCK_PROVIDER_LISTEN", default_value = "127.0.0.1:0")]
     listen: String,
     /// Answer every request with this status (an OpenAI error body).
-    #[arg(long)]
+    #[arg(long, env = "MOCK_PROVIDER_FAIL_WITH")]
     fail_with: Option<u16>,
     /// With `--fail-with`: the `Retry-After` seconds.
-    #[arg(long)]
+    #[arg(long, env = "MOCK_PROVIDER_RETRY_AFTER")]
     retry_after: Option<u64>,
     /// Refuse (401) a request without `Authorization: Bearer <KEY>`.
-    #[arg(long)]
+    #[arg(long, env = "MOCK_PROVIDER_API_KEY")]
     api_key: Option<String>,
     /// Ignored: the test harness passes a config path to every binary.
     #[arg(long)]
@@ -67,12 +71,27 @@ async fn serve(args: Args) -> std::io::Result<()> {
     say(&format!("listening http={}", listener.local_addr()?));
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
-        .with_state(Arc::new(args));
+        .route("/stats", get(stats))
+        .with_state(Arc::new(Mock {
+            args,
+            requests: AtomicU64::new(0),
+        }));
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
+}
+
+/// The mock's settings and what it has seen.
+struct Mock {
+    args: Args,
+    requests: AtomicU64,
+}
+
+async fn stats(State(mock): State<Arc<Mock>>) -> Response {
+    axum::Json(serde_json::json!({ "chat_requests": mock.requests.load(Ordering::Relaxed) }))
+        .into_response()
 }
 
 fn error(status: u16, message: &str, retry_after: Option<u64>) -> Response {
@@ -86,7 +105,9 @@ fn error(status: u16, message: &str, retry_after: Option<u64>) -> Response {
     response
 }
 
-async fn chat(State(args): State<Arc<Args>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.requests.fetch_add(1, Ordering::Relaxed);
+    let args = &mock.args;
     if let Some(key) = &args.api_key {
         let sent = headers
             .get(header::AUTHORIZATION)
