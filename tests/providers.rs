@@ -129,6 +129,7 @@ async fn provider_accounts_answer_with_the_upstreams_text_and_usage() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["prompt_tokens"], 3, "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 5, "{body}");
+    assert_eq!(body["usage"]["drawbridge"]["tokens"], "reported", "{body}");
 
     // Streamed, with usage.
     let mut streamed = ask("stream me please");
@@ -343,4 +344,88 @@ async fn a_spent_acp_pool_falls_back_to_a_provider_account() {
     // the worker left it alone: it appears once, served by the engine.
     let accounts = stack.admin().get("/admin/accounts").await.text();
     assert_eq!(accounts.matches("\"p-1\"").count(), 1, "{accounts}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_times_out_at_its_first_byte_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path(), "sk-one-0123456789", &[]).await;
+    let account = provider_account("p-1", "gpt-test", &upstream, "sk-one-0123456789")
+        .replace("first_byte: 10s", "first_byte: 300ms");
+    let stack = Stack::single(StackOptions {
+        accounts: Vec::new(),
+        extra_accounts_yaml: account,
+        ..StackOptions::default()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let reply = stack
+        .client()
+        .chat(&ask("[[provider:slow_first_byte ms=5000]] anyone?"))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.text());
+    assert!(
+        took < Duration::from_secs(4),
+        "the 300 ms limit ended the wait ({took:?})"
+    );
+    let view = account_with_error(&stack, "p-1", "did not answer within").await;
+    assert_eq!(view["status"], "healthy", "{view}");
+}
+
+/// In the three-process shape the worker ignores provider accounts (it has no agent to
+/// start for them) and the engine serves them beside the worker's ACP accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_serves_provider_accounts_beside_a_workers_pools() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path(), "sk-one-0123456789", &[]).await;
+    let stack = Stack::three(StackOptions {
+        accounts: vec![AccountSpec::new(1)],
+        extra_accounts_yaml: provider_account("p-1", "gpt-test", &upstream, "sk-one-0123456789"),
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+    let reply = client.chat(&ask("through three processes")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(content(&reply), "You said: through three processes");
+    assert_eq!(upstream.requests().await, 1);
+    // The ACP account is still the worker's.
+    let acp = client
+        .chat(&json!({"model": "kiro", "messages": [{"role": "user", "content": "agent"}]}))
+        .await;
+    assert_eq!(acp.status, 200, "{}", acp.text());
+    assert_eq!(upstream.requests().await, 1);
+    let view = account(&stack, "p-1").await;
+    assert_eq!(view["worker"], "providers", "{view}");
+    assert_eq!(account(&stack, "acct-1").await["slots"], 1);
+}
+
+/// A provider's stream that breaks off after its first byte is finished by the other account:
+/// the client gets one whole, well-formed stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_mid_answer_is_finished_on_the_other_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, one, two) = two_providers(dir.path(), &[]).await;
+    let mut body = ask("[[provider:cut after=2]] a long answer");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let reply = stack.client().chat(&body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let chunks = reply.sse_chunks();
+    let finish = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(finish, ["stop"], "{}", reply.text());
+    // The first account sent "You said: " and broke off; the second was asked to continue
+    // (the mock echoes that request), and the part it repeated was spliced away.
+    let text = reply.sse_text();
+    assert!(
+        text.starts_with("You said: Your previous reply was cut off"),
+        "{text}"
+    );
+    assert!(!text.starts_with("You said: You said:"), "{text}");
+    assert_eq!(one.requests().await, 1);
+    assert_eq!(two.requests().await, 1);
 }

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use clap::Parser;
+use futures::StreamExt as _;
 use mock_provider::{Answer, content_text, error_body, parse};
 use serde_json::Value;
 
@@ -179,15 +180,17 @@ async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) ->
         .unwrap_or(false);
     let frames = answer.stream(id, created, include_usage, script.cut_after);
     let cut = script.cut_after.is_some();
-    let mut items: Vec<Result<Bytes, std::io::Error>> = frames
+    let items: Vec<Result<Bytes, std::io::Error>> = frames
         .into_iter()
         .map(|data| Ok(Bytes::from(format!("data: {data}\n\n"))))
         .collect();
-    if cut {
-        // Break the connection off mid-body, as a failing upstream does.
-        items.push(Err(std::io::Error::other("cut")));
-    }
-    let stream = futures::stream::iter(items);
+    // A cut breaks the connection off mid-body, as a failing upstream does, once what came
+    // before has gone out.
+    let cut_off = futures::stream::iter(cut.then_some(())).then(|()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(std::io::Error::other("cut"))
+    });
+    let stream = futures::stream::iter(items).chain(cut_off);
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
