@@ -462,3 +462,41 @@ async fn the_openai_python_sdk_through_provider_accounts() {
     );
     assert!(one.requests().await + two.requests().await >= 6);
 }
+
+/// A reload adds, changes and removes provider accounts without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_accounts_follow_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = Upstream::start(dir.path(), "sk-one-0123456789", &[]).await;
+    let two = Upstream::start(dir.path(), "sk-two-0123456789", &[]).await;
+    let first = provider_account("p-1", "gpt-test", &one, "sk-one-0123456789");
+    let stack = Stack::single(StackOptions {
+        accounts: Vec::new(),
+        extra_accounts_yaml: first.clone(),
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+    let reply = client.chat(&ask("before")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(one.requests().await, 1);
+
+    // p-1 goes, p-2 comes on the other upstream, serving gpt-test and gpt-other.
+    let path = stack.dir.path().join("drawbridge.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let second = provider_account("p-2", "gpt-test, gpt-other", &two, "sk-two-0123456789");
+    std::fs::write(&path, yaml.replace(&first, &second)).unwrap();
+    let other = json!({"model": "gpt-other", "messages": [{"role": "user", "content": "after"}]});
+    let served = poll(Duration::from_secs(20), || async {
+        (client.chat(&other).await.status == 200).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "the reloaded account never served");
+    let reply = client.chat(&ask("after too")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(content(&reply), "You said: after too");
+    assert_eq!(one.requests().await, 1, "the removed account gets nothing");
+    assert!(two.requests().await >= 2);
+    let accounts = stack.admin().get("/admin/accounts").await.text();
+    assert!(!accounts.contains("\"p-1\""), "{accounts}");
+}

@@ -62,8 +62,8 @@ impl Engine {
     }
 }
 
-/// `config`'s provider accounts as one connection (none when it has none). They are served
-/// from the config the engine started with: a reload does not change them yet.
+/// `config`'s provider accounts as one connection (none when it has none; a reload then
+/// changes them, see [`crate::ProviderConn`]).
 fn providers(config: &Config) -> Vec<Arc<dyn WorkerConn>> {
     crate::ProviderConn::from_config(config)
         .map(|conn| Arc::new(conn) as Arc<dyn WorkerConn>)

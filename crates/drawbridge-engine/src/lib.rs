@@ -146,8 +146,8 @@ impl Engine {
     }
 
     /// Follow `live`: on every reload (SIGHUP, or the file changing), apply the engine's
-    /// settings and the accounts' configured credit grants (a changed grant resets that
-    /// account's balance).
+    /// settings, the accounts' configured credit grants (a changed grant resets that
+    /// account's balance) and the provider accounts it serves itself.
     pub fn follow_reloads(
         self: &Arc<Self>,
         live: drawbridge_telemetry::LiveConfig,
@@ -159,6 +159,10 @@ impl Engine {
             async move {
                 engine.apply_settings(EngineSettings::from_config(&config));
                 engine.apply_grants(&grants(&config)).await;
+                for (_, worker) in engine.workers().snapshot() {
+                    worker.reconfigure(&config);
+                }
+                engine.refresh().await;
                 tracing::info!("engine settings reloaded");
             }
         });

@@ -5,6 +5,9 @@
 //! and resumption treat a provider account exactly like an ACP one. A turn is one streamed
 //! HTTP call ([`openai`] maps it both ways).
 //!
+//! A reload changes the provider accounts (an engine that started without any needs a
+//! restart to serve its first).
+//!
 //! Transport: plain HTTP/1.1 through the workspace's pooled hyper client (keep-alive between
 //! calls). There is no TLS connector in the build yet, so `base_url` is `http://` (the config
 //! refuses `https://`); an HTTPS API is reached through a local TLS proxy.
@@ -15,8 +18,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use drawbridge_config::{AccountKind, Config, ProviderTimeouts, Secret};
+use drawbridge_config::{
+    AccountConfig, AccountKind, Config, ProviderConfig, ProviderTimeouts, Secret,
+};
 use drawbridge_types::worker::{
     AccountSlots, AccountStatus, PromptInput, SlotsReport, WorkerEvent,
 };
@@ -40,15 +46,21 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// The environment variable an `openai` account's key comes from when the config has none.
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 
-/// Every provider account of a config, as one connection of the engine.
+/// Every provider account of a config, as one connection of the engine. A reload replaces
+/// the accounts whose settings changed (calls in flight finish on the old ones) and adds and
+/// removes accounts; the connection itself exists when the engine started with at least one.
 pub struct ProviderConn {
-    accounts: Vec<Arc<Account>>,
+    accounts: ArcSwap<Vec<Arc<Account>>>,
+    /// `OPENAI_API_KEY`, read once at start.
+    env_key: Option<Secret>,
 }
 
 /// One provider account: where its API is, and its calls in flight.
 struct Account {
     id: String,
     models: Vec<String>,
+    /// What it was built from, to tell a changed account at a reload.
+    settings: ProviderConfig,
     /// `base_url` without a trailing `/`.
     base: String,
     key: Option<Secret>,
@@ -59,6 +71,33 @@ struct Account {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
+impl Account {
+    fn new(config: &AccountConfig, provider: &ProviderConfig, env_key: Option<&Secret>) -> Self {
+        let key = provider.api_key.clone().or_else(|| env_key.cloned());
+        if key.is_none() {
+            tracing::warn!(
+                account = config.id,
+                "no provider.api_key and no {OPENAI_API_KEY}: calls carry no key"
+            );
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(provider.timeouts.connect));
+        connector.set_nodelay(true);
+        Account {
+            id: config.id.clone(),
+            models: config.models.clone(),
+            settings: provider.clone(),
+            base: provider.base_url.trim().trim_end_matches('/').to_owned(),
+            key,
+            max_concurrency: provider.max_concurrency,
+            timeouts: provider.timeouts,
+            busy: Arc::new(AtomicU32::new(0)),
+            last_error: Arc::new(Mutex::new(None)),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
 impl ProviderConn {
     /// The provider accounts of `config` (`None` when it has none). A key missing from the
     /// config is taken from `OPENAI_API_KEY`, read once here.
@@ -67,53 +106,61 @@ impl ProviderConn {
             .ok()
             .filter(|k| !k.trim().is_empty())
             .map(Secret::new);
-        let accounts: Vec<Arc<Account>> = config
+        let conn = ProviderConn {
+            accounts: ArcSwap::from_pointee(Vec::new()),
+            env_key,
+        };
+        conn.apply(config);
+        let count = conn.accounts.load().len();
+        if count == 0 {
+            return None;
+        }
+        tracing::info!(accounts = count, "provider accounts served by the engine");
+        Some(conn)
+    }
+
+    /// Serve `config`'s provider accounts: an unchanged account is kept (with its calls in
+    /// flight and its connections), a changed one is replaced. Whether anything changed.
+    fn apply(&self, config: &Config) -> bool {
+        let current = self.accounts.load_full();
+        let mut changed = false;
+        let next: Vec<Arc<Account>> = config
             .accounts
             .iter()
             .filter(|a| a.kind == AccountKind::Openai)
             .filter_map(|a| {
                 let provider = a.provider.as_ref()?;
-                let key = provider.api_key.clone().or_else(|| env_key.clone());
-                if key.is_none() {
-                    tracing::warn!(
-                        account = a.id,
-                        "no provider.api_key and no {OPENAI_API_KEY}: calls carry no key"
-                    );
-                }
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(provider.timeouts.connect));
-                connector.set_nodelay(true);
-                Some(Arc::new(Account {
-                    id: a.id.clone(),
-                    models: a.models.clone(),
-                    base: provider.base_url.trim().trim_end_matches('/').to_owned(),
-                    key,
-                    max_concurrency: provider.max_concurrency,
-                    timeouts: provider.timeouts,
-                    busy: Arc::new(AtomicU32::new(0)),
-                    last_error: Arc::new(Mutex::new(None)),
-                    client: Client::builder(TokioExecutor::new()).build(connector),
-                }))
+                let kept = current.iter().find(|old| {
+                    old.id == a.id && old.models == a.models && old.settings == *provider
+                });
+                Some(match kept {
+                    Some(old) => Arc::clone(old),
+                    None => {
+                        changed = true;
+                        Arc::new(Account::new(a, provider, self.env_key.as_ref()))
+                    }
+                })
             })
             .collect();
-        if accounts.is_empty() {
-            return None;
+        changed |= next.len() != current.len();
+        if changed {
+            self.accounts.store(Arc::new(next));
         }
-        tracing::info!(
-            accounts = accounts.len(),
-            "provider accounts served by the engine"
-        );
-        Some(ProviderConn { accounts })
+        changed
     }
 
     /// The account `input` names, or else the first serving its model with room.
-    fn account_for(&self, input: &PromptInput) -> Option<&Arc<Account>> {
+    fn account_for(&self, input: &PromptInput) -> Option<Arc<Account>> {
+        let accounts = self.accounts.load();
         match &input.account {
-            Some(id) => self.accounts.iter().find(|a| &a.id == id),
-            None => self.accounts.iter().find(|a| {
-                a.models.contains(&input.model)
-                    && a.busy.load(Ordering::Relaxed) < a.max_concurrency
-            }),
+            Some(id) => accounts.iter().find(|a| &a.id == id).cloned(),
+            None => accounts
+                .iter()
+                .find(|a| {
+                    a.models.contains(&input.model)
+                        && a.busy.load(Ordering::Relaxed) < a.max_concurrency
+                })
+                .cloned(),
         }
     }
 }
@@ -136,7 +183,6 @@ impl WorkerConn for ProviderConn {
                 "Every slot of this provider account is busy.",
             ));
         };
-        let account = Arc::clone(account);
         let last_error = Arc::clone(&account.last_error);
         stream::once(async move { account.turn(input, busy).await })
             .flatten()
@@ -149,9 +195,19 @@ impl WorkerConn for ProviderConn {
             .boxed()
     }
 
+    fn reconfigure(&self, config: &Config) {
+        if self.apply(config) {
+            tracing::info!(
+                accounts = self.accounts.load().len(),
+                "provider accounts reloaded"
+            );
+        }
+    }
+
     fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
         let accounts = self
             .accounts
+            .load()
             .iter()
             .map(|a| {
                 let busy = a.busy.load(Ordering::Relaxed).min(a.max_concurrency);
