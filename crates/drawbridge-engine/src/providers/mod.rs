@@ -371,3 +371,99 @@ impl Drop for Busy {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(yaml).unwrap()
+    }
+
+    const TWO: &str = "accounts:
+  - { id: a }
+  - { id: p1, kind: openai, models: [m1], provider: { base_url: 'http://127.0.0.1:9/v1', max_concurrency: 2 } }
+  - { id: p2, kind: openai, models: [m2], provider: { base_url: 'http://127.0.0.1:9/v1/' } }
+";
+
+    async fn slots(conn: &ProviderConn) -> Vec<AccountSlots> {
+        conn.slots().await.unwrap().accounts
+    }
+
+    #[tokio::test]
+    async fn one_slot_entry_per_provider_account() {
+        assert!(ProviderConn::from_config(&config("accounts: [{ id: a }]")).is_none());
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let report = slots(&conn).await;
+        let ids: Vec<&str> = report.iter().map(|a| a.account.as_str()).collect();
+        assert_eq!(ids, ["p1", "p2"], "the ACP account is a worker's");
+        assert_eq!((report[0].size, report[0].idle, report[0].busy), (2, 2, 0));
+        assert_eq!(report[1].size, 32);
+        assert_eq!(report[0].models, ["m1"]);
+        let accounts = conn.accounts.load();
+        assert_eq!(
+            accounts[1].base, "http://127.0.0.1:9/v1",
+            "no trailing slash"
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_in_flight_are_counted_up_to_the_limit() {
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let account = Arc::clone(&conn.accounts.load()[0]);
+        let first = Busy::take(&account.busy, account.max_concurrency).unwrap();
+        let second = Busy::take(&account.busy, account.max_concurrency).unwrap();
+        assert!(Busy::take(&account.busy, account.max_concurrency).is_none());
+        assert_eq!(slots(&conn).await[0].busy, 2);
+        assert_eq!(slots(&conn).await[0].idle, 0);
+        drop(first);
+        drop(second);
+        assert_eq!(slots(&conn).await[0].busy, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_account_refuses_with_no_capacity_and_an_unknown_one_is_unavailable() {
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let account = Arc::clone(&conn.accounts.load()[0]);
+        let _held = [
+            Busy::take(&account.busy, 2).unwrap(),
+            Busy::take(&account.busy, 2).unwrap(),
+        ];
+        let input = |account: &str| PromptInput {
+            request_id: "r".into(),
+            model: "m1".into(),
+            account: Some(account.into()),
+            body: drawbridge_types::worker::PromptBody::Text("x".into()),
+            max_output_tokens: None,
+            tools: Default::default(),
+            live_session: None,
+            conversation: None,
+            params: Default::default(),
+        };
+        let events: Vec<WorkerEvent> = conn.prompt(input("p1")).collect().await;
+        assert!(
+            matches!(&events[..], [WorkerEvent::Error(e)] if e.kind == ErrorKind::NoCapacity),
+            "{events:?}"
+        );
+        let events: Vec<WorkerEvent> = conn.prompt(input("nope")).collect().await;
+        assert!(
+            matches!(&events[..], [WorkerEvent::Error(e)] if e.kind == ErrorKind::Unavailable),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_accounts_and_replaces_changed_ones() {
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let before = conn.accounts.load_full();
+        assert!(!conn.apply(&config(TWO)), "the same config changes nothing");
+        let changed = TWO.replace("max_concurrency: 2", "max_concurrency: 5");
+        assert!(conn.apply(&config(&changed)));
+        let after = conn.accounts.load_full();
+        assert!(!Arc::ptr_eq(&before[0], &after[0]), "p1 changed");
+        assert!(Arc::ptr_eq(&before[1], &after[1]), "p2 kept");
+        assert_eq!(after[0].max_concurrency, 5);
+        assert!(conn.apply(&config("accounts: [{ id: a }]")));
+        assert!(slots(&conn).await.is_empty());
+    }
+}
