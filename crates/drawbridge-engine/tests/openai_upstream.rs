@@ -172,6 +172,7 @@ fn upstream_streams_map_to_worker_events() {
         "tool_calls",
         "error_mid_stream",
         "broken_off",
+        "no_done",
     ] {
         let sse = std::fs::read(dir().join(format!("{case}.sse"))).unwrap();
         check(&format!("{case}.events.txt"), &render(&read(&plain, &sse)));

@@ -266,7 +266,7 @@ impl Account {
                         );
                         return Some((vec![WorkerEvent::Error(error)], None));
                     }
-                    Ok(None) => return Some((reader.end().into_iter().collect(), None)),
+                    Ok(None) => return Some((reader.end(), None)),
                     Ok(Some(Err(error))) => {
                         tracing::debug!(%error, "provider body failed");
                         let error =

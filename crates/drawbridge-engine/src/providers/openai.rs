@@ -130,15 +130,26 @@ impl EventReader {
         out
     }
 
-    /// The body ended: an answer without `[DONE]` broke off (the upstream's failure).
-    pub fn end(&mut self) -> Option<WorkerEvent> {
+    /// The body ended. An answer that gave its finish reason is complete even without
+    /// `[DONE]` (some compatible servers leave it out); any other broke off (the upstream's
+    /// failure).
+    pub fn end(&mut self) -> Vec<WorkerEvent> {
         if self.finished {
-            return None;
+            return Vec::new();
         }
-        self.finished = true;
-        Some(WorkerEvent::Error(ApiError::upstream(
-            "The provider's answer broke off before it was complete.",
-        )))
+        let mut out = Vec::new();
+        if let Ok(events) = self.chunks.push(drawbridge_types::sse::DONE) {
+            for event in events {
+                self.event(event, &mut out);
+            }
+        }
+        if !self.finished {
+            self.finished = true;
+            out.push(WorkerEvent::Error(ApiError::upstream(
+                "The provider's answer broke off before it was complete.",
+            )));
+        }
+        out
     }
 
     fn event(&mut self, event: CompletionEvent, out: &mut Vec<WorkerEvent>) {
