@@ -281,6 +281,7 @@ async fn an_invalid_request_is_the_clients_400_and_no_accounts_failure() {
         let view = account(&stack, id).await;
         assert_eq!(view["breaker"], "closed", "{view}");
         assert_eq!(view["status"], "healthy", "{view}");
+        assert_eq!(view["last_error"], Value::Null, "{view}");
     }
     // And the accounts still serve.
     let reply = client.chat(&ask("fine now")).await;

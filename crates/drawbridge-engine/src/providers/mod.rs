@@ -187,7 +187,11 @@ impl WorkerConn for ProviderConn {
         stream::once(async move { account.turn(input, busy).await })
             .flatten()
             .inspect(move |event| {
-                if let WorkerEvent::Error(error) = event {
+                // The account's last error, as a worker reports its agents' (a client's bad
+                // request says nothing about the account).
+                if let WorkerEvent::Error(error) = event
+                    && error.kind != ErrorKind::InvalidRequest
+                {
                     *last_error.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some(error.message.clone());
                 }
