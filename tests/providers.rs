@@ -236,7 +236,8 @@ async fn a_failing_provider_is_passed_over() {
     let (stack, failing, healthy) =
         two_providers(dir.path(), &[("MOCK_PROVIDER_FAIL_WITH", "500")]).await;
     let client = stack.client();
-    for i in 0..8 {
+    // Enough requests for the scheduler's rotation to try it up to its breaker's threshold.
+    for i in 0..12 {
         let reply = client.chat(&ask(&format!("request {i}"))).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(content(&reply), format!("You said: request {i}"));
@@ -247,7 +248,7 @@ async fn a_failing_provider_is_passed_over() {
     );
     assert_eq!(
         healthy.requests().await,
-        8,
+        12,
         "the other served every request"
     );
     // Its failures count: its breaker opened.
@@ -302,12 +303,12 @@ async fn a_refused_key_is_the_accounts_failure_never_the_clients_401() {
     })
     .await;
     let client = stack.client();
-    for _ in 0..6 {
+    for _ in 0..12 {
         let reply = client.chat(&ask("hello")).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     assert!(wants.requests().await >= 1, "the account was tried");
-    assert_eq!(two.requests().await, 6);
+    assert_eq!(two.requests().await, 12);
     // The account's failure: its breaker opened.
     let view = account_with_error(&stack, "p-1", "refused this account's key").await;
     assert_eq!(view["breaker"], "open", "{view}");
