@@ -24,7 +24,7 @@ test: deps build
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	SDK_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test --workspace --locked
 
-## The four binaries and the mock agent (debug profile, as the tests use them).
+## The four binaries, the mock agent and the mock provider (debug profile, as the tests use them).
 build:
 	$(CARGO) build --workspace --bins --locked
 

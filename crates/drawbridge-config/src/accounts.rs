@@ -2,16 +2,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use drawbridge_types::rules::{self, IdError, MAX_ID_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use crate::{ConfigError, Secret};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
     pub id: String,
+    /// How the account is reached: `acp` (an agent process in a worker's pool, the default)
+    /// or `openai` (an OpenAI-compatible HTTP API, called from the engine itself).
+    #[serde(default)]
+    pub kind: AccountKind,
+    /// The upstream of a provider account (`kind: openai`); none for an `acp` account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderConfig>,
     /// Agent processes kept warm for this account; each serves one request at a time.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
@@ -28,6 +36,73 @@ pub struct AccountConfig {
     /// Absent: unmetered (never exhausted).
     #[serde(default)]
     pub credits: Option<f64>,
+}
+
+/// `accounts[].kind`: what serves the account's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountKind {
+    /// Agent processes over ACP, in a worker's pool.
+    #[default]
+    Acp,
+    /// An OpenAI-compatible HTTP API (`POST {base_url}/chat/completions`), called by the
+    /// engine: no worker, no agent process.
+    Openai,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Acp => "acp",
+            AccountKind::Openai => "openai",
+        }
+    }
+}
+
+/// `accounts[].provider`: where a provider account's API is and how to call it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The API's base URL, the part before `/chat/completions` (e.g. `http://vllm:8000/v1`).
+    pub base_url: String,
+    /// The bearer key. Absent: the engine's `OPENAI_API_KEY` environment variable, else no
+    /// key is sent (a local server that needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// Requests in flight at most on this account (what the scheduler counts as its slots).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    #[serde(default)]
+    pub timeouts: ProviderTimeouts,
+}
+
+fn default_max_concurrency() -> u32 {
+    32
+}
+
+/// `accounts[].provider.timeouts`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderTimeouts {
+    /// Connecting to the API.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// From the request sent to the answer's head (its status and headers).
+    #[serde(with = "humantime_serde")]
+    pub first_byte: Duration,
+    /// The longest silence between two pieces of the answer's body.
+    #[serde(with = "humantime_serde")]
+    pub idle: Duration,
+}
+
+impl Default for ProviderTimeouts {
+    fn default() -> Self {
+        ProviderTimeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(120),
+        }
+    }
 }
 
 /// The largest credit grant `accounts[].credits` takes: the largest balance a store holds.
@@ -147,8 +222,31 @@ fn bad_id(key: String) -> ConfigError {
 }
 
 impl AccountConfig {
+    /// Whether a worker serves this account (an ACP account); provider accounts are served
+    /// by the engine.
+    pub fn is_acp(&self) -> bool {
+        self.kind == AccountKind::Acp
+    }
+
     /// Everything but the id (checked with the other accounts' by this module's `validate`).
     fn validate(&self, key: impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        match (self.kind, &self.provider) {
+            (AccountKind::Acp, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    key("provider"),
+                    "only a provider account has a provider section: set `kind: openai`, or \
+                     remove `provider`",
+                ));
+            }
+            (AccountKind::Openai, None) => {
+                return Err(ConfigError::invalid(
+                    key("provider"),
+                    "an `openai` account needs `provider: { base_url: ... }`",
+                ));
+            }
+            (AccountKind::Openai, Some(provider)) => provider.validate(&key)?,
+            (AccountKind::Acp, None) => {}
+        }
         if self.pool_size == 0 {
             return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
         }
@@ -178,6 +276,64 @@ impl AccountConfig {
             return Err(ConfigError::invalid(
                 key("agent.command"),
                 "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ProviderConfig {
+    fn validate(&self, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+        let url = self.base_url.trim();
+        let rest = if let Some(rest) = url.strip_prefix("http://") {
+            rest
+        } else if url.starts_with("https://") {
+            // No TLS connector is built in yet: an https:// API is reached through a local
+            // proxy that terminates TLS.
+            return Err(ConfigError::invalid(
+                key("provider.base_url"),
+                "https:// is not supported yet: use an http:// URL (a local TLS proxy in front \
+                 of the API)",
+            ));
+        } else {
+            return Err(ConfigError::invalid(
+                key("provider.base_url"),
+                "must be an http:// URL",
+            ));
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || url.chars().any(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                key("provider.base_url"),
+                "must be an http:// URL with a host",
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(ConfigError::invalid(
+                key("provider.max_concurrency"),
+                "must be at least 1",
+            ));
+        }
+        for (name, value) in [
+            ("connect", self.timeouts.connect),
+            ("first_byte", self.timeouts.first_byte),
+            ("idle", self.timeouts.idle),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(
+                    key(&format!("provider.timeouts.{name}")),
+                    "must be longer than 0",
+                ));
+            }
+        }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.expose().trim().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                key("provider.api_key"),
+                "must not be empty (leave it out to use OPENAI_API_KEY)",
             ));
         }
         Ok(())
@@ -236,5 +392,104 @@ mod tests {
         assert_eq!(config.accounts[0].agent.tools, AgentTools::Builtin);
         config.validate(Role::AllInOne).unwrap();
         assert!(Config::from_yaml("accounts: [{ id: a, agent: { tools: all } }]").is_err());
+    }
+
+    const PROVIDER: &str = "accounts:
+  - id: p1
+    kind: openai
+    models: [gpt-4o-mini]
+    provider: { base_url: 'http://127.0.0.1:9000/v1', api_key: sk-secret-123 }
+";
+
+    #[test]
+    fn provider_accounts_parse_with_defaults() {
+        let config = Config::from_yaml(PROVIDER).unwrap();
+        config.validate(Role::AllInOne).unwrap();
+        let account = &config.accounts[0];
+        assert_eq!(account.kind, AccountKind::Openai);
+        assert!(!account.is_acp());
+        let provider = account.provider.as_ref().unwrap();
+        assert_eq!(provider.max_concurrency, 32);
+        assert_eq!(provider.timeouts, ProviderTimeouts::default());
+        assert_eq!(provider.api_key.as_ref().unwrap().expose(), "sk-secret-123");
+        // Existing configs are ACP accounts, unchanged.
+        let acp = Config::from_yaml("accounts: [{ id: a }]").unwrap();
+        assert_eq!(acp.accounts[0].kind, AccountKind::Acp);
+        assert!(acp.accounts[0].provider.is_none());
+        // The key never prints.
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sk-secret-123"), "{debug}");
+    }
+
+    #[test]
+    fn provider_accounts_are_not_a_workers() {
+        let mut config = Config::from_yaml(&format!("{PROVIDER}  - {{ id: a }}\n")).unwrap();
+        let ids: Vec<&str> = config
+            .worker_accounts()
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(ids, ["a"]);
+        config.validate(Role::Worker).unwrap();
+        config.worker.accounts = vec!["p1".to_owned()];
+        let err = config.validate(Role::Worker).unwrap_err().to_string();
+        assert!(err.contains("`worker.accounts[0]`"), "{err}");
+        assert!(err.contains("provider account"), "{err}");
+        // A single node may serve provider accounts only; a worker may not.
+        let only = Config::from_yaml(PROVIDER).unwrap();
+        only.validate(Role::AllInOne).unwrap();
+        only.validate(Role::Engine).unwrap();
+        assert!(only.validate(Role::Worker).is_err());
+    }
+
+    #[test]
+    fn provider_sections_are_checked() {
+        let invalid = |yaml: &str| {
+            Config::from_yaml(yaml)
+                .unwrap()
+                .validate(Role::AllInOne)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = invalid("accounts: [{ id: p, kind: openai }]");
+        assert!(err.contains("`accounts[0].provider`"), "{err}");
+        let err = invalid("accounts: [{ id: a, provider: { base_url: 'http://x' } }]");
+        assert!(err.contains("`accounts[0].provider`"), "{err}");
+        assert!(err.contains("kind: openai"), "{err}");
+        for url in ["ftp://x", "x:80", "http://", "http:///v1", "http://a b"] {
+            let err = invalid(&format!(
+                "accounts: [{{ id: p, kind: openai, provider: {{ base_url: '{url}' }} }}]"
+            ));
+            assert!(
+                err.contains("`accounts[0].provider.base_url`"),
+                "{url}: {err}"
+            );
+        }
+        let err = invalid(
+            "accounts: [{ id: p, kind: openai, provider: { base_url: 'https://api.example/v1' } }]",
+        );
+        assert!(err.contains("https:// is not supported yet"), "{err}");
+        let err = invalid(
+            "accounts: [{ id: p, kind: openai, provider: { base_url: 'http://x', max_concurrency: 0 } }]",
+        );
+        assert!(
+            err.contains("`accounts[0].provider.max_concurrency`"),
+            "{err}"
+        );
+        let err = invalid(
+            "accounts: [{ id: p, kind: openai, provider: { base_url: 'http://x', timeouts: { idle: 0s } } }]",
+        );
+        assert!(
+            err.contains("`accounts[0].provider.timeouts.idle`"),
+            "{err}"
+        );
+        let err = invalid(
+            "accounts: [{ id: p, kind: openai, provider: { base_url: 'http://x', api_key: '' } }]",
+        );
+        assert!(err.contains("`accounts[0].provider.api_key`"), "{err}");
+        assert!(
+            Config::from_yaml("accounts: [{ id: p, kind: gemini }]").is_err(),
+            "unknown kinds are refused"
+        );
     }
 }

@@ -30,7 +30,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use accounts::{AccountConfig, AgentConfig, AgentTools, ClientTools, MAX_CREDITS};
+pub use accounts::{
+    AccountConfig, AccountKind, AgentConfig, AgentTools, ClientTools, MAX_CREDITS, ProviderConfig,
+    ProviderTimeouts,
+};
 pub use admin::AdminConfig;
 pub use cluster::{AssignmentMode, ClusterConfig, FleetDriverKind, ProcessDriverConfig};
 pub use continuation::ContinuationConfig;
@@ -118,8 +121,17 @@ impl Config {
                         format!("no account with id '{id}' in `accounts`"),
                     ));
                 }
+                if self.accounts.iter().any(|a| &a.id == id && !a.is_acp()) {
+                    return Err(ConfigError::invalid(
+                        format!("worker.accounts[{i}]"),
+                        format!("'{id}' is a provider account: the engine serves it, not a worker"),
+                    ));
+                }
             }
-            if self.worker_accounts().is_empty() {
+            // A single node may serve provider accounts only; a worker needs an ACP account.
+            let providers_here =
+                role == Role::AllInOne && self.accounts.iter().any(|a| !a.is_acp());
+            if self.worker_accounts().is_empty() && !providers_here {
                 return Err(ConfigError::invalid(
                     "accounts",
                     "list at least one account for this worker to serve",
@@ -146,10 +158,12 @@ impl Config {
         self.admin.validate()
     }
 
-    /// The accounts this worker serves, in config order.
+    /// The accounts this worker serves, in config order: ACP accounts only (provider
+    /// accounts are served by the engine).
     pub fn worker_accounts(&self) -> Vec<&AccountConfig> {
         self.accounts
             .iter()
+            .filter(|a| a.is_acp())
             .filter(|a| self.worker.accounts.is_empty() || self.worker.accounts.contains(&a.id))
             .collect()
     }

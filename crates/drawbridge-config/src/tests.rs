@@ -248,6 +248,17 @@ fn the_shipped_configs_are_valid() {
         cluster.validate(role).unwrap();
     }
     assert_eq!(cluster.cluster.assignment, AssignmentMode::Registry);
+    let providers =
+        Config::from_yaml(include_str!("../../../config/providers.example.yaml")).unwrap();
+    for role in [Role::AllInOne, Role::Engine, Role::Worker] {
+        providers.validate(role).unwrap();
+    }
+    assert_eq!(providers.accounts[1].kind, crate::AccountKind::Openai);
+    assert_eq!(
+        providers.worker_accounts().len(),
+        1,
+        "the worker serves kiro-1 only"
+    );
 }
 
 #[test]

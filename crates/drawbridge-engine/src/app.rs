@@ -44,20 +44,31 @@ struct Cluster {
 }
 
 impl Engine {
-    /// An engine over `workers` on `config`'s settings: the configured grants applied, its view
-    /// refreshed once and then every `engine.refresh_interval` until `scope` ends.
+    /// An engine over `workers` and `config`'s provider accounts on `config`'s settings: the
+    /// configured grants applied, its view refreshed once and then every
+    /// `engine.refresh_interval` until `scope` ends.
     pub async fn start(
         config: &Config,
-        workers: Vec<Arc<dyn WorkerConn>>,
+        mut workers: Vec<Arc<dyn WorkerConn>>,
         state: EngineState,
         scope: Shutdown,
     ) -> Arc<Engine> {
+        workers.extend(providers(config));
         let engine = Engine::new(workers, EngineSettings::from_config(config), state, scope);
         engine.apply_grants(&grants(config)).await;
         engine.refresh().await;
         engine.spawn_refresher(config.engine.refresh_interval);
         engine
     }
+}
+
+/// `config`'s provider accounts as one connection (none when it has none; a reload then
+/// changes them, see [`crate::ProviderConn`]).
+fn providers(config: &Config) -> Vec<Arc<dyn WorkerConn>> {
+    crate::ProviderConn::from_config(config)
+        .map(|conn| Arc::new(conn) as Arc<dyn WorkerConn>)
+        .into_iter()
+        .collect()
 }
 
 impl EngineApp {
@@ -81,7 +92,9 @@ impl EngineApp {
             }
             Some(redis) => {
                 let cluster = Cluster::connect(config, &redis.url).await?;
+                // Provider accounts are this engine's own; workers join as they are discovered.
                 let engine = Engine::discovering(
+                    providers(config),
                     EngineSettings::from_config(config),
                     EngineState::shared(cluster.valkey.clone()),
                     scope.child(),

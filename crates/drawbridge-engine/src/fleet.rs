@@ -264,4 +264,37 @@ mod tests {
         assert_eq!(set.snapshot().len(), 1);
         assert!(!set.is_empty());
     }
+
+    /// A cluster engine's own connection (its provider accounts) sits beside the discovered
+    /// pods and never leaves with them.
+    #[test]
+    fn a_fixed_connection_stays_beside_discovered_pods() {
+        let up = Arc::new(AtomicBool::new(false));
+        let own: Arc<dyn WorkerConn> = Arc::new(Fake {
+            name: "providers".into(),
+            up: Arc::clone(&up),
+        });
+        let set = WorkerSet::fixed(vec![own]);
+        let connect = |p: &PodRecord| {
+            Some(Arc::new(Fake {
+                name: p.address.clone(),
+                up: Arc::clone(&up),
+            }) as Arc<dyn WorkerConn>)
+        };
+        let changes = set.sync(&[pod("a", "http://a")], connect);
+        assert_eq!(changes.joined, ["a"]);
+        assert_eq!(
+            set.get(0).map(|w| w.name().to_owned()).as_deref(),
+            Some("providers")
+        );
+        // Every pod gone (and silent): the fixed connection remains.
+        let changes = set.sync(&[], connect);
+        assert_eq!(changes.left, ["a"]);
+        let names: Vec<String> = set
+            .snapshot()
+            .iter()
+            .map(|(_, w)| w.name().to_owned())
+            .collect();
+        assert_eq!(names, ["providers"]);
+    }
 }

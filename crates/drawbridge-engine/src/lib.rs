@@ -32,6 +32,7 @@ pub mod fleet;
 mod keepalive;
 pub mod leader;
 pub mod process_driver;
+pub mod providers;
 pub mod reconciler;
 mod router;
 mod routing;
@@ -54,6 +55,7 @@ use futures::future::BoxFuture;
 pub use affinity::AffinitySettings;
 pub use app::EngineApp;
 pub use credits::grants;
+pub use providers::ProviderConn;
 pub use router::router;
 pub use settings::EngineSettings;
 pub use stores::EngineState;
@@ -124,11 +126,12 @@ impl Engine {
 
     /// An engine whose workers come from the registry ([`discovery::spawn`]).
     pub fn discovering(
+        fixed: Vec<Arc<dyn WorkerConn>>,
         settings: EngineSettings,
         state: EngineState,
         shutdown: Shutdown,
     ) -> Arc<Engine> {
-        Self::new(Vec::new(), settings, state, shutdown)
+        Self::new(fixed, settings, state, shutdown)
     }
 
     /// The settings in force now.
@@ -143,8 +146,8 @@ impl Engine {
     }
 
     /// Follow `live`: on every reload (SIGHUP, or the file changing), apply the engine's
-    /// settings and the accounts' configured credit grants (a changed grant resets that
-    /// account's balance).
+    /// settings, the accounts' configured credit grants (a changed grant resets that
+    /// account's balance) and the provider accounts it serves itself.
     pub fn follow_reloads(
         self: &Arc<Self>,
         live: drawbridge_telemetry::LiveConfig,
@@ -156,6 +159,10 @@ impl Engine {
             async move {
                 engine.apply_settings(EngineSettings::from_config(&config));
                 engine.apply_grants(&grants(&config)).await;
+                for (_, worker) in engine.workers().snapshot() {
+                    worker.reconfigure(&config);
+                }
+                engine.refresh().await;
                 tracing::info!("engine settings reloaded");
             }
         });

@@ -35,11 +35,13 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// The desired accounts of `config`, unassigned.
+    /// The desired accounts of `config`, unassigned: its ACP accounts (provider accounts are
+    /// served by the engines themselves, never placed on a worker).
     pub fn desired_from(config: &drawbridge_config::Config) -> Vec<AccountRecord> {
         config
             .accounts
             .iter()
+            .filter(|a| a.is_acp())
             .map(|a| AccountRecord {
                 id: a.id.clone(),
                 models: a.models.clone(),
@@ -161,6 +163,18 @@ mod tests {
 
     const INTERVAL: Duration = Duration::from_secs(30);
     const POD_TTL: Duration = Duration::from_secs(15);
+
+    /// Provider accounts are the engines' own: the reconciler never places them on a worker.
+    #[test]
+    fn provider_accounts_are_never_placed() {
+        let config = drawbridge_config::Config::from_yaml(
+            "accounts:\n  - { id: a }\n  - { id: p, kind: openai, models: [m], provider: { base_url: 'http://x/v1' } }\n",
+        )
+        .unwrap();
+        let desired = Reconciler::desired_from(&config);
+        let ids: Vec<&str> = desired.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a"]);
+    }
 
     fn pod(id: &str, accounts: &[&str]) -> PodRecord {
         busy_pod(id, accounts, &[])

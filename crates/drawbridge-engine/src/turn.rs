@@ -277,6 +277,7 @@ impl Turns {
                     .clone()
                     .filter(|_| attempts.bound.as_deref() == Some(account.as_str())),
                 conversation: attempts.conversation_key.clone(),
+                params: upstream_params(request),
             };
             let error = match self.first_byte(worker, input, attempts).await {
                 Ok((first, rest)) => {
@@ -438,6 +439,21 @@ fn live_session(request: &ChatCompletionRequest) -> Option<&str> {
                 .as_deref()
                 .and_then(drawbridge_types::tools::live_session_of)
         })
+}
+
+/// The request's fields a provider account passes on upstream: the untyped ones (`extra`:
+/// sampling, `stop`, `seed`, `response_format`, ...) and `user`, without nulls.
+fn upstream_params(request: &ChatCompletionRequest) -> serde_json::Map<String, serde_json::Value> {
+    let mut params: serde_json::Map<String, serde_json::Value> = request
+        .extra
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    if let Some(user) = &request.user {
+        params.insert("user".to_owned(), serde_json::Value::String(user.clone()));
+    }
+    params
 }
 
 /// The binding of a warm session's conversation in the affinity store.

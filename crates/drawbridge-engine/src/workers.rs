@@ -28,6 +28,10 @@ pub trait WorkerConn: Send + Sync + 'static {
     fn reachable(&self) -> bool {
         true
     }
+
+    /// Take a reloaded configuration. A worker process follows its own file; only what the
+    /// engine serves itself (provider accounts) changes here.
+    fn reconfigure(&self, _config: &drawbridge_config::Config) {}
 }
 
 /// A call that failed because the worker could not be reached (refused, reset, gone), as

@@ -91,6 +91,8 @@ pub fn prompt_input(request: pb::PromptRequest) -> Result<PromptInput, ApiError>
         },
         live_session: Some(request.live_session).filter(|s| !s.is_empty()),
         conversation: Some(request.conversation).filter(|s| !s.is_empty()),
+        // Sampling parameters are for provider accounts, which never sit behind gRPC.
+        params: Default::default(),
     })
 }
 
@@ -220,6 +222,7 @@ mod tests {
             tools: TurnTools::default(),
             live_session: None,
             conversation: None,
+            params: Default::default(),
         };
         assert_eq!(prompt_input(prompt_request(&input)).unwrap(), input);
         let resume = PromptInput {

@@ -25,6 +25,10 @@ pub struct PromptInput {
     /// the answer, the worker may keep the session open ("warm") under it, for a follow-up
     /// that extends the conversation. `None`: the session ends with the answer.
     pub conversation: Option<String>,
+    /// The request's fields the engine does not act on (`temperature`, `top_p`, `stop`,
+    /// `seed`, `response_format`, ...), for an upstream that can use them (a provider
+    /// account). In process only: an ACP agent cannot, and the gRPC contract drops them.
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The tools a turn offers its agent, and how it may use them.

@@ -93,6 +93,7 @@ async fn start_prompt(worker: &Worker, body: &[u8]) -> Result<Response, ApiError
         tools: Default::default(),
         live_session: None,
         conversation: None,
+        params: Default::default(),
     };
     let turn = tokio_stream::wrappers::ReceiverStream::new(worker.prompt(input)).boxed();
     let started = events::first_content(turn).await?;

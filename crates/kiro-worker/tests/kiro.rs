@@ -84,6 +84,7 @@ impl Setup {
             tools: Default::default(),
             live_session: None,
             conversation: None,
+            params: Default::default(),
         });
         let mut events = Vec::new();
         while let Some(event) = rx.recv().await {

@@ -118,6 +118,9 @@ pub struct StackOptions {
     pub worker_yaml: String,
     /// Turn the admin API on with [`ADMIN_TOKEN`] (the default).
     pub admin: bool,
+    /// More entries of the `accounts:` list, after the mock-agent ones (each `  - id: ...`),
+    /// e.g. provider accounts, which the engine serves.
+    pub extra_accounts_yaml: String,
 }
 
 impl Default for StackOptions {
@@ -132,6 +135,7 @@ impl Default for StackOptions {
             gateway_top_yaml: String::new(),
             worker_yaml: String::new(),
             admin: true,
+            extra_accounts_yaml: String::new(),
         }
     }
 }
@@ -214,13 +218,14 @@ impl Stack {
              {}\
              gateway:\n  listen: 127.0.0.1:0\n{}\
              worker:\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n{}\
-             accounts:\n{}{}{}",
+             accounts:\n{}{}{}{}",
             gateway_admin(&options),
             gateway_keys(dir.path(), &options),
             dir.path().join("accounts").display(),
             options.queue_timeout,
             options.worker_yaml,
             accounts_yaml(&options),
+            options.extra_accounts_yaml,
             options.engine_yaml,
             options.gateway_top_yaml,
         );
@@ -295,11 +300,12 @@ impl Stack {
         let worker_yaml = format!(
             "node: {{ id: worker-1 }}\n\
              worker:\n  http_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  data_dir: {}\n  queue_timeout: {}\n  shutdown_grace: 20s\n{}\
-             accounts:\n{}",
+             accounts:\n{}{}",
             dir.path().join("accounts").display(),
             options.queue_timeout,
             options.worker_yaml,
-            accounts_yaml(&options)
+            accounts_yaml(&options),
+            options.extra_accounts_yaml,
         );
         let worker = Process::start(
             "kiro-worker",
@@ -311,9 +317,10 @@ impl Stack {
         let engine_yaml = format!(
             "node: {{ id: engine-1 }}\n\
              engine:\n  listen: 127.0.0.1:0\n  workers: [\"http://{}\"]\n  refresh_interval: 200ms\n  shutdown_grace: 20s\n  channel_keys: [{{ name: gateway, key: {CHANNEL_KEY}, trust_tenant: true }}]\n\
-             accounts:\n{}{}",
+             accounts:\n{}{}{}",
             worker.addr("grpc"),
             accounts_yaml(&options),
+            options.extra_accounts_yaml,
             options.engine_yaml
         );
         let engine = Process::start(

@@ -100,6 +100,7 @@ fn input(text: &str) -> PromptInput {
         tools: Default::default(),
         live_session: None,
         conversation: None,
+        params: Default::default(),
     }
 }
 

@@ -1,0 +1,473 @@
+//! HTTP provider accounts (`accounts[].kind: openai`), served by the engine itself: no worker
+//! process, no extra hop. [`ProviderConn`] is one more [`WorkerConn`] beside the workers: its
+//! slots are one entry per provider account (`size` its `max_concurrency`, `busy` its
+//! requests in flight), so scheduling, breakers, rests after a rate limit, credits, failover
+//! and resumption treat a provider account exactly like an ACP one. A turn is one streamed
+//! HTTP call ([`openai`] maps it both ways).
+//!
+//! A reload changes the provider accounts (an engine that started without any needs a
+//! restart to serve its first).
+//!
+//! Transport: plain HTTP/1.1 through the workspace's pooled hyper client (keep-alive between
+//! calls). There is no TLS connector in the build yet, so `base_url` is `http://` (the config
+//! refuses `https://`); an HTTPS API is reached through a local TLS proxy.
+
+pub mod openai;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use drawbridge_config::{
+    AccountConfig, AccountKind, Config, ProviderConfig, ProviderTimeouts, Secret,
+};
+use drawbridge_types::worker::{
+    AccountSlots, AccountStatus, PromptInput, SlotsReport, WorkerEvent,
+};
+use drawbridge_types::{ApiError, ErrorKind};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, StreamExt};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::workers::WorkerConn;
+
+/// Error bodies larger than this are not read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The environment variable an `openai` account's key comes from when the config has none.
+pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+
+/// Every provider account of a config, as one connection of the engine. A reload replaces
+/// the accounts whose settings changed (calls in flight finish on the old ones) and adds and
+/// removes accounts; the connection itself exists when the engine started with at least one.
+pub struct ProviderConn {
+    accounts: ArcSwap<Vec<Arc<Account>>>,
+    /// `OPENAI_API_KEY`, read once at start.
+    env_key: Option<Secret>,
+}
+
+/// One provider account: where its API is, and its calls in flight.
+struct Account {
+    id: String,
+    models: Vec<String>,
+    /// What it was built from, to tell a changed account at a reload.
+    settings: ProviderConfig,
+    /// `base_url` without a trailing `/`.
+    base: String,
+    key: Option<Secret>,
+    max_concurrency: u32,
+    timeouts: ProviderTimeouts,
+    busy: Arc<AtomicU32>,
+    last_error: Arc<Mutex<Option<String>>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Account {
+    fn new(config: &AccountConfig, provider: &ProviderConfig, env_key: Option<&Secret>) -> Self {
+        let key = provider.api_key.clone().or_else(|| env_key.cloned());
+        if key.is_none() {
+            tracing::warn!(
+                account = config.id,
+                "no provider.api_key and no {OPENAI_API_KEY}: calls carry no key"
+            );
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(provider.timeouts.connect));
+        connector.set_nodelay(true);
+        Account {
+            id: config.id.clone(),
+            models: config.models.clone(),
+            settings: provider.clone(),
+            base: provider.base_url.trim().trim_end_matches('/').to_owned(),
+            key,
+            max_concurrency: provider.max_concurrency,
+            timeouts: provider.timeouts,
+            busy: Arc::new(AtomicU32::new(0)),
+            last_error: Arc::new(Mutex::new(None)),
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+}
+
+impl ProviderConn {
+    /// The provider accounts of `config` (`None` when it has none). A key missing from the
+    /// config is taken from `OPENAI_API_KEY`, read once here.
+    pub fn from_config(config: &Config) -> Option<ProviderConn> {
+        let env_key = std::env::var(OPENAI_API_KEY)
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(Secret::new);
+        let conn = ProviderConn {
+            accounts: ArcSwap::from_pointee(Vec::new()),
+            env_key,
+        };
+        conn.apply(config);
+        let count = conn.accounts.load().len();
+        if count == 0 {
+            return None;
+        }
+        tracing::info!(accounts = count, "provider accounts served by the engine");
+        Some(conn)
+    }
+
+    /// Serve `config`'s provider accounts: an unchanged account is kept (with its calls in
+    /// flight and its connections), a changed one is replaced. Whether anything changed.
+    fn apply(&self, config: &Config) -> bool {
+        let current = self.accounts.load_full();
+        let mut changed = false;
+        let next: Vec<Arc<Account>> = config
+            .accounts
+            .iter()
+            .filter(|a| a.kind == AccountKind::Openai)
+            .filter_map(|a| {
+                let provider = a.provider.as_ref()?;
+                let kept = current.iter().find(|old| {
+                    old.id == a.id && old.models == a.models && old.settings == *provider
+                });
+                Some(match kept {
+                    Some(old) => Arc::clone(old),
+                    None => {
+                        changed = true;
+                        Arc::new(Account::new(a, provider, self.env_key.as_ref()))
+                    }
+                })
+            })
+            .collect();
+        changed |= next.len() != current.len();
+        if changed {
+            self.accounts.store(Arc::new(next));
+        }
+        changed
+    }
+
+    /// The account `input` names, or else the first serving its model with room.
+    fn account_for(&self, input: &PromptInput) -> Option<Arc<Account>> {
+        let accounts = self.accounts.load();
+        match &input.account {
+            Some(id) => accounts.iter().find(|a| &a.id == id).cloned(),
+            None => accounts
+                .iter()
+                .find(|a| {
+                    a.models.contains(&input.model)
+                        && a.busy.load(Ordering::Relaxed) < a.max_concurrency
+                })
+                .cloned(),
+        }
+    }
+}
+
+impl WorkerConn for ProviderConn {
+    fn name(&self) -> &str {
+        "providers"
+    }
+
+    fn prompt(&self, input: PromptInput) -> BoxStream<'static, WorkerEvent> {
+        let Some(account) = self.account_for(&input) else {
+            return error_stream(ApiError::new(
+                ErrorKind::Unavailable,
+                "No provider account serves this turn.",
+            ));
+        };
+        let Some(busy) = Busy::take(&account.busy, account.max_concurrency) else {
+            return error_stream(ApiError::new(
+                ErrorKind::NoCapacity,
+                "Every slot of this provider account is busy.",
+            ));
+        };
+        let last_error = Arc::clone(&account.last_error);
+        stream::once(async move { account.turn(input, busy).await })
+            .flatten()
+            .inspect(move |event| {
+                // The account's last error, as a worker reports its agents' (a client's bad
+                // request says nothing about the account).
+                if let WorkerEvent::Error(error) = event
+                    && error.kind != ErrorKind::InvalidRequest
+                {
+                    *last_error.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(error.message.clone());
+                }
+            })
+            .boxed()
+    }
+
+    fn reconfigure(&self, config: &Config) {
+        if self.apply(config) {
+            tracing::info!(
+                accounts = self.accounts.load().len(),
+                "provider accounts reloaded"
+            );
+        }
+    }
+
+    fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
+        let accounts = self
+            .accounts
+            .load()
+            .iter()
+            .map(|a| {
+                let busy = a.busy.load(Ordering::Relaxed).min(a.max_concurrency);
+                AccountSlots {
+                    account: a.id.clone(),
+                    models: a.models.clone(),
+                    default_model: None,
+                    size: a.max_concurrency,
+                    busy,
+                    idle: a.max_concurrency - busy,
+                    starting: 0,
+                    failed: 0,
+                    queue_depth: 0,
+                    credits_used: 0.0,
+                    tools_refused: 0,
+                    last_error: a
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone(),
+                    status: AccountStatus::Healthy,
+                }
+            })
+            .collect();
+        futures::future::ready(Ok(SlotsReport {
+            worker_id: "providers".to_owned(),
+            draining: false,
+            accounts,
+        }))
+        .boxed()
+    }
+}
+
+impl Account {
+    /// One turn: the call, then its answer's events (`Started` once the upstream accepted it).
+    async fn turn(
+        self: Arc<Self>,
+        input: PromptInput,
+        busy: Busy,
+    ) -> BoxStream<'static, WorkerEvent> {
+        let response = match self.call(&input).await {
+            Ok(response) => response,
+            Err(error) => return error_stream(error),
+        };
+        let reader = openai::EventReader::new(&input);
+        let idle = self.timeouts.idle;
+        let body = response.into_body();
+        let events = stream::unfold(Some((body, reader, busy)), move |state| async move {
+            let (mut body, mut reader, busy) = state?;
+            loop {
+                let frame = match tokio::time::timeout(idle, body.frame()).await {
+                    Err(_) => {
+                        let error = ApiError::new(
+                            ErrorKind::Timeout,
+                            format!("The provider sent nothing for {idle:?}."),
+                        );
+                        return Some((vec![WorkerEvent::Error(error)], None));
+                    }
+                    Ok(None) => return Some((reader.end(), None)),
+                    Ok(Some(Err(error))) => {
+                        tracing::debug!(%error, "provider body failed");
+                        let error =
+                            ApiError::upstream("The provider's connection failed mid-answer.");
+                        return Some((vec![WorkerEvent::Error(error)], None));
+                    }
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let events = reader.push(&data);
+                if events.is_empty() {
+                    continue;
+                }
+                let next = (!reader.is_finished()).then_some((body, reader, busy));
+                return Some((events, next));
+            }
+        })
+        .flat_map(stream::iter);
+        stream::iter([WorkerEvent::Started {
+            account: self.id.clone(),
+        }])
+        .chain(events)
+        .boxed()
+    }
+
+    /// Send the turn; the answer's head within the first-byte timeout, or the error it stands
+    /// for.
+    async fn call(&self, input: &PromptInput) -> Result<Response<Incoming>, ApiError> {
+        let body = serde_json::to_vec(&openai::request_body(input))
+            .map_err(|e| ApiError::internal(format!("cannot encode the provider request: {e}")))?;
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}/chat/completions", self.base))
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "text/event-stream");
+        if let Some(key) = &self.key {
+            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        // The error names the request's bad part, never the key's value.
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| {
+            tracing::error!(account = self.id, error = %e, "cannot build a provider request");
+            ApiError::internal("The provider account's address or key is not valid in a request.")
+        })?;
+        let first_byte = self.timeouts.first_byte;
+        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorKind::Timeout,
+                    format!("The provider did not answer within {first_byte:?}."),
+                ));
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(account = self.id, %error, "provider unreachable");
+                return Err(ApiError::upstream("The provider could not be reached."));
+            }
+            Ok(Ok(response)) => response,
+        };
+        if response.status() == StatusCode::OK {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let retry_after = openai::retry_after(response.headers());
+        let body = read_error_body(response, self.timeouts.idle).await;
+        let error = openai::error_from_status(status, retry_after, &body);
+        tracing::warn!(account = self.id, status, kind = %error.kind, "provider refused the turn");
+        Err(error)
+    }
+}
+
+/// An error answer's body, at most [`MAX_ERROR_BODY`] bytes, within `idle` (empty if not).
+async fn read_error_body(response: Response<Incoming>, idle: Duration) -> Bytes {
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY).collect();
+    match tokio::time::timeout(idle, body).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    }
+}
+
+fn error_stream(error: ApiError) -> BoxStream<'static, WorkerEvent> {
+    stream::iter([WorkerEvent::Error(error)]).boxed()
+}
+
+/// One call in flight on an account, counted while it lives.
+struct Busy(Arc<AtomicU32>);
+
+impl Busy {
+    /// A place on `counter`, if fewer than `max` are taken.
+    fn take(counter: &Arc<AtomicU32>, max: u32) -> Option<Busy> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Busy(Arc::clone(counter)))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(yaml).unwrap()
+    }
+
+    const TWO: &str = "accounts:
+  - { id: a }
+  - { id: p1, kind: openai, models: [m1], provider: { base_url: 'http://127.0.0.1:9/v1', max_concurrency: 2 } }
+  - { id: p2, kind: openai, models: [m2], provider: { base_url: 'http://127.0.0.1:9/v1/' } }
+";
+
+    async fn slots(conn: &ProviderConn) -> Vec<AccountSlots> {
+        conn.slots().await.unwrap().accounts
+    }
+
+    #[tokio::test]
+    async fn one_slot_entry_per_provider_account() {
+        assert!(ProviderConn::from_config(&config("accounts: [{ id: a }]")).is_none());
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let report = slots(&conn).await;
+        let ids: Vec<&str> = report.iter().map(|a| a.account.as_str()).collect();
+        assert_eq!(ids, ["p1", "p2"], "the ACP account is a worker's");
+        assert_eq!((report[0].size, report[0].idle, report[0].busy), (2, 2, 0));
+        assert_eq!(report[1].size, 32);
+        assert_eq!(report[0].models, ["m1"]);
+        let accounts = conn.accounts.load();
+        assert_eq!(
+            accounts[1].base, "http://127.0.0.1:9/v1",
+            "no trailing slash"
+        );
+    }
+
+    #[tokio::test]
+    async fn calls_in_flight_are_counted_up_to_the_limit() {
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let account = Arc::clone(&conn.accounts.load()[0]);
+        let first = Busy::take(&account.busy, account.max_concurrency).unwrap();
+        let second = Busy::take(&account.busy, account.max_concurrency).unwrap();
+        assert!(Busy::take(&account.busy, account.max_concurrency).is_none());
+        assert_eq!(slots(&conn).await[0].busy, 2);
+        assert_eq!(slots(&conn).await[0].idle, 0);
+        drop(first);
+        drop(second);
+        assert_eq!(slots(&conn).await[0].busy, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_account_refuses_with_no_capacity_and_an_unknown_one_is_unavailable() {
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let account = Arc::clone(&conn.accounts.load()[0]);
+        let _held = [
+            Busy::take(&account.busy, 2).unwrap(),
+            Busy::take(&account.busy, 2).unwrap(),
+        ];
+        let input = |account: &str| PromptInput {
+            request_id: "r".into(),
+            model: "m1".into(),
+            account: Some(account.into()),
+            body: drawbridge_types::worker::PromptBody::Text("x".into()),
+            max_output_tokens: None,
+            tools: Default::default(),
+            live_session: None,
+            conversation: None,
+            params: Default::default(),
+        };
+        let events: Vec<WorkerEvent> = conn.prompt(input("p1")).collect().await;
+        assert!(
+            matches!(&events[..], [WorkerEvent::Error(e)] if e.kind == ErrorKind::NoCapacity),
+            "{events:?}"
+        );
+        let events: Vec<WorkerEvent> = conn.prompt(input("nope")).collect().await;
+        assert!(
+            matches!(&events[..], [WorkerEvent::Error(e)] if e.kind == ErrorKind::Unavailable),
+            "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_accounts_and_replaces_changed_ones() {
+        let conn = ProviderConn::from_config(&config(TWO)).unwrap();
+        let before = conn.accounts.load_full();
+        assert!(!conn.apply(&config(TWO)), "the same config changes nothing");
+        let changed = TWO.replace("max_concurrency: 2", "max_concurrency: 5");
+        assert!(conn.apply(&config(&changed)));
+        let after = conn.accounts.load_full();
+        assert!(!Arc::ptr_eq(&before[0], &after[0]), "p1 changed");
+        assert!(Arc::ptr_eq(&before[1], &after[1]), "p2 kept");
+        assert_eq!(after[0].max_concurrency, 5);
+        assert!(conn.apply(&config("accounts: [{ id: a }]")));
+        assert!(slots(&conn).await.is_empty());
+    }
+}

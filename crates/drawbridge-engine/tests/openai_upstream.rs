@@ -1,0 +1,284 @@
+//! Golden files of the OpenAI-compatible upstream adapter (`providers::openai`): a turn in →
+//! the upstream request body out (`*.request.json`); an upstream SSE stream in (`*.sse`,
+//! written as the providers send them) → the worker events out (`*.events.txt`); upstream
+//! error answers → the error class the engine acts on (`errors.txt`). `UPDATE_GOLDEN=1`
+//! rewrites the outputs (then review the diff).
+
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "tests")]
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drawbridge_engine::providers::openai::{
+    EventReader, error_from_status, request_body, retry_after,
+};
+use drawbridge_types::openai::{ChatMessage, FunctionCall, Role, ToolCall};
+use drawbridge_types::tools::{Tool, ToolChoice};
+use drawbridge_types::worker::{PromptBody, PromptInput, TurnTools, WorkerEvent};
+use serde_json::{Value, json};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/openai_upstream")
+}
+
+/// Compare `actual` with the golden file `name`, or write it with `UPDATE_GOLDEN=1`.
+fn check(name: &str, actual: &str) {
+    let path = dir().join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
+}
+
+fn input(body: PromptBody) -> PromptInput {
+    PromptInput {
+        request_id: "req-1".into(),
+        model: "gpt-4o-mini".into(),
+        account: Some("openai-1".into()),
+        body,
+        max_output_tokens: None,
+        tools: TurnTools::default(),
+        live_session: None,
+        conversation: None,
+        params: Default::default(),
+    }
+}
+
+fn params(value: Value) -> serde_json::Map<String, Value> {
+    value.as_object().cloned().unwrap()
+}
+
+fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap();
+    text.push('\n');
+    text
+}
+
+#[test]
+fn requests_map_to_the_upstream_body() {
+    let conversation = vec![
+        ChatMessage::new(Role::System, "Be brief."),
+        ChatMessage::new(Role::User, "What is the weather in Paris?"),
+        ChatMessage {
+            role: Role::Assistant,
+            content: None,
+            name: None,
+            tool_calls: Some(vec![ToolCall {
+                id: "call_abc".into(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: "get_weather".into(),
+                    arguments: "{\"city\":\"Paris\"}".into(),
+                },
+            }]),
+            tool_call_id: None,
+        },
+        ChatMessage {
+            tool_call_id: Some("call_abc".into()),
+            ..ChatMessage::new(Role::Tool, "18°C, sunny")
+        },
+    ];
+    // Sampling and format parameters travel as they came; the fields Drawbridge sets cannot
+    // be replaced by them.
+    let sampling = PromptInput {
+        max_output_tokens: Some(256),
+        params: params(json!({
+            "temperature": 0.2, "top_p": 0.9, "stop": ["\n\n"], "seed": 7,
+            "response_format": {"type": "json_object"}, "user": "u-42",
+            "stream": false, "model": "other", "messages": [],
+        })),
+        ..input(PromptBody::Messages(conversation[..2].to_vec()))
+    };
+    check("sampling.request.json", &pretty(&request_body(&sampling)));
+
+    let tools = PromptInput {
+        tools: TurnTools {
+            tools: vec![Tool::function(
+                "get_weather",
+                "The weather in a city",
+                json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            )],
+            choice: ToolChoice::Function("get_weather".into()),
+            parallel: false,
+        },
+        ..input(PromptBody::Messages(conversation))
+    };
+    check("tools.request.json", &pretty(&request_body(&tools)));
+
+    let text = input(PromptBody::Text("Say hi.".into()));
+    check("text.request.json", &pretty(&request_body(&text)));
+
+    let resume = input(PromptBody::Resume {
+        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
+        partial: "The quick brown fox jumps".into(),
+    });
+    check("resume.request.json", &pretty(&request_body(&resume)));
+}
+
+/// `events` as the golden files hold them: one per line.
+fn render(events: &[WorkerEvent]) -> String {
+    let mut out = String::new();
+    for event in events {
+        writeln!(out, "{event:?}").unwrap();
+    }
+    out
+}
+
+/// Read `sse` whole, and again one byte at a time: both give the same events.
+fn read(input: &PromptInput, sse: &[u8]) -> Vec<WorkerEvent> {
+    let mut reader = EventReader::new(input);
+    let mut events = reader.push(sse);
+    events.extend(reader.end());
+    let mut bytewise = EventReader::new(input);
+    let mut split = Vec::new();
+    for byte in sse {
+        split.extend(bytewise.push(std::slice::from_ref(byte)));
+    }
+    split.extend(bytewise.end());
+    // Text may arrive in other pieces; everything else is the same.
+    let joined = |events: &[WorkerEvent]| {
+        let mut out: Vec<WorkerEvent> = Vec::new();
+        for event in events {
+            match (out.last_mut(), event) {
+                (Some(WorkerEvent::Text(a)), WorkerEvent::Text(b)) => a.push_str(b),
+                _ => out.push(event.clone()),
+            }
+        }
+        out
+    };
+    assert_eq!(
+        joined(&events),
+        joined(&split),
+        "byte-by-byte reading differs"
+    );
+    events
+}
+
+#[test]
+fn upstream_streams_map_to_worker_events() {
+    let plain = input(PromptBody::Text("x".into()));
+    for case in [
+        "text_with_usage",
+        "reasoning_crlf_length",
+        "tool_calls",
+        "error_mid_stream",
+        "broken_off",
+        "no_done",
+    ] {
+        let sse = std::fs::read(dir().join(format!("{case}.sse"))).unwrap();
+        check(&format!("{case}.events.txt"), &render(&read(&plain, &sse)));
+    }
+    // A resumed answer: what repeats the end of the part already sent is left out.
+    let resume = input(PromptBody::Resume {
+        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
+        partial: "The quick brown fox jumps".into(),
+    });
+    let sse = std::fs::read(dir().join("resumed_overlap.sse")).unwrap();
+    let events = read(&resume, &sse);
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, " over the lazy dog.");
+    check("resumed_overlap.events.txt", &render(&events));
+}
+
+#[test]
+fn upstream_errors_map_to_their_class() {
+    let openai_error = |message: &str, param: Value| {
+        json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}})
+            .to_string()
+    };
+    // Status, headers, body.
+    type Case = (u16, Vec<(&'static str, &'static str)>, String);
+    let cases: Vec<Case> = vec![
+        (
+            429,
+            vec![("retry-after", "7")],
+            openai_error("Rate limit reached", Value::Null),
+        ),
+        (
+            429,
+            vec![("retry-after-ms", "1500"), ("retry-after", "2")],
+            String::new(),
+        ),
+        (429, vec![("retry-after", "soon")], String::new()),
+        (
+            401,
+            vec![],
+            openai_error("Incorrect API key provided: sk-abc***xyz.", Value::Null),
+        ),
+        (
+            403,
+            vec![],
+            openai_error("Project does not have access", Value::Null),
+        ),
+        (
+            400,
+            vec![],
+            openai_error(
+                "Invalid value for 'temperature': must be at most 2.",
+                json!("temperature"),
+            ),
+        ),
+        (400, vec![], "<html>bad request</html>".to_owned()),
+        (422, vec![], openai_error("Unprocessable", Value::Null)),
+        (408, vec![], String::new()),
+        (
+            500,
+            vec![],
+            openai_error("The server had an error", Value::Null),
+        ),
+        (503, vec![("retry-after", "3")], "overloaded".to_owned()),
+        (
+            404,
+            vec![],
+            openai_error("The model 'x' does not exist", json!("model")),
+        ),
+    ];
+    let mut out = String::new();
+    for (status, headers, body) in cases {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in &headers {
+            map.insert(*name, value.parse().unwrap());
+        }
+        let error = error_from_status(status, retry_after(&map), body.as_bytes());
+        assert!(
+            !error.message.contains("sk-abc"),
+            "a key never reaches an error"
+        );
+        writeln!(
+            out,
+            "{status} {headers:?} -> kind={} status={} retryable={} retry_after={:?} param={:?} message={:?}",
+            error.kind,
+            error.status(),
+            error.retryable(),
+            error.retry_after,
+            error.param,
+            error.message
+        )
+        .unwrap();
+    }
+    check("errors.txt", &out);
+    // Durations that do not fit are no rest rather than a panic.
+    let mut huge = http::HeaderMap::new();
+    huge.insert("retry-after", "1e300".parse().unwrap());
+    assert_eq!(retry_after(&huge), None);
+    huge.insert("retry-after", "-1".parse().unwrap());
+    assert_eq!(retry_after(&huge), None);
+    let mut ms = http::HeaderMap::new();
+    ms.insert("retry-after-ms", "250".parse().unwrap());
+    assert_eq!(retry_after(&ms), Some(Duration::from_millis(250)));
+}

@@ -1,0 +1,435 @@
+//! A scripted OpenAI-compatible upstream for the provider-account tests: `POST
+//! /v1/chat/completions`, streamed (SSE chunks, the usage chunk with
+//! `stream_options.include_usage`, `[DONE]`) or not, in OpenAI's wire format, written here
+//! with plain JSON (not Drawbridge's types, so the tests check the adapter against an
+//! independent rendering).
+//!
+//! By default it echoes: the answer is `You said: <the last user message>`, one word per
+//! chunk. Usage is counted in words: `prompt_tokens` the words of every message's text,
+//! `completion_tokens` the words of the answer.
+//!
+//! Behaviour is scripted by directives in the last user message, `[[provider:NAME key=value
+//! ...]]` (removed from the echoed text; several may be combined):
+//! - `status code=N [retry_after=S]`: answer status N with an OpenAI error body (and
+//!   `Retry-After: S`);
+//! - `slow_first_byte ms=N`: wait N ms before the answer's head;
+//! - `cut after=N`: break the stream off after N text chunks (no finish, no `[DONE]`);
+//! - `tool [name=F] [args=JSON]`: call the function F (default: the request's first tool)
+//!   with the arguments JSON (default `{}`; no spaces), finishing with `tool_calls`;
+//! - `reason`: stream a reasoning chunk (`reasoning_content`) before the text;
+//! - `echo_request`: answer with the request body minus `messages`, as JSON text (one
+//!   chunk), for tests of what an adapter sends.
+//!
+//! Per process (flags of the binary): `--fail-with N [--retry-after S]` answers every request
+//! with status N, and `--api-key K` refuses (401) a request without `Authorization: Bearer K`.
+
+use serde_json::{Map, Value, json};
+
+/// What the last user message asks of the mock.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Script {
+    pub status: Option<u16>,
+    pub retry_after: Option<u64>,
+    pub slow_first_byte_ms: Option<u64>,
+    pub cut_after: Option<usize>,
+    /// `Some(name)`: call a tool (`None` inside: the request's first tool).
+    pub tool: Option<Option<String>>,
+    pub tool_args: Option<String>,
+    pub reason: bool,
+    pub echo_request: bool,
+}
+
+/// A directive the mock does not understand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectiveError(pub String);
+
+impl std::fmt::Display for DirectiveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const OPEN: &str = "[[provider:";
+const CLOSE: &str = "]]";
+
+/// The directives in `text`, and the text without them (trimmed).
+pub fn parse(text: &str) -> Result<(Script, String), DirectiveError> {
+    let mut script = Script::default();
+    let mut rest = String::new();
+    let mut tail = text;
+    while let Some(start) = tail.find(OPEN) {
+        rest.push_str(&tail[..start]);
+        let inner = &tail[start + OPEN.len()..];
+        let end = inner
+            .find(CLOSE)
+            .ok_or_else(|| DirectiveError("a directive is not closed with ]]".to_owned()))?;
+        apply(&mut script, &inner[..end])?;
+        tail = &inner[end + CLOSE.len()..];
+    }
+    rest.push_str(tail);
+    Ok((script, rest.trim().to_owned()))
+}
+
+fn apply(script: &mut Script, directive: &str) -> Result<(), DirectiveError> {
+    let mut words = directive.split_whitespace();
+    let name = words.next().unwrap_or_default();
+    let mut args = Map::new();
+    for word in words {
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| DirectiveError(format!("'{word}' is not key=value")))?;
+        args.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+    let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_owned);
+    let number = |key: &str| -> Result<Option<u64>, DirectiveError> {
+        text(key)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| DirectiveError(format!("{key}={v} is not a number")))
+            })
+            .transpose()
+    };
+    match name {
+        "status" => {
+            let code =
+                number("code")?.ok_or_else(|| DirectiveError("status needs code=N".into()))?;
+            let code = u16::try_from(code)
+                .ok()
+                .filter(|c| (100..600).contains(c))
+                .ok_or_else(|| DirectiveError(format!("{code} is not an HTTP status")))?;
+            script.status = Some(code);
+            script.retry_after = number("retry_after")?;
+        }
+        "slow_first_byte" => script.slow_first_byte_ms = Some(number("ms")?.unwrap_or(1000)),
+        "cut" => {
+            let after = number("after")?.unwrap_or(0);
+            script.cut_after = Some(usize::try_from(after).unwrap_or(usize::MAX));
+        }
+        "tool" => {
+            script.tool = Some(text("name"));
+            script.tool_args = text("args");
+        }
+        "reason" => script.reason = true,
+        "echo_request" => script.echo_request = true,
+        other => return Err(DirectiveError(format!("unknown directive '{other}'"))),
+    }
+    Ok(())
+}
+
+/// The text of a message's `content` (a string, or the text parts of a list).
+pub fn content_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// Words, the mock's token unit.
+pub fn words(text: &str) -> u64 {
+    u64::try_from(text.split_whitespace().count()).unwrap_or(u64::MAX)
+}
+
+/// What the mock answers to a request body: the plan the server renders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub model: String,
+    pub reasoning: Option<String>,
+    /// The text in chunks (one word and its following space each).
+    pub chunks: Vec<String>,
+    pub tool_call: Option<(String, String)>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl Answer {
+    /// The answer to `body` under `script` (`text`: the last user message without
+    /// directives). An error names what the request lacks.
+    pub fn plan(body: &Value, script: &Script, text: &str) -> Result<Answer, String> {
+        let model = body
+            .get("model")
+            .and_then(Value::as_str)
+            .ok_or("model is required")?
+            .to_owned();
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or("messages is required")?;
+        let prompt_tokens = messages.iter().map(|m| words(&content_text(m))).sum();
+        let reply = if script.echo_request {
+            let mut echoed = body.as_object().cloned().unwrap_or_default();
+            echoed.remove("messages");
+            Value::Object(echoed).to_string()
+        } else {
+            format!("You said: {text}")
+        };
+        let chunks = if script.echo_request {
+            vec![reply.clone()]
+        } else {
+            split_words(&reply)
+        };
+        let tool_call = match &script.tool {
+            None => None,
+            Some(name) => {
+                let first = body
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .and_then(|t| t.first())
+                    .and_then(|t| t.pointer("/function/name"))
+                    .and_then(Value::as_str);
+                let name = name
+                    .clone()
+                    .or_else(|| first.map(str::to_owned))
+                    .ok_or("the tool directive needs tools in the request")?;
+                Some((
+                    name,
+                    script.tool_args.clone().unwrap_or_else(|| "{}".into()),
+                ))
+            }
+        };
+        let chunks = if tool_call.is_some() {
+            Vec::new()
+        } else {
+            chunks
+        };
+        let completion_tokens = chunks.iter().map(|c| words(c)).sum();
+        Ok(Answer {
+            model,
+            reasoning: script.reason.then(|| format!("Thinking about: {text}")),
+            chunks,
+            tool_call,
+            prompt_tokens,
+            completion_tokens,
+        })
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        if self.tool_call.is_some() {
+            "tool_calls"
+        } else {
+            "stop"
+        }
+    }
+
+    fn usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        })
+    }
+
+    /// The whole answer (`stream: false`).
+    pub fn completion(&self, id: &str, created: u64) -> Value {
+        let mut message = json!({ "role": "assistant", "content": self.chunks.concat() });
+        if let Some(reasoning) = &self.reasoning {
+            message["reasoning_content"] = json!(reasoning);
+        }
+        if let Some((name, args)) = &self.tool_call {
+            message["content"] = Value::Null;
+            message["tool_calls"] = json!([{
+                "id": "call_mock_0", "type": "function",
+                "function": { "name": name, "arguments": args },
+            }]);
+        }
+        json!({
+            "id": id, "object": "chat.completion", "created": created, "model": self.model,
+            "choices": [{ "index": 0, "message": message, "finish_reason": self.finish_reason() }],
+            "usage": self.usage(),
+        })
+    }
+
+    /// The SSE `data` payloads of the streamed answer, `[DONE]` last (unless cut: then only
+    /// the first `cut` text chunks). `include_usage` adds the usage chunk.
+    pub fn stream(
+        &self,
+        id: &str,
+        created: u64,
+        include_usage: bool,
+        cut: Option<usize>,
+    ) -> Vec<String> {
+        let chunk = |delta: Value, finish: Value| {
+            let mut chunk = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": self.model,
+                "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+            });
+            if include_usage {
+                chunk["usage"] = Value::Null;
+            }
+            chunk.to_string()
+        };
+        let mut out = vec![chunk(
+            json!({ "role": "assistant", "content": "" }),
+            Value::Null,
+        )];
+        if let Some(reasoning) = &self.reasoning {
+            out.push(chunk(
+                json!({ "reasoning_content": reasoning }),
+                Value::Null,
+            ));
+        }
+        for (i, text) in self.chunks.iter().enumerate() {
+            if cut == Some(i) {
+                return out;
+            }
+            out.push(chunk(json!({ "content": text }), Value::Null));
+        }
+        if cut.is_some() {
+            return out;
+        }
+        if let Some((name, args)) = &self.tool_call {
+            out.push(chunk(
+                json!({ "tool_calls": [{ "index": 0, "id": "call_mock_0", "type": "function",
+                    "function": { "name": name, "arguments": "" } }] }),
+                Value::Null,
+            ));
+            // The arguments in two fragments, as OpenAI streams them.
+            let mid = args
+                .char_indices()
+                .map(|(i, _)| i)
+                .nth(args.chars().count() / 2)
+                .unwrap_or(args.len());
+            let parts = [
+                args.get(..mid).unwrap_or_default(),
+                args.get(mid..).unwrap_or_default(),
+            ];
+            for part in parts {
+                if !part.is_empty() {
+                    out.push(chunk(
+                        json!({ "tool_calls": [{ "index": 0, "function": { "arguments": part } }] }),
+                        Value::Null,
+                    ));
+                }
+            }
+        }
+        out.push(chunk(json!({}), json!(self.finish_reason())));
+        if include_usage {
+            out.push(
+                json!({
+                    "id": id, "object": "chat.completion.chunk", "created": created,
+                    "model": self.model, "choices": [], "usage": self.usage(),
+                })
+                .to_string(),
+            );
+        }
+        out.push("[DONE]".to_owned());
+        out
+    }
+}
+
+/// `text` in chunks of one word and the whitespace after it.
+fn split_words(text: &str) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    let mut in_space = false;
+    for c in text.chars() {
+        if !c.is_whitespace() && in_space {
+            chunks.push(std::mem::take(&mut current));
+        }
+        in_space = c.is_whitespace();
+        current.push(c);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// An OpenAI error body.
+pub fn error_body(status: u16, message: &str) -> Value {
+    let kind = match status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        _ => "server_error",
+    };
+    json!({ "error": { "message": message, "type": kind, "param": null, "code": null } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_are_parsed_and_removed() {
+        let (script, text) = parse(
+            "hello [[provider:status code=429 retry_after=2]] world [[provider:slow_first_byte ms=50]]",
+        )
+        .unwrap();
+        assert_eq!(text, "hello  world");
+        assert_eq!(script.status, Some(429));
+        assert_eq!(script.retry_after, Some(2));
+        assert_eq!(script.slow_first_byte_ms, Some(50));
+        let (script, text) =
+            parse("[[provider:cut after=3]][[provider:tool name=f args={\"a\":1}]]x").unwrap();
+        assert_eq!(text, "x");
+        assert_eq!(script.cut_after, Some(3));
+        assert_eq!(script.tool, Some(Some("f".to_owned())));
+        assert_eq!(script.tool_args.as_deref(), Some("{\"a\":1}"));
+        let (script, _) =
+            parse("[[provider:tool]] [[provider:reason]] [[provider:echo_request]]").unwrap();
+        assert_eq!(script.tool, Some(None));
+        assert!(script.reason && script.echo_request);
+        assert_eq!(
+            parse("plain").unwrap(),
+            (Script::default(), "plain".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_directives_are_errors() {
+        for bad in [
+            "[[provider:status]]",
+            "[[provider:status code=abc]]",
+            "[[provider:status code=99]]",
+            "[[provider:cut after]]",
+            "[[provider:explode]]",
+            "[[provider:cut after=1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn streams_follow_the_openai_shape() {
+        let body = json!({ "model": "m", "messages": [{ "role": "user", "content": "hi there" }] });
+        let answer = Answer::plan(&body, &Script::default(), "hi there").unwrap();
+        assert_eq!(answer.chunks, ["You ", "said: ", "hi ", "there"]);
+        assert_eq!((answer.prompt_tokens, answer.completion_tokens), (2, 4));
+        let frames = answer.stream("c1", 7, true, None);
+        assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
+        let usage: Value = serde_json::from_str(&frames[frames.len() - 2]).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 6);
+        let first: Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+        let cut = answer.stream("c1", 7, true, Some(2));
+        assert_eq!(cut.len(), 3, "the role chunk and two text chunks");
+        let whole = answer.completion("c1", 7);
+        assert_eq!(
+            whole["choices"][0]["message"]["content"],
+            "You said: hi there"
+        );
+    }
+
+    #[test]
+    fn tool_calls_need_tools() {
+        let script = parse("[[provider:tool]]").unwrap().0;
+        let body = json!({ "model": "m", "messages": [] });
+        assert!(Answer::plan(&body, &script, "").is_err());
+        let body = json!({ "model": "m", "messages": [],
+            "tools": [{ "type": "function", "function": { "name": "weather" } }] });
+        let answer = Answer::plan(&body, &script, "").unwrap();
+        assert_eq!(
+            answer.tool_call,
+            Some(("weather".to_owned(), "{}".to_owned()))
+        );
+        assert!(answer.chunks.is_empty());
+    }
+}

@@ -1,0 +1,199 @@
+//! `mock-provider`: serve the scripted OpenAI-compatible upstream (see the library docs) on
+//! `--listen` (default `127.0.0.1:0`), and say where on stderr as `listening http=ADDR`.
+//! Every flag can also be given in the environment (`MOCK_PROVIDER_FAIL_WITH=429`, ...).
+//! `GET /stats` reports how many chat requests it received, for tests that check which
+//! upstream was called.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use clap::Parser;
+use futures::StreamExt as _;
+use mock_provider::{Answer, content_text, error_body, parse};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Parser)]
+#[command(about = "A scripted OpenAI-compatible upstream for tests")]
+struct Args {
+    #[arg(long, env = "MOCK_PROVIDER_LISTEN", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Answer every request with this status (an OpenAI error body).
+    #[arg(long, env = "MOCK_PROVIDER_FAIL_WITH")]
+    fail_with: Option<u16>,
+    /// With `--fail-with`: the `Retry-After` seconds.
+    #[arg(long, env = "MOCK_PROVIDER_RETRY_AFTER")]
+    retry_after: Option<u64>,
+    /// Refuse (401) a request without `Authorization: Bearer <KEY>`.
+    #[arg(long, env = "MOCK_PROVIDER_API_KEY")]
+    api_key: Option<String>,
+    /// Ignored: the test harness passes a config path to every binary.
+    #[arg(long)]
+    config: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            say(&format!("mock-provider: no runtime: {error}"));
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            say(&format!("mock-provider: {error}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    say(&format!("listening http={}", listener.local_addr()?));
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/stats", get(stats))
+        .with_state(Arc::new(Mock {
+            args,
+            requests: AtomicU64::new(0),
+        }));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
+
+/// The mock's settings and what it has seen.
+struct Mock {
+    args: Args,
+    requests: AtomicU64,
+}
+
+async fn stats(State(mock): State<Arc<Mock>>) -> Response {
+    axum::Json(serde_json::json!({ "chat_requests": mock.requests.load(Ordering::Relaxed) }))
+        .into_response()
+}
+
+fn error(status: u16, message: &str, retry_after: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (code, axum::Json(error_body(status, message))).into_response();
+    if let Some(after) = retry_after
+        && let Ok(value) = after.to_string().parse()
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.requests.fetch_add(1, Ordering::Relaxed);
+    let args = &mock.args;
+    if let Some(key) = &args.api_key {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if sent != Some(key.as_str()) {
+            // OpenAI's own 401 quotes part of the key it was given.
+            let shown: String = sent.unwrap_or_default().chars().take(6).collect();
+            return error(
+                401,
+                &format!("Incorrect API key provided: {shown}***."),
+                None,
+            );
+        }
+    }
+    if let Some(status) = args.fail_with {
+        return error(
+            status,
+            "The mock provider fails every request.",
+            args.retry_after,
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            400,
+            "We could not parse the JSON body of your request.",
+            None,
+        );
+    };
+    let last_user = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .map(content_text)
+        .unwrap_or_default();
+    let (script, text) = match parse(&last_user) {
+        Ok(parsed) => parsed,
+        Err(problem) => return error(400, &format!("mock directive: {problem}"), None),
+    };
+    if let Some(ms) = script.slow_first_byte_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(status) = script.status {
+        let message = match status {
+            400 => "Invalid value for 'temperature': the mock was told to refuse this request.",
+            _ => "The mock provider was told to fail this request.",
+        };
+        return error(status, message, script.retry_after);
+    }
+    let answer = match Answer::plan(&body, &script, &text) {
+        Ok(answer) => answer,
+        Err(problem) => return error(400, &problem, None),
+    };
+    let id = "chatcmpl-mock";
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    if body.get("stream").and_then(Value::as_bool) != Some(true) {
+        return axum::Json(answer.completion(id, created)).into_response();
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let frames = answer.stream(id, created, include_usage, script.cut_after);
+    let cut = script.cut_after.is_some();
+    let items: Vec<Result<Bytes, std::io::Error>> = frames
+        .into_iter()
+        .map(|data| Ok(Bytes::from(format!("data: {data}\n\n"))))
+        .collect();
+    // A cut breaks the connection off mid-body, as a failing upstream does, once what came
+    // before has gone out.
+    let cut_off = futures::stream::iter(cut.then_some(())).then(|()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(std::io::Error::other("cut"))
+    });
+    let stream = futures::stream::iter(items).chain(cut_off);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error(500, "cannot build the stream", None))
+}
