@@ -57,11 +57,7 @@ fn params(value: Value) -> serde_json::Map<String, Value> {
     value.as_object().cloned().unwrap()
 }
 
-fn pretty(value: &Value) -> String {
-    let mut text = serde_json::to_string_pretty(value).unwrap();
-    text.push('\n');
-    text
-}
+use test_support::golden::pretty;
 
 #[test]
 fn requests_map_to_the_upstream_body() {

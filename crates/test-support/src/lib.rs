@@ -12,6 +12,7 @@ pub mod chaos;
 pub mod clock;
 pub mod cluster;
 pub mod fake_worker;
+pub mod golden;
 pub mod http;
 pub use ::http::Method;
 pub mod process;
