@@ -23,7 +23,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::sorted;
+use common::{sorted, sorted_frames};
 
 use drawbridge_types::dialects::anthropic::{
     self as wire, Endpoint, MessageCollector, MessageMeta, StreamEncoder,
@@ -175,19 +175,6 @@ fn meta() -> MessageMeta {
         model: "claude-sonnet-4-5".into(),
         input_tokens: 12,
     }
-}
-
-/// `body` with each event's data JSON's keys in order (see [`sorted`]).
-fn sorted_frames(body: &str) -> String {
-    body.split_terminator("\n\n")
-        .map(|frame| match frame.split_once("\ndata: ") {
-            Some((event, data)) => {
-                let data = sorted(serde_json::from_str(data).unwrap());
-                format!("{event}\ndata: {data}\n\n")
-            }
-            None => format!("{frame}\n\n"),
-        })
-        .collect()
 }
 
 /// The SSE body of `events`, as the HTTP layer writes it: a stream that ends without a

@@ -15,6 +15,8 @@
 
 #![expect(clippy::unwrap_used, reason = "a test: a panic is a failure")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use drawbridge_types::dialects::responses::{ResponseEncoder, ResponsesRequest, StoredResponse};
@@ -97,7 +99,7 @@ fn requests_become_canonical_requests() {
             }),
             Err(error) => json!({ "error": error_json(&error) }),
         };
-        let actual = serde_json::to_string_pretty(&actual).unwrap() + "\n";
+        let actual = common::pretty(&actual);
         failures.extend(check(&out, &actual));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -184,7 +186,7 @@ fn events_become_the_responses_stream() {
             input.display()
         );
         check_sequence(&input, &actual);
-        failures.extend(check(&out, &actual));
+        failures.extend(check(&out, &common::sorted_frames(&actual)));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

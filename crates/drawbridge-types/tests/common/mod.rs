@@ -113,3 +113,17 @@ pub fn json_of(
         ]
     })
 }
+
+/// `body` with each event's data JSON's keys in order (see [`sorted`]): an SSE body
+/// whose frames are `event: T` and `data: JSON` lines.
+pub fn sorted_frames(body: &str) -> String {
+    body.split_terminator("\n\n")
+        .map(|frame| match frame.split_once("\ndata: ") {
+            Some((event, data)) => {
+                let data = sorted(serde_json::from_str(data).unwrap());
+                format!("{event}\ndata: {data}\n\n")
+            }
+            None => format!("{frame}\n\n"),
+        })
+        .collect()
+}
