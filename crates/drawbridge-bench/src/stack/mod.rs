@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{self, Expect, Load, Until};
+use crate::client::{self, Expect, Load, Target, Until};
 use crate::procfs::Procs;
 use crate::stats::Summary;
 use crate::worker::Bins;
@@ -130,24 +130,7 @@ pub async fn run(bins: &Bins, args: &StackArgs, prompt: &str) -> Result<StackRep
     }))?);
 
     // Warm every path: connections, the engine's view, allocators.
-    let warmup_clients = 8;
-    for (entry, target) in &stack.targets {
-        let mut tasks = JoinSet::new();
-        for _ in 0..warmup_clients {
-            tasks.spawn(client::client(
-                target.clone(),
-                body.clone(),
-                Expect::Stream,
-                Until::Count(args.warmup.div_ceil(warmup_clients)),
-                None,
-            ));
-        }
-        let mut warmup = Load::default();
-        while let Some(load) = tasks.join_next().await {
-            warmup.merge(load.context("a warm-up client failed")?);
-        }
-        report.failures += errors(&format!("warm-up {}", entry.name()), &warmup);
-    }
+    report.failures += warm_up(&stack.targets, &body, args.warmup).await?;
     let pids = stack.pids();
     let rss_before = Procs::take(pids.iter().flatten().copied());
 
@@ -229,4 +212,33 @@ pub async fn run(bins: &Bins, args: &StackArgs, prompt: &str) -> Result<StackRep
         report.failures += 1;
     }
     Ok(report)
+}
+
+/// Send `requests` streamed requests of `body` to each of `targets` (8 clients at a time) to
+/// warm every path: connections, the engine's view, allocators. The failed ones, reported.
+async fn warm_up(
+    targets: &[(Entry, Target)],
+    body: &Bytes,
+    requests: usize,
+) -> Result<u64> {
+    let clients = 8;
+    let mut failures = 0;
+    for (entry, target) in targets {
+        let mut tasks = JoinSet::new();
+        for _ in 0..clients {
+            tasks.spawn(client::client(
+                target.clone(),
+                body.clone(),
+                Expect::Stream,
+                Until::Count(requests.div_ceil(clients)),
+                None,
+            ));
+        }
+        let mut warmup = Load::default();
+        while let Some(load) = tasks.join_next().await {
+            warmup.merge(load.context("a warm-up client failed")?);
+        }
+        failures += errors(&format!("warm-up {}", entry.name()), &warmup);
+    }
+    Ok(failures)
 }

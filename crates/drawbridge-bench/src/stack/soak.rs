@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::start::Stack;
 use super::{Entry, StackArgs, StackReport};
-use crate::client::{self, Conn, Expect, Load, Target, Until};
+use crate::client::{Conn, Expect, Load, Target};
 use crate::procfs::{Procs, children_named};
 use crate::resp;
 use crate::worker::Bins;
@@ -316,24 +316,7 @@ pub async fn run(bins: &Bins, args: &SoakArgs) -> Result<StackReport> {
 
     // The same warm-up as the stack section: connections, the engine's view, allocators.
     let warm_body = prompt_body(Entry::Gateway, 0, 0)?;
-    let warmup_clients = 8;
-    for (entry, target) in &targets {
-        let mut tasks = JoinSet::new();
-        for _ in 0..warmup_clients {
-            tasks.spawn(client::client(
-                target.clone(),
-                warm_body.clone(),
-                Expect::Stream,
-                Until::Count(args.warmup.div_ceil(warmup_clients)),
-                None,
-            ));
-        }
-        let mut warmup = Load::default();
-        while let Some(load) = tasks.join_next().await {
-            warmup.merge(load.context("a warm-up client failed")?);
-        }
-        report.failures += super::report::errors(&format!("warm-up {}", entry.name()), &warmup);
-    }
+    report.failures += super::warm_up(&targets, &warm_body, args.warmup).await?;
 
     println!(
         "{} streaming clients per entry point ({}), distinct prompts, back to back for {:.0} s; a sample every {:.0} s; RSS in MiB",
