@@ -216,11 +216,7 @@ pub async fn run(bins: &Bins, args: &StackArgs, prompt: &str) -> Result<StackRep
 
 /// Send `requests` streamed requests of `body` to each of `targets` (8 clients at a time) to
 /// warm every path: connections, the engine's view, allocators. The failed ones, reported.
-async fn warm_up(
-    targets: &[(Entry, Target)],
-    body: &Bytes,
-    requests: usize,
-) -> Result<u64> {
+async fn warm_up(targets: &[(Entry, Target)], body: &Bytes, requests: usize) -> Result<u64> {
     let clients = 8;
     let mut failures = 0;
     for (entry, target) in targets {
