@@ -66,7 +66,8 @@ impl SseDecoder {
     pub fn push_items(&mut self, chunk: &[u8]) -> Vec<SseItem> {
         let mut events = Vec::new();
         let mut rest = chunk;
-        if self.skip_lf {
+        // An empty chunk says nothing about the `\n` a trailing `\r` may still be waiting for.
+        if self.skip_lf && !rest.is_empty() {
             self.skip_lf = false;
             if let Some(after) = rest.strip_prefix(b"\n") {
                 rest = after;
@@ -145,6 +146,17 @@ mod tests {
         let mut decoder = SseDecoder::new();
         let byte_by_byte: Vec<String> = stream.iter().flat_map(|b| decoder.push(&[*b])).collect();
         assert_eq!(byte_by_byte, whole);
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_changes_nothing() {
+        // Found by the chunking property test: `\r`, then an empty read, then `\n` is one line
+        // end, not two (a second one would end an event early).
+        let mut decoder = SseDecoder::new();
+        let mut events = decoder.push(b"data: x\r");
+        events.extend(decoder.push(b""));
+        events.extend(decoder.push(b"\ndata: y\n\n"));
+        assert_eq!(events, vec!["x\ny"]);
     }
 
     #[test]
