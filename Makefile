@@ -4,7 +4,7 @@ DEMO_CONFIG ?= config/demo.yaml
 DEMO_KEY := db-demo-key-change-me
 DEMO_ADMIN := demo-admin-token-change-me
 
-.PHONY: run test build release bench chaos lint fmt deps clean prepare-docker up up-multi up-monitoring down
+.PHONY: run test build release bench chaos fuzz lint fmt deps clean prepare-docker up up-multi up-monitoring down
 
 ## Build and start the single-node gateway with two mock accounts on :8080.
 run: build
@@ -19,6 +19,10 @@ run: build
 	./target/debug/drawbridge --config $(DEMO_CONFIG)
 
 ## Install test dependencies if missing, check formatting and lints, run every test.
+## The property tests draw the same cases on every run (PROPTEST_RNG_SEED), so a result can be
+## reproduced and a submission is judged on its own change; `make fuzz` explores new cases.
+PROPTEST_RNG_SEED ?= 20261203
+export PROPTEST_RNG_SEED
 test: deps build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
@@ -49,6 +53,15 @@ chaos:
 	$(CARGO) build --workspace --bins --locked
 	CHAOS_REQUESTS=$(CHAOS_REQUESTS) CHAOS_CONCURRENCY=$(CHAOS_CONCURRENCY) CHAOS_ENFORCE_TARGET=1 \
 		$(CARGO) test -p drawbridge-e2e --test chaos --locked -- --nocapture
+
+## The property tests (request decoders, SSE and dialect readers, sanitizer, continuation,
+## breaker, tool tags) with random seeds and FUZZ_CASES cases each. A failure prints the case and
+## saves its seed in the test's .proptest-regressions file: commit it with the fix.
+FUZZ_CASES ?= 20000
+fuzz:
+	env -u PROPTEST_RNG_SEED PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked \
+		-p drawbridge-types --test fuzz --test fuzz_anthropic --test fuzz_responses
+	env -u PROPTEST_RNG_SEED PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked -p drawbridge-core
 
 ## Docker Compose (compose/docker-compose.yml; see README "Deploying").
 COMPOSE ?= docker compose -f compose/docker-compose.yml

@@ -44,7 +44,8 @@ fn message() -> impl Strategy<Value = ChatMessage> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // At least 512 cases; more when PROPTEST_CASES asks (`make fuzz`).
+    #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases.max(512), ..ProptestConfig::default() })]
 
     #[test]
     fn any_conversation_renders_the_same_way_twice(

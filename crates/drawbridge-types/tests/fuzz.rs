@@ -77,7 +77,8 @@ fn round_trips(body: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // At least 512 cases; more when PROPTEST_CASES asks (`make fuzz`).
+    #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases.max(512), ..ProptestConfig::default() })]
 
     #[test]
     fn the_request_decoder_takes_any_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {

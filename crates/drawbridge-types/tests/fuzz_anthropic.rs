@@ -90,7 +90,8 @@ fn crosses_the_hop(body: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // At least 512 cases; more when PROPTEST_CASES asks (`make fuzz`).
+    #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases.max(512), ..ProptestConfig::default() })]
 
     #[test]
     fn the_decoder_takes_any_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {

@@ -83,7 +83,8 @@ fn translates(body: &[u8], previous: Option<&StoredResponse>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // At least 512 cases; more when PROPTEST_CASES asks (`make fuzz`).
+    #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases.max(512), ..ProptestConfig::default() })]
 
     #[test]
     fn any_bytes_are_answered(body in prop::collection::vec(any::<u8>(), 0..256)) {
