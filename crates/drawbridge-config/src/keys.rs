@@ -18,7 +18,8 @@ pub struct StaticKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm: Option<u32>,
     /// Engine channel keys only: the caller may name the tenant in `x-drawbridge-tenant`
-    /// (usage and quotas are then kept under that tenant, not under this key). Give it only to
+    /// (usage and quotas are then kept under that tenant, not under this key), and may ask the
+    /// engine to continue an answer another engine began (`x-drawbridge-resume`). Give it only to
     /// the gateway's channel key: any other caller holding a trusted key could spend under
     /// another tenant's name. Default `false`; refused on `gateway.api_keys`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -39,8 +39,11 @@ struct Answer {
     ctx: ChatContext,
     attempts: Attempts,
     turn: Turn,
-    /// The text the client has received (folded reasoning included).
+    /// The text the client has received (folded reasoning included); for an answer another
+    /// engine began, what it had sent too.
     text: String,
+    /// The answer continues one another engine began: its token counts cover only a part.
+    continued: bool,
     /// The accounts that have served this answer, in order (an account that failed before
     /// the first text served nothing).
     served: Vec<String>,
@@ -61,6 +64,7 @@ pub(crate) fn stream(
     ctx: ChatContext,
     attempts: Attempts,
     turn: Turn,
+    partial: Option<String>,
 ) -> EventStream {
     let answer = Answer {
         turns,
@@ -69,7 +73,8 @@ pub(crate) fn stream(
         attempts,
         served: vec![turn.account.clone()],
         turn,
-        text: String::new(),
+        continued: partial.is_some(),
+        text: partial.unwrap_or_default(),
         thinking: false,
         tool_calls: 0,
         live_session: None,
@@ -148,6 +153,7 @@ impl Answer {
                     }
                     if summary.warm
                         && self.served.len() == 1
+                        && !self.continued
                         && let Some(key) = &self.attempts.conversation_key
                     {
                         // The next request of this conversation can go to the session.
@@ -155,7 +161,7 @@ impl Answer {
                     }
                     // Spliced from more than one turn: the last turn's count covers only its
                     // part. (Accounts that failed before the first text wrote nothing.)
-                    let resumed = self.served.len() > 1;
+                    let resumed = self.served.len() > 1 || self.continued;
                     let completion_tokens = if resumed {
                         tokens::estimate_tokens(&self.text)
                     } else {

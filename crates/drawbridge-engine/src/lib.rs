@@ -252,9 +252,12 @@ impl Engine {
 
     /// Answer a chat request: pick an account, run the turn there, retry on another account if
     /// the turn fails before its first byte, and resume on another account if it fails after.
+    /// A request the gateway sent to continue an answer another engine began
+    /// ([`ChatContext::resume`]) starts as such a resumption: its last message is the part the
+    /// client has, and only the rest is sent.
     pub async fn chat(
         &self,
-        request: ChatCompletionRequest,
+        mut request: ChatCompletionRequest,
         ctx: &ChatContext,
     ) -> Result<EventStream, ApiError> {
         if self.shutdown.is_cancelled() {
@@ -264,10 +267,29 @@ impl Engine {
         let turns = Arc::clone(&self.turns);
         let ctx = ctx.clone();
         let start = async move {
+            let partial = ctx
+                .resume
+                .then(|| request.messages.pop())
+                .flatten()
+                .map(|message| message.text());
             let mut attempts = turns.attempts(&request, &ctx).await;
-            let body = PromptBody::Messages(request.messages.clone());
+            let body = match &partial {
+                Some(partial) => {
+                    tracing::info!(
+                        request_id = ctx.request_id,
+                        sent_chars = partial.len(),
+                        "continuing an answer another engine began"
+                    );
+                    turns.resumed();
+                    PromptBody::Resume {
+                        messages: request.messages.clone(),
+                        partial: partial.clone(),
+                    }
+                }
+                None => PromptBody::Messages(request.messages.clone()),
+            };
             let turn = turns.start(&request, &ctx, &mut attempts, body).await?;
-            Ok(answer::stream(turns, request, ctx, attempts, turn))
+            Ok(answer::stream(turns, request, ctx, attempts, turn, partial))
         }
         .boxed();
         if !streamed {

@@ -305,6 +305,96 @@ async fn folded_reasoning_is_part_of_what_a_resumption_continues() {
     }
 }
 
+// ---- continuing an answer another engine began ----
+
+const GATEWAY_KEY: &str = "db-channel-gateway-0001";
+const OTHER_KEY: &str = "db-channel-other-00002";
+
+/// Channel keys: the gateway's, trusted to speak for clients, and another caller's.
+fn channel_keys() -> String {
+    format!(
+        "engine:\n  channel_keys:\n    - {{ name: gateway, key: {GATEWAY_KEY}, trust_tenant: true }}\n    - {{ name: other, key: {OTHER_KEY} }}\n"
+    )
+}
+
+/// The gateway's request to continue "The ans", with `key`: the status, the resume header of
+/// the answer, and its chunks.
+async fn continue_with(h: &Harness, key: &str) -> (StatusCode, Option<String>, Vec<Value>) {
+    let body = json!({
+        "model": "kiro", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": "The ans"},
+        ],
+    });
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .header(drawbridge_http::RESUME_HEADER, "continue")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = h.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let confirmed = response
+        .headers()
+        .get(drawbridge_http::RESUME_HEADER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let chunks = String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .split("\n\n")
+        .filter_map(|b| b.strip_prefix("data: ").map(str::to_owned))
+        .filter(|d| d != "[DONE]")
+        .map(|d| serde_json::from_str(&d).unwrap())
+        .collect();
+    (status, confirmed, chunks)
+}
+
+fn text_of(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gateway_may_ask_for_the_rest_of_an_answer_another_engine_began() {
+    let worker = Arc::new(FakeWorker::new("a").otherwise(Script::Continues));
+    let h = harness(&channel_keys(), &[&worker]).await;
+    let (status, confirmed, chunks) = continue_with(&h, GATEWAY_KEY).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(confirmed.as_deref(), Some("continued"));
+    match &worker.prompts()[0].body {
+        drawbridge_types::worker::PromptBody::Resume { messages, partial } => {
+            assert_eq!(partial, "The ans");
+            assert_eq!(messages.len(), 1, "the partial is not a message of its own");
+        }
+        other => panic!("not a resumption: {other:?}"),
+    }
+    // Only the rest is sent; the usage covers the whole answer, estimated.
+    assert_eq!(text_of(&chunks), "[after The ans]");
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["drawbridge"]["tokens"], "estimated");
+    assert_eq!(
+        usage["completion_tokens"],
+        drawbridge_core::tokens::estimate_tokens("The ans[after The ans]")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_a_trusted_caller_may_ask_for_the_rest() {
+    let worker = Arc::new(FakeWorker::new("a").otherwise(Script::Continues));
+    let h = harness(&channel_keys(), &[&worker]).await;
+    let (status, confirmed, chunks) = continue_with(&h, OTHER_KEY).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(confirmed, None, "the answer is a whole one, and says so");
+    assert!(matches!(
+        worker.prompts()[0].body,
+        drawbridge_types::worker::PromptBody::Messages(_)
+    ));
+    assert_eq!(text_of(&chunks), "whole");
+}
+
 // ---- honest usage ----
 
 #[tokio::test(start_paused = true)]

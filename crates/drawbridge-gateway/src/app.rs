@@ -23,15 +23,16 @@ pub struct GatewayApp {
 
 impl GatewayApp {
     /// Open the stores of `live`'s config (ValKey or the data file, [`crate::backing`]) and
-    /// build the gateway on them, answering from `backend`. Its background work runs on
-    /// `process`.
+    /// build the gateway on them, answering from `backend` and counting in `metrics` (which
+    /// the backend may count in too). Its background work runs on `process`.
     pub async fn build(
         live: &LiveConfig,
         backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
         process: &Shutdown,
     ) -> anyhow::Result<GatewayApp> {
         let stores = drawbridge_state::Stores::open(&crate::backing(&live.load()), process).await?;
-        let mut app = Self::on_stores(live, &stores, backend, Arc::new(Metrics::new()), process);
+        let mut app = Self::on_stores(live, &stores, backend, metrics, process);
         app.own_stores = Some(stores);
         Ok(app)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use drawbridge_config::{Config, Role};
 use drawbridge_gateway::{GatewayApp, HttpEngine};
-use drawbridge_telemetry::{LiveConfig, Shutdown, Signals, announce};
+use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown, Signals, announce};
 
 /// How often the config file is checked for changes.
 const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -24,8 +24,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(path) = config.source.clone() {
         live.watch(path, Role::Gateway, RELOAD_POLL, &process);
     }
-    let engine = Arc::new(HttpEngine::from_config(&config));
-    let app = GatewayApp::build(&live, engine, &process).await?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(HttpEngine::from_config(&config).with_metrics(Arc::clone(&metrics)));
+    let app = GatewayApp::build(&live, engine, metrics, &process).await?;
     let listener = drawbridge_http::bind_or_inherit(config.gateway.listen).await?;
     announce("gateway", listener.local_addr()?);
     let grace = config.gateway.shutdown_grace;

@@ -53,7 +53,19 @@ pub struct ChatContext {
     /// `drawbridge`); on the engine's internal API, the id the gateway passes in
     /// [`TENANT_HEADER`] (else the channel key's). Two clients' equal keys never meet.
     pub tenant: String,
+    /// The body's last message is the part of the answer the client already has, and the
+    /// answer continues it ([`RESUME_HEADER`]): what the gateway asks of an engine when the
+    /// one that was answering died mid-stream.
+    pub resume: bool,
 }
+
+/// The header in which Drawbridge's gateway asks an engine to continue an answer another
+/// engine began: the request's last message is the assistant's text the client has, and
+/// the answer brings only the rest. Read only from a caller trusted to speak for clients (a
+/// channel key marked `trust_tenant`), and only when that message is assistant text without
+/// tool calls; the engine then sets the same header on its answer, so the gateway knows the
+/// continuation, not a whole answer, follows.
+pub const RESUME_HEADER: &str = "x-drawbridge-resume";
 
 /// The header in which Drawbridge's gateway tells the engine whose request it forwards (the
 /// client's key id). Read only from a caller with a channel key marked `trust_tenant`.

@@ -48,6 +48,7 @@ pub struct ScriptedBackend {
     accounts: Mutex<Vec<AccountView>>,
     chats: AtomicUsize,
     contexts: Mutex<Vec<ChatContext>>,
+    requests: Mutex<Vec<ChatCompletionRequest>>,
 }
 
 impl ScriptedBackend {
@@ -60,6 +61,7 @@ impl ScriptedBackend {
             accounts: Mutex::new(vec![account("acct-1", models, Some(5000))]),
             chats: AtomicUsize::new(0),
             contexts: Mutex::new(Vec::new()),
+            requests: Mutex::new(Vec::new()),
         }
     }
 
@@ -76,6 +78,11 @@ impl ScriptedBackend {
     /// The contexts of the chat requests that reached it, in order.
     pub fn contexts(&self) -> Vec<ChatContext> {
         self.contexts.lock().expect("contexts lock").clone()
+    }
+
+    /// The chat requests that reached it, in order.
+    pub fn requests(&self) -> Vec<ChatCompletionRequest> {
+        self.requests.lock().expect("requests lock").clone()
     }
 }
 
@@ -106,6 +113,10 @@ impl ChatBackend for ScriptedBackend {
     ) -> BoxFuture<'_, Result<EventStream, ApiError>> {
         self.chats.fetch_add(1, Ordering::SeqCst);
         self.contexts.lock().expect("contexts lock").push(ctx);
+        self.requests
+            .lock()
+            .expect("requests lock")
+            .push(request.clone());
         let answer = if !self.models.contains(&request.model) {
             Err(ApiError::new(
                 ErrorKind::ModelNotFound,
@@ -203,5 +214,6 @@ pub fn context() -> ChatContext {
         },
         session: None,
         tenant: "static.test".to_owned(),
+        resume: false,
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use drawbridge_types::openai::Role;
 use drawbridge_types::{ApiError, ChatCompletionRequest, ErrorKind};
 use futures::future::BoxFuture;
 use tracing::Instrument as _;
@@ -181,6 +182,8 @@ async fn start<G: Gate, D: Dialect>(
     // Only a caller whose key is trusted to (Drawbridge's own gateway, calling the internal
     // API with a `trust_tenant` channel key) may say whose request this is.
     let tenant = tenant(state.gate.as_ref(), &entry, request.headers());
+    let asks_resume =
+        state.gate.trusts_tenant(&entry) && request.headers().contains_key(crate::RESUME_HEADER);
     let headers = entry.headers.clone();
     let refuse = |error: ApiError| Refusal {
         error,
@@ -209,11 +212,13 @@ async fn start<G: Gate, D: Dialect>(
         .map_err(refuse)?;
     let stream = chat.is_stream();
     let model = chat.model.clone();
+    let resume = asks_resume && continues_an_answer(&chat);
     let ctx = ChatContext {
         request_id: request_id.to_owned(),
         caller: entry.caller,
         session,
         tenant,
+        resume,
     };
     // From here on the request is counted however it ends, even if the client hangs up
     // while the backend is still starting the answer.
@@ -251,9 +256,24 @@ async fn start<G: Gate, D: Dialect>(
         request_id,
         expose_metering: state.expose_metering,
     };
-    let response = match dialect.respond(original, events, rendering).await {
+    let mut response = match dialect.respond(original, events, rendering).await {
         Ok(response) => response,
         Err(error) => dialect.error(error),
     };
+    if resume {
+        // Tells the gateway the answer is the continuation it asked for.
+        response.headers_mut().insert(
+            crate::RESUME_HEADER,
+            axum::http::HeaderValue::from_static("continued"),
+        );
+    }
     Ok((response, headers))
+}
+
+/// Whether `request` can be continued ([`crate::RESUME_HEADER`]): its last message is the
+/// assistant's text, with no tool calls.
+fn continues_an_answer(request: &ChatCompletionRequest) -> bool {
+    request.messages.last().is_some_and(|m| {
+        m.role == Role::Assistant && m.tool_calls.is_none() && !m.text().is_empty()
+    })
 }

@@ -15,19 +15,23 @@
 //! engine that failed rests ([`REST`], doubled while it keeps failing, up to [`MAX_REST`]; its
 //! first answer ends the rest), so calls do not wait for its connect timeout each time; when
 //! every engine rests, they are tried all the same, the one whose rest ends first first.
+//!
+//! A chat answer whose stream breaks off after its head moves to another engine
+//! ([`answer`] says how): the client's stream goes on.
 
-use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+mod answer;
+
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use drawbridge_config::Secret;
 use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
+use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::{ModelList, StreamOptions};
-use drawbridge_types::sse::{SseDecoder, SseItem};
 use drawbridge_types::{
-    AccountView, ApiError, ChatCompletionRequest, ChunkReader, CompletionEvent, CreditChange,
-    ErrorBody, ErrorKind, HealthReport, HealthStatus,
+    AccountView, ApiError, ChatCompletionRequest, CreditChange, ErrorBody, ErrorKind, HealthReport,
+    HealthStatus,
 };
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -48,13 +52,18 @@ pub const REST: Duration = Duration::from_secs(5);
 /// The longest rest: each further failure in a row doubles it up to this.
 pub const MAX_REST: Duration = Duration::from_secs(60);
 
+/// Cheap to clone: the clones share the engines' state (a streamed answer keeps one, to move
+/// to another engine).
+#[derive(Clone)]
 pub struct HttpEngine {
     /// In order of preference.
-    engines: Vec<Target>,
+    engines: Arc<[Target]>,
     key: Option<Secret>,
     client: Client<HttpConnector, Full<Bytes>>,
     /// The header the engine reads conversation keys from (session affinity).
     session_header: Option<http::HeaderName>,
+    /// Where answers moved to another engine are counted (`drawbridge_failovers_total`).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// One engine, and how its last calls went.
@@ -127,6 +136,8 @@ struct Call<'a> {
     request_id: Option<&'a str>,
     conversation: Option<(&'a str, Option<&'a str>)>,
     replay: Replay,
+    /// Ask the engine to continue the answer in the body's last message.
+    resume: bool,
 }
 
 impl<'a> Call<'a> {
@@ -138,6 +149,7 @@ impl<'a> Call<'a> {
             request_id: None,
             conversation: None,
             replay: Replay::BeforeAnswer,
+            resume: false,
         }
     }
 }
@@ -170,7 +182,14 @@ impl HttpEngine {
             key,
             client: Client::builder(TokioExecutor::new()).build(connector),
             session_header: None,
+            metrics: None,
         }
+    }
+
+    /// Count answers moved to another engine in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The engines of `gateway.engine_urls` (or `engine_url`), behind `gateway.engine_key`,
@@ -222,6 +241,9 @@ impl HttpEngine {
         if let Some(id) = call.request_id {
             request = request.header("x-request-id", id);
         }
+        if call.resume {
+            request = request.header(drawbridge_http::RESUME_HEADER, "continue");
+        }
         // Whose request it is (the client's key id: conversation keys are kept per key), and
         // the client's conversation key.
         if let Some((tenant, session)) = call.conversation {
@@ -241,8 +263,12 @@ impl HttpEngine {
 
     /// Send `call` to the engines in [`HttpEngine::order`] until one answers: its answer's
     /// head (any status but a 503, which moves on like a transport failure unless it is
-    /// `no_capacity`, returned as its error). When none does, the last one's error.
-    async fn send(&self, call: Call<'_>) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    /// `no_capacity`, returned as its error), and which engine it was. When none does, the
+    /// last one's error.
+    async fn send_to_any(
+        &self,
+        call: Call<'_>,
+    ) -> Result<(usize, Response<hyper::body::Incoming>), ApiError> {
         let mut last = None;
         for i in self.order() {
             let engine = &self.engines[i];
@@ -269,7 +295,7 @@ impl HttpEngine {
                 }
                 Ok(response) => {
                     engine.answered();
-                    return Ok(response);
+                    return Ok((i, response));
                 }
                 Err(error) => {
                     tracing::warn!(engine = engine.base, %error, "engine unreachable");
@@ -285,6 +311,33 @@ impl HttpEngine {
         Err(last.unwrap_or_else(|| ApiError::unavailable("No engine is configured.")))
     }
 
+    /// [`HttpEngine::send_to_any`], for calls whose answer is read whole.
+    async fn send(&self, call: Call<'_>) -> Result<Response<hyper::body::Incoming>, ApiError> {
+        self.send_to_any(call).await.map(|(_, response)| response)
+    }
+
+    /// Send a chat request (streamed, with usage; `resume`: continuing the body's last
+    /// message) to the engines; the head of the first answer and its engine.
+    async fn send_chat(
+        &self,
+        request: &ChatCompletionRequest,
+        ctx: &ChatContext,
+        resume: bool,
+    ) -> Result<(usize, Response<hyper::body::Incoming>), ApiError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
+        self.send_to_any(Call {
+            method: Method::POST,
+            path: "/v1/chat/completions",
+            body: Bytes::from(body),
+            request_id: Some(&ctx.request_id),
+            conversation: Some((ctx.tenant.as_str(), ctx.session.as_deref())),
+            replay: Replay::BeforeAnswer,
+            resume,
+        })
+        .await
+    }
+
     /// `engine`'s health report: `None` when it is unreachable or answers something else.
     async fn health_of(&self, engine: &Target) -> Option<HealthReport> {
         let request = self.request(engine, &Call::get("/health")).ok()?;
@@ -292,6 +345,15 @@ impl HttpEngine {
         let body = response.into_body().collect().await.ok()?.to_bytes();
         serde_json::from_slice::<HealthReport>(&body).ok()
     }
+}
+
+/// An answer's body as its data frames.
+fn data_frames(response: Response<hyper::body::Incoming>) -> answer::Body {
+    response
+        .into_body()
+        .into_data_stream()
+        .map(|frame| frame.map_err(|error| error.to_string()))
+        .boxed()
 }
 
 /// A non-200 answer from the engine, as the error it carries.
@@ -342,81 +404,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|_| ApiError::upstream(format!("The engine sent a malformed {what}.")))
 }
 
-/// The body of the engine's answer, as its data frames.
-type Body = futures::stream::BoxStream<'static, Result<Bytes, String>>;
-
-struct Reader {
-    body: Body,
-    decoder: SseDecoder,
-    chunks: ChunkReader,
-    pending: VecDeque<Result<CompletionEvent, ApiError>>,
-    finished: bool,
-}
-
-/// The engine's SSE answer `body` as completion events, ending after the finish or the first
-/// error.
-fn events(body: Body) -> EventStream {
-    let reader = Reader {
-        body,
-        decoder: SseDecoder::new(),
-        chunks: ChunkReader::new(),
-        pending: VecDeque::new(),
-        finished: false,
-    };
-    futures::stream::unfold(reader, |mut reader| async move {
-        let item = reader.next().await?;
-        Some((item, reader))
-    })
-    .boxed()
-}
-
-impl Reader {
-    /// The next event, reading more of the body as needed.
-    async fn next(&mut self) -> Option<Result<CompletionEvent, ApiError>> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                if item.is_err() || matches!(item, Ok(CompletionEvent::Finish(_))) {
-                    self.finished = true;
-                    self.pending.clear();
-                }
-                return Some(item);
-            }
-            if self.finished {
-                return None;
-            }
-            match self.body.next().await {
-                Some(Ok(bytes)) => {
-                    for item in self.decoder.push_items(&bytes) {
-                        let data = match item {
-                            SseItem::Data(data) => data,
-                            // The engine keeps a quiet answer alive with comments: so does
-                            // this layer, for its own client.
-                            SseItem::Comment => {
-                                self.pending.push_back(Ok(CompletionEvent::KeepAlive));
-                                continue;
-                            }
-                        };
-                        match self.chunks.push(&data) {
-                            Ok(events) => self.pending.extend(events.into_iter().map(Ok)),
-                            Err(error) => self.pending.push_back(Err(error)),
-                        }
-                    }
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "engine stream broke off");
-                    self.pending
-                        .push_back(Err(ApiError::upstream("The engine stream broke off.")));
-                }
-                None => {
-                    self.pending.push_back(Err(ApiError::upstream(
-                        "The engine stream ended before the answer was complete.",
-                    )));
-                }
-            }
-        }
-    }
-}
-
 impl ChatBackend for HttpEngine {
     fn chat(
         &self,
@@ -428,28 +415,13 @@ impl ChatBackend for HttpEngine {
             request.stream_options = Some(StreamOptions {
                 include_usage: Some(true),
             });
-            let body = serde_json::to_vec(&request)
-                .map_err(|e| ApiError::internal(format!("cannot encode the request: {e}")))?;
-            let response = self
-                .send(Call {
-                    method: Method::POST,
-                    path: "/v1/chat/completions",
-                    body: Bytes::from(body),
-                    request_id: Some(&ctx.request_id),
-                    conversation: Some((ctx.tenant.as_str(), ctx.session.as_deref())),
-                    replay: Replay::BeforeAnswer,
-                })
-                .await?;
-            // From here on the answer is this engine's: it is not sent anywhere else.
+            let (serving, response) = self.send_chat(&request, &ctx, false).await?;
+            // The engine's refusal is the answer: it is not sent anywhere else.
             if response.status() != StatusCode::OK {
                 return Err(error_from(response).await);
             }
-            let body = response
-                .into_body()
-                .into_data_stream()
-                .map(|frame| frame.map_err(|error| error.to_string()))
-                .boxed();
-            Ok(events(body))
+            let reader = answer::Reader::new(data_frames(response));
+            Ok(answer::stream(self.clone(), request, ctx, serving, reader))
         }
         .boxed()
     }
@@ -554,6 +526,7 @@ impl AccountsAdmin for HttpEngine {
                     request_id: None,
                     conversation: None,
                     replay: Replay::Unsent,
+                    resume: false,
                 })
                 .await?;
             let changed: Changed = read_json(response, "answer").await?;
@@ -566,8 +539,11 @@ impl AccountsAdmin for HttpEngine {
 #[cfg(test)]
 mod tests {
     use drawbridge_types::openai::{FinishReason, TokenSource, UsageDetails};
-    use drawbridge_types::{ChunkEncoder, CompletionMeta, Finish, Metering, Usage};
+    use drawbridge_types::{
+        ChunkEncoder, CompletionEvent, CompletionMeta, Finish, Metering, Usage,
+    };
 
+    use super::answer::{Body, events};
     use super::*;
 
     fn body(frames: Vec<Bytes>) -> Body {
@@ -638,11 +614,12 @@ mod tests {
 /// internal router) over a [`test_support::ScriptedBackend`], on loopback.
 #[cfg(test)]
 mod several_engines {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use drawbridge_telemetry::Shutdown;
-    use drawbridge_types::{ChunkEncoder, CompletionMeta};
+    use drawbridge_types::openai::Role;
+    use drawbridge_types::sse::keepalive_frame;
+    use drawbridge_types::{ChunkEncoder, CompletionEvent, CompletionMeta};
     use test_support::ScriptedBackend;
     use test_support::backend::{Script, context, streamed_request};
     use tokio_util::sync::CancellationToken;
@@ -666,14 +643,23 @@ mod several_engines {
 
     /// An engine answering from a scripted backend; with `draining` cancelled it refuses
     /// chat requests and says `draining` on `/health`, as an engine that shuts down does.
+    /// Its internal API is open (no channel key): it trusts no caller to speak for clients.
     async fn engine(
         scope: &Shutdown,
         draining: CancellationToken,
     ) -> (String, Arc<ScriptedBackend>) {
+        engine_with_keys(scope, draining, &[]).await
+    }
+
+    async fn engine_with_keys(
+        scope: &Shutdown,
+        draining: CancellationToken,
+        keys: &[drawbridge_config::StaticKey],
+    ) -> (String, Arc<ScriptedBackend>) {
         let backend = Arc::new(ScriptedBackend::new(&["kiro"]));
         let state = drawbridge_http::ApiState::new(
             backend.clone(),
-            Arc::new(drawbridge_http::Keys::optional(&[])),
+            Arc::new(drawbridge_http::Keys::optional(keys)),
             1 << 20,
             draining,
         )
@@ -684,6 +670,18 @@ mod several_engines {
 
     async fn serving(scope: &Shutdown) -> (String, Arc<ScriptedBackend>) {
         engine(scope, CancellationToken::new()).await
+    }
+
+    /// An engine behind the channel key the gateway holds, marked `trust_tenant`, as the
+    /// example configs set it up.
+    async fn trusting(scope: &Shutdown) -> (String, Arc<ScriptedBackend>) {
+        let key = drawbridge_config::StaticKey {
+            name: "gateway".to_owned(),
+            key: Secret::new(SECRET.to_owned()),
+            rpm: None,
+            trust_tenant: true,
+        };
+        engine_with_keys(scope, CancellationToken::new(), &[key]).await
     }
 
     async fn draining(scope: &Shutdown) -> (String, Arc<ScriptedBackend>) {
@@ -726,13 +724,22 @@ mod several_engines {
     /// An engine whose answer begins (the head and one chunk of text), then breaks off when
     /// the test says so.
     async fn breaking_off(scope: &Shutdown) -> (String, Arc<tokio::sync::Notify>) {
+        breaking_off_after(scope, |encoder| encoder.delta("partial")).await
+    }
+
+    /// An engine whose answer begins (the head and the frame `first` writes), then breaks off
+    /// when the test says so.
+    async fn breaking_off_after(
+        scope: &Shutdown,
+        first: fn(&mut ChunkEncoder) -> Bytes,
+    ) -> (String, Arc<tokio::sync::Notify>) {
         let cut = Arc::new(tokio::sync::Notify::new());
         let signal = cut.clone();
         let chat = move || {
             let cut = signal.clone();
             async move {
                 let mut encoder = ChunkEncoder::new(CompletionMeta::new("kiro"), true);
-                let first: Result<Bytes, std::io::Error> = Ok(encoder.delta("partial"));
+                let first: Result<Bytes, std::io::Error> = Ok(first(&mut encoder));
                 let rest = futures::stream::once(async move {
                     cut.notified().await;
                     Err(std::io::Error::other("the engine died"))
@@ -874,10 +881,89 @@ mod several_engines {
         assert!(scope.drain(Duration::from_secs(5)).await);
     }
 
-    /// Once the answer's head has arrived, a failure is the answer's end: nothing is sent to
-    /// the next engine.
+    /// The answer reaches the client, then its engine dies: the next engine is asked to
+    /// continue it (the text so far as the assistant's last message, and the resume header),
+    /// and the client's stream goes on with only the rest, ending once.
     #[tokio::test]
-    async fn after_the_first_byte_nothing_is_sent_again() {
+    async fn an_answer_broken_after_its_text_is_continued_by_the_next_engine() {
+        let scope = Shutdown::new();
+        let (broken, cut) = breaking_off(&scope).await;
+        let (live, backend) = trusting(&scope).await;
+        backend.script(Script::text(" and the rest."));
+        let metrics = Arc::new(Metrics::new());
+        let engine = engines(&[&broken, &live]).with_metrics(metrics.clone());
+        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
+        assert_eq!(
+            events.next().await,
+            Some(Ok(CompletionEvent::Delta("partial".into())))
+        );
+        cut.notify_one();
+        let rest: Vec<_> = events.collect().await;
+        assert_eq!(text(&rest), " and the rest.");
+        assert!(
+            matches!(
+                &rest[..],
+                [
+                    Ok(CompletionEvent::Delta(_)),
+                    Ok(CompletionEvent::Finish(_))
+                ]
+            ),
+            "{rest:?}"
+        );
+        let asked = backend.requests();
+        assert_eq!(asked.len(), 1);
+        let last = asked[0].messages.last().unwrap();
+        assert_eq!(
+            (last.role, last.text()),
+            (Role::Assistant, "partial".to_owned())
+        );
+        assert!(
+            backend.contexts()[0].resume,
+            "the engine was asked to continue"
+        );
+        assert_eq!(engine.order(), [1, 0], "the broken engine rests");
+        assert!(
+            metrics
+                .render()
+                .contains("drawbridge_failovers_total{kind=\"engine_resume\"} 1"),
+            "{}",
+            metrics.render()
+        );
+        scope.cancel();
+        assert!(scope.drain(Duration::from_secs(5)).await);
+    }
+
+    /// Only keep-alives reached the client when the engine died: the next engine answers the
+    /// request from the start, not as a continuation.
+    #[tokio::test]
+    async fn an_answer_broken_before_its_text_starts_again_on_the_next_engine() {
+        let scope = Shutdown::new();
+        let (broken, cut) = breaking_off_after(&scope, |_| keepalive_frame()).await;
+        let (live, backend) = trusting(&scope).await;
+        let metrics = Arc::new(Metrics::new());
+        let engine = engines(&[&broken, &live]).with_metrics(metrics.clone());
+        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
+        assert_eq!(events.next().await, Some(Ok(CompletionEvent::KeepAlive)));
+        cut.notify_one();
+        let rest: Vec<_> = events.collect().await;
+        assert_eq!(text(&rest), "Hello there.");
+        assert!(matches!(rest.last(), Some(Ok(CompletionEvent::Finish(_)))));
+        assert_eq!(backend.requests()[0].messages, streamed_request().messages);
+        assert!(!backend.contexts()[0].resume);
+        assert!(
+            metrics
+                .render()
+                .contains("drawbridge_failovers_total{kind=\"engine_retry\"} 1")
+        );
+        scope.cancel();
+        assert!(scope.drain(Duration::from_secs(5)).await);
+    }
+
+    /// An engine that does not trust the gateway to speak for clients (an open internal API)
+    /// ignores the resume header and would answer the whole request again: its answer is not
+    /// used, and the client's answer ends with the error.
+    #[tokio::test]
+    async fn an_engine_that_does_not_confirm_the_continuation_is_not_used() {
         let scope = Shutdown::new();
         let (broken, cut) = breaking_off(&scope).await;
         let (live, backend) = serving(&scope).await;
@@ -893,6 +979,43 @@ mod several_engines {
             matches!(&rest[..], [Err(e)] if e.kind == ErrorKind::Upstream),
             "{rest:?}"
         );
+        assert!(!backend.contexts()[0].resume);
+        scope.cancel();
+        assert!(scope.drain(Duration::from_secs(5)).await);
+    }
+
+    /// A tool call reached the client: it belongs to the dead engine's turn, so the answer
+    /// ends with the error and nothing is sent on.
+    #[tokio::test]
+    async fn an_answer_with_tool_calls_does_not_move() {
+        let scope = Shutdown::new();
+        let (broken, cut) = breaking_off_after(&scope, |encoder| {
+            let call = drawbridge_types::openai::ToolCall {
+                id: "call_1".to_owned(),
+                kind: "function".to_owned(),
+                function: drawbridge_types::openai::FunctionCall {
+                    name: "f".to_owned(),
+                    arguments: "{}".to_owned(),
+                },
+            };
+            // The choice's finish: a reader hands over tool calls whole, once it is read.
+            let finish = br#"data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"kiro","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#;
+            let mut frames = encoder.tool_call(0, &call).to_vec();
+            frames.extend_from_slice(finish);
+            frames.extend_from_slice(b"\n\n");
+            Bytes::from(frames)
+        })
+        .await;
+        let (live, backend) = trusting(&scope).await;
+        let engine = engines(&[&broken, &live]);
+        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
+        assert!(matches!(
+            events.next().await,
+            Some(Ok(CompletionEvent::ToolCall { .. }))
+        ));
+        cut.notify_one();
+        let rest: Vec<_> = events.collect().await;
+        assert!(matches!(&rest[..], [Err(_)]), "{rest:?}");
         assert_eq!(backend.chats(), 0);
         scope.cancel();
         assert!(scope.drain(Duration::from_secs(5)).await);
