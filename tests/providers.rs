@@ -10,40 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use test_support::process::Process;
+use test_support::provider::MockProvider as Upstream;
 use test_support::wait::poll;
-use test_support::{AccountSpec, Client, Stack, StackOptions};
-
-/// A running mock upstream.
-struct Upstream {
-    process: Process,
-}
-
-impl Upstream {
-    /// A mock that wants `key`; `env` adds its knobs (e.g. `MOCK_PROVIDER_FAIL_WITH`).
-    async fn start(dir: &Path, key: &str, env: &[(&str, &str)]) -> Upstream {
-        // The harness passes `--config` to every binary; the mock ignores it.
-        let config = dir.join("mock-provider.yaml");
-        std::fs::write(&config, "").unwrap();
-        let mut env = env.to_vec();
-        env.push(("MOCK_PROVIDER_API_KEY", key));
-        let process = Process::start("mock-provider", &config, &env, &["http"]).await;
-        Upstream { process }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://{}/v1", self.process.addr("http"))
-    }
-
-    /// How many chat requests it received.
-    async fn requests(&self) -> u64 {
-        let stats = Client::new(format!("http://{}", self.process.addr("http")), None)
-            .get("/stats")
-            .await
-            .json();
-        stats["chat_requests"].as_u64().unwrap()
-    }
-}
+use test_support::{AccountSpec, Stack, StackOptions};
 
 /// An `accounts:` entry for a provider account on `upstream` serving `model`.
 fn provider_account(id: &str, model: &str, upstream: &Upstream, key: &str) -> String {

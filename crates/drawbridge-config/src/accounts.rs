@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use drawbridge_types::rules::{self, IdError, MAX_ID_LEN};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::{self, PemObject};
 use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Secret};
@@ -63,7 +65,8 @@ impl AccountKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// The API's base URL, the part before `/chat/completions` (e.g. `http://vllm:8000/v1`).
+    /// The API's base URL, the part before `/chat/completions` (e.g. `http://vllm:8000/v1`,
+    /// `https://api.openai.com/v1`).
     pub base_url: String,
     /// The bearer key. Absent: the engine's `OPENAI_API_KEY` environment variable, else no
     /// key is sent (a local server that needs none).
@@ -74,6 +77,11 @@ pub struct ProviderConfig {
     pub max_concurrency: u32,
     #[serde(default)]
     pub timeouts: ProviderTimeouts,
+    /// A PEM file of root certificates trusted besides the built-in Mozilla set, for an
+    /// `https://` API whose certificate a private CA signed (an internal gateway). Read when
+    /// the config is validated and again when the account's client is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_max_concurrency() -> u32 {
@@ -283,30 +291,62 @@ impl AccountConfig {
 }
 
 impl ProviderConfig {
+    /// Whether `base_url` is an `https://` URL.
+    pub fn is_https(&self) -> bool {
+        self.base_url.trim().starts_with("https://")
+    }
+
+    /// The certificates of `ca_file` (none without one): an error says why the file cannot
+    /// serve (missing, unreadable, not PEM, or holding no certificate).
+    pub fn extra_roots(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let shown = path.display();
+        let problem = |e| match e {
+            pem::Error::Io(io) => format!("cannot read {shown}: {io}"),
+            other => format!("{shown} is not a PEM file: {other}"),
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(problem)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(problem)?;
+        if certs.is_empty() {
+            return Err(format!(
+                "{shown} holds no certificate (a PEM file of `BEGIN CERTIFICATE` blocks)"
+            ));
+        }
+        Ok(certs)
+    }
+
     fn validate(&self, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
         let url = self.base_url.trim();
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") {
-            // No TLS connector is built in yet: an https:// API is reached through a local
-            // proxy that terminates TLS.
+        let Some(rest) = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+        else {
             return Err(ConfigError::invalid(
                 key("provider.base_url"),
-                "https:// is not supported yet: use an http:// URL (a local TLS proxy in front \
-                 of the API)",
-            ));
-        } else {
-            return Err(ConfigError::invalid(
-                key("provider.base_url"),
-                "must be an http:// URL",
+                "must be an http:// or https:// URL",
             ));
         };
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() || url.chars().any(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 key("provider.base_url"),
-                "must be an http:// URL with a host",
+                "must be an http:// or https:// URL with a host",
             ));
+        }
+        if self.ca_file.is_some() {
+            if !self.is_https() {
+                return Err(ConfigError::invalid(
+                    key("provider.ca_file"),
+                    "only an https:// base_url uses it: remove it, or use https://",
+                ));
+            }
+            if let Err(problem) = self.extra_roots() {
+                return Err(ConfigError::invalid(key("provider.ca_file"), problem));
+            }
         }
         if self.max_concurrency == 0 {
             return Err(ConfigError::invalid(
@@ -466,10 +506,6 @@ mod tests {
             );
         }
         let err = invalid(
-            "accounts: [{ id: p, kind: openai, provider: { base_url: 'https://api.example/v1' } }]",
-        );
-        assert!(err.contains("https:// is not supported yet"), "{err}");
-        let err = invalid(
             "accounts: [{ id: p, kind: openai, provider: { base_url: 'http://x', max_concurrency: 0 } }]",
         );
         assert!(
@@ -491,5 +527,81 @@ mod tests {
             Config::from_yaml("accounts: [{ id: p, kind: gemini }]").is_err(),
             "unknown kinds are refused"
         );
+    }
+
+    /// The test CA the end-to-end TLS tests trust.
+    fn test_ca() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tls/ca.pem")
+    }
+
+    fn https_account(ca_file: Option<&std::path::Path>) -> String {
+        let ca = ca_file.map_or(String::new(), |p| format!(", ca_file: '{}'", p.display()));
+        format!(
+            "accounts: [{{ id: p, kind: openai, provider: {{ base_url: 'https://127.0.0.1:9/v1'{ca} }} }}]"
+        )
+    }
+
+    #[test]
+    fn https_base_urls_are_served_with_an_optional_ca_file() {
+        let config = Config::from_yaml(&https_account(None)).unwrap();
+        config.validate(Role::AllInOne).unwrap();
+        let provider = config.accounts[0].provider.as_ref().unwrap();
+        assert!(provider.is_https());
+        assert!(provider.extra_roots().unwrap().is_empty());
+        let config = Config::from_yaml(&https_account(Some(&test_ca()))).unwrap();
+        config.validate(Role::AllInOne).unwrap();
+        let roots = config.accounts[0].provider.as_ref().unwrap().extra_roots();
+        assert_eq!(roots.unwrap().len(), 1, "the test CA");
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_serve_is_a_config_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(
+            &key_only,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let garbled = dir.path().join("garbled.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (path, says) in [
+            (&missing, "cannot read"),
+            (&dir.path().to_path_buf(), "cannot read"),
+            (&empty, "holds no certificate"),
+            (&key_only, "holds no certificate"),
+            (&garbled, "is not a PEM file"),
+        ] {
+            let err = Config::from_yaml(&https_account(Some(path)))
+                .unwrap()
+                .validate(Role::AllInOne)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`accounts[0].provider.ca_file`"),
+                "{}: {err}",
+                path.display()
+            );
+            assert!(err.contains(says), "{}: {err}", path.display());
+        }
+        // A CA file on an http:// URL would be ignored: refused instead.
+        let yaml = format!(
+            "accounts: [{{ id: p, kind: openai, provider: {{ base_url: 'http://x', ca_file: '{}' }} }}]",
+            test_ca().display()
+        );
+        let err = Config::from_yaml(&yaml)
+            .unwrap()
+            .validate(Role::AllInOne)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`accounts[0].provider.ca_file`"), "{err}");
+        assert!(err.contains("only an https://"), "{err}");
     }
 }

@@ -1,9 +1,12 @@
 //! `mock-provider`: serve the scripted OpenAI-compatible upstream (see the library docs) on
 //! `--listen` (default `127.0.0.1:0`), and say where on stderr as `listening http=ADDR`.
+//! With `--tls-cert FILE --tls-key FILE` (PEM) it serves HTTPS instead, offering HTTP/2 and
+//! HTTP/1.1 by ALPN (only HTTP/1.1 with `--http1-only`), and says `listening https=ADDR`.
 //! Every flag can also be given in the environment (`MOCK_PROVIDER_FAIL_WITH=429`, ...).
-//! `GET /stats` reports how many chat requests it received, for tests that check which
-//! upstream was called.
+//! `GET /stats` reports how many chat requests it received and in which HTTP versions, for
+//! tests that check which upstream was called and how.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,13 +15,17 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
 use mock_provider::{Answer, content_text, error_body, parse};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Parser)]
@@ -35,6 +42,15 @@ struct Args {
     /// Refuse (401) a request without `Authorization: Bearer <KEY>`.
     #[arg(long, env = "MOCK_PROVIDER_API_KEY")]
     api_key: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, env = "MOCK_PROVIDER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "MOCK_PROVIDER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With TLS: offer only HTTP/1.1 by ALPN (an upstream without HTTP/2).
+    #[arg(long, env = "MOCK_PROVIDER_HTTP1_ONLY")]
+    http1_only: bool,
     /// Ignored: the test harness passes a config path to every binary.
     #[arg(long)]
     config: Option<String>,
@@ -68,31 +84,108 @@ fn say(line: &str) {
 }
 
 async fn serve(args: Args) -> std::io::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key, args.http1_only)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    say(&format!("listening http={}", listener.local_addr()?));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    say(&format!("listening {scheme}={}", listener.local_addr()?));
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
-        .route("/stats", get(stats))
-        .with_state(Arc::new(Mock {
-            args,
-            requests: AtomicU64::new(0),
-        }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+        .route("/stats", get(stats));
+    let mock = Arc::new(Mock {
+        args,
+        requests: AtomicU64::new(0),
+        http1: AtomicU64::new(0),
+        http2: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
+    });
+    let Some(tls) = tls else {
+        return axum::serve(listener, app.with_state(mock))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+    };
+    let service = TowerToHyperService::new(app.with_state(Arc::clone(&mock)));
+    // The connections being served: dropped (so ended) with the server.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let tls = tls.clone();
+        let service = service.clone();
+        let mock = Arc::clone(&mock);
+        connections.spawn(async move {
+            let Ok(stream) = tls.accept(tcp).await else {
+                // A client that does not trust the certificate hangs up here.
+                return;
+            };
+            mock.connections.fetch_add(1, Ordering::Relaxed);
+            // HTTP/2 or HTTP/1.1, as the client speaks (ALPN chose).
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A TLS acceptor for `cert` and `key`, offering `h2` and `http/1.1` (only the latter with
+/// `http1_only`).
+fn tls_acceptor(
+    cert: &PathBuf,
+    key: &PathBuf,
+    http1_only: bool,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let bad = |what: &PathBuf, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("{}: {e}", what.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(cert, &e))?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(chain, private)
+    .map_err(|e| bad(cert, &e))?;
+    config.alpn_protocols = if http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The mock's settings and what it has seen.
 struct Mock {
     args: Args,
     requests: AtomicU64,
+    /// Chat requests that came in HTTP/1.x, and in HTTP/2.
+    http1: AtomicU64,
+    http2: AtomicU64,
+    /// TLS connections that completed their handshake (each call reusing a pooled one
+    /// adds none).
+    connections: AtomicU64,
 }
 
 async fn stats(State(mock): State<Arc<Mock>>) -> Response {
-    axum::Json(serde_json::json!({ "chat_requests": mock.requests.load(Ordering::Relaxed) }))
-        .into_response()
+    axum::Json(serde_json::json!({
+        "chat_requests": mock.requests.load(Ordering::Relaxed),
+        "http_versions": {
+            "http/1.1": mock.http1.load(Ordering::Relaxed),
+            "h2": mock.http2.load(Ordering::Relaxed),
+        },
+        "tls_connections": mock.connections.load(Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 fn error(status: u16, message: &str, retry_after: Option<u64>) -> Response {
@@ -106,8 +199,18 @@ fn error(status: u16, message: &str, retry_after: Option<u64>) -> Response {
     response
 }
 
-async fn chat(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(mock): State<Arc<Mock>>,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     mock.requests.fetch_add(1, Ordering::Relaxed);
+    if version == Version::HTTP_2 {
+        mock.http2.fetch_add(1, Ordering::Relaxed);
+    } else {
+        mock.http1.fetch_add(1, Ordering::Relaxed);
+    }
     let args = &mock.args;
     if let Some(key) = &args.api_key {
         let sent = headers

@@ -16,6 +16,7 @@ pub mod golden;
 pub mod http;
 pub use ::http::Method;
 pub mod process;
+pub mod provider;
 pub mod redis;
 pub mod stack;
 pub mod state;

@@ -8,9 +8,12 @@
 //! A reload changes the provider accounts (an engine that started without any needs a
 //! restart to serve its first).
 //!
-//! Transport: plain HTTP/1.1 through the workspace's pooled hyper client (keep-alive between
-//! calls). There is no TLS connector in the build yet, so `base_url` is `http://` (the config
-//! refuses `https://`); an HTTPS API is reached through a local TLS proxy.
+//! Transport: one pooled hyper client per account, its connections kept between calls. An
+//! `https://` API is reached over rustls (the `ring` provider), trusting the Mozilla roots
+//! compiled in plus the account's `provider.ca_file`; ALPN offers HTTP/2 first, then HTTP/1.1,
+//! and an HTTP/2 connection is pinged every [`H2_KEEP_ALIVE`] even while idle, so a long
+//! silent phase (a model thinking before its first token) does not get it dropped by a
+//! middlebox. A plain `http://` API is spoken to in HTTP/1.1.
 
 pub mod openai;
 
@@ -34,14 +37,18 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::workers::WorkerConn;
 
 /// Error bodies larger than this are not read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How often an HTTP/2 connection to a provider is pinged, calls in flight or not.
+pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// The environment variable an `openai` account's key comes from when the config has none.
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
@@ -68,11 +75,17 @@ struct Account {
     timeouts: ProviderTimeouts,
     busy: Arc<AtomicU32>,
     last_error: Arc<Mutex<Option<String>>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Account {
-    fn new(config: &AccountConfig, provider: &ProviderConfig, env_key: Option<&Secret>) -> Self {
+    /// The account and its client, or why its TLS settings cannot be used (its CA file,
+    /// read again here, may have changed since the config was validated).
+    fn new(
+        config: &AccountConfig,
+        provider: &ProviderConfig,
+        env_key: Option<&Secret>,
+    ) -> Result<Self, String> {
         let key = provider.api_key.clone().or_else(|| env_key.cloned());
         if key.is_none() {
             tracing::warn!(
@@ -80,10 +93,23 @@ impl Account {
                 "no provider.api_key and no {OPENAI_API_KEY}: calls carry no key"
             );
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(provider.timeouts.connect));
-        connector.set_nodelay(true);
-        Account {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(provider.timeouts.connect));
+        http.set_nodelay(true);
+        // The TLS layer hands it `https://` URIs too.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(provider)?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_KEEP_ALIVE)
+            .http2_keep_alive_while_idle(true)
+            .build(connector);
+        Ok(Account {
             id: config.id.clone(),
             models: config.models.clone(),
             settings: provider.clone(),
@@ -93,9 +119,27 @@ impl Account {
             timeouts: provider.timeouts,
             busy: Arc::new(AtomicU32::new(0)),
             last_error: Arc::new(Mutex::new(None)),
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        }
+            client,
+        })
     }
+}
+
+/// The TLS settings of an account's calls: the Mozilla roots and its `ca_file`'s.
+fn tls_config(provider: &ProviderConfig) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in provider.extra_roots()? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("provider.ca_file holds a certificate rustls refuses: {e}"))?;
+    }
+    let crypto = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(crypto)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("no TLS protocol version available: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl ProviderConn {
@@ -133,13 +177,23 @@ impl ProviderConn {
                 let kept = current.iter().find(|old| {
                     old.id == a.id && old.models == a.models && old.settings == *provider
                 });
-                Some(match kept {
-                    Some(old) => Arc::clone(old),
+                match kept {
+                    Some(old) => Some(Arc::clone(old)),
                     None => {
                         changed = true;
-                        Arc::new(Account::new(a, provider, self.env_key.as_ref()))
+                        match Account::new(a, provider, self.env_key.as_ref()) {
+                            Ok(account) => Some(Arc::new(account)),
+                            Err(problem) => {
+                                tracing::error!(
+                                    account = a.id,
+                                    problem,
+                                    "provider account not served"
+                                );
+                                None
+                            }
+                        }
                     }
-                })
+                }
             })
             .collect();
         changed |= next.len() != current.len();
@@ -325,11 +379,18 @@ impl Account {
                 ));
             }
             Ok(Err(error)) => {
-                tracing::warn!(account = self.id, %error, "provider unreachable");
-                return Err(ApiError::upstream("The provider could not be reached."));
+                let chain = error_chain(&error);
+                tracing::warn!(account = self.id, error = chain, "provider unreachable");
+                return Err(match tls_failure(&error) {
+                    Some(tls) => {
+                        ApiError::upstream(format!("The provider's TLS handshake failed: {tls}."))
+                    }
+                    None => ApiError::upstream("The provider could not be reached."),
+                });
             }
             Ok(Ok(response)) => response,
         };
+        tracing::debug!(account = self.id, version = ?response.version(), "provider answered");
         if response.status() == StatusCode::OK {
             return Ok(response);
         }
@@ -340,6 +401,39 @@ impl Account {
         tracing::warn!(account = self.id, status, kind = %error.kind, "provider refused the turn");
         Err(error)
     }
+}
+
+/// `error` and its sources, `: `-separated (hyper's own message says only "client error").
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The TLS error behind a failed call, if that is what it was (an untrusted certificate, a
+/// name that does not match, no common protocol).
+fn tls_failure<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // The TLS stream reports through `io::Error`s (one in another), whose `source` skips
+        // the error they wrap.
+        next = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => cause.source(),
+            },
+            None => cause.source(),
+        };
+    }
+    None
 }
 
 /// An error answer's body, at most [`MAX_ERROR_BODY`] bytes, within `idle` (empty if not).
@@ -453,6 +547,50 @@ mod tests {
         assert!(
             matches!(&events[..], [WorkerEvent::Error(e)] if e.kind == ErrorKind::Unavailable),
             "{events:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_accounts_trust_their_ca_file_and_one_that_cannot_be_read_is_not_served() {
+        let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/tls/ca.pem");
+        let yaml = |ca: &std::path::Path| {
+            format!(
+                "accounts: [{{ id: p, kind: openai, provider: {{ base_url: 'https://127.0.0.1:9/v1', ca_file: '{}' }} }}]",
+                ca.display()
+            )
+        };
+        let conn = ProviderConn::from_config(&config(&yaml(&ca))).unwrap();
+        assert_eq!(slots(&conn).await.len(), 1);
+        let with_ca = tls_config(&conn.accounts.load()[0].settings).unwrap();
+        let plain = config(TWO);
+        let without = tls_config(plain.accounts[1].provider.as_ref().unwrap()).unwrap();
+        assert!(
+            with_ca.alpn_protocols.is_empty() && without.alpn_protocols.is_empty(),
+            "the connector sets ALPN itself"
+        );
+        // The file went away after the config was validated: the account is left out.
+        let gone = ca.with_file_name("gone.pem");
+        assert!(ProviderConn::from_config(&config(&yaml(&gone))).is_none());
+    }
+
+    #[test]
+    fn a_tls_failure_is_told_from_other_transport_errors() {
+        use std::io;
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // As the TLS stream and the connector wrap it.
+        let wrapped = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, untrusted));
+        let found = tls_failure(&wrapped).map(ToString::to_string);
+        assert!(
+            found.as_deref().is_some_and(|m| m.contains("certificate")),
+            "{found:?}"
+        );
+        let refused = io::Error::other(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(tls_failure(&refused).is_none());
+        assert!(
+            error_chain(&refused).contains("refused"),
+            "{}",
+            error_chain(&refused)
         );
     }
 
