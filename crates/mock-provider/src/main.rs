@@ -1,8 +1,8 @@
 //! `mock-provider`: serve the scripted OpenAI-compatible upstream (see the library docs) on
 //! `--listen` (default `127.0.0.1:0`), and say where on stderr as `listening http=ADDR`.
 //! Every flag can also be given in the environment (`MOCK_PROVIDER_FAIL_WITH=429`, ...).
-//! `GET /stats` reports how many chat requests it received, for tests that check which
-//! upstream was called.
+//! `GET /stats` reports how many chat requests it received (on any of its routes: OpenAI,
+//! Anthropic, Gemini), for tests that check which upstream was called.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt as _;
-use mock_provider::{Answer, content_text, error_body, parse};
+use mock_provider::{Answer, Settings, content_text, error_body, parse};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Parser)]
@@ -72,6 +72,8 @@ async fn serve(args: Args) -> std::io::Result<()> {
     say(&format!("listening http={}", listener.local_addr()?));
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
+        .route("/v1beta/models/{model_method}", post(gemini_models))
         .route("/stats", get(stats))
         .with_state(Arc::new(Mock {
             args,
@@ -88,6 +90,40 @@ async fn serve(args: Args) -> std::io::Result<()> {
 struct Mock {
     args: Args,
     requests: AtomicU64,
+}
+
+/// The per-process settings, as the Anthropic and Gemini routes take them.
+impl Mock {
+    fn settings(&self) -> Settings {
+        Settings {
+            fail_with: self.args.fail_with,
+            retry_after: self.args.retry_after,
+            api_key: self.args.api_key.clone(),
+        }
+    }
+}
+
+async fn messages(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.requests.fetch_add(1, Ordering::Relaxed);
+    mock_provider::anthropic::messages(&mock.settings(), &headers, &body).await
+}
+
+async fn gemini_models(
+    State(mock): State<Arc<Mock>>,
+    Path(model_method): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    mock.requests.fetch_add(1, Ordering::Relaxed);
+    mock_provider::gemini::models(
+        &mock.settings(),
+        &model_method,
+        uri.query(),
+        &headers,
+        &body,
+    )
+    .await
 }
 
 async fn stats(State(mock): State<Arc<Mock>>) -> Response {
