@@ -74,6 +74,30 @@ pub fn plan(body: &Value) -> Result<(Answer, Script, bool), String> {
             "messages: roles must alternate between \"user\" and \"assistant\", starting with \"user\"",
         ));
     }
+    // Anthropic's other rule: a tool result answers a tool_use of the turn just before.
+    for (i, message) in messages.iter().enumerate() {
+        let blocks = |m: &Value, kind: &str, key: &str| -> Vec<String> {
+            m.get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some(kind))
+                .filter_map(|b| b.get(key).and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        };
+        let asked = i
+            .checked_sub(1)
+            .map(|p| blocks(&messages[p], "tool_use", "id"))
+            .unwrap_or_default();
+        if let Some(id) = blocks(message, "tool_result", "tool_use_id")
+            .into_iter()
+            .find(|id| !asked.contains(id))
+        {
+            return Err(refuse(&format!(
+                "messages.{i}: unexpected `tool_use_id` found in `tool_result` blocks: {id}"
+            )));
+        }
+    }
     let last_user = messages
         .iter()
         .rev()
@@ -322,5 +346,14 @@ mod tests {
             json!([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]);
         assert!(plan(&twice).is_err(), "roles must alternate");
         assert!(plan(&body("[[provider:explode]]")).is_err());
+        let mut orphan = body("hi");
+        orphan["messages"] = json!([
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2"}]},
+        ]);
+        assert!(plan(&orphan).is_err(), "a result of no call");
+        orphan["messages"][2]["content"][0]["tool_use_id"] = json!("t1");
+        assert!(plan(&orphan).is_ok());
     }
 }

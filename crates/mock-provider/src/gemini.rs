@@ -62,6 +62,29 @@ pub fn plan(model: &str, body: &Value) -> Result<(Answer, Script), String> {
             "Please use a valid role: user, model (not {bad})."
         )));
     }
+    // A function response answers a call of the turn just before.
+    for (i, content) in contents.iter().enumerate() {
+        let names = |c: &Value, key: &str| -> Vec<String> {
+            c.get("parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get(key)?.get("name")?.as_str().map(str::to_owned))
+                .collect()
+        };
+        let called = i
+            .checked_sub(1)
+            .map(|p| names(&contents[p], "functionCall"))
+            .unwrap_or_default();
+        if let Some(name) = names(content, "functionResponse")
+            .into_iter()
+            .find(|n| !called.contains(n))
+        {
+            return Err(refuse(&format!(
+                "contents[{i}]: the function response '{name}' answers no function call of the turn before"
+            )));
+        }
+    }
     let last_user = contents
         .iter()
         .rev()
@@ -291,6 +314,14 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert!(!frames.iter().any(|f| f.contains("finishReason")));
         assert!(plan("g-1", &json!({"contents": []})).is_err());
+        let mut orphan = json!({"contents": [
+            {"role": "user", "parts": [{"text": "a"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "g", "response": {}}}]},
+        ]});
+        assert!(plan("g-1", &orphan).is_err(), "a response to no call");
+        orphan["contents"][2]["parts"][0]["functionResponse"]["name"] = json!("f");
+        assert!(plan("g-1", &orphan).is_ok());
         assert!(
             plan(
                 "g-1",
