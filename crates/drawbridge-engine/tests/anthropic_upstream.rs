@@ -84,15 +84,30 @@ fn requests_map_to_the_messages_body() {
             &pretty(&request_body(&turn)),
         );
     }
-    // Arguments that are not a JSON object are passed, not dropped.
+    // Without tools in the request, the calls and results are told as text (Anthropic
+    // refuses tool blocks then).
+    let untooled = claude(PromptBody::Messages(conversation.clone()));
+    check(
+        "history_without_tools.request.json",
+        &pretty(&request_body(&untooled)),
+    );
+    // Arguments that are not a JSON object are passed, not dropped; ids Anthropic would
+    // refuse are made safe, the same in the call and its result.
     conversation[3].tool_calls.as_mut().unwrap()[0]
         .function
         .arguments = "Paris".into();
-    let body = request_body(&claude(PromptBody::Messages(conversation)));
+    conversation[3].tool_calls.as_mut().unwrap()[0].id = "fc:1.a".into();
+    conversation[4].tool_call_id = Some("fc:1.a".into());
+    let body = request_body(&PromptInput {
+        tools: tools(ToolChoice::Auto, true),
+        ..claude(PromptBody::Messages(conversation))
+    });
     assert_eq!(
         body["messages"][1]["content"][1]["input"],
         json!({"arguments": "Paris"})
     );
+    assert_eq!(body["messages"][1]["content"][1]["id"], "fc_1_a");
+    assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], "fc_1_a");
 
     let resume = claude(PromptBody::Resume {
         messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],

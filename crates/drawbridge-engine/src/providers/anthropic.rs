@@ -41,7 +41,7 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// The JSON body of the `POST {base_url}/messages` request for `input`, streamed.
 pub fn request_body(input: &PromptInput) -> Value {
-    let (system, messages) = conversation(&input.body);
+    let (system, messages) = conversation(&input.body, !input.tools.is_empty());
     let mut body = Map::new();
     body.insert("model".to_owned(), Value::String(input.model.clone()));
     body.insert(
@@ -104,8 +104,10 @@ pub fn request_body(input: &PromptInput) -> Value {
 }
 
 /// The system texts and the Messages turns of `body` (a resumed answer adds the part already
-/// sent and asks for the rest, as [`super::openai`] does).
-fn conversation(body: &PromptBody) -> (Vec<String>, Vec<Value>) {
+/// sent and asks for the rest, as [`super::openai`] does). Without `tools` in the request,
+/// earlier tool calls and results are told as text: Anthropic refuses `tool_use` and
+/// `tool_result` blocks in a request that defines no tools.
+fn conversation(body: &PromptBody, tools: bool) -> (Vec<String>, Vec<Value>) {
     let messages = match body {
         PromptBody::Messages(messages) => messages.clone(),
         PromptBody::Text(text) => vec![ChatMessage::new(Role::User, text.clone())],
@@ -132,24 +134,36 @@ fn conversation(body: &PromptBody) -> (Vec<String>, Vec<Value>) {
             Role::Assistant => {
                 let mut blocks = content_blocks(message);
                 for call in message.tool_calls.iter().flatten() {
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.id,
-                        "name": call.function.name,
-                        "input": arguments(&call.function.arguments),
-                    }));
+                    blocks.push(if tools {
+                        json!({
+                            "type": "tool_use",
+                            "id": tool_id(&call.id),
+                            "name": call.function.name,
+                            "input": arguments(&call.function.arguments),
+                        })
+                    } else {
+                        json!({"type": "text", "text": format!(
+                            "(called the tool {} with {}; call id {})",
+                            call.function.name,
+                            arguments(&call.function.arguments),
+                            call.id
+                        )})
+                    });
                 }
                 ("assistant", blocks)
             }
             Role::Tool | Role::Function => {
-                let mut block = json!({
-                    "type": "tool_result",
-                    "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
-                });
+                let id = message.tool_call_id.clone().unwrap_or_default();
                 let text = message.text();
-                if !text.is_empty() {
-                    block["content"] = Value::String(text);
-                }
+                let block = if tools {
+                    let mut block = json!({"type": "tool_result", "tool_use_id": tool_id(&id)});
+                    if !text.is_empty() {
+                        block["content"] = Value::String(text);
+                    }
+                    block
+                } else {
+                    json!({"type": "text", "text": format!("(result of the tool call {id}: {text})")})
+                };
                 ("user", vec![block])
             }
         };
@@ -166,6 +180,20 @@ fn conversation(body: &PromptBody) -> (Vec<String>, Vec<Value>) {
         .map(|(role, content)| json!({ "role": role, "content": content }))
         .collect();
     (system, turns)
+}
+
+/// A tool call id as Anthropic takes it (letters, digits, `_` and `-`): other characters
+/// become `_`, the same in the call and in its result.
+fn tool_id(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A message's text and image parts as Anthropic blocks (empty texts left out: Anthropic

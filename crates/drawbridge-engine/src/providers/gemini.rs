@@ -13,7 +13,9 @@
 //! - Tool schemas go as `parametersJsonSchema` (plain JSON Schema, as OpenAI tools carry).
 //! - `response_format` `json_object` / `json_schema` set `responseMimeType:
 //!   application/json` (and `responseJsonSchema`).
-//! - Gemini gives function calls no usable id: each gets `call_gemini_<request id>_<n>`.
+//! - Gemini gives function calls no usable id: each gets `call_gemini_<request id>_<n>`
+//!   (the request id with anything but letters, digits and `-` as `-`; unique as long as
+//!   clients do not reuse an `x-request-id`).
 //! - The stream has no end event: the answer is complete when the body ends after a
 //!   `finishReason`.
 
@@ -258,7 +260,18 @@ impl EventReader {
         EventReader {
             decoder: SseDecoder::new(),
             splicer,
-            request_id: input.request_id.clone(),
+            // Letters, digits, `_` and `-` only: the ids may travel on to Anthropic.
+            request_id: input
+                .request_id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect(),
             calls: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
