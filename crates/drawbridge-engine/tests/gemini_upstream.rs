@@ -52,7 +52,7 @@ fn requests_map_to_the_generate_content_body() {
             "temperature": 0.2, "top_p": 0.9, "stop": ["\n\n", "END"], "seed": 7,
             "response_format": {"type": "json_schema", "json_schema": {"name": "answer",
                 "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}},
-            "user": "u-42",
+            "user": "u-42", "reasoning_effort": "low",
         })),
         ..gemini(PromptBody::Messages(vec![
             ChatMessage::new(Role::System, "Be brief."),

@@ -12,7 +12,8 @@
 //!   object.
 //! - Tool schemas go as `parametersJsonSchema` (plain JSON Schema, as OpenAI tools carry).
 //! - `response_format` `json_object` / `json_schema` set `responseMimeType:
-//!   application/json` (and `responseJsonSchema`).
+//!   application/json` (and `responseJsonSchema`); `reasoning_effort` (other than `none`)
+//!   sets `thinkingConfig.includeThoughts`, without which Gemini sends no thoughts.
 //! - Gemini gives function calls no usable id: each gets `call_gemini_<request id>_<n>`
 //!   (the request id with anything but letters, digits and `-` as `-`; unique as long as
 //!   clients do not reuse an `x-request-id`).
@@ -121,6 +122,16 @@ fn generation_config(input: &PromptInput) -> Map<String, Value> {
             config.insert("stopSequences".to_owned(), Value::Array(stops.clone()));
         }
         _ => {}
+    }
+    // Gemini sends its thoughts only when asked; a request that asks for reasoning gets them.
+    if params
+        .get("reasoning_effort")
+        .is_some_and(|effort| effort.as_str() != Some("none"))
+    {
+        config.insert(
+            "thinkingConfig".to_owned(),
+            json!({ "includeThoughts": true }),
+        );
     }
     let format = params.get("response_format");
     match format.and_then(|f| f.get("type")).and_then(Value::as_str) {

@@ -174,6 +174,11 @@ struct EnvKeys(Vec<(AccountKind, Secret)>);
 
 impl EnvKeys {
     fn read() -> EnvKeys {
+        EnvKeys::from(|name| std::env::var(name).ok())
+    }
+
+    /// Each provider kind's key: the first of its variables `var` gives a non-blank value.
+    fn from(var: impl Fn(&str) -> Option<String>) -> EnvKeys {
         let kinds = [
             AccountKind::Openai,
             AccountKind::Anthropic,
@@ -183,9 +188,10 @@ impl EnvKeys {
             kinds
                 .into_iter()
                 .filter_map(|kind| {
-                    let key = kind.env_keys().iter().find_map(|name| {
-                        std::env::var(name).ok().filter(|k| !k.trim().is_empty())
-                    })?;
+                    let key = kind
+                        .env_keys()
+                        .iter()
+                        .find_map(|name| var(name).filter(|k| !k.trim().is_empty()))?;
                     Some((kind, Secret::new(key)))
                 })
                 .collect(),
@@ -690,5 +696,38 @@ mod tests {
         assert!(Arc::ptr_eq(&before[0], &after[0]));
         assert!(!Arc::ptr_eq(&before[2], &after[2]), "g changed kind");
         assert_eq!(after[2].wire, Wire::Openai);
+    }
+
+    #[test]
+    fn keys_come_from_each_kinds_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            EnvKeys::from(move |name| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let keys = env(&[
+            ("OPENAI_API_KEY", "o"),
+            ("ANTHROPIC_API_KEY", "a"),
+            ("GEMINI_API_KEY", " "),
+            ("GOOGLE_API_KEY", "g"),
+        ]);
+        let key = |kind| keys.get(kind).map(|k| k.expose().to_owned());
+        assert_eq!(key(AccountKind::Openai).as_deref(), Some("o"));
+        assert_eq!(key(AccountKind::Anthropic).as_deref(), Some("a"));
+        assert_eq!(
+            key(AccountKind::Gemini).as_deref(),
+            Some("g"),
+            "a blank GEMINI_API_KEY gives way to GOOGLE_API_KEY"
+        );
+        let keys = env(&[("GEMINI_API_KEY", "first"), ("GOOGLE_API_KEY", "second")]);
+        assert_eq!(
+            keys.get(AccountKind::Gemini).map(Secret::expose),
+            Some("first")
+        );
+        assert!(keys.get(AccountKind::Anthropic).is_none());
+        assert!(keys.get(AccountKind::Acp).is_none());
     }
 }
