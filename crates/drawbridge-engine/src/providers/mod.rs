@@ -6,7 +6,7 @@
 //! an ACP one. A turn is one streamed HTTP call, mapped both ways by the adapter of the
 //! account's kind: [`openai`] (`POST {base}/chat/completions`, bearer key), [`anthropic`]
 //! (`POST {base}/messages`, `x-api-key` and `anthropic-version`), [`gemini`] (`POST
-//! {base}/models/{model}:streamGenerateContent?alt=sse`, `x-goog-api-key`). [`Wire`] is the
+//! {base}/models/{model}:streamGenerateContent?alt=sse`, `x-goog-api-key`). `Wire` is the
 //! one place that chooses between them: the request, the event reader and the error mapping.
 //! A key missing from the config comes from the kind's environment variable
 //! (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GEMINI_API_KEY` then `GOOGLE_API_KEY`).
