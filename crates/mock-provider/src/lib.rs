@@ -517,3 +517,159 @@ mod tests {
         assert!(answer.chunks.is_empty());
     }
 }
+
+/// The routes' handlers called as the server calls them: headers, directives and flags.
+#[cfg(test)]
+mod route_tests {
+    use axum::http::HeaderMap;
+    use serde_json::{Value, json};
+
+    use super::{Settings, anthropic, gemini};
+
+    async fn read(response: axum::response::Response) -> (u16, Option<String>, String) {
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn keyed() -> Settings {
+        Settings {
+            api_key: Some("k1".to_owned()),
+            ..Settings::default()
+        }
+    }
+
+    fn claude(text: &str, stream: bool) -> Vec<u8> {
+        json!({"model": "c", "max_tokens": 10, "stream": stream,
+            "messages": [{"role": "user", "content": text}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn gemini_body(text: &str) -> Vec<u8> {
+        json!({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn the_messages_route_checks_its_headers_and_honours_directives() {
+        let good = headers(&[("x-api-key", "k1"), ("anthropic-version", "2023-06-01")]);
+        let (status, _, body) =
+            read(anthropic::messages(&keyed(), &good, &claude("hi", false)).await).await;
+        assert_eq!(status, 200, "{body}");
+        let message: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(message["content"][0]["text"], "You said: hi");
+        let wrong = headers(&[("x-api-key", "k2"), ("anthropic-version", "2023-06-01")]);
+        let (status, _, body) =
+            read(anthropic::messages(&keyed(), &wrong, &claude("hi", false)).await).await;
+        assert_eq!(status, 401);
+        assert!(body.contains("authentication_error"), "{body}");
+        let unversioned = headers(&[("x-api-key", "k1")]);
+        let (status, _, _) =
+            read(anthropic::messages(&keyed(), &unversioned, &claude("hi", false)).await).await;
+        assert_eq!(status, 400);
+        let limited = claude("[[provider:status code=429 retry_after=7]]", true);
+        let (status, retry, body) =
+            read(anthropic::messages(&keyed(), &good, &limited).await).await;
+        assert_eq!((status, retry.as_deref()), (429, Some("7")));
+        assert!(body.contains("rate_limit_error"), "{body}");
+        let (status, _, body) =
+            read(anthropic::messages(&keyed(), &good, &claude("x", true)).await).await;
+        assert_eq!(status, 200);
+        assert!(body.starts_with("event: message_start\ndata: "), "{body}");
+        assert!(body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+        let failing = Settings {
+            fail_with: Some(529),
+            ..keyed()
+        };
+        let (status, _, body) =
+            read(anthropic::messages(&failing, &good, &claude("x", true)).await).await;
+        assert_eq!(status, 529);
+        assert!(body.contains("overloaded_error"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_gemini_routes_check_the_key_and_honour_directives() {
+        let good = headers(&[("x-goog-api-key", "k1")]);
+        let stream = "m-1:streamGenerateContent";
+        let (status, _, body) = read(
+            gemini::models(&keyed(), stream, Some("alt=sse"), &good, &gemini_body("hi")).await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("data: {"), "{body}");
+        assert!(body.contains("\"finishReason\":\"STOP\""), "{body}");
+        let (status, _, body) = read(
+            gemini::models(
+                &keyed(),
+                "m-1:generateContent",
+                None,
+                &good,
+                &gemini_body("hi"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let whole: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            whole["candidates"][0]["content"]["parts"][0]["text"],
+            "You said: hi"
+        );
+        // Gemini answers a wrong key with a 400 naming API_KEY_INVALID; `?key=` works too.
+        let wrong = headers(&[("x-goog-api-key", "k2")]);
+        let (status, _, body) = read(
+            gemini::models(
+                &keyed(),
+                stream,
+                Some("alt=sse"),
+                &wrong,
+                &gemini_body("hi"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(body.contains("API_KEY_INVALID"), "{body}");
+        let (status, _, _) = read(
+            gemini::models(
+                &keyed(),
+                stream,
+                Some("alt=sse&key=k1"),
+                &HeaderMap::new(),
+                &gemini_body("hi"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let limited = gemini_body("[[provider:status code=429 retry_after=5]]");
+        let (status, retry, body) =
+            read(gemini::models(&keyed(), stream, Some("alt=sse"), &good, &limited).await).await;
+        assert_eq!((status, retry.as_deref()), (429, Some("5")));
+        assert!(body.contains("RESOURCE_EXHAUSTED"), "{body}");
+        let (status, _, _) =
+            read(gemini::models(&keyed(), stream, None, &good, &gemini_body("hi")).await).await;
+        assert_eq!(status, 400, "streaming needs alt=sse");
+        let (status, _, _) =
+            read(gemini::models(&keyed(), "m-1:embed", None, &good, &gemini_body("hi")).await)
+                .await;
+        assert_eq!(status, 404);
+    }
+}
