@@ -5,22 +5,16 @@
 //! on to the other account, a 400 is the client's. Which upstream was called is read from the
 //! mocks' own counters and the engine's account view, not from logs.
 
+mod provider_mocks;
+
 use std::path::Path;
 
 use std::time::Duration;
 
+use provider_mocks::{Upstream, account, account_with_error, ask, content, provider_account};
 use serde_json::{Value, json};
-use test_support::provider::MockProvider as Upstream;
 use test_support::wait::poll;
 use test_support::{AccountSpec, Stack, StackOptions};
-
-/// An `accounts:` entry for a provider account on `upstream` serving `model`.
-fn provider_account(id: &str, model: &str, upstream: &Upstream, key: &str) -> String {
-    format!(
-        "  - id: {id}\n    kind: openai\n    models: [{model}]\n    provider:\n      base_url: {}\n      api_key: {key}\n      max_concurrency: 8\n      timeouts: {{ connect: 2s, first_byte: 10s, idle: 10s }}\n",
-        upstream.base_url()
-    )
-}
 
 /// Two provider accounts, `p-1` and `p-2`, on two mocks (the first started with `first_env`).
 async fn two_providers(dir: &Path, first_env: &[(&str, &str)]) -> (Stack, Upstream, Upstream) {
@@ -34,53 +28,6 @@ async fn two_providers(dir: &Path, first_env: &[(&str, &str)]) -> (Stack, Upstre
     })
     .await;
     (stack, one, two)
-}
-
-fn ask(text: &str) -> Value {
-    json!({"model": "gpt-test", "messages": [{"role": "user", "content": text}]})
-}
-
-fn content(reply: &test_support::Reply) -> String {
-    reply.json()["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// `account`'s entry once its `last_error` (as its connection reported it at the engine's
-/// last refresh) contains `needle`.
-async fn account_with_error(stack: &Stack, id: &str, needle: &str) -> Value {
-    let found = poll(Duration::from_secs(10), || async {
-        let view = account(stack, id).await;
-        view["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains(needle))
-            .then_some(view)
-    })
-    .await;
-    match found {
-        Some(view) => view,
-        None => panic!(
-            "{id} never reported '{needle}': {}",
-            account(stack, id).await
-        ),
-    }
-}
-
-/// `account`'s entry in the admin API's accounts view.
-async fn account(stack: &Stack, account: &str) -> Value {
-    let accounts = stack.admin().get("/admin/accounts").await;
-    assert_eq!(accounts.status, 200, "{}", accounts.text());
-    let list = accounts.json();
-    let list = list
-        .get("data")
-        .and_then(Value::as_array)
-        .or_else(|| list.as_array())
-        .cloned()
-        .unwrap_or_default();
-    list.into_iter()
-        .find(|a| a["account"] == account)
-        .unwrap_or_else(|| panic!("no account {account} in {}", accounts.text()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

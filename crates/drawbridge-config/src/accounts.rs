@@ -15,11 +15,13 @@ use crate::{ConfigError, Secret};
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
     pub id: String,
-    /// How the account is reached: `acp` (an agent process in a worker's pool, the default)
-    /// or `openai` (an OpenAI-compatible HTTP API, called from the engine itself).
+    /// How the account is reached: `acp` (an agent process in a worker's pool, the default),
+    /// or an HTTP API called from the engine itself: `openai` (any OpenAI-compatible API),
+    /// `anthropic` (the Messages API) or `gemini` (the Gemini API).
     #[serde(default)]
     pub kind: AccountKind,
-    /// The upstream of a provider account (`kind: openai`); none for an `acp` account.
+    /// The upstream of a provider account (`kind: openai | anthropic | gemini`); none for an
+    /// `acp` account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderConfig>,
     /// Agent processes kept warm for this account; each serves one request at a time.
@@ -50,6 +52,11 @@ pub enum AccountKind {
     /// An OpenAI-compatible HTTP API (`POST {base_url}/chat/completions`), called by the
     /// engine: no worker, no agent process.
     Openai,
+    /// Anthropic's Messages API (`POST {base_url}/messages`), called by the engine.
+    Anthropic,
+    /// Google's Gemini API (`POST {base_url}/models/{model}:streamGenerateContent`), called
+    /// by the engine.
+    Gemini,
 }
 
 impl AccountKind {
@@ -57,6 +64,24 @@ impl AccountKind {
         match self {
             AccountKind::Acp => "acp",
             AccountKind::Openai => "openai",
+            AccountKind::Anthropic => "anthropic",
+            AccountKind::Gemini => "gemini",
+        }
+    }
+
+    /// Whether the engine calls the account's HTTP API itself (every kind but `acp`).
+    pub fn is_provider(self) -> bool {
+        self != AccountKind::Acp
+    }
+
+    /// The environment variables a provider account's key is read from when its config has
+    /// none, in order (the providers' own conventions); none for `acp`.
+    pub fn env_keys(self) -> &'static [&'static str] {
+        match self {
+            AccountKind::Acp => &[],
+            AccountKind::Openai => &["OPENAI_API_KEY"],
+            AccountKind::Anthropic => &["ANTHROPIC_API_KEY"],
+            AccountKind::Gemini => &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
         }
     }
 }
@@ -65,11 +90,14 @@ impl AccountKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// The API's base URL, the part before `/chat/completions` (e.g. `http://vllm:8000/v1`,
-    /// `https://api.openai.com/v1`).
+    /// The API's base URL (`http://` or `https://`), up to its version segment: the part
+    /// before `/chat/completions` for `openai` (e.g. `http://vllm:8000/v1`,
+    /// `https://api.openai.com/v1`), before `/messages` for `anthropic` (`…/v1`), before
+    /// `/models/…` for `gemini` (`…/v1beta`).
     pub base_url: String,
-    /// The bearer key. Absent: the engine's `OPENAI_API_KEY` environment variable, else no
-    /// key is sent (a local server that needs none).
+    /// The API key. Absent: the engine's environment variable for the account's kind
+    /// ([`AccountKind::env_keys`]: `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GEMINI_API_KEY`
+    /// then `GOOGLE_API_KEY`), else no key is sent (a local server that needs none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Secret>,
     /// Requests in flight at most on this account (what the scheduler counts as its slots).
@@ -242,18 +270,21 @@ impl AccountConfig {
             (AccountKind::Acp, Some(_)) => {
                 return Err(ConfigError::invalid(
                     key("provider"),
-                    "only a provider account has a provider section: set `kind: openai`, or \
-                     remove `provider`",
+                    "only a provider account has a provider section: set `kind: openai` (or \
+                     `anthropic`, `gemini`), or remove `provider`",
                 ));
             }
-            (AccountKind::Openai, None) => {
+            (AccountKind::Acp, None) => {}
+            (kind, None) => {
                 return Err(ConfigError::invalid(
                     key("provider"),
-                    "an `openai` account needs `provider: { base_url: ... }`",
+                    format!(
+                        "a provider account (`kind: {}`) needs `provider: {{ base_url: ... }}`",
+                        kind.as_str()
+                    ),
                 ));
             }
-            (AccountKind::Openai, Some(provider)) => provider.validate(&key)?,
-            (AccountKind::Acp, None) => {}
+            (kind, Some(provider)) => provider.validate(kind, &key)?,
         }
         if self.pool_size == 0 {
             return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
@@ -319,7 +350,11 @@ impl ProviderConfig {
         Ok(certs)
     }
 
-    fn validate(&self, key: &impl Fn(&str) -> String) -> Result<(), ConfigError> {
+    fn validate(
+        &self,
+        kind: AccountKind,
+        key: &impl Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
         let url = self.base_url.trim();
         let Some(rest) = url
             .strip_prefix("http://")
@@ -373,7 +408,10 @@ impl ProviderConfig {
         {
             return Err(ConfigError::invalid(
                 key("provider.api_key"),
-                "must not be empty (leave it out to use OPENAI_API_KEY)",
+                format!(
+                    "must not be empty (leave it out to use {})",
+                    kind.env_keys().join(" or ")
+                ),
             ));
         }
         Ok(())
@@ -524,7 +562,7 @@ mod tests {
         );
         assert!(err.contains("`accounts[0].provider.api_key`"), "{err}");
         assert!(
-            Config::from_yaml("accounts: [{ id: p, kind: gemini }]").is_err(),
+            Config::from_yaml("accounts: [{ id: p, kind: mistral }]").is_err(),
             "unknown kinds are refused"
         );
     }
@@ -603,5 +641,47 @@ mod tests {
             .to_string();
         assert!(err.contains("`accounts[0].provider.ca_file`"), "{err}");
         assert!(err.contains("only an https://"), "{err}");
+    }
+
+    #[test]
+    fn anthropic_and_gemini_accounts_are_provider_accounts() {
+        let config = Config::from_yaml(
+            "accounts:
+  - { id: c, kind: anthropic, models: [claude-x], provider: { base_url: 'http://127.0.0.1:9/v1' } }
+  - { id: g, kind: gemini, models: [gemini-x], provider: { base_url: 'http://127.0.0.1:9/v1beta', api_key: k } }
+",
+        )
+        .unwrap();
+        config.validate(Role::AllInOne).unwrap();
+        assert_eq!(config.accounts[0].kind, AccountKind::Anthropic);
+        assert_eq!(config.accounts[1].kind, AccountKind::Gemini);
+        assert!(config.accounts.iter().all(|a| !a.is_acp()));
+        assert!(config.worker_accounts().is_empty(), "no worker serves them");
+        assert_eq!(AccountKind::Anthropic.env_keys(), ["ANTHROPIC_API_KEY"]);
+        assert_eq!(
+            AccountKind::Gemini.env_keys(),
+            ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
+        );
+        assert!(AccountKind::Acp.env_keys().is_empty());
+        let invalid = |yaml: &str| {
+            Config::from_yaml(yaml)
+                .unwrap()
+                .validate(Role::AllInOne)
+                .unwrap_err()
+                .to_string()
+        };
+        for kind in ["anthropic", "gemini"] {
+            let err = invalid(&format!("accounts: [{{ id: p, kind: {kind} }}]"));
+            assert!(err.contains("`accounts[0].provider`"), "{err}");
+            assert!(err.contains(&format!("(`kind: {kind}`) needs")), "{err}");
+            let err = invalid(&format!(
+                "accounts: [{{ id: p, kind: {kind}, provider: {{ base_url: 'ftp://x' }} }}]"
+            ));
+            assert!(err.contains("`accounts[0].provider.base_url`"), "{err}");
+        }
+        let err = invalid(
+            "accounts: [{ id: p, kind: gemini, provider: { base_url: 'http://x', api_key: ' ' } }]",
+        );
+        assert!(err.contains("GEMINI_API_KEY or GOOGLE_API_KEY"), "{err}");
     }
 }

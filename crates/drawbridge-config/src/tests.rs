@@ -254,6 +254,8 @@ fn the_shipped_configs_are_valid() {
         providers.validate(role).unwrap();
     }
     assert_eq!(providers.accounts[1].kind, crate::AccountKind::Openai);
+    assert_eq!(providers.accounts[2].kind, crate::AccountKind::Anthropic);
+    assert_eq!(providers.accounts[3].kind, crate::AccountKind::Gemini);
     assert_eq!(
         providers.worker_accounts().len(),
         1,

@@ -18,25 +18,15 @@ use drawbridge_types::tools::{Tool, ToolChoice};
 use drawbridge_types::worker::{PromptBody, PromptInput, TurnTools, WorkerEvent};
 use serde_json::{Value, json};
 
+mod common;
+
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/openai_upstream")
+    common::dir("openai_upstream")
 }
 
 /// Compare `actual` with the golden file `name`, or write it with `UPDATE_GOLDEN=1`.
 fn check(name: &str, actual: &str) {
-    let path = dir().join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
-        path.display()
-    );
+    common::check(&dir(), name, actual);
 }
 
 fn input(body: PromptBody) -> PromptInput {
@@ -120,43 +110,11 @@ fn requests_map_to_the_upstream_body() {
     check("resume.request.json", &pretty(&request_body(&resume)));
 }
 
-/// `events` as the golden files hold them: one per line.
-fn render(events: &[WorkerEvent]) -> String {
-    let mut out = String::new();
-    for event in events {
-        writeln!(out, "{event:?}").unwrap();
-    }
-    out
-}
+use common::render;
 
 /// Read `sse` whole, and again one byte at a time: both give the same events.
 fn read(input: &PromptInput, sse: &[u8]) -> Vec<WorkerEvent> {
-    let mut reader = EventReader::new(input);
-    let mut events = reader.push(sse);
-    events.extend(reader.end());
-    let mut bytewise = EventReader::new(input);
-    let mut split = Vec::new();
-    for byte in sse {
-        split.extend(bytewise.push(std::slice::from_ref(byte)));
-    }
-    split.extend(bytewise.end());
-    // Text may arrive in other pieces; everything else is the same.
-    let joined = |events: &[WorkerEvent]| {
-        let mut out: Vec<WorkerEvent> = Vec::new();
-        for event in events {
-            match (out.last_mut(), event) {
-                (Some(WorkerEvent::Text(a)), WorkerEvent::Text(b)) => a.push_str(b),
-                _ => out.push(event.clone()),
-            }
-        }
-        out
-    };
-    assert_eq!(
-        joined(&events),
-        joined(&split),
-        "byte-by-byte reading differs"
-    );
-    events
+    common::read::<EventReader>(input, sse)
 }
 
 #[test]

@@ -1,8 +1,11 @@
-//! A scripted OpenAI-compatible upstream for the provider-account tests: `POST
-//! /v1/chat/completions`, streamed (SSE chunks, the usage chunk with
-//! `stream_options.include_usage`, `[DONE]`) or not, in OpenAI's wire format, written here
-//! with plain JSON (not Drawbridge's types, so the tests check the adapter against an
-//! independent rendering).
+//! A scripted upstream for the provider-account tests, speaking three providers' wire
+//! formats, written here with plain JSON (not Drawbridge's types, so the tests check the
+//! adapters against an independent rendering):
+//! - OpenAI: `POST /v1/chat/completions`, streamed (SSE chunks, the usage chunk with
+//!   `stream_options.include_usage`, `[DONE]`) or not;
+//! - Anthropic: `POST /v1/messages`, streamed or not ([`anthropic`]);
+//! - Gemini: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` and
+//!   `:generateContent` ([`gemini`]).
 //!
 //! By default it echoes: the answer is `You said: <the last user message>`, one word per
 //! chunk. Usage is counted in words: `prompt_tokens` the words of every message's text,
@@ -21,9 +24,76 @@
 //!   chunk), for tests of what an adapter sends.
 //!
 //! Per process (flags of the binary): `--fail-with N [--retry-after S]` answers every request
-//! with status N, and `--api-key K` refuses (401) a request without `Authorization: Bearer K`.
+//! with status N (in the route's error shape), and `--api-key K` refuses a request without
+//! the key in its provider's header: `Authorization: Bearer K` (401), `x-api-key: K` (401),
+//! `x-goog-api-key: K` (400 `API_KEY_INVALID`, as Gemini answers).
 
+pub mod anthropic;
+pub mod gemini;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
+
+/// The per-process settings every route honours (the binary's flags).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Answer every request with this status.
+    pub fail_with: Option<u16>,
+    /// With `fail_with`: the `Retry-After` seconds.
+    pub retry_after: Option<u64>,
+    /// The key each route wants in its provider's auth header.
+    pub api_key: Option<String>,
+}
+
+/// A JSON error answer of `status` with `body` (and `Retry-After: S`).
+pub fn error_response(status: u16, body: Value, retry_after: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (code, axum::Json(body)).into_response();
+    if let Some(after) = retry_after
+        && let Ok(value) = after.to_string().parse()
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// An SSE answer of `frames` (each a whole event, blank line included); `cut` breaks the
+/// connection off after them, as a failing upstream does, once they have gone out.
+pub fn sse_response(frames: Vec<String>, cut: bool) -> Response {
+    let items: Vec<Result<Bytes, std::io::Error>> =
+        frames.into_iter().map(|f| Ok(Bytes::from(f))).collect();
+    let cut_off = futures::stream::iter(cut.then_some(())).then(|()| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(std::io::Error::other("cut"))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(
+            futures::stream::iter(items).chain(cut_off),
+        ))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// What a request's script asks before any answer: the status to fail with (and its
+/// `Retry-After`), after waiting the slow first byte.
+pub async fn scripted_failure(script: &Script) -> Option<(u16, Option<u64>, &'static str)> {
+    if let Some(ms) = script.slow_first_byte_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let status = script.status?;
+    let message = match status {
+        400 => "Invalid value for 'temperature': the mock was told to refuse this request.",
+        _ => "The mock provider was told to fail this request.",
+    };
+    Some((status, script.retry_after, message))
+}
 
 /// What the last user message asks of the mock.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -160,9 +230,29 @@ impl Answer {
             .and_then(Value::as_array)
             .ok_or("messages is required")?;
         let prompt_tokens = messages.iter().map(|m| words(&content_text(m))).sum();
+        let first = body
+            .get("tools")
+            .and_then(Value::as_array)
+            .and_then(|t| t.first())
+            .and_then(|t| t.pointer("/function/name"))
+            .and_then(Value::as_str);
+        Answer::new(model, prompt_tokens, first, body, "messages", script, text)
+    }
+
+    /// The answer of any wire format: `model`, the prompt's word count, the request's first
+    /// tool, and its `body` (echoed without its `conversation` field by `echo_request`).
+    pub fn new(
+        model: String,
+        prompt_tokens: u64,
+        first_tool: Option<&str>,
+        body: &Value,
+        conversation: &str,
+        script: &Script,
+        text: &str,
+    ) -> Result<Answer, String> {
         let reply = if script.echo_request {
             let mut echoed = body.as_object().cloned().unwrap_or_default();
-            echoed.remove("messages");
+            echoed.remove(conversation);
             Value::Object(echoed).to_string()
         } else {
             format!("You said: {text}")
@@ -175,15 +265,9 @@ impl Answer {
         let tool_call = match &script.tool {
             None => None,
             Some(name) => {
-                let first = body
-                    .get("tools")
-                    .and_then(Value::as_array)
-                    .and_then(|t| t.first())
-                    .and_then(|t| t.pointer("/function/name"))
-                    .and_then(Value::as_str);
                 let name = name
                     .clone()
-                    .or_else(|| first.map(str::to_owned))
+                    .or_else(|| first_tool.map(str::to_owned))
                     .ok_or("the tool directive needs tools in the request")?;
                 Some((
                     name,
@@ -323,7 +407,7 @@ impl Answer {
 }
 
 /// `text` in chunks of one word and the whitespace after it.
-fn split_words(text: &str) -> Vec<String> {
+pub fn split_words(text: &str) -> Vec<String> {
     let mut chunks = Vec::new();
     let mut current = String::new();
     let mut in_space = false;
@@ -431,5 +515,161 @@ mod tests {
             Some(("weather".to_owned(), "{}".to_owned()))
         );
         assert!(answer.chunks.is_empty());
+    }
+}
+
+/// The routes' handlers called as the server calls them: headers, directives and flags.
+#[cfg(test)]
+mod route_tests {
+    use axum::http::HeaderMap;
+    use serde_json::{Value, json};
+
+    use super::{Settings, anthropic, gemini};
+
+    async fn read(response: axum::response::Response) -> (u16, Option<String>, String) {
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    fn keyed() -> Settings {
+        Settings {
+            api_key: Some("k1".to_owned()),
+            ..Settings::default()
+        }
+    }
+
+    fn claude(text: &str, stream: bool) -> Vec<u8> {
+        json!({"model": "c", "max_tokens": 10, "stream": stream,
+            "messages": [{"role": "user", "content": text}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn gemini_body(text: &str) -> Vec<u8> {
+        json!({"contents": [{"role": "user", "parts": [{"text": text}]}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn the_messages_route_checks_its_headers_and_honours_directives() {
+        let good = headers(&[("x-api-key", "k1"), ("anthropic-version", "2023-06-01")]);
+        let (status, _, body) =
+            read(anthropic::messages(&keyed(), &good, &claude("hi", false)).await).await;
+        assert_eq!(status, 200, "{body}");
+        let message: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(message["content"][0]["text"], "You said: hi");
+        let wrong = headers(&[("x-api-key", "k2"), ("anthropic-version", "2023-06-01")]);
+        let (status, _, body) =
+            read(anthropic::messages(&keyed(), &wrong, &claude("hi", false)).await).await;
+        assert_eq!(status, 401);
+        assert!(body.contains("authentication_error"), "{body}");
+        let unversioned = headers(&[("x-api-key", "k1")]);
+        let (status, _, _) =
+            read(anthropic::messages(&keyed(), &unversioned, &claude("hi", false)).await).await;
+        assert_eq!(status, 400);
+        let limited = claude("[[provider:status code=429 retry_after=7]]", true);
+        let (status, retry, body) =
+            read(anthropic::messages(&keyed(), &good, &limited).await).await;
+        assert_eq!((status, retry.as_deref()), (429, Some("7")));
+        assert!(body.contains("rate_limit_error"), "{body}");
+        let (status, _, body) =
+            read(anthropic::messages(&keyed(), &good, &claude("x", true)).await).await;
+        assert_eq!(status, 200);
+        assert!(body.starts_with("event: message_start\ndata: "), "{body}");
+        assert!(body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+        let failing = Settings {
+            fail_with: Some(529),
+            ..keyed()
+        };
+        let (status, _, body) =
+            read(anthropic::messages(&failing, &good, &claude("x", true)).await).await;
+        assert_eq!(status, 529);
+        assert!(body.contains("overloaded_error"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_gemini_routes_check_the_key_and_honour_directives() {
+        let good = headers(&[("x-goog-api-key", "k1")]);
+        let stream = "m-1:streamGenerateContent";
+        let (status, _, body) = read(
+            gemini::models(&keyed(), stream, Some("alt=sse"), &good, &gemini_body("hi")).await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("data: {"), "{body}");
+        assert!(body.contains("\"finishReason\":\"STOP\""), "{body}");
+        let (status, _, body) = read(
+            gemini::models(
+                &keyed(),
+                "m-1:generateContent",
+                None,
+                &good,
+                &gemini_body("hi"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let whole: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            whole["candidates"][0]["content"]["parts"][0]["text"],
+            "You said: hi"
+        );
+        // Gemini answers a wrong key with a 400 naming API_KEY_INVALID; `?key=` works too.
+        let wrong = headers(&[("x-goog-api-key", "k2")]);
+        let (status, _, body) = read(
+            gemini::models(
+                &keyed(),
+                stream,
+                Some("alt=sse"),
+                &wrong,
+                &gemini_body("hi"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(body.contains("API_KEY_INVALID"), "{body}");
+        let (status, _, _) = read(
+            gemini::models(
+                &keyed(),
+                stream,
+                Some("alt=sse&key=k1"),
+                &HeaderMap::new(),
+                &gemini_body("hi"),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let limited = gemini_body("[[provider:status code=429 retry_after=5]]");
+        let (status, retry, body) =
+            read(gemini::models(&keyed(), stream, Some("alt=sse"), &good, &limited).await).await;
+        assert_eq!((status, retry.as_deref()), (429, Some("5")));
+        assert!(body.contains("RESOURCE_EXHAUSTED"), "{body}");
+        let (status, _, _) =
+            read(gemini::models(&keyed(), stream, None, &good, &gemini_body("hi")).await).await;
+        assert_eq!(status, 400, "streaming needs alt=sse");
+        let (status, _, _) =
+            read(gemini::models(&keyed(), "m-1:embed", None, &good, &gemini_body("hi")).await)
+                .await;
+        assert_eq!(status, 404);
     }
 }

@@ -3,8 +3,9 @@
 //! With `--tls-cert FILE --tls-key FILE` (PEM) it serves HTTPS instead, offering HTTP/2 and
 //! HTTP/1.1 by ALPN (only HTTP/1.1 with `--http1-only`), and says `listening https=ADDR`.
 //! Every flag can also be given in the environment (`MOCK_PROVIDER_FAIL_WITH=429`, ...).
-//! `GET /stats` reports how many chat requests it received and in which HTTP versions, for
-//! tests that check which upstream was called and how.
+//! `GET /stats` reports how many chat requests it received (on any of its routes: OpenAI,
+//! Anthropic, Gemini) and in which HTTP versions, for tests that check which upstream was
+//! called and how.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +15,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Version, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use clap::Parser;
 use futures::StreamExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use mock_provider::{Answer, content_text, error_body, parse};
+use mock_provider::{Answer, Settings, content_text, error_body, parse};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
@@ -93,6 +94,8 @@ async fn serve(args: Args) -> std::io::Result<()> {
     say(&format!("listening {scheme}={}", listener.local_addr()?));
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
+        .route("/v1beta/models/{model_method}", post(gemini_models))
         .route("/stats", get(stats));
     let mock = Arc::new(Mock {
         args,
@@ -176,6 +179,56 @@ struct Mock {
     connections: AtomicU64,
 }
 
+impl Mock {
+    /// The per-process settings, as the Anthropic and Gemini routes take them.
+    fn settings(&self) -> Settings {
+        Settings {
+            fail_with: self.args.fail_with,
+            retry_after: self.args.retry_after,
+            api_key: self.args.api_key.clone(),
+        }
+    }
+
+    /// Count a chat request on any route, and the HTTP version it came in.
+    fn count(&self, version: Version) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if version == Version::HTTP_2 {
+            self.http2.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.http1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn messages(
+    State(mock): State<Arc<Mock>>,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    mock.count(version);
+    mock_provider::anthropic::messages(&mock.settings(), &headers, &body).await
+}
+
+async fn gemini_models(
+    State(mock): State<Arc<Mock>>,
+    Path(model_method): Path<String>,
+    version: Version,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    mock.count(version);
+    mock_provider::gemini::models(
+        &mock.settings(),
+        &model_method,
+        uri.query(),
+        &headers,
+        &body,
+    )
+    .await
+}
+
 async fn stats(State(mock): State<Arc<Mock>>) -> Response {
     axum::Json(serde_json::json!({
         "chat_requests": mock.requests.load(Ordering::Relaxed),
@@ -205,12 +258,7 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    mock.requests.fetch_add(1, Ordering::Relaxed);
-    if version == Version::HTTP_2 {
-        mock.http2.fetch_add(1, Ordering::Relaxed);
-    } else {
-        mock.http1.fetch_add(1, Ordering::Relaxed);
-    }
+    mock.count(version);
     let args = &mock.args;
     if let Some(key) = &args.api_key {
         let sent = headers

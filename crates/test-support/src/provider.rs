@@ -75,9 +75,17 @@ impl MockProvider {
         }
     }
 
-    /// The base URL of its API (`…/v1`).
+    /// The base URL of its OpenAI-compatible API (`…/v1`; also its Anthropic API's).
     pub fn base_url(&self) -> String {
         format!("{}/v1", self.origin())
+    }
+
+    /// The base URL of its API for accounts of `kind` (`openai`, `anthropic`, `gemini`).
+    pub fn base_url_for(&self, kind: &str) -> String {
+        match kind {
+            "gemini" => format!("{}/v1beta", self.origin()),
+            _ => self.base_url(),
+        }
     }
 
     /// Its `GET /stats`: `chat_requests`, and `http_versions` (`http/1.1`, `h2`).

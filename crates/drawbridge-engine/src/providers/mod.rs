@@ -1,9 +1,15 @@
-//! HTTP provider accounts (`accounts[].kind: openai`), served by the engine itself: no worker
-//! process, no extra hop. [`ProviderConn`] is one more [`WorkerConn`] beside the workers: its
-//! slots are one entry per provider account (`size` its `max_concurrency`, `busy` its
-//! requests in flight), so scheduling, breakers, rests after a rate limit, credits, failover
-//! and resumption treat a provider account exactly like an ACP one. A turn is one streamed
-//! HTTP call ([`openai`] maps it both ways).
+//! HTTP provider accounts (`accounts[].kind: openai | anthropic | gemini`), served by the
+//! engine itself: no worker process, no extra hop. [`ProviderConn`] is one more
+//! [`WorkerConn`] beside the workers: its slots are one entry per provider account (`size`
+//! its `max_concurrency`, `busy` its requests in flight), so scheduling, breakers, rests
+//! after a rate limit, credits, failover and resumption treat a provider account exactly like
+//! an ACP one. A turn is one streamed HTTP call, mapped both ways by the adapter of the
+//! account's kind: [`openai`] (`POST {base}/chat/completions`, bearer key), [`anthropic`]
+//! (`POST {base}/messages`, `x-api-key` and `anthropic-version`), [`gemini`] (`POST
+//! {base}/models/{model}:streamGenerateContent?alt=sse`, `x-goog-api-key`). `Wire` is the
+//! one place that chooses between them: the request, the event reader and the error mapping.
+//! A key missing from the config comes from the kind's environment variable
+//! (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GEMINI_API_KEY` then `GOOGLE_API_KEY`).
 //!
 //! A reload changes the provider accounts (an engine that started without any needs a
 //! restart to serve its first).
@@ -15,6 +21,8 @@
 //! silent phase (a model thinking before its first token) does not get it dropped by a
 //! middlebox. A plain `http://` API is spoken to in HTTP/1.1.
 
+pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,7 +41,7 @@ use drawbridge_types::{ApiError, ErrorKind};
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, StreamExt};
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -50,21 +58,172 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// How often an HTTP/2 connection to a provider is pinged, calls in flight or not.
 pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
-/// The environment variable an `openai` account's key comes from when the config has none.
+/// The environment variable an `openai` account's key comes from when the config has none
+/// (the other kinds': [`AccountKind::env_keys`]).
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+
+/// The wire format of a provider account, chosen by its kind: the one place that picks the
+/// adapter for a call (its URL, headers and body), for its answer's events and for its
+/// error statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Openai,
+    Anthropic,
+    Gemini,
+}
+
+impl Wire {
+    /// The adapter of a provider kind (`None` for `acp`).
+    fn of(kind: AccountKind) -> Option<Wire> {
+        match kind {
+            AccountKind::Acp => None,
+            AccountKind::Openai => Some(Wire::Openai),
+            AccountKind::Anthropic => Some(Wire::Anthropic),
+            AccountKind::Gemini => Some(Wire::Gemini),
+        }
+    }
+
+    /// The call's URL under `base`, and its JSON body.
+    fn request(self, base: &str, input: &PromptInput) -> (String, serde_json::Value) {
+        match self {
+            Wire::Openai => (
+                format!("{base}/chat/completions"),
+                openai::request_body(input),
+            ),
+            Wire::Anthropic => (format!("{base}/messages"), anthropic::request_body(input)),
+            Wire::Gemini => (
+                format!("{base}{}", gemini::path(&input.model)),
+                gemini::request_body(input),
+            ),
+        }
+    }
+
+    /// The headers that carry the account's key (and the API version Anthropic wants).
+    fn headers(self, key: Option<&Secret>) -> Vec<(HeaderName, String)> {
+        let mut headers = Vec::new();
+        if self == Wire::Anthropic {
+            headers.push((
+                HeaderName::from_static("anthropic-version"),
+                anthropic::API_VERSION.to_owned(),
+            ));
+        }
+        if let Some(key) = key {
+            headers.push(match self {
+                Wire::Openai => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+                Wire::Anthropic => (
+                    HeaderName::from_static("x-api-key"),
+                    key.expose().to_owned(),
+                ),
+                Wire::Gemini => (
+                    HeaderName::from_static("x-goog-api-key"),
+                    key.expose().to_owned(),
+                ),
+            });
+        }
+        headers
+    }
+
+    /// A reader for the answer to `input`.
+    fn reader(self, input: &PromptInput) -> Reader {
+        match self {
+            Wire::Openai => Reader::Openai(openai::EventReader::new(input)),
+            Wire::Anthropic => Reader::Anthropic(anthropic::EventReader::new(input)),
+            Wire::Gemini => Reader::Gemini(gemini::EventReader::new(input)),
+        }
+    }
+
+    /// The error a non-200 answer stands for.
+    fn error(self, status: u16, retry_after: Option<Duration>, body: &[u8]) -> ApiError {
+        match self {
+            Wire::Openai => openai::error_from_status(status, retry_after, body),
+            Wire::Anthropic => anthropic::error_from_status(status, retry_after, body),
+            Wire::Gemini => gemini::error_from_status(status, retry_after, body),
+        }
+    }
+}
+
+/// An answer's event reader, of the account's wire format.
+enum Reader {
+    Openai(openai::EventReader),
+    Anthropic(anthropic::EventReader),
+    Gemini(gemini::EventReader),
+}
+
+impl Reader {
+    fn push(&mut self, bytes: &[u8]) -> Vec<WorkerEvent> {
+        match self {
+            Reader::Openai(reader) => reader.push(bytes),
+            Reader::Anthropic(reader) => reader.push(bytes),
+            Reader::Gemini(reader) => reader.push(bytes),
+        }
+    }
+
+    fn end(&mut self) -> Vec<WorkerEvent> {
+        match self {
+            Reader::Openai(reader) => reader.end(),
+            Reader::Anthropic(reader) => reader.end(),
+            Reader::Gemini(reader) => reader.end(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Reader::Openai(reader) => reader.is_finished(),
+            Reader::Anthropic(reader) => reader.is_finished(),
+            Reader::Gemini(reader) => reader.is_finished(),
+        }
+    }
+}
+
+/// The keys of the kinds' environment variables, read once.
+#[derive(Default)]
+struct EnvKeys(Vec<(AccountKind, Secret)>);
+
+impl EnvKeys {
+    fn read() -> EnvKeys {
+        EnvKeys::from(|name| std::env::var(name).ok())
+    }
+
+    /// Each provider kind's key: the first of its variables `var` gives a non-blank value.
+    fn from(var: impl Fn(&str) -> Option<String>) -> EnvKeys {
+        let kinds = [
+            AccountKind::Openai,
+            AccountKind::Anthropic,
+            AccountKind::Gemini,
+        ];
+        EnvKeys(
+            kinds
+                .into_iter()
+                .filter_map(|kind| {
+                    let key = kind
+                        .env_keys()
+                        .iter()
+                        .find_map(|name| var(name).filter(|k| !k.trim().is_empty()))?;
+                    Some((kind, Secret::new(key)))
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, kind: AccountKind) -> Option<&Secret> {
+        self.0.iter().find(|(k, _)| *k == kind).map(|(_, key)| key)
+    }
+}
 
 /// Every provider account of a config, as one connection of the engine. A reload replaces
 /// the accounts whose settings changed (calls in flight finish on the old ones) and adds and
 /// removes accounts; the connection itself exists when the engine started with at least one.
 pub struct ProviderConn {
     accounts: ArcSwap<Vec<Arc<Account>>>,
-    /// `OPENAI_API_KEY`, read once at start.
-    env_key: Option<Secret>,
+    /// The kinds' key variables (`OPENAI_API_KEY`, ...), read once at start.
+    env_keys: EnvKeys,
 }
 
 /// One provider account: where its API is, and its calls in flight.
 struct Account {
     id: String,
+    /// The account's wire format (its kind's adapter).
+    wire: Wire,
     models: Vec<String>,
     /// What it was built from, to tell a changed account at a reload.
     settings: ProviderConfig,
@@ -90,7 +249,8 @@ impl Account {
         if key.is_none() {
             tracing::warn!(
                 account = config.id,
-                "no provider.api_key and no {OPENAI_API_KEY}: calls carry no key"
+                "no provider.api_key and no {}: calls carry no key",
+                config.kind.env_keys().join(" or ")
             );
         }
         let mut http = HttpConnector::new();
@@ -111,6 +271,7 @@ impl Account {
             .build(connector);
         Ok(Account {
             id: config.id.clone(),
+            wire: Wire::of(config.kind).unwrap_or(Wire::Openai),
             models: config.models.clone(),
             settings: provider.clone(),
             base: provider.base_url.trim().trim_end_matches('/').to_owned(),
@@ -144,15 +305,11 @@ fn tls_config(provider: &ProviderConfig) -> Result<rustls::ClientConfig, String>
 
 impl ProviderConn {
     /// The provider accounts of `config` (`None` when it has none). A key missing from the
-    /// config is taken from `OPENAI_API_KEY`, read once here.
+    /// config is taken from its kind's environment variable, read once here.
     pub fn from_config(config: &Config) -> Option<ProviderConn> {
-        let env_key = std::env::var(OPENAI_API_KEY)
-            .ok()
-            .filter(|k| !k.trim().is_empty())
-            .map(Secret::new);
         let conn = ProviderConn {
             accounts: ArcSwap::from_pointee(Vec::new()),
-            env_key,
+            env_keys: EnvKeys::read(),
         };
         conn.apply(config);
         let count = conn.accounts.load().len();
@@ -171,17 +328,20 @@ impl ProviderConn {
         let next: Vec<Arc<Account>> = config
             .accounts
             .iter()
-            .filter(|a| a.kind == AccountKind::Openai)
             .filter_map(|a| {
                 let provider = a.provider.as_ref()?;
+                let wire = Wire::of(a.kind)?;
                 let kept = current.iter().find(|old| {
-                    old.id == a.id && old.models == a.models && old.settings == *provider
+                    old.id == a.id
+                        && old.wire == wire
+                        && old.models == a.models
+                        && old.settings == *provider
                 });
                 match kept {
                     Some(old) => Some(Arc::clone(old)),
                     None => {
                         changed = true;
-                        match Account::new(a, provider, self.env_key.as_ref()) {
+                        match Account::new(a, provider, self.env_keys.get(a.kind)) {
                             Ok(account) => Some(Arc::new(account)),
                             Err(problem) => {
                                 tracing::error!(
@@ -310,7 +470,7 @@ impl Account {
             Ok(response) => response,
             Err(error) => return error_stream(error),
         };
-        let reader = openai::EventReader::new(&input);
+        let reader = self.wire.reader(&input);
         let idle = self.timeouts.idle;
         let body = response.into_body();
         let events = stream::unfold(Some((body, reader, busy)), move |state| async move {
@@ -355,15 +515,16 @@ impl Account {
     /// Send the turn; the answer's head within the first-byte timeout, or the error it stands
     /// for.
     async fn call(&self, input: &PromptInput) -> Result<Response<Incoming>, ApiError> {
-        let body = serde_json::to_vec(&openai::request_body(input))
+        let (uri, body) = self.wire.request(&self.base, input);
+        let body = serde_json::to_vec(&body)
             .map_err(|e| ApiError::internal(format!("cannot encode the provider request: {e}")))?;
         let mut request = Request::builder()
             .method(Method::POST)
-            .uri(format!("{}/chat/completions", self.base))
+            .uri(uri)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream");
-        if let Some(key) = &self.key {
-            request = request.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        for (name, value) in self.wire.headers(self.key.as_ref()) {
+            request = request.header(name, value);
         }
         // The error names the request's bad part, never the key's value.
         let request = request.body(Full::new(Bytes::from(body))).map_err(|e| {
@@ -397,7 +558,7 @@ impl Account {
         let status = response.status().as_u16();
         let retry_after = openai::retry_after(response.headers());
         let body = read_error_body(response, self.timeouts.idle).await;
-        let error = openai::error_from_status(status, retry_after, &body);
+        let error = self.wire.error(status, retry_after, &body);
         tracing::warn!(account = self.id, status, kind = %error.kind, "provider refused the turn");
         Err(error)
     }
@@ -607,5 +768,104 @@ mod tests {
         assert_eq!(after[0].max_concurrency, 5);
         assert!(conn.apply(&config("accounts: [{ id: a }]")));
         assert!(slots(&conn).await.is_empty());
+    }
+
+    #[test]
+    fn the_kind_chooses_the_url_the_key_header_and_the_body() {
+        let input = PromptInput {
+            request_id: "r".into(),
+            model: "m-1".into(),
+            account: None,
+            body: drawbridge_types::worker::PromptBody::Text("x".into()),
+            max_output_tokens: None,
+            tools: Default::default(),
+            live_session: None,
+            conversation: None,
+            params: Default::default(),
+        };
+        let key = Secret::new("k-123".to_owned());
+        let base = "http://h/v";
+        let (url, body) = Wire::Openai.request(base, &input);
+        assert_eq!(url, "http://h/v/chat/completions");
+        assert!(body.get("messages").is_some());
+        let (url, body) = Wire::Anthropic.request(base, &input);
+        assert_eq!(url, "http://h/v/messages");
+        assert!(body.get("max_tokens").is_some());
+        let (url, body) = Wire::Gemini.request(base, &input);
+        assert_eq!(url, "http://h/v/models/m-1:streamGenerateContent?alt=sse");
+        assert!(body.get("contents").is_some());
+        let names = |wire: Wire| -> Vec<(String, String)> {
+            wire.headers(Some(&key))
+                .into_iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v))
+                .collect()
+        };
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            names(Wire::Openai),
+            pairs(&[("authorization", "Bearer k-123")])
+        );
+        assert_eq!(
+            names(Wire::Anthropic),
+            pairs(&[("anthropic-version", "2023-06-01"), ("x-api-key", "k-123")])
+        );
+        assert_eq!(names(Wire::Gemini), pairs(&[("x-goog-api-key", "k-123")]));
+        assert!(Wire::Gemini.headers(None).is_empty());
+        assert_eq!(Wire::of(AccountKind::Acp), None);
+    }
+
+    #[tokio::test]
+    async fn every_provider_kind_is_served_and_a_kind_change_replaces_the_account() {
+        let yaml = "accounts:
+  - { id: o, kind: openai, provider: { base_url: 'http://127.0.0.1:9/v1' } }
+  - { id: c, kind: anthropic, provider: { base_url: 'http://127.0.0.1:9/v1' } }
+  - { id: g, kind: gemini, provider: { base_url: 'http://127.0.0.1:9/v1beta' } }
+";
+        let conn = ProviderConn::from_config(&config(yaml)).unwrap();
+        let wires: Vec<Wire> = conn.accounts.load().iter().map(|a| a.wire).collect();
+        assert_eq!(wires, [Wire::Openai, Wire::Anthropic, Wire::Gemini]);
+        let before = conn.accounts.load_full();
+        assert!(conn.apply(&config(&yaml.replace("kind: gemini", "kind: openai"))));
+        let after = conn.accounts.load_full();
+        assert!(Arc::ptr_eq(&before[0], &after[0]));
+        assert!(!Arc::ptr_eq(&before[2], &after[2]), "g changed kind");
+        assert_eq!(after[2].wire, Wire::Openai);
+    }
+
+    #[test]
+    fn keys_come_from_each_kinds_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            EnvKeys::from(move |name| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let keys = env(&[
+            ("OPENAI_API_KEY", "o"),
+            ("ANTHROPIC_API_KEY", "a"),
+            ("GEMINI_API_KEY", " "),
+            ("GOOGLE_API_KEY", "g"),
+        ]);
+        let key = |kind| keys.get(kind).map(|k| k.expose().to_owned());
+        assert_eq!(key(AccountKind::Openai).as_deref(), Some("o"));
+        assert_eq!(key(AccountKind::Anthropic).as_deref(), Some("a"));
+        assert_eq!(
+            key(AccountKind::Gemini).as_deref(),
+            Some("g"),
+            "a blank GEMINI_API_KEY gives way to GOOGLE_API_KEY"
+        );
+        let keys = env(&[("GEMINI_API_KEY", "first"), ("GOOGLE_API_KEY", "second")]);
+        assert_eq!(
+            keys.get(AccountKind::Gemini).map(Secret::expose),
+            Some("first")
+        );
+        assert!(keys.get(AccountKind::Anthropic).is_none());
+        assert!(keys.get(AccountKind::Acp).is_none());
     }
 }
