@@ -132,7 +132,10 @@ pub(crate) fn validate(
     }
     for (model, route) in routes {
         if model.trim().is_empty() {
-            return Err(ConfigError::invalid("routes", "a route's model name is empty"));
+            return Err(ConfigError::invalid(
+                "routes",
+                "a route's model name is empty",
+            ));
         }
         route.validate(&format!("routes.{model}"), prices, ids)?;
     }
@@ -230,9 +233,7 @@ accounts:
 
     fn config(rest: &str) -> Result<Config, String> {
         let config = Config::from_yaml(&format!("{ACCOUNTS}{rest}")).map_err(|e| e.to_string())?;
-        config
-            .validate(Role::AllInOne)
-            .map_err(|e| e.to_string())?;
+        config.validate(Role::AllInOne).map_err(|e| e.to_string())?;
         Ok(config)
     }
 

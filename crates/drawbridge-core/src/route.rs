@@ -87,7 +87,12 @@ pub fn pick<K: Clone>(
         Strategy::Loadbalance => weighted(&open, rotation),
         Strategy::LeastLatency => {
             // Unmeasured: 0 ms, the fastest.
-            lowest(&open, accounts, |i| Some(measure(i).unwrap_or(0.0)), rotation)
+            lowest(
+                &open,
+                accounts,
+                |i| Some(measure(i).unwrap_or(0.0)),
+                rotation,
+            )
         }
         Strategy::CostOptimized => lowest(&open, accounts, &measure, rotation),
     };
@@ -329,7 +334,11 @@ mod tests {
         // Every account of the route spent: 429 quota, whatever an account outside holds.
         let accounts = [spent("x"), spent("y"), a("outside", Some(9.0))];
         let targets = [t(&[0]), t(&[1])];
-        for strategy in [Strategy::Fallback, Strategy::Loadbalance, Strategy::CreditAware] {
+        for strategy in [
+            Strategy::Fallback,
+            Strategy::Loadbalance,
+            Strategy::CreditAware,
+        ] {
             assert_eq!(
                 pick(strategy, &accounts, &targets, no_measure, 0),
                 Err(Shortage::CreditsSpent)
@@ -378,7 +387,13 @@ mod tests {
         let mut counts = [0usize; 3];
         let picks = 10_000;
         for rotation in 0..picks {
-            let i = pick(Strategy::Loadbalance, &accounts, &targets, no_measure, rotation);
+            let i = pick(
+                Strategy::Loadbalance,
+                &accounts,
+                &targets,
+                no_measure,
+                rotation,
+            );
             counts[i.unwrap()] += 1;
         }
         let share = |n: usize| n as f64 / picks as f64;
@@ -399,7 +414,13 @@ mod tests {
         let mut spent = accounts.clone();
         spent[0].credits = Some(0.0);
         for rotation in 0..200 {
-            let i = pick(Strategy::Loadbalance, &spent, &targets, no_measure, rotation);
+            let i = pick(
+                Strategy::Loadbalance,
+                &spent,
+                &targets,
+                no_measure,
+                rotation,
+            );
             assert_eq!(i, Ok(1));
         }
         // Only weight-0 targets open: they still serve.
@@ -457,7 +478,11 @@ mod tests {
         let prices = [Some(18.0), Some(0.5), Some(3.0), Some(0.0)];
         let measure = |i: usize| prices[i];
         let (keys, why) = order(Strategy::CostOptimized, &accounts, &targets, measure);
-        assert_eq!(keys, ["cheap", "mid", "pricey"], "a spent account is skipped");
+        assert_eq!(
+            keys,
+            ["cheap", "mid", "pricey"],
+            "a spent account is skipped"
+        );
         assert_eq!(why, Shortage::CreditsSpent);
         // Near-equal prices rotate.
         let prices = [Some(1.0), Some(1.02), Some(3.0), None];
@@ -481,7 +506,11 @@ mod tests {
         let chosen: Vec<usize> = (0..4)
             .map(|r| pick(Strategy::CreditAware, &accounts, &targets, no_measure, r).unwrap())
             .collect();
-        assert_eq!(chosen, [0, 1, 0, 1], "groups do not matter; near ties rotate");
+        assert_eq!(
+            chosen,
+            [0, 1, 0, 1],
+            "groups do not matter; near ties rotate"
+        );
         // Inside a fallback group, near ties rotate too.
         let chosen: Vec<usize> = (0..4)
             .map(|r| pick(Strategy::Fallback, &accounts, &targets, no_measure, r).unwrap())
