@@ -1,0 +1,129 @@
+//! Routes end to end: `drawbridge` with two ACP accounts (real `mock-acp-agent` processes)
+//! and a provider account on a real `mock-provider`, all serving `kiro`, under a `fallback`
+//! route: the Kiro accounts answer while they have credits (though the provider scores
+//! better), and the provider takes over once they are spent. Who answered shows in the text
+//! (the agent echoes the prompt, the provider prefixes it with "You said: "), in the mock's
+//! own request counter, and in the admin API's accounts view.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use test_support::process::Process;
+use test_support::{AccountSpec, Client, Stack, StackOptions};
+
+/// A running mock provider that wants `key`.
+async fn upstream(dir: &Path, key: &str) -> Process {
+    // The harness passes `--config` to every binary; the mock ignores it.
+    let config = dir.join("mock-provider.yaml");
+    std::fs::write(&config, "").unwrap();
+    Process::start(
+        "mock-provider",
+        &config,
+        &[("MOCK_PROVIDER_API_KEY", key)],
+        &["http"],
+    )
+    .await
+}
+
+/// How many chat requests the mock received.
+async fn upstream_requests(mock: &Process) -> u64 {
+    let stats = Client::new(format!("http://{}", mock.addr("http")), None)
+        .get("/stats")
+        .await
+        .json();
+    stats["chat_requests"].as_u64().unwrap()
+}
+
+fn ask(text: &str) -> Value {
+    json!({"model": "kiro", "messages": [{"role": "user", "content": text}]})
+}
+
+fn content(reply: &test_support::Reply) -> String {
+    reply.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every account's credits in the admin API's view (milli-credits; null: unmetered).
+async fn credits(stack: &Stack) -> Vec<(String, Value)> {
+    let reply = stack.admin().get("/admin/accounts").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let list = reply.json();
+    let list = list
+        .get("data")
+        .and_then(Value::as_array)
+        .or_else(|| list.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut credits: Vec<(String, Value)> = list
+        .iter()
+        .map(|a| {
+            (
+                a["account"].as_str().unwrap_or_default().to_owned(),
+                a["credits"].clone(),
+            )
+        })
+        .collect();
+    credits.sort_by(|a, b| a.0.cmp(&b.0));
+    credits
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_route_serves_from_kiro_then_the_provider_once_kiro_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "sk-route-0123456789";
+    let mock = upstream(dir.path(), key).await;
+    // Each mock-agent turn costs 0.01 credits: two turns per account.
+    let stack = Stack::single(StackOptions {
+        accounts: vec![
+            AccountSpec::new(1).credits(0.02),
+            AccountSpec::new(1).credits(0.02),
+        ],
+        // The provider has 8 slots to the agents' 1: without the route it would win.
+        extra_accounts_yaml: format!(
+            "  - id: openai-main\n    kind: openai\n    models: [kiro]\n    provider:\n      base_url: http://{}/v1\n      api_key: {key}\n      max_concurrency: 8\n",
+            mock.addr("http")
+        ),
+        engine_yaml: "routes:\n  kiro:\n    strategy: fallback\n    targets:\n      - { accounts: [acct-1, acct-2] }\n      - { accounts: [openai-main] }\n".to_owned(),
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+
+    for i in 0..4 {
+        let reply = client.chat(&ask(&format!("kiro turn {i}"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let text = content(&reply);
+        assert!(
+            text.contains(&format!("kiro turn {i}")) && !text.starts_with("You said:"),
+            "an agent answered turn {i}: {text}"
+        );
+    }
+    assert_eq!(
+        upstream_requests(&mock).await,
+        0,
+        "the provider was not called"
+    );
+    let spent = credits(&stack).await;
+    assert_eq!(
+        spent,
+        [
+            ("acct-1".to_owned(), json!(0)),
+            ("acct-2".to_owned(), json!(0)),
+            ("openai-main".to_owned(), Value::Null),
+        ],
+        "both Kiro accounts spent their grant"
+    );
+
+    for i in 0..2 {
+        let reply = client.chat(&ask(&format!("provider turn {i}"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(content(&reply), format!("You said: provider turn {i}"));
+    }
+    assert_eq!(upstream_requests(&mock).await, 2);
+    // `/v1/models` still lists the routed model.
+    let models = client.get("/v1/models").await;
+    assert_eq!(models.status, 200, "{}", models.text());
+    assert!(models.text().contains("\"kiro\""), "{}", models.text());
+}
