@@ -3,7 +3,7 @@
 //! route: the Kiro accounts answer while they have credits (though the provider scores
 //! better), and the provider takes over once they are spent. Who answered shows in the text
 //! (the agent echoes the prompt, the provider prefixes it with "You said: "), in the mock's
-//! own request counter, and in the admin API's accounts view.
+//! own request counter, and in the admin API's accounts view and the metrics.
 
 use std::path::Path;
 
@@ -122,6 +122,15 @@ async fn a_fallback_route_serves_from_kiro_then_the_provider_once_kiro_is_spent(
         assert_eq!(content(&reply), format!("You said: provider turn {i}"));
     }
     assert_eq!(upstream_requests(&mock).await, 2);
+    // The metrics show the spent pool beside the provider that took over.
+    let metrics = client.with_key(None).get("/metrics").await.text();
+    for line in [
+        "drawbridge_account_credits{account=\"acct-1\"} 0",
+        "drawbridge_account_credits{account=\"acct-2\"} 0",
+        "drawbridge_account_healthy{account=\"openai-main\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     // `/v1/models` still lists the routed model.
     let models = client.get("/v1/models").await;
     assert_eq!(models.status, 200, "{}", models.text());
