@@ -1,7 +1,7 @@
 //! Routes (`routes`), through the engine's router with scripted workers on paused time: the
 //! order a fallback route tries its targets in, a load-balanced route's spread, a route
 //! keeping a model on its own accounts, the fastest target winning, a rule on the client's
-//! model name, and a reload changing a route.
+//! model name, a reload changing a route, and session affinity inside a route.
 
 #![expect(
     clippy::unwrap_used,
@@ -15,10 +15,13 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use drawbridge_config::{Config, Role};
 use drawbridge_engine::{Engine, EngineSettings, EngineState, WorkerConn};
+use drawbridge_state::{AffinityStore, EmbeddedCredits, EmbeddedRouting};
 use drawbridge_telemetry::Shutdown;
 use drawbridge_types::{ApiError, CreditChange, ErrorKind};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use test_support::eventually;
 use test_support::fake_worker::{FakeWorker, Script, Step};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -35,6 +38,8 @@ accounts:
 struct Harness {
     router: axum::Router,
     engine: Arc<Engine>,
+    /// The breakers, cooldowns and affinity bindings the engine keeps.
+    routing: Arc<EmbeddedRouting>,
 }
 
 fn config(routes: &str) -> Config {
@@ -46,15 +51,26 @@ fn config(routes: &str) -> Config {
 async fn harness(routes: &str, workers: &[&Arc<FakeWorker>]) -> Harness {
     let config = config(routes);
     let conns: Vec<Arc<dyn WorkerConn>> = workers.iter().map(|w| w.conn()).collect();
+    let routing = Arc::new(EmbeddedRouting::new());
+    let state = EngineState {
+        credits: Arc::new(EmbeddedCredits::new()),
+        breakers: routing.clone(),
+        cooldowns: routing.clone(),
+        affinity: routing.clone(),
+    };
     let engine = Engine::new(
         conns,
         EngineSettings::from_config(&config),
-        EngineState::embedded(),
+        state,
         Shutdown::new(),
     );
     engine.refresh().await;
     let router = drawbridge_engine::router(Arc::clone(&engine), &config, CancellationToken::new());
-    Harness { router, engine }
+    Harness {
+        router,
+        engine,
+        routing,
+    }
 }
 
 /// A JSON answer to `go` on `model`.
@@ -242,7 +258,7 @@ async fn a_conditional_route_follows_the_name_the_client_used() {
     let openai = Arc::new(FakeWorker::new("openai").slots(1));
     let h = harness(
         "
-model_aliases: { cheap: kiro }
+model_aliases: { cheap: kiro, plain: kiro }
 routes:
   kiro:
     strategy: conditional
@@ -287,4 +303,61 @@ async fn a_reload_changes_a_route() {
         .apply_settings(EngineSettings::from_config(&config("")));
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
     assert_eq!(kiro_1.prompts().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bound_conversation_stays_inside_its_route_and_moves_when_the_route_leaves_it() {
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").slots(8));
+    let other = Arc::new(FakeWorker::new("other").slots(8));
+    let affinity = "engine: { affinity: { enabled: true } }\n";
+    let fallback = format!(
+        "{affinity}routes: {{ kiro: {{ strategy: fallback, targets: [{{ accounts: [kiro-1] }}, {{ accounts: [other] }}] }} }}"
+    );
+    let h = harness(&fallback, &[&kiro_1, &other]).await;
+    let in_session = || {
+        Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("x-session-id", "conversation-1")
+            .body(Body::from(
+                json!({"model": "kiro", "messages": [{"role": "user", "content": "go"}]})
+                    .to_string(),
+            ))
+            .unwrap()
+    };
+    let session = |h: &Harness| {
+        let router = h.router.clone();
+        async move { router.oneshot(in_session()).await.unwrap().status() }
+    };
+    // The first target spent: the second serves the conversation, which binds to it.
+    spend(&h, "kiro-1").await;
+    assert_eq!(session(&h).await, StatusCode::OK);
+    assert_eq!(other.prompts().len(), 1);
+    // The binding is written in the background (the key: the tenant, then the session).
+    let digest = Sha256::new()
+        .chain_update(b"anonymous")
+        .chain_update([0u8])
+        .chain_update(b"s:conversation-1")
+        .finalize();
+    let key = drawbridge_core::hex::encode(&digest);
+    eventually("the conversation is bound", || async {
+        h.routing.affinity(&key).await.unwrap().as_deref() == Some("other")
+    })
+    .await;
+    // The first target back: the conversation keeps its account (it is in the route) ...
+    h.engine
+        .change_credits("kiro-1", CreditChange::Set(Some(1_000_000)))
+        .await
+        .unwrap();
+    assert_eq!(session(&h).await, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), other.prompts().len()), (0, 2));
+    // ... while a request without a conversation takes the first target.
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!(kiro_1.prompts().len(), 1);
+    // A reload drops its account from the route: the conversation moves into the route.
+    h.engine
+        .apply_settings(EngineSettings::from_config(&config(&format!(
+            "{affinity}routes: {{ kiro: {{ targets: [{{ accounts: [kiro-1] }}] }} }}"
+        ))));
+    assert_eq!(session(&h).await, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), other.prompts().len()), (2, 2));
 }
