@@ -361,3 +361,38 @@ async fn a_bound_conversation_stays_inside_its_route_and_moves_when_the_route_le
     assert_eq!(session(&h).await, StatusCode::OK);
     assert_eq!((kiro_1.prompts().len(), other.prompts().len()), (2, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_conditional_rule_on_the_key_sees_the_tenant_the_gateway_names() {
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").slots(8));
+    let openai = Arc::new(FakeWorker::new("openai").slots(1));
+    let h = harness(
+        "
+engine:
+  channel_keys: [{ name: gateway, key: ck-gateway, trust_tenant: true }]
+routes:
+  kiro:
+    strategy: conditional
+    targets:
+      - { accounts: [openai], when: { key: batch } }
+      - { accounts: [kiro-1] }
+",
+        &[&kiro_1, &openai],
+    )
+    .await;
+    for tenant in ["static.batch", "static.interactive", "key_123"] {
+        let request = Request::post("/v1/chat/completions")
+            .header("authorization", "Bearer ck-gateway")
+            .header(drawbridge_http::TENANT_HEADER, tenant)
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"model": "kiro", "messages": [{"role": "user", "content": "go"}]})
+                    .to_string(),
+            ))
+            .unwrap();
+        let response = h.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{tenant}");
+    }
+    // The batch key's request on its own target; the others on the default one.
+    assert_eq!((openai.prompts().len(), kiro_1.prompts().len()), (1, 2));
+}
