@@ -21,6 +21,7 @@ mod load;
 mod log;
 mod node;
 mod redis;
+mod routes;
 mod sanitize;
 mod secret;
 mod worker;
@@ -45,6 +46,7 @@ pub use keys::StaticKey;
 pub use log::{LogConfig, LogFormat};
 pub use node::NodeConfig;
 pub use redis::RedisConfig;
+pub use routes::{PriceConfig, RouteConfig, RouteStrategy, TargetConfig, WhenConfig};
 pub use sanitize::{SanitizeConfig, SanitizeModeConfig};
 pub use secret::Secret;
 pub use worker::WorkerConfig;
@@ -96,6 +98,13 @@ pub struct Config {
     /// name the client used; `/v1/models` lists every alias whose target is served. An alias
     /// wins over an account model of the same name. Reloadable.
     pub model_aliases: BTreeMap<String, String>,
+    /// Per model (or alias): the accounts that serve it and the strategy that chooses among
+    /// them (see [`RouteConfig`]). A model without a route is scheduled credit-aware over
+    /// every account that serves it. Reloadable.
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Per account: its price per million input and output tokens (`cost-optimized` routes).
+    /// Reloadable.
+    pub prices: BTreeMap<String, PriceConfig>,
     /// The file this configuration was loaded from (set by [`Config::load`]; what a reload
     /// reads again).
     #[serde(skip)]
@@ -155,6 +164,7 @@ impl Config {
         self.engine.validate()?;
         self.continuation.validate()?;
         validate_aliases(&self.model_aliases)?;
+        routes::validate(&self.routes, &self.prices, &ids)?;
         self.admin.validate()
     }
 

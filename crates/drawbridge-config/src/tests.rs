@@ -261,6 +261,15 @@ fn the_shipped_configs_are_valid() {
         1,
         "the worker serves kiro-1 only"
     );
+    // One route per strategy.
+    let mut strategies: Vec<String> = providers
+        .routes
+        .values()
+        .map(|r| format!("{:?}", r.strategy))
+        .collect();
+    strategies.sort();
+    strategies.dedup();
+    assert_eq!(strategies.len(), 7, "{strategies:?}");
 }
 
 #[test]

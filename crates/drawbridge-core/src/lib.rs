@@ -11,6 +11,7 @@ pub mod hex;
 pub mod limits;
 pub mod placement;
 pub mod prompt;
+pub mod route;
 pub mod sanitize;
 pub mod schedule;
 pub mod tokens;

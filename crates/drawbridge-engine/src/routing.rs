@@ -7,13 +7,14 @@
 //! caches it is built from: this engine's own writes (a charge, a rest, a breaker decision) are
 //! seen by the next pick, as they were before there was a view.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use drawbridge_core::breaker::Breaker;
+use drawbridge_core::route::{self, Strategy};
 use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_types::worker::{AccountSlots, AccountStatus};
 use drawbridge_types::{AccountView, HealthReport};
@@ -28,6 +29,27 @@ use crate::workers::WorkerConn;
 
 /// How long one worker may take to answer `Slots`.
 const SLOTS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many recent first-event latencies per account `least-latency` routes weigh.
+const LATENCY_WINDOW: usize = 32;
+
+/// A model's route resolved for one request (`routes`): its strategy, its targets as account
+/// ids (each with its weight and whether its rule matches the request) and the prices.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub strategy: Strategy,
+    pub targets: Vec<PlanTarget>,
+    /// Each account's blended price (`prices`), for `cost-optimized`.
+    pub prices: Arc<BTreeMap<String, f64>>,
+}
+
+/// One target of a [`Plan`].
+#[derive(Debug, Clone)]
+pub(crate) struct PlanTarget {
+    pub accounts: Vec<String>,
+    pub weight: u32,
+    pub applies: bool,
+}
 
 /// One account on one worker, as last reported.
 #[derive(Debug, Clone)]
@@ -102,6 +124,8 @@ pub(crate) struct Routing {
     /// Turns in flight per route; held while a view is built (one build at a time).
     inflight: Mutex<HashMap<RouteKey, Arc<AtomicU32>>>,
     rotation: AtomicUsize,
+    /// The last [`LATENCY_WINDOW`] times to a first event per account, in milliseconds.
+    latencies: Mutex<HashMap<String, VecDeque<f64>>>,
 }
 
 impl Routing {
@@ -122,6 +146,7 @@ impl Routing {
             view: ArcSwap::from_pointee(View::default()),
             inflight: Mutex::new(HashMap::new()),
             rotation: AtomicUsize::new(0),
+            latencies: Mutex::new(HashMap::new()),
         }
     }
 
@@ -219,14 +244,42 @@ impl Routing {
             > 0
     }
 
+    /// Note how long `account` took to send a turn's first event (`least-latency` routes).
+    pub fn record_latency(&self, account: &str, took: Duration) {
+        let mut latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let window = latencies.entry(account.to_owned()).or_default();
+        if window.len() == LATENCY_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(took.as_secs_f64() * 1000.0);
+    }
+
+    /// The median of `account`'s recent first-event latencies, in milliseconds (`None`: not
+    /// measured yet).
+    pub fn latency_p50(&self, account: &str) -> Option<f64> {
+        let latencies = self
+            .latencies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        latencies
+            .get(account)
+            .and_then(|w| route::p50(&w.iter().copied().collect::<Vec<f64>>()))
+    }
+
     /// Pick the best route for `model`, skipping routes already tried and preferring the
     /// account `bound` (session affinity) while it is a candidate; when there is none, why
-    /// (see [`drawbridge_core::schedule`]).
+    /// (see [`drawbridge_core::schedule`]). With a `plan` (the model's route), only the
+    /// accounts of its targets are candidates and its strategy chooses among them (see
+    /// [`drawbridge_core::route`]).
     pub fn pick(
         &self,
         model: &str,
         tried: &HashSet<RouteKey>,
         bound: Option<&str>,
+        plan: Option<&Plan>,
     ) -> Result<Picked, Shortage> {
         let view = self.view();
         let accounts: Vec<schedule::Account<usize>> = view
@@ -253,11 +306,13 @@ impl Routing {
             })
             .collect();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        let chosen = match bound {
-            Some(bound) => schedule::pick_bound(&accounts, rotation, |i| {
-                view.entries[*i].route.slots.account == bound
-            }),
-            None => schedule::pick(&accounts, rotation),
+        let account_of = |i: usize| view.entries[i].route.slots.account.as_str();
+        let chosen = match (plan, bound) {
+            (Some(plan), bound) => self.pick_routed(plan, &accounts, &account_of, bound, rotation),
+            (None, Some(bound)) => {
+                schedule::pick_bound(&accounts, rotation, |i| account_of(*i) == bound)
+            }
+            (None, None) => schedule::pick(&accounts, rotation),
         };
         chosen.map(|i| {
             let entry = &view.entries[accounts[i].key];
@@ -266,6 +321,50 @@ impl Routing {
                 inflight: Arc::clone(&entry.inflight),
             }
         })
+    }
+
+    /// [`Routing::pick`] under a route: the bound account while it is a candidate of a target
+    /// the route may use, else the strategy's choice.
+    fn pick_routed<'v>(
+        &self,
+        plan: &Plan,
+        accounts: &[schedule::Account<usize>],
+        account_of: &impl Fn(usize) -> &'v str,
+        bound: Option<&str>,
+        rotation: usize,
+    ) -> Result<usize, Shortage> {
+        let targets: Vec<route::Target> = plan
+            .targets
+            .iter()
+            .map(|t| route::Target {
+                accounts: (0..accounts.len())
+                    .filter(|&i| t.accounts.iter().any(|a| a == account_of(i)))
+                    .collect(),
+                weight: t.weight,
+                applies: t.applies,
+            })
+            .collect();
+        if let Some(bound) = bound {
+            let usable = targets
+                .iter()
+                .take(if plan.strategy == Strategy::Single {
+                    1
+                } else {
+                    usize::MAX
+                })
+                .filter(|t| t.applies || plan.strategy != Strategy::Conditional)
+                .flat_map(|t| t.accounts.iter().copied())
+                .find(|&i| account_of(i) == bound && accounts[i].exclusion().is_none());
+            if let Some(i) = usable {
+                return Ok(i);
+            }
+        }
+        let measure = |i: usize| match plan.strategy {
+            Strategy::LeastLatency => self.latency_p50(account_of(i)),
+            Strategy::CostOptimized => plan.prices.get(account_of(i)).copied(),
+            _ => None,
+        };
+        route::pick(plan.strategy, accounts, &targets, measure, rotation)
     }
 
     /// Every model some account serves, sorted.

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use drawbridge_config::{RouteConfig, RouteStrategy};
+use drawbridge_core::route::Strategy;
+
 use crate::affinity::AffinitySettings;
+use crate::routing::{Plan, PlanTarget};
 
 pub use drawbridge_config::ReasoningMode;
 
@@ -43,6 +47,10 @@ pub struct EngineSettings {
     pub reasoning: ReasoningMode,
     /// Client model names → the model the accounts serve (`model_aliases`).
     pub aliases: Arc<BTreeMap<String, String>>,
+    /// Per model or alias: its route (`routes`).
+    pub routes: Arc<BTreeMap<String, RouteConfig>>,
+    /// Per account: its blended price (`prices`, input plus output per million tokens).
+    pub prices: Arc<BTreeMap<String, f64>>,
 }
 
 impl EngineSettings {
@@ -66,6 +74,14 @@ impl EngineSettings {
             keepalive_interval: config.engine.keepalive_interval,
             reasoning: config.engine.reasoning,
             aliases: Arc::new(config.model_aliases.clone()),
+            routes: Arc::new(config.routes.clone()),
+            prices: Arc::new(
+                config
+                    .prices
+                    .iter()
+                    .map(|(account, price)| (account.clone(), price.blended()))
+                    .collect(),
+            ),
             breaker: drawbridge_core::breaker::BreakerConfig {
                 failure_threshold: cb.failure_threshold,
                 window_size: cb.window_size,
@@ -92,6 +108,8 @@ impl Default for EngineSettings {
             keepalive_interval: Duration::from_secs(10),
             reasoning: ReasoningMode::On,
             aliases: Arc::default(),
+            routes: Arc::default(),
+            prices: Arc::default(),
         }
     }
 }
@@ -101,6 +119,42 @@ impl EngineSettings {
     /// name itself (an alias wins over an account model of the same name).
     pub fn target<'a>(&'a self, model: &'a str) -> &'a str {
         self.aliases.get(model).map_or(model, String::as_str)
+    }
+
+    /// The route of a request for the client's `model` from the key `key_id`: the route
+    /// under the name the client used, else the one under the model it stands for; `None`
+    /// when neither has one (credit-aware over every account that serves the model).
+    pub(crate) fn plan(&self, model: &str, key_id: &str) -> Option<Plan> {
+        let route = self
+            .routes
+            .get(model)
+            .or_else(|| self.routes.get(self.target(model)))?;
+        Some(Plan {
+            strategy: strategy(route.strategy),
+            targets: route
+                .targets
+                .iter()
+                .map(|t| PlanTarget {
+                    accounts: t.accounts.clone(),
+                    weight: t.weight.unwrap_or(1),
+                    applies: t.when.as_ref().is_none_or(|w| w.matches(model, key_id)),
+                })
+                .collect(),
+            prices: Arc::clone(&self.prices),
+        })
+    }
+}
+
+/// The scheduler's strategy for a configured one.
+fn strategy(configured: RouteStrategy) -> Strategy {
+    match configured {
+        RouteStrategy::Single => Strategy::Single,
+        RouteStrategy::Fallback => Strategy::Fallback,
+        RouteStrategy::Loadbalance => Strategy::Loadbalance,
+        RouteStrategy::Conditional => Strategy::Conditional,
+        RouteStrategy::LeastLatency => Strategy::LeastLatency,
+        RouteStrategy::CostOptimized => Strategy::CostOptimized,
+        RouteStrategy::CreditAware => Strategy::CreditAware,
     }
 }
 

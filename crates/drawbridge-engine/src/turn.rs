@@ -175,12 +175,15 @@ impl Turns {
         let model = request.model.as_str();
         let settings = self.settings();
         let target = settings.target(model);
+        let plan = settings.plan(model, &ctx.tenant);
         let mut last_error: Option<ApiError> = None;
         while attempts.left() {
-            let picked = match self
-                .routing
-                .pick(target, &attempts.tried, attempts.bound.as_deref())
-            {
+            let picked = match self.routing.pick(
+                target,
+                &attempts.tried,
+                attempts.bound.as_deref(),
+                plan.as_ref(),
+            ) {
                 Ok(picked) => picked,
                 Err(shortage) => return Err(self.no_account(shortage, last_error, model)),
             };
@@ -343,21 +346,26 @@ impl Turns {
             account = input.account.as_deref().unwrap_or_default(),
             attempt = attempts.used()
         );
+        let account = input.account.clone().unwrap_or_default();
+        let sent = Instant::now();
         let events = span.in_scope(|| worker.prompt(input));
         let first_byte = self.settings().first_byte_timeout;
-        let until = (Instant::now() + first_byte).min(attempts.deadline);
-        tokio::time::timeout_at(until, events::first_content(events).instrument(span))
-            .await
-            .unwrap_or_else(|_| {
-                Err(if attempts.expired() {
-                    errors::deadline_passed()
-                } else {
-                    ApiError::new(
-                        ErrorKind::Timeout,
-                        format!("The agent sent nothing within {first_byte:?}."),
-                    )
-                })
+        let until = (sent + first_byte).min(attempts.deadline);
+        let first =
+            tokio::time::timeout_at(until, events::first_content(events).instrument(span)).await;
+        if let Ok(Ok(_)) = &first {
+            self.routing.record_latency(&account, sent.elapsed());
+        }
+        first.unwrap_or_else(|_| {
+            Err(if attempts.expired() {
+                errors::deadline_passed()
+            } else {
+                ApiError::new(
+                    ErrorKind::Timeout,
+                    format!("The agent sent nothing within {first_byte:?}."),
+                )
             })
+        })
     }
 
     /// Bind the request's conversation (if affinity keys it) to the account that serves it.
