@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use test_support::cluster::{Assignment, CLUSTER_CHANNEL_KEY, Cluster, wait_for_lines};
+use test_support::cluster::{Assignment, Cluster, wait_for_lines};
 use test_support::process::{Process, Signal};
 use test_support::stack::API_KEY;
 use test_support::wait::poll;
@@ -35,22 +35,8 @@ fn lines(process: &Process, needle: &str) -> usize {
     process.log().lines().filter(|l| l.contains(needle)).count()
 }
 
-/// `drawbridge-gateway` in front of the cluster's engines, in their order.
 async fn gateway(cluster: &Cluster) -> Process {
-    let engines: Vec<String> = cluster
-        .engines
-        .iter()
-        .map(|e| format!("\"http://{}\"", e.addr("engine")))
-        .collect();
-    let yaml = format!(
-        "node: {{ id: gateway-1 }}\n\
-         gateway:\n  listen: 127.0.0.1:0\n  engine_urls: [{}]\n  engine_key: {CLUSTER_CHANNEL_KEY}\n  api_keys: [{{ name: test, key: {API_KEY}, rpm: 0 }}]\n  data_file: {}\n",
-        engines.join(", "),
-        cluster.dir.path().join("gateway.redb").display(),
-    );
-    let path = cluster.dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    Process::start("drawbridge-gateway", &path, &[], &["gateway"]).await
+    cluster.start_gateway(API_KEY).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,6 +134,20 @@ impl Cluster {
         cluster: &str,
         extra: &str,
     ) -> &Process {
+        self.add_engine_listening(id, "127.0.0.1:0", accounts, cluster, extra)
+            .await
+    }
+
+    /// [`Cluster::add_engine_with`] on `listen` (an engine started again where it was, so a
+    /// gateway that knows its address finds it back).
+    pub async fn add_engine_listening(
+        &mut self,
+        id: &str,
+        listen: &str,
+        accounts: &[(&str, AccountSpec)],
+        cluster: &str,
+        extra: &str,
+    ) -> &Process {
         let accounts = if accounts.is_empty() {
             "accounts: []\n".to_owned()
         } else {
@@ -141,7 +155,7 @@ impl Cluster {
         };
         let yaml = format!(
             "node: {{ id: {id} }}\n\
-             engine:\n  listen: 127.0.0.1:0\n  workers: []\n  refresh_interval: {}ms\n  shutdown_grace: 10s\n  channel_keys: [{{ name: test, key: {CLUSTER_CHANNEL_KEY}, trust_tenant: true }}]\n\
+             engine:\n  listen: {listen}\n  workers: []\n  refresh_interval: {}ms\n  shutdown_grace: 10s\n  channel_keys: [{{ name: test, key: {CLUSTER_CHANNEL_KEY}, trust_tenant: true }}]\n\
              redis: {{ url: \"{}\" }}\n\
              cluster: {{ sync_interval: 2s, leader_ttl: {}ms, leader_renew_interval: 300ms, reconcile_interval: {}ms{cluster} }}\n\
              {accounts}{extra}",
@@ -169,6 +183,24 @@ impl Cluster {
             accounts_yaml(accounts)
         );
         self.write(name, &yaml)
+    }
+
+    /// `drawbridge-gateway` in front of the cluster's engines, in their order, with the API
+    /// key `api_key` (no rate limit).
+    pub async fn start_gateway(&self, api_key: &str) -> Process {
+        let engines: Vec<String> = self
+            .engines
+            .iter()
+            .map(|e| format!("\"http://{}\"", e.addr("engine")))
+            .collect();
+        let yaml = format!(
+            "node: {{ id: gateway-1 }}\n\
+             gateway:\n  listen: 127.0.0.1:0\n  engine_urls: [{}]\n  engine_key: {CLUSTER_CHANNEL_KEY}\n  api_keys: [{{ name: test, key: {api_key}, rpm: 0 }}]\n  data_file: {}\n",
+            engines.join(", "),
+            self.dir.path().join("gateway.redb").display(),
+        );
+        let path = self.write("gateway.yaml", &yaml);
+        Process::start("drawbridge-gateway", &path, &[], &["gateway"]).await
     }
 
     /// A client of engine `i`'s OpenAI endpoint.
