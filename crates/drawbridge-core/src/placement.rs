@@ -9,21 +9,24 @@
 //! - An unassigned account that such a pod already serves is assigned to it (after the store
 //!   lost its data, the assignment is rebuilt from what runs, without moving anything).
 //! - Any other account (unassigned, or its pod is gone, draining, unhealthy, or no longer takes
-//!   assignments) moves to the assignable pod that takes work and holds the fewest accounts
-//!   (ties: smallest id), while it has room (`max_per_pod`, 0 = no limit). The counts include
-//!   the accounts this plan has just placed, so a burst of unassigned accounts spreads over the
-//!   pods within one plan.
+//!   assignments) moves to the assignable pod that takes work and carries the least load
+//!   (ties: fewer accounts, then smallest id), while it has room (`max_per_pod` accounts, 0 = no
+//!   limit). A pod's load is the weight of its accounts: each account's
+//!   [`AccountView::weight`], the agent processes it runs (its `pool_size`), so an account of
+//!   eight processes counts as much as eight of one. The loads include the accounts this plan
+//!   has just placed, so a burst of unassigned accounts spreads over the pods within one plan.
 //! - An account with nowhere to go keeps a pod that is still registered (a draining pod serves
 //!   it until then) and loses an assignment to a pod that is gone.
-//! - Rebalancing, once the above is planned: while the most loaded assignable pod that takes
-//!   work holds at least 2 more accounts than the least loaded one with room, one account moves
-//!   from the former to the latter, at most [`MAX_REBALANCE_PER_PASS`] such moves per plan (the
-//!   next pass continues). Only an account that stays where it is assigned and is idle there
-//!   moves: the pod reports no request in flight or queued for it ([`PodView::busy`]). A busy
-//!   account is skipped this pass and moves on a later one once idle; this is how an account
-//!   is drained before it moves. Choice: the most loaded pod (ties: smallest id) that has an
-//!   idle account, and its idle account with the smallest id; if the most loaded pods hold only
-//!   busy accounts, the next most loaded pod that is still 2 above the least loaded gives one.
+//! - Rebalancing, once the above is planned: an account moves from a more loaded assignable pod
+//!   that takes work to the least loaded one with room when that narrows the gap: the target's
+//!   load plus the account's weight stays below the source's load (with weights of 1: the
+//!   source holds at least 2 more accounts). At most [`MAX_REBALANCE_PER_PASS`] such moves per
+//!   plan (the next pass continues). Only an account that stays where it is assigned and is
+//!   idle there moves: the pod reports no request in flight or queued for it
+//!   ([`PodView::busy`]). A busy account is skipped this pass and moves on a later one once
+//!   idle; this is how an account is drained before it moves. Choice: the most loaded pod
+//!   (ties: smallest id) that has an idle account whose move narrows the gap, and the first
+//!   such account by id; if the most loaded pods hold none, the next most loaded pod gives one.
 //!   Accounts that were just placed by this plan do not move again in it.
 //!
 //! An account that moves stops on its old pod when that pod sees the new assignment (turns in
@@ -57,6 +60,37 @@ pub struct PodView {
 pub struct AccountView {
     pub id: String,
     pub assigned_pod: Option<String>,
+    /// The load it puts on a pod: the agent processes it runs (its `pool_size`; 0 counts as 1).
+    pub weight: u32,
+}
+
+impl AccountView {
+    fn weight(&self) -> u64 {
+        u64::from(self.weight.max(1))
+    }
+}
+
+/// What a pod carries: the weight of its accounts, and how many there are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Load {
+    weight: u64,
+    accounts: usize,
+}
+
+impl Load {
+    fn add(&mut self, weight: u64) {
+        self.weight += weight;
+        self.accounts += 1;
+    }
+
+    fn remove(&mut self, weight: u64) {
+        self.weight = self.weight.saturating_sub(weight);
+        self.accounts = self.accounts.saturating_sub(1);
+    }
+
+    fn has_room(&self, max_per_pod: usize) -> bool {
+        max_per_pod == 0 || self.accounts < max_per_pod
+    }
 }
 
 /// One change of assignment.
@@ -78,10 +112,14 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
         .collect();
     let keeps = |pod: &str| by_id.get(pod).is_some_and(|p| p.assignable && p.accepting);
     // Load of each pod that can take work: the accounts that stay on it.
-    let mut load: BTreeMap<&str, usize> = pods
+    let mut load: BTreeMap<&str, Load> = pods
         .iter()
         .filter(|p| p.assignable && p.accepting)
-        .map(|p| (p.id.as_str(), 0))
+        .map(|p| (p.id.as_str(), Load::default()))
+        .collect();
+    let weights: BTreeMap<&str, u64> = accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.weight()))
         .collect();
     // The pod that already serves an unassigned account, if one can keep it.
     let adopter = |account: &AccountView| -> Option<&str> {
@@ -102,7 +140,7 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
         if let Some(pod) = stays.or_else(|| adopter(account))
             && let Some(n) = load.get_mut(pod)
         {
-            *n += 1;
+            n.add(account.weight());
         }
     }
     let mut moves = Vec::new();
@@ -124,13 +162,13 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
         }
         let target = load
             .iter()
-            .filter(|(_, n)| max_per_pod == 0 || **n < max_per_pod)
+            .filter(|(_, n)| n.has_room(max_per_pod))
             .min_by_key(|(id, n)| (**n, **id))
             .map(|(id, _)| *id);
         let to = match target {
             Some(pod) => {
                 if let Some(n) = load.get_mut(pod) {
-                    *n += 1;
+                    n.add(account.weight());
                 }
                 Some(pod.to_owned())
             }
@@ -146,52 +184,68 @@ pub fn plan(accounts: &[AccountView], pods: &[PodView], max_per_pod: usize) -> V
             to,
         });
     }
-    rebalance(&mut moves, &mut load, &mut staying, &by_id, max_per_pod);
+    rebalance(
+        &mut moves,
+        &mut load,
+        &mut staying,
+        &Placed { by_id, weights },
+        max_per_pod,
+    );
     moves
+}
+
+/// What rebalancing reads: the pods by id, the accounts' weights.
+struct Placed<'a> {
+    by_id: BTreeMap<&'a str, &'a PodView>,
+    weights: BTreeMap<&'a str, u64>,
 }
 
 /// Even out `load` by moving idle `staying` accounts, at most [`MAX_REBALANCE_PER_PASS`].
 fn rebalance(
     moves: &mut Vec<Move>,
-    load: &mut BTreeMap<&str, usize>,
+    load: &mut BTreeMap<&str, Load>,
     staying: &mut BTreeMap<&str, BTreeSet<&str>>,
-    by_id: &BTreeMap<&str, &PodView>,
+    placed: &Placed<'_>,
     max_per_pod: usize,
 ) {
     for _ in 0..MAX_REBALANCE_PER_PASS {
         let Some((target, least)) = load
             .iter()
-            .filter(|(_, n)| max_per_pod == 0 || **n < max_per_pod)
+            .filter(|(_, n)| n.has_room(max_per_pod))
             .min_by_key(|(id, n)| (**n, **id))
-            .map(|(id, n)| (*id, *n))
+            .map(|(id, n)| (*id, n.weight))
         else {
             return;
         };
-        let mut sources: Vec<(&str, usize)> = load
+        let mut sources: Vec<(&str, u64)> = load
             .iter()
-            .filter(|(_, n)| **n >= least + 2)
-            .map(|(id, n)| (*id, *n))
+            .filter(|(id, n)| **id != target && n.weight > least)
+            .map(|(id, n)| (*id, n.weight))
             .collect();
         sources.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
-        let pick = sources.iter().find_map(|(pod, _)| {
-            let busy = &by_id.get(pod)?.busy;
+        // An idle account whose move narrows the gap: the target ends below the source.
+        let pick = sources.iter().find_map(|(pod, carried)| {
+            let busy = &placed.by_id.get(pod)?.busy;
             staying
                 .get(pod)?
                 .iter()
-                .find(|account| !busy.contains(**account))
-                .map(|account| (*pod, *account))
+                .filter(|account| !busy.contains(**account))
+                .find_map(|account| {
+                    let weight = placed.weights.get(account).copied().unwrap_or(1);
+                    (least + weight < *carried).then_some((*pod, *account, weight))
+                })
         });
-        let Some((from, account)) = pick else {
+        let Some((from, account, weight)) = pick else {
             return;
         };
         if let Some(accounts) = staying.get_mut(from) {
             accounts.remove(account);
         }
         if let Some(n) = load.get_mut(from) {
-            *n -= 1;
+            n.remove(weight);
         }
         if let Some(n) = load.get_mut(target) {
-            *n += 1;
+            n.add(weight);
         }
         moves.push(Move {
             account: account.to_owned(),
@@ -221,9 +275,14 @@ mod tests {
     }
 
     fn account(id: &str, pod: Option<&str>) -> AccountView {
+        weighted(id, pod, 1)
+    }
+
+    fn weighted(id: &str, pod: Option<&str>, weight: u32) -> AccountView {
         AccountView {
             id: id.into(),
             assigned_pod: pod.map(str::to_owned),
+            weight,
         }
     }
 
@@ -574,5 +633,92 @@ mod tests {
             vec![("w1".into(), 1), ("w2".into(), 1), ("w3".into(), 1)]
         );
         assert!(pass(&mut accounts, &mut pods).is_empty());
+    }
+
+    /// Each pod's load: the weight of the accounts assigned to it.
+    fn weights(accounts: &[AccountView], pods: &[PodView]) -> Vec<(String, u64)> {
+        pods.iter()
+            .map(|p| {
+                let w = accounts
+                    .iter()
+                    .filter(|a| a.assigned_pod.as_deref() == Some(p.id.as_str()))
+                    .map(AccountView::weight)
+                    .sum();
+                (p.id.clone(), w)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accounts_spread_by_the_processes_they_run_not_by_their_number() {
+        // One account of eight agents and eight of one: by count, each pod would get 4 or 5
+        // accounts and one of them 12 processes; by weight, each carries 8.
+        let mut pods = [pod("w1", true, true, &[]), pod("w2", true, true, &[])];
+        let mut accounts = vec![weighted("big", None, 8)];
+        accounts.extend((0..8).map(|i| weighted(&format!("s{i}"), None, 1)));
+        assert_eq!(pass(&mut accounts, &mut pods).len(), 9);
+        assert_eq!(
+            weights(&accounts, &pods),
+            vec![("w1".into(), 8), ("w2".into(), 8)]
+        );
+        assert_eq!(
+            counts(&accounts, &pods),
+            vec![("w1".into(), 1), ("w2".into(), 8)]
+        );
+        assert!(pass(&mut accounts, &mut pods).is_empty(), "settled");
+    }
+
+    #[test]
+    fn rebalancing_moves_an_account_only_when_that_narrows_the_gap() {
+        // w1 carries 8 in one account, w2 carries 1: moving the big one would only swap the
+        // imbalance (9 against 0), so nothing moves.
+        let pods = [
+            pod("w1", true, true, &["big"]),
+            pod("w2", true, true, &["s"]),
+        ];
+        let accounts = [weighted("big", Some("w1"), 8), weighted("s", Some("w2"), 1)];
+        assert!(plan(&accounts, &pods, 0).is_empty());
+        // w1 carries two of 4, w2 nothing: one of them moves, and the pods are even.
+        let mut pods = [
+            pod("w1", true, true, &["a", "b"]),
+            pod("w2", true, true, &[]),
+        ];
+        let mut accounts = [weighted("a", Some("w1"), 4), weighted("b", Some("w1"), 4)];
+        assert_eq!(
+            pass(&mut accounts, &mut pods),
+            vec![mv("a", Some("w1"), Some("w2"))]
+        );
+        assert_eq!(
+            weights(&accounts, &pods),
+            vec![("w1".into(), 4), ("w2".into(), 4)]
+        );
+        assert!(pass(&mut accounts, &mut pods).is_empty());
+        // The first idle account whose move narrows the gap, by id: not the big one, the
+        // small one.
+        let pods = [
+            pod("w1", true, true, &["a-big", "b-small"]),
+            pod("w2", true, true, &["c"]),
+        ];
+        let accounts = [
+            weighted("a-big", Some("w1"), 6),
+            weighted("b-small", Some("w1"), 2),
+            weighted("c", Some("w2"), 3),
+        ];
+        // w1 = 8, w2 = 3: a-big (6) would make w2 9 > 8; b-small (2) makes 6 / 5.
+        assert_eq!(
+            plan(&accounts, &pods, 0),
+            vec![mv("b-small", Some("w1"), Some("w2"))]
+        );
+    }
+
+    #[test]
+    fn a_weight_of_zero_counts_as_one() {
+        let mut pods = [pod("w1", true, true, &[]), pod("w2", true, true, &[])];
+        let mut accounts = [weighted("a", None, 0), weighted("b", None, 0)];
+        pass(&mut accounts, &mut pods);
+        assert_eq!(
+            counts(&accounts, &pods),
+            vec![("w1".into(), 1), ("w2".into(), 1)]
+        );
     }
 }

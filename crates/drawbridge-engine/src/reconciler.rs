@@ -135,6 +135,7 @@ impl Reconciler {
             .map(|a| AccountView {
                 id: a.id.clone(),
                 assigned_pod: a.assigned_pod.clone(),
+                weight: a.pool_size,
             })
             .collect();
         for m in placement::plan(&account_views, &pod_views, self.max_per_pod) {
