@@ -29,10 +29,9 @@
 //!   such account by id; if the most loaded pods hold none, the next most loaded pod gives one.
 //!   Accounts that were just placed by this plan do not move again in it.
 //!
-//! An account that moves stops on its old pod when that pod sees the new assignment (turns in
-//! flight finish) and starts on the new pod when it sees it: it is not started warm on the new
-//! pod before the old one lets go. Waiting for idleness keeps the gap to requests that arrive
-//! in between, which the engine retries on the account's new pod.
+//! An account that moves starts on the new pod when it sees the new assignment; the old pod,
+//! if it still runs, keeps serving it until the new one reports a ready agent, then stops it
+//! (turns in flight finish): see the worker's `assignment` module.
 
 use std::collections::{BTreeMap, BTreeSet};
 
