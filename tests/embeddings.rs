@@ -361,3 +361,48 @@ async fn the_openai_python_sdk_creates_embeddings_and_images() {
     );
     assert!(forwarded(&upstream).await >= 4);
 }
+
+/// A count from a TAP summary (`# pass 3`).
+fn tap_count(stdout: &str, key: &str) -> Option<u64> {
+    let prefix = format!("# {key} ");
+    stdout
+        .lines()
+        .rev()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .find_map(|count| count.trim().parse().ok())
+}
+
+/// The official OpenAI Node SDK, which asks base64 embeddings by default and decodes them:
+/// `tests/sdk-node/embeddings.provider.mjs` (`make test` installs the SDK there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_node_sdk_asks_base64_embeddings_and_decodes_them() {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk-node");
+    assert!(
+        suite.join("node_modules").join("openai").is_dir(),
+        "the openai package is not installed in {}: run `make test`",
+        suite.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path(), KEY_ONE, &[]).await;
+    let stack = stack_with(false, &[&upstream]).await;
+    let run = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=tap", "embeddings.provider.mjs"])
+        .current_dir(&suite)
+        .env("DRAWBRIDGE_BASE_URL", &stack.base_url)
+        .env("DRAWBRIDGE_API_KEY", test_support::stack::API_KEY)
+        .env_remove("NODE_OPTIONS")
+        .env_remove("NODE_TEST_CONTEXT")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the Node SDK suite finishes")
+        .unwrap_or_else(|err| panic!("run `node` (Node.js must be on PATH): {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the Node SDK suite failed");
+    assert_eq!(tap_count(&stdout, "pass"), Some(3), "{stdout}");
+    assert_eq!(tap_count(&stdout, "fail"), Some(0), "{stdout}");
+    assert_eq!(tap_count(&stdout, "skipped"), Some(0), "{stdout}");
+    assert!(forwarded(&upstream).await >= 3);
+}
