@@ -406,3 +406,51 @@ async fn the_openai_node_sdk_asks_base64_embeddings_and_decodes_them() {
     assert_eq!(tap_count(&stdout, "skipped"), Some(0), "{stdout}");
     assert!(forwarded(&upstream).await >= 3);
 }
+
+/// A model served by ACP accounts and an `openai` account: embeddings pass the ACP accounts
+/// over (without counting them as tries) and reach the provider; an alias is resolved before
+/// routing, and the upstream is sent the model it stands for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_model_is_served_by_its_provider_account_and_aliases_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path(), KEY_ONE, &[]).await;
+    let stack = Stack::single(StackOptions {
+        // Two ACP accounts of three slots each serve `kiro` too, and are picked first.
+        accounts: vec![AccountSpec::new(3), AccountSpec::new(3)],
+        // The provider has one slot to the agents' three: it scores last.
+        extra_accounts_yaml: provider_account("p-1", "kiro, embed-test", &upstream, KEY_ONE)
+            .replace("max_concurrency: 8", "max_concurrency: 1"),
+        engine_yaml: "model_aliases:\n  embed: embed-test\n".to_owned(),
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+    for i in 0..6 {
+        let reply = client
+            .post_json(
+                "/v1/embeddings",
+                &json!({"model": "kiro", "input": format!("mixed {i}")}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["model"], "kiro");
+    }
+    assert_eq!(forwarded(&upstream).await, 6);
+    let reply = client
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": "embed", "input": "aliased"}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["model"],
+        "embed-test",
+        "the alias's target went upstream"
+    );
+    // Chat on `kiro` still reaches the agents as before.
+    let chat = client
+        .chat(&json!({"model": "kiro", "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(chat.status, 200, "{}", chat.text());
+}
