@@ -29,6 +29,7 @@ mod credits;
 pub mod discovery;
 mod errors;
 pub mod fleet;
+mod forward;
 mod keepalive;
 pub mod leader;
 pub mod process_driver;
@@ -45,7 +46,7 @@ pub mod workers;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream};
+use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream, Forward, Forwarded};
 use drawbridge_telemetry::{Metrics, Shutdown};
 use drawbridge_types::worker::PromptBody;
 use drawbridge_types::{AccountView, ApiError, ChatCompletionRequest, CreditChange, HealthReport};
@@ -316,6 +317,20 @@ impl ChatBackend for Engine {
 
     fn health(&self) -> BoxFuture<'_, HealthReport> {
         futures::future::ready(self.health_report()).boxed()
+    }
+
+    fn forward(
+        &self,
+        request: Forward,
+        ctx: ChatContext,
+    ) -> BoxFuture<'_, Result<Forwarded, ApiError>> {
+        async move {
+            if self.shutdown.is_cancelled() {
+                return Err(errors::shutting_down());
+            }
+            self.turns.forward(request, &ctx).await
+        }
+        .boxed()
     }
 }
 

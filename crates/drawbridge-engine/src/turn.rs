@@ -221,7 +221,7 @@ impl Turns {
     }
 
     /// The error when the scheduler has no account left, after `last_error`.
-    fn no_account(
+    pub(crate) fn no_account(
         &self,
         shortage: drawbridge_core::schedule::Shortage,
         last_error: Option<ApiError>,

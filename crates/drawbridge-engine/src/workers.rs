@@ -32,6 +32,23 @@ pub trait WorkerConn: Send + Sync + 'static {
     /// Take a reloaded configuration. A worker process follows its own file; only what the
     /// engine serves itself (provider accounts) changes here.
     fn reconfigure(&self, _config: &drawbridge_config::Config) {}
+
+    /// Whether `account` answers `endpoint` (embeddings, images): only a provider account of
+    /// kind `openai` does; an ACP account never.
+    fn serves_endpoint(&self, _account: &str, _endpoint: drawbridge_http::Endpoint) -> bool {
+        false
+    }
+
+    /// Pass `request` to `account` and return the upstream's JSON body as it came (see
+    /// [`drawbridge_http::passthrough`]). Only called for an account that
+    /// [`serves_endpoint`](WorkerConn::serves_endpoint).
+    fn forward(
+        &self,
+        _account: &str,
+        request: &drawbridge_http::Forward,
+    ) -> BoxFuture<'static, Result<bytes::Bytes, ApiError>> {
+        futures::future::ready(Err(request.endpoint.not_served(&request.model))).boxed()
+    }
 }
 
 /// A call that failed because the worker could not be reached (refused, reset, gone), as

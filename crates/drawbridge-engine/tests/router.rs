@@ -308,3 +308,51 @@ async fn a_rate_limited_account_is_skipped_by_the_next_request_without_a_refresh
         "the resting account was not tried again"
     );
 }
+
+/// `POST` `body` to `path` with the gateway's key.
+async fn forward(h: &Harness, path: &str, body: Value) -> (StatusCode, Value) {
+    let request = Request::post(path)
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, text) = send(&h.router, request).await;
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acp_account_refuses_embeddings_and_images_with_a_400_naming_the_model() {
+    let worker = Arc::new(FakeWorker::new("acct-a"));
+    let other = Arc::new(FakeWorker::new("acct-b"));
+    let h = harness(&[&worker, &other]).await;
+    let embeddings = serde_json::json!({"model": "kiro", "input": "hello"});
+    let (status, answer) = forward(&h, "/v1/embeddings", embeddings).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "The model 'kiro' does not serve embeddings."
+    );
+    assert_eq!(answer["error"]["param"], "model");
+    assert_eq!(answer["error"]["type"], "invalid_request_error");
+    let images = serde_json::json!({"model": "kiro", "prompt": "a cat"});
+    let (status, answer) = forward(&h, "/v1/images/generations", images).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "The model 'kiro' does not serve image generation."
+    );
+    // An unknown model is 404, as for chat.
+    let unknown = serde_json::json!({"model": "nope", "input": "hello"});
+    let (status, answer) = forward(&h, "/v1/embeddings", unknown).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["error"]["code"], "model_not_found");
+    // No turn was started, and neither account counts a failure.
+    assert!(worker.prompts().is_empty() && other.prompts().is_empty());
+    let views = h.engine.account_views();
+    assert!(
+        views.iter().all(|v| v.breaker == "closed"),
+        "{:?}",
+        views.iter().map(|v| &v.breaker).collect::<Vec<_>>()
+    );
+    h.scope.cancel();
+}

@@ -12,6 +12,7 @@ pub mod gate;
 mod inflight;
 mod listen;
 pub mod meter;
+pub mod passthrough;
 pub mod render;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{Caller, Keys};
 pub use gate::{Ended, Entry, FreePass, Gate, Outcome, Pass, Refusal};
 pub use listen::{bind_or_inherit, serve, serve_until_signal, set_nodelay};
+pub use passthrough::{Endpoint, Forward, Forwarded};
 
 /// The answer to one chat request: text (and reasoning, and keep-alives while nothing is
 /// shown), then one `Finish`; failures as `Err` items.
@@ -97,6 +99,22 @@ pub trait ChatBackend: Send + Sync + 'static {
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, ApiError>>;
 
     fn health(&self) -> BoxFuture<'_, HealthReport>;
+
+    /// Answer a request that is passed through to a provider account whole
+    /// (`POST /v1/embeddings`, `POST /v1/images/generations`: see [`passthrough`]): the
+    /// upstream's JSON body as it came, and the account that gave it. A backend that forwards
+    /// nothing answers 404.
+    fn forward(
+        &self,
+        request: Forward,
+        ctx: ChatContext,
+    ) -> BoxFuture<'_, Result<Forwarded, ApiError>> {
+        let _ = ctx;
+        Box::pin(futures::future::ready(Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("This API serves no {}.", request.endpoint.what()),
+        ))))
+    }
 }
 
 /// The operators' side of a backend: its accounts and their credits. Apart from
@@ -210,7 +228,8 @@ impl<G: Gate> ApiState<G> {
 }
 
 /// `/v1/chat/completions`, `/v1/completions`, `/v1/messages` (Anthropic's, with
-/// `count_tokens`), `/v1/responses` (and `GET /v1/responses/{id}`), `/v1/models`,
+/// `count_tokens`), `/v1/responses` (and `GET /v1/responses/{id}`), `/v1/embeddings` and
+/// `/v1/images/generations` (passed through to a provider account), `/v1/models`,
 /// `/health`, `/metrics` (when the state has metrics); anything else is an OpenAI-shaped
 /// 404.
 pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
@@ -236,6 +255,11 @@ pub fn openai_router<G: Gate>(state: ApiState<G>) -> Router {
             dialect_route::<G, _>(dialect::responses::Responses::new(state.responses.clone())),
         )
         .route("/v1/responses/{id}", get(dialect::responses::retrieve::<G>))
+        .route("/v1/embeddings", forward_route::<G>(Endpoint::Embeddings))
+        .route(
+            "/v1/images/generations",
+            forward_route::<G>(Endpoint::Images),
+        )
         .route("/v1/models", get(list_models::<G>))
         .route("/health", get(health::<G>));
     if state.metrics.is_some() {
@@ -265,6 +289,13 @@ pub fn dialect_route<G: Gate, D: dialect::Dialect>(
     let dialect = Arc::new(dialect);
     post(move |state: State<ApiState<G>>, request: Request| {
         dialect::endpoint(state, Arc::clone(&dialect), request)
+    })
+}
+
+/// A `POST` route passed through to a provider account ([`passthrough`]).
+fn forward_route<G: Gate>(endpoint: Endpoint) -> axum::routing::MethodRouter<ApiState<G>> {
+    post(move |state: State<ApiState<G>>, request: Request| {
+        passthrough::endpoint(state, endpoint, request)
     })
 }
 

@@ -5,7 +5,8 @@
 //!   `stream_options.include_usage`, `[DONE]`) or not;
 //! - Anthropic: `POST /v1/messages`, streamed or not ([`anthropic`]);
 //! - Gemini: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` and
-//!   `:generateContent` ([`gemini`]).
+//!   `:generateContent` ([`gemini`]);
+//! - OpenAI's `POST /v1/embeddings` and `POST /v1/images/generations` ([`embeddings`]).
 //!
 //! By default it echoes: the answer is `You said: <the last user message>`, one word per
 //! chunk. Usage is counted in words: `prompt_tokens` the words of every message's text,
@@ -29,6 +30,7 @@
 //! `x-goog-api-key: K` (400 `API_KEY_INVALID`, as Gemini answers).
 
 pub mod anthropic;
+pub mod embeddings;
 pub mod gemini;
 
 use std::time::Duration;

@@ -4,8 +4,8 @@
 //! HTTP/1.1 by ALPN (only HTTP/1.1 with `--http1-only`), and says `listening https=ADDR`.
 //! Every flag can also be given in the environment (`MOCK_PROVIDER_FAIL_WITH=429`, ...).
 //! `GET /stats` reports how many chat requests it received (on any of its routes: OpenAI,
-//! Anthropic, Gemini) and in which HTTP versions, for tests that check which upstream was
-//! called and how.
+//! Anthropic, Gemini) and in which HTTP versions, and how many embeddings and image requests
+//! (`forwarded_requests`), for tests that check which upstream was called and how.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,11 +95,14 @@ async fn serve(args: Args) -> std::io::Result<()> {
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/images/generations", post(images))
         .route("/v1beta/models/{model_method}", post(gemini_models))
         .route("/stats", get(stats));
     let mock = Arc::new(Mock {
         args,
         requests: AtomicU64::new(0),
+        forwarded: AtomicU64::new(0),
         http1: AtomicU64::new(0),
         http2: AtomicU64::new(0),
         connections: AtomicU64::new(0),
@@ -171,6 +174,8 @@ fn tls_acceptor(
 struct Mock {
     args: Args,
     requests: AtomicU64,
+    /// Embeddings and image requests.
+    forwarded: AtomicU64,
     /// Chat requests that came in HTTP/1.x, and in HTTP/2.
     http1: AtomicU64,
     http2: AtomicU64,
@@ -210,6 +215,16 @@ async fn messages(
     mock_provider::anthropic::messages(&mock.settings(), &headers, &body).await
 }
 
+async fn embeddings(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.forwarded.fetch_add(1, Ordering::Relaxed);
+    mock_provider::embeddings::embeddings(&mock.settings(), &headers, &body).await
+}
+
+async fn images(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Bytes) -> Response {
+    mock.forwarded.fetch_add(1, Ordering::Relaxed);
+    mock_provider::embeddings::images(&mock.settings(), &headers, &body).await
+}
+
 async fn gemini_models(
     State(mock): State<Arc<Mock>>,
     Path(model_method): Path<String>,
@@ -232,6 +247,7 @@ async fn gemini_models(
 async fn stats(State(mock): State<Arc<Mock>>) -> Response {
     axum::Json(serde_json::json!({
         "chat_requests": mock.requests.load(Ordering::Relaxed),
+        "forwarded_requests": mock.forwarded.load(Ordering::Relaxed),
         "http_versions": {
             "http/1.1": mock.http1.load(Ordering::Relaxed),
             "h2": mock.http2.load(Ordering::Relaxed),

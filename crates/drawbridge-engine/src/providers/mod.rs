@@ -51,9 +51,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::workers::WorkerConn;
+use drawbridge_http::{Endpoint, Forward};
 
 /// Error bodies larger than this are not read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The largest answer a passed-through request (embeddings, images) may have.
+const MAX_FORWARDED_BODY: usize = 256 * 1024 * 1024;
 
 /// How often an HTTP/2 connection to a provider is pinged, calls in flight or not.
 pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -422,6 +426,44 @@ impl WorkerConn for ProviderConn {
         }
     }
 
+    fn serves_endpoint(&self, account: &str, _endpoint: Endpoint) -> bool {
+        self.accounts
+            .load()
+            .iter()
+            .any(|a| a.id == account && a.wire == Wire::Openai)
+    }
+
+    fn forward(
+        &self,
+        account: &str,
+        request: &Forward,
+    ) -> BoxFuture<'static, Result<Bytes, ApiError>> {
+        let found = self
+            .accounts
+            .load()
+            .iter()
+            .find(|a| a.id == account)
+            .cloned();
+        let Some(account) = found.filter(|a| a.wire == Wire::Openai) else {
+            return futures::future::ready(Err(request.endpoint.not_served(&request.model)))
+                .boxed();
+        };
+        let (endpoint, body) = (request.endpoint, request.body.clone());
+        async move {
+            let result = account.forward(endpoint, body).await;
+            if let Err(error) = &result
+                && error.kind != ErrorKind::InvalidRequest
+            {
+                *account
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(error.message.clone());
+            }
+            result
+        }
+        .boxed()
+    }
+
     fn slots(&self) -> BoxFuture<'_, Result<SlotsReport, ApiError>> {
         let accounts = self
             .accounts
@@ -518,16 +560,57 @@ impl Account {
         let (uri, body) = self.wire.request(&self.base, input);
         let body = serde_json::to_vec(&body)
             .map_err(|e| ApiError::internal(format!("cannot encode the provider request: {e}")))?;
+        self.send(uri, Bytes::from(body), "text/event-stream").await
+    }
+
+    /// A passed-through request ([`drawbridge_http::passthrough`]): `body` to
+    /// `{base}{endpoint path}`, and the upstream's whole JSON answer.
+    async fn forward(&self, endpoint: Endpoint, body: Bytes) -> Result<Bytes, ApiError> {
+        let Some(_busy) = Busy::take(&self.busy, self.max_concurrency) else {
+            return Err(ApiError::new(
+                ErrorKind::NoCapacity,
+                "Every slot of this provider account is busy.",
+            ));
+        };
+        let uri = format!("{}{}", self.base, endpoint.path());
+        let response = self.send(uri, body, "application/json").await?;
+        let body = http_body_util::Limited::new(response.into_body(), MAX_FORWARDED_BODY).collect();
+        match tokio::time::timeout(self.timeouts.idle, body).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(error)) => {
+                tracing::debug!(account = self.id, %error, "provider body failed");
+                Err(ApiError::upstream(
+                    "The provider's connection failed mid-answer.",
+                ))
+            }
+            Err(_) => Err(ApiError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "The provider's answer took longer than {:?}.",
+                    self.timeouts.idle
+                ),
+            )),
+        }
+    }
+
+    /// POST `body` to `uri` with the account's key, within the first-byte timeout: the
+    /// answer's head when it is 200, else the error its status stands for.
+    async fn send(
+        &self,
+        uri: String,
+        body: Bytes,
+        accept: &'static str,
+    ) -> Result<Response<Incoming>, ApiError> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(uri)
             .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "text/event-stream");
+            .header(ACCEPT, accept);
         for (name, value) in self.wire.headers(self.key.as_ref()) {
             request = request.header(name, value);
         }
         // The error names the request's bad part, never the key's value.
-        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| {
+        let request = request.body(Full::new(body)).map_err(|e| {
             tracing::error!(account = self.id, error = %e, "cannot build a provider request");
             ApiError::internal("The provider account's address or key is not valid in a request.")
         })?;

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drawbridge_config::Secret;
-use drawbridge_http::{AccountsAdmin, ChatBackend, ChatContext, EventStream, HEALTH_TIMEOUT};
+use drawbridge_http::{
+    AccountsAdmin, ChatBackend, ChatContext, EventStream, Forward, Forwarded, HEALTH_TIMEOUT,
+};
 use drawbridge_telemetry::Metrics;
 use drawbridge_types::openai::{ModelList, StreamOptions};
 use drawbridge_types::{
@@ -422,6 +424,46 @@ impl ChatBackend for HttpEngine {
             }
             let reader = answer::Reader::new(data_frames(response));
             Ok(answer::stream(self.clone(), request, ctx, serving, reader))
+        }
+        .boxed()
+    }
+
+    /// The request to the engine's own endpoint (which validates it again and picks the
+    /// account), sent on like a chat request that has not begun; the engine names the account
+    /// that answered in [`drawbridge_http::passthrough::ACCOUNT_HEADER`].
+    fn forward(
+        &self,
+        request: Forward,
+        ctx: ChatContext,
+    ) -> BoxFuture<'_, Result<Forwarded, ApiError>> {
+        async move {
+            let path = format!("/v1{}", request.endpoint.path());
+            let response = self
+                .send(Call {
+                    method: Method::POST,
+                    path: &path,
+                    body: request.body,
+                    request_id: Some(&ctx.request_id),
+                    conversation: Some((ctx.tenant.as_str(), ctx.session.as_deref())),
+                    replay: Replay::BeforeAnswer,
+                    resume: false,
+                })
+                .await?;
+            if response.status() != StatusCode::OK {
+                return Err(error_from(response).await);
+            }
+            let account = response
+                .headers()
+                .get(drawbridge_http::passthrough::ACCOUNT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| ApiError::upstream("The engine's answer broke off."))?
+                .to_bytes();
+            Ok(Forwarded { body, account })
         }
         .boxed()
     }

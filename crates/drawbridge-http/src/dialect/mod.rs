@@ -158,7 +158,7 @@ pub(crate) fn tenant<G: Gate>(gate: &G, entry: &Entry<G::Context>, headers: &Hea
 }
 
 /// The longest model name used as a metrics label; longer ones count as unknown.
-const MAX_MODEL_LABEL: usize = 64;
+pub(crate) const MAX_MODEL_LABEL: usize = 64;
 
 /// Authenticate, read and parse, admit, start the answer. A refusal before the backend is
 /// asked comes back as `Err` (counted by the caller); from then on the [`meter::Meter`] counts
