@@ -820,6 +820,21 @@ mod several_engines {
             .collect()
     }
 
+    /// A chat whose first engine breaks off when `cut` is notified: the answer's first event
+    /// (read before the cut), and the rest of the client's answer after it.
+    async fn cut_after_first(
+        engine: &HttpEngine,
+        cut: &tokio::sync::Notify,
+    ) -> (
+        Option<Result<CompletionEvent, ApiError>>,
+        Vec<Result<CompletionEvent, ApiError>>,
+    ) {
+        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
+        let first = events.next().await;
+        cut.notify_one();
+        (first, events.collect().await)
+    }
+
     /// The first engine refuses connections: chat, models, health and the admin calls are
     /// answered by the second, and the first rests.
     #[tokio::test]
@@ -934,13 +949,8 @@ mod several_engines {
         backend.script(Script::text(" and the rest."));
         let metrics = Arc::new(Metrics::new());
         let engine = engines(&[&broken, &live]).with_metrics(metrics.clone());
-        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
-        assert_eq!(
-            events.next().await,
-            Some(Ok(CompletionEvent::Delta("partial".into())))
-        );
-        cut.notify_one();
-        let rest: Vec<_> = events.collect().await;
+        let (first, rest) = cut_after_first(&engine, &cut).await;
+        assert_eq!(first, Some(Ok(CompletionEvent::Delta("partial".into()))));
         assert_eq!(text(&rest), " and the rest.");
         assert!(
             matches!(
@@ -984,10 +994,8 @@ mod several_engines {
         let (live, backend) = trusting(&scope).await;
         let metrics = Arc::new(Metrics::new());
         let engine = engines(&[&broken, &live]).with_metrics(metrics.clone());
-        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
-        assert_eq!(events.next().await, Some(Ok(CompletionEvent::KeepAlive)));
-        cut.notify_one();
-        let rest: Vec<_> = events.collect().await;
+        let (first, rest) = cut_after_first(&engine, &cut).await;
+        assert_eq!(first, Some(Ok(CompletionEvent::KeepAlive)));
         assert_eq!(text(&rest), "Hello there.");
         assert!(matches!(rest.last(), Some(Ok(CompletionEvent::Finish(_)))));
         assert_eq!(backend.requests()[0].messages, streamed_request().messages);
@@ -1010,13 +1018,8 @@ mod several_engines {
         let (broken, cut) = breaking_off(&scope).await;
         let (live, backend) = serving(&scope).await;
         let engine = engines(&[&broken, &live]);
-        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
-        assert_eq!(
-            events.next().await,
-            Some(Ok(CompletionEvent::Delta("partial".into())))
-        );
-        cut.notify_one();
-        let rest: Vec<_> = events.collect().await;
+        let (first, rest) = cut_after_first(&engine, &cut).await;
+        assert_eq!(first, Some(Ok(CompletionEvent::Delta("partial".into()))));
         assert!(
             matches!(&rest[..], [Err(e)] if e.kind == ErrorKind::Upstream),
             "{rest:?}"
@@ -1050,13 +1053,8 @@ mod several_engines {
         .await;
         let (live, backend) = trusting(&scope).await;
         let engine = engines(&[&broken, &live]);
-        let mut events = engine.chat(streamed_request(), context()).await.unwrap();
-        assert!(matches!(
-            events.next().await,
-            Some(Ok(CompletionEvent::ToolCall { .. }))
-        ));
-        cut.notify_one();
-        let rest: Vec<_> = events.collect().await;
+        let (first, rest) = cut_after_first(&engine, &cut).await;
+        assert!(matches!(first, Some(Ok(CompletionEvent::ToolCall { .. }))));
         assert!(matches!(&rest[..], [Err(_)]), "{rest:?}");
         assert_eq!(backend.chats(), 0);
         scope.cancel();
