@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use common::{input, params, render, tool_conversation, tools};
 use drawbridge_engine::providers::anthropic::{
-    DEFAULT_MAX_TOKENS, EventReader, error_from_status, request_body,
+    DEFAULT_MAX_TOKENS, EventReader, error_from_status, request_body, thinking,
 };
 use drawbridge_engine::providers::openai::retry_after;
 use drawbridge_types::ErrorKind;
@@ -62,6 +62,49 @@ fn requests_map_to_the_messages_body() {
     let body = request_body(&sampling);
     assert_eq!(body["messages"].as_array().unwrap().len(), 1, "merged");
     check("sampling.request.json", &pretty(&body));
+
+    // Reasoning asked for: extended thinking within the limit, and the sampling thinking
+    // refuses left out.
+    let reasoning = PromptInput {
+        max_output_tokens: Some(10_000),
+        params: params(json!({
+            "reasoning_effort": "high", "temperature": 0.2, "top_k": 40, "top_p": 0.97,
+        })),
+        ..claude(PromptBody::Text("Think first.".into()))
+    };
+    let body = request_body(&reasoning);
+    assert_eq!(body["thinking"]["budget_tokens"], 5000, "half the limit");
+    check("reasoning.request.json", &pretty(&body));
+    assert_eq!(
+        thinking(&PromptInput {
+            max_output_tokens: None,
+            ..reasoning.clone()
+        }),
+        Some((16_384 + DEFAULT_MAX_TOKENS, 16_384)),
+        "without a limit the answer keeps the default beside the budget"
+    );
+    assert_eq!(
+        thinking(&PromptInput {
+            max_output_tokens: Some(2000),
+            ..reasoning.clone()
+        }),
+        None,
+        "no room for the smallest budget and an answer"
+    );
+    let forced = PromptInput {
+        tools: tools(ToolChoice::Required, true),
+        ..reasoning.clone()
+    };
+    assert_eq!(thinking(&forced), None, "a forced tool wins over thinking");
+    let free = PromptInput {
+        tools: tools(ToolChoice::Auto, true),
+        ..reasoning.clone()
+    };
+    assert!(
+        thinking(&free).is_some(),
+        "auto leaves the choice to the model"
+    );
+    assert_eq!(thinking(&claude(PromptBody::Text("x".into()))), None);
 
     // Tools, calls and results; each tool_choice.
     let mut conversation = tool_conversation();

@@ -18,6 +18,11 @@
 //! - Only the parameters Anthropic takes are passed (`temperature`, `top_p`, `top_k`,
 //!   `stop` as `stop_sequences`, `user` as `metadata.user_id`): it refuses unknown fields.
 //!   `response_format` has no Anthropic counterpart and is left out.
+//! - `reasoning_effort` asks for extended thinking ([`thinking`]): a budget by effort, within
+//!   the request's limit, which (as OpenAI's does for reasoning models) counts the thinking
+//!   too. Anthropic takes thinking only with `temperature` and `top_k` unset and `top_p` at
+//!   least 0.95, and without a forced tool: those sampling parameters are then left out, and a
+//!   forced tool choice (`required`, a named function) wins over thinking.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,15 +44,60 @@ pub const API_VERSION: &str = "2023-06-01";
 /// every current Claude model accepts.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
+/// The smallest thinking budget Anthropic takes.
+pub const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// The thinking budget `reasoning_effort` asks for.
+fn thinking_budget(effort: &str) -> Option<u32> {
+    match effort {
+        "minimal" | "low" => Some(MIN_THINKING_BUDGET),
+        "medium" => Some(4096),
+        "high" => Some(16_384),
+        _ => None,
+    }
+}
+
+/// Extended thinking for `input`: its `max_tokens` and thinking budget, when the request asks
+/// for reasoning (`reasoning_effort`), no tool is forced, and its limit leaves room for a
+/// budget of at least [`MIN_THINKING_BUDGET`] and as much again for the answer. Without a
+/// limit, the answer keeps [`DEFAULT_MAX_TOKENS`] beside the budget.
+pub fn thinking(input: &PromptInput) -> Option<(u32, u32)> {
+    let effort = input.params.get("reasoning_effort")?.as_str()?;
+    let wanted = thinking_budget(effort)?;
+    let forced = !input.tools.is_empty()
+        && matches!(
+            input.tools.choice,
+            ToolChoice::Required | ToolChoice::Function(_)
+        );
+    if forced {
+        return None;
+    }
+    match input.max_output_tokens {
+        None => Some((wanted + DEFAULT_MAX_TOKENS, wanted)),
+        Some(limit) => {
+            let budget = wanted.min(limit / 2);
+            (budget >= MIN_THINKING_BUDGET).then_some((limit, budget))
+        }
+    }
+}
+
 /// The JSON body of the `POST {base_url}/messages` request for `input`, streamed.
 pub fn request_body(input: &PromptInput) -> Value {
     let (system, messages) = conversation(&input.body, !input.tools.is_empty());
+    let thinking = thinking(input);
     let mut body = Map::new();
     body.insert("model".to_owned(), Value::String(input.model.clone()));
-    body.insert(
-        "max_tokens".to_owned(),
-        Value::from(input.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
-    );
+    let max_tokens = match thinking {
+        Some((max_tokens, budget)) => {
+            body.insert(
+                "thinking".to_owned(),
+                json!({"type": "enabled", "budget_tokens": budget}),
+            );
+            max_tokens
+        }
+        None => input.max_output_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+    };
+    body.insert("max_tokens".to_owned(), Value::from(max_tokens));
     if !system.is_empty() {
         body.insert("system".to_owned(), Value::String(system.join("\n\n")));
     }
@@ -85,7 +135,12 @@ pub fn request_body(input: &PromptInput) -> Value {
     let params = &input.params;
     for key in ["temperature", "top_p", "top_k"] {
         if let Some(value) = params.get(key) {
-            body.insert(key.to_owned(), value.clone());
+            // Thinking takes none of them but a `top_p` of at least 0.95.
+            let allowed =
+                thinking.is_none() || (key == "top_p" && value.as_f64().is_some_and(|p| p >= 0.95));
+            if allowed {
+                body.insert(key.to_owned(), value.clone());
+            }
         }
     }
     match params.get("stop") {
