@@ -418,3 +418,49 @@ async fn provider_accounts_follow_a_reload() {
     let accounts = stack.admin().get("/admin/accounts").await.text();
     assert!(!accounts.contains("\"p-1\""), "{accounts}");
 }
+
+/// Images go to the accounts that take them: beside an ACP account serving the same model,
+/// every request with an image is the provider's (which receives the image); with ACP
+/// accounts only, it is a 400 naming `messages`, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_an_image_goes_to_a_provider_account_never_to_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path(), "sk-one-0123456789", &[]).await;
+    let stack = Stack::single(StackOptions {
+        accounts: vec![AccountSpec::new(2)],
+        extra_accounts_yaml: provider_account("p-1", "kiro", &upstream, "sk-one-0123456789"),
+        ..StackOptions::default()
+    })
+    .await;
+    let with_image = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ]}]})
+    };
+    let client = stack.client();
+    for _ in 0..4 {
+        let reply = client.chat(&with_image("kiro")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(content(&reply), "You said: what is this? [image]");
+    }
+    assert_eq!(upstream.requests().await, 4, "every one was the provider's");
+    // The ACP account is still served text.
+    let reply = client
+        .chat(&json!({"model": "kiro", "messages": [{"role": "user", "content": "plain"}]}))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let acp_only = Stack::single(StackOptions::default()).await;
+    let reply = acp_only.client().chat(&with_image("kiro")).await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let error = &reply.json()["error"];
+    assert_eq!(error["param"], "messages", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not take images"),
+        "{error}"
+    );
+}

@@ -207,11 +207,26 @@ def test_bad_input_names_the_field(client):
             input=[
                 {
                     "role": "user",
-                    "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA"}],
+                    "content": [{"type": "input_file", "file_id": "file-1"}],
                 }
             ],
         )
     assert err.value.param == "input[0].content[0].type"
+
+
+def test_an_image_for_agents_only_is_refused(client):
+    # The accounts here are ACP agents, which take text: images need a provider account.
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(
+            model="kiro",
+            input=[
+                {
+                    "role": "user",
+                    "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA"}],
+                }
+            ],
+        )
+    assert "does not take images" in err.value.message
 
 
 def test_codex_request_replay(client):

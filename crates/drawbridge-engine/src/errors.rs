@@ -72,6 +72,15 @@ pub(crate) fn shortage(shortage: Shortage, model: &str, serving_any: bool) -> Ap
 }
 
 /// The rotation budget is spent, or every account was tried (503).
+/// A request with images for a model no account of which takes them (ACP agents take text).
+pub(crate) fn no_images(model: &str) -> ApiError {
+    ApiError::invalid_request(format!(
+        "The model '{model}' does not take images: send text, or use a model a provider \
+         account serves."
+    ))
+    .with_param("messages")
+}
+
 pub(crate) fn no_account_left() -> ApiError {
     ApiError::unavailable("No account is left to try.")
 }

@@ -177,20 +177,38 @@ impl Turns {
         let target = settings.target(model);
         let plan = settings.plan(model, &ctx.tenant);
         let mut last_error: Option<ApiError> = None;
+        // With images, the accounts that cannot take them are passed over without counting
+        // as tried.
+        let images = request.has_images();
+        let mut passed_over: HashSet<RouteKey> = HashSet::new();
         while attempts.left() {
-            let picked = match self.routing.pick(
-                target,
-                &attempts.tried,
-                attempts.bound.as_deref(),
-                plan.as_ref(),
-            ) {
-                Ok(picked) => picked,
-                Err(shortage) => return Err(self.no_account(shortage, last_error, model)),
+            let excluded: HashSet<RouteKey>;
+            let tried = if passed_over.is_empty() {
+                &attempts.tried
+            } else {
+                excluded = attempts.tried.union(&passed_over).cloned().collect();
+                &excluded
             };
-            attempts.tried.insert(picked.key());
+            let picked =
+                match self
+                    .routing
+                    .pick(target, tried, attempts.bound.as_deref(), plan.as_ref())
+                {
+                    Ok(picked) => picked,
+                    Err(_) if !passed_over.is_empty() && last_error.is_none() => {
+                        return Err(errors::no_images(model));
+                    }
+                    Err(shortage) => return Err(self.no_account(shortage, last_error, model)),
+                };
             let Some(worker) = self.routing.workers().get(picked.route.worker) else {
+                attempts.tried.insert(picked.key());
                 continue; // the worker left the registry since the last refresh
             };
+            if images && !worker.takes_images(&picked.route.slots.account) {
+                passed_over.insert(picked.key());
+                continue;
+            }
+            attempts.tried.insert(picked.key());
             if last_error.is_some() {
                 self.metrics.record_failover("retry");
             }

@@ -33,6 +33,12 @@ pub trait WorkerConn: Send + Sync + 'static {
     /// engine serves itself (provider accounts) changes here.
     fn reconfigure(&self, _config: &drawbridge_config::Config) {}
 
+    /// Whether `account` takes images in a chat (`image_url` parts): a provider account does;
+    /// an ACP agent takes text.
+    fn takes_images(&self, _account: &str) -> bool {
+        false
+    }
+
     /// Whether `account` answers `endpoint` (embeddings, images): only a provider account of
     /// kind `openai` does; an ACP account never.
     fn serves_endpoint(&self, _account: &str, _endpoint: drawbridge_http::Endpoint) -> bool {

@@ -11,7 +11,7 @@ mod common;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use common::{input, params, render, tool_conversation, tools};
+use common::{image_message, input, params, render, tool_conversation, tools};
 use drawbridge_engine::providers::anthropic::{
     DEFAULT_MAX_TOKENS, EventReader, error_from_status, request_body, thinking,
 };
@@ -44,6 +44,10 @@ fn requests_map_to_the_messages_body() {
         "required: a default"
     );
     check("text.request.json", &pretty(&body));
+
+    // Images: inline from a `data:` URL, by reference from an `https://` one.
+    let images = claude(PromptBody::Messages(vec![image_message()]));
+    check("images.request.json", &pretty(&request_body(&images)));
 
     // Sampling: what Anthropic takes is passed (stop as stop_sequences, user as metadata),
     // what it would refuse is not.

@@ -11,7 +11,7 @@ mod common;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use common::{input, params, render, tool_conversation, tools};
+use common::{image_message, input, params, render, tool_conversation, tools};
 use drawbridge_engine::providers::gemini::{EventReader, error_from_status, path, request_body};
 use drawbridge_engine::providers::openai::retry_after;
 use drawbridge_types::ErrorKind;
@@ -45,6 +45,10 @@ fn requests_map_to_the_generate_content_body() {
     );
     let text = gemini(PromptBody::Text("Say hi.".into()));
     check("text.request.json", &pretty(&request_body(&text)));
+
+    // Images: inline from a `data:` URL, by reference from an `https://` one.
+    let images = gemini(PromptBody::Messages(vec![image_message()]));
+    check("images.request.json", &pretty(&request_body(&images)));
 
     let sampling = PromptInput {
         max_output_tokens: Some(256),

@@ -58,7 +58,26 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     })
 }
 
+impl ContentPart {
+    /// An `image_url` part's URL, if it has a non-empty one.
+    pub fn image_url(&self) -> Option<&str> {
+        self.extra
+            .get("image_url")?
+            .get("url")?
+            .as_str()
+            .filter(|url| !url.trim().is_empty())
+    }
+}
+
 impl ChatCompletionRequest {
+    /// Whether a message carries an image (an `image_url` part).
+    pub fn has_images(&self) -> bool {
+        self.messages.iter().any(|m| {
+            matches!(&m.content, Some(MessageContent::Parts(parts))
+                if parts.iter().any(|p| p.kind == "image_url"))
+        })
+    }
+
     /// The tools offered to the model: none with `tool_choice: "none"`.
     pub fn offered_tools(&self) -> &[Tool] {
         match (&self.tools, &self.tool_choice) {
@@ -182,10 +201,20 @@ impl ChatMessage {
                             ))
                             .with_param(format!("messages[{index}].content[{j}].text")));
                         }
+                        "image_url" if self.role == Role::User && part.image_url().is_some() => {}
+                        "image_url" if self.role == Role::User => {
+                            return Err(ApiError::invalid_request(format!(
+                                "messages[{index}].content[{j}]: an image part needs \
+                                 'image_url.url' (an https:// or data: URL)"
+                            ))
+                            .with_param(format!("messages[{index}].content[{j}].image_url")));
+                        }
                         other => {
                             return Err(ApiError::invalid_request(format!(
                                 "messages[{index}].content[{j}]: content parts of type '{other}' \
-                                 are not supported; send text"
+                                 are not supported in a {} message; send text (images: \
+                                 'image_url' parts of a user message)",
+                                role_name(self.role)
                             ))
                             .with_param(format!("messages[{index}].content[{j}].type")));
                         }
@@ -229,8 +258,9 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
-/// One part of an array `content`. Only `text` parts are served today; other types are
-/// rejected with a clear error rather than silently dropped.
+/// One part of an array `content`: `text`, or (in a user message) `image_url`, which only
+/// provider accounts take (an ACP account never sees one: the engine passes it over). Other
+/// types are rejected with a clear error rather than silently dropped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContentPart {
     #[serde(rename = "type")]
@@ -560,11 +590,29 @@ mod tests {
         let err = parse(r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("model"));
 
-        let err = parse(
-            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
-        )
+        // Images: in a user message, with a URL; anywhere else, or without one, a 400.
+        let image = |role: &str, part: &str| {
+            format!(r#"{{"model":"m","messages":[{{"role":"{role}","content":[{part}]}}]}}"#)
+        };
+        let ok = parse(&image(
+            "user",
+            r#"{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}"#,
+        ))
+        .unwrap();
+        assert!(ok.has_images());
+        let err = parse(&image("user", r#"{"type":"image_url","image_url":{}}"#)).unwrap_err();
+        assert_eq!(
+            err.param.as_deref(),
+            Some("messages[0].content[0].image_url")
+        );
+        let err = parse(&image(
+            "system",
+            r#"{"type":"image_url","image_url":{"url":"https://x/y.png"}}"#,
+        ))
         .unwrap_err();
-        assert!(err.message.contains("image_url"), "{}", err.message);
+        assert_eq!(err.param.as_deref(), Some("messages[0].content[0].type"));
+        let err = parse(&image("user", r#"{"type":"input_audio"}"#)).unwrap_err();
+        assert!(err.message.contains("input_audio"), "{}", err.message);
 
         let err =
             parse(r#"{"model":"m","n":2,"messages":[{"role":"user","content":"x"}]}"#).unwrap_err();

@@ -8,7 +8,8 @@
 //!   `:generateContent` ([`gemini`]);
 //! - OpenAI's `POST /v1/embeddings` and `POST /v1/images/generations` ([`embeddings`]).
 //!
-//! By default it echoes: the answer is `You said: <the last user message>`, one word per
+//! By default it echoes: the answer is `You said: <the last user message>` (an image part told
+//! as `[image]`), one word per
 //! chunk. Usage is counted in words: `prompt_tokens` the words of every message's text,
 //! `completion_tokens` the words of the answer.
 //!
@@ -194,7 +195,11 @@ pub fn content_text(message: &Value) -> String {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(parts)) => parts
             .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .filter_map(|p| match p.get("type").and_then(Value::as_str) {
+                // An image is told as `[image]`, so a test sees it arrived.
+                Some("image_url") => p["image_url"]["url"].as_str().map(|_| "[image]"),
+                _ => p.get("text").and_then(Value::as_str),
+            })
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),

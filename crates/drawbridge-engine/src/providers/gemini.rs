@@ -236,13 +236,38 @@ fn parts(message: &ChatMessage) -> Vec<Value> {
                 ("text", Some(text)) if !text.is_empty() => Some(json!({ "text": text })),
                 ("image_url", _) => {
                     let url = part.extra.get("image_url")?.get("url")?.as_str()?;
-                    let (mime, data) = url.strip_prefix("data:")?.split_once(";base64,")?;
-                    Some(json!({ "inlineData": { "mimeType": mime, "data": data } }))
+                    Some(image_part(url))
                 }
                 _ => None,
             })
             .collect(),
     }
+}
+
+/// An image by URL as a Gemini part: a `data:` URL inline, any other as `fileData` (its MIME
+/// type guessed from the file name, JPEG when it says nothing), which Gemini fetches.
+fn image_part(url: &str) -> Value {
+    if let Some((mime, data)) = url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+    {
+        return json!({ "inlineData": { "mimeType": mime, "data": data } });
+    }
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    let mime = [
+        (".png", "image/png"),
+        (".webp", "image/webp"),
+        (".gif", "image/gif"),
+        (".heic", "image/heic"),
+    ]
+    .iter()
+    .find(|(ext, _)| path.ends_with(ext))
+    .map_or("image/jpeg", |(_, mime)| mime);
+    json!({ "fileData": { "mimeType": mime, "fileUri": url } })
 }
 
 /// Reads one `streamGenerateContent?alt=sse` body into worker events: text, reasoning

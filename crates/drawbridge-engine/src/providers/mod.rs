@@ -426,6 +426,10 @@ impl WorkerConn for ProviderConn {
         }
     }
 
+    fn takes_images(&self, account: &str) -> bool {
+        self.accounts.load().iter().any(|a| a.id == account)
+    }
+
     fn serves_endpoint(&self, account: &str, _endpoint: Endpoint) -> bool {
         self.accounts
             .load()

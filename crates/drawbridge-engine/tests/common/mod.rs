@@ -182,3 +182,13 @@ pub fn tools(choice: ToolChoice, parallel: bool) -> TurnTools {
 pub fn params(value: Value) -> serde_json::Map<String, Value> {
     value.as_object().cloned().unwrap()
 }
+
+/// A user message with text and two images: one inline (`data:`), one by `https://` URL.
+pub fn image_message() -> ChatMessage {
+    serde_json::from_value(json!({"role": "user", "content": [
+        {"type": "text", "text": "What is in these?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.webp?size=2"}},
+    ]}))
+    .expect("an image message")
+}

@@ -611,7 +611,8 @@ fn read_item(
 }
 
 /// A message item's `content`: a string, or text parts (`input_text`, `output_text`,
-/// `refusal`). Images and files cannot be passed to the agents behind Drawbridge: a 400.
+/// `refusal`) and `input_image` parts with an `image_url` (a canonical `image_url` part, which
+/// only provider accounts take). Files and images by `file_id` are a 400.
 fn message_content(content: Option<&Value>, path: &str) -> Result<MessageContent, ApiError> {
     let parts = match content {
         Some(Value::String(text)) => return Ok(MessageContent::Text(text.clone())),
@@ -634,6 +635,17 @@ fn message_content(content: Option<&Value>, path: &str) -> Result<MessageContent
             ));
         };
         let kind = required_str(part, &part_path, "type")?;
+        if kind == "input_image" {
+            let url = required_str(part, &part_path, "image_url")?;
+            let mut extra = Map::new();
+            extra.insert("image_url".to_owned(), serde_json::json!({ "url": url }));
+            out.push(ContentPart {
+                kind: "image_url".to_owned(),
+                text: None,
+                extra,
+            });
+            continue;
+        }
         let field = match kind {
             "input_text" | "output_text" | "text" => "text",
             "refusal" => "refusal",
@@ -1053,8 +1065,12 @@ mod tests {
                 "input[0].role",
             ),
             (
-                r#"{"model":"m","input":[{"role":"user","content":[{"type":"input_image","image_url":"x"}]}]}"#,
+                r#"{"model":"m","input":[{"role":"user","content":[{"type":"input_file","file_id":"x"}]}]}"#,
                 "input[0].content[0].type",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"user","content":[{"type":"input_image","file_id":"x"}]}]}"#,
+                "input[0].content[0].image_url",
             ),
             (
                 r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c9","output":"x"}]}"#,
