@@ -32,6 +32,12 @@ pub trait WorkerConn: Send + Sync + 'static {
     /// Take a reloaded configuration. A worker process follows its own file; only what the
     /// engine serves itself (provider accounts) changes here.
     fn reconfigure(&self, _config: &drawbridge_config::Config) {}
+
+    /// The kind of an HTTP provider account this connection serves itself (`openai`,
+    /// `anthropic`, `gemini`), for `/health`; `None` for a worker's ACP accounts.
+    fn provider_kind(&self, _account: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A call that failed because the worker could not be reached (refused, reset, gone), as
