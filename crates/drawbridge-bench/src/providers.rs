@@ -35,6 +35,8 @@ const API_KEY: &str = "db-bench-key-0123456789";
 const CHANNEL_KEY: &str = "db-bench-channel-key-0123";
 /// The key the upstream wants (the mock checks it, as a real provider does).
 const UPSTREAM_KEY: &str = "sk-bench-upstream-0123";
+/// LiteLLM's master key (it refuses to start without one), which its clients present.
+const LITELLM_KEY: &str = "sk-bench-litellm-0123456789";
 /// The model every target serves.
 const MODEL: &str = "gpt-bench";
 
@@ -43,8 +45,9 @@ pub const THROUGHPUT_RATIO_TARGET: f64 = 0.5;
 /// What `drawbridge` may add to the direct latency at 4 clients, ms (issue 16).
 pub const ADDED_P50_TARGET_MS: f64 = 0.3;
 pub const ADDED_P99_TARGET_MS: f64 = 1.0;
-/// `drawbridge`'s resident memory under load, KiB (50 MB).
-pub const RSS_TARGET_KIB: u64 = 50 * 1000 * 1000 / 1024;
+/// `drawbridge`'s resident memory under load, MB (10^6 bytes).
+pub const RSS_TARGET_MB: u64 = 50;
+const RSS_TARGET_KIB: u64 = RSS_TARGET_MB * 1000 * 1000 / 1024;
 
 /// The knobs of the provider section.
 #[derive(Debug, Clone)]
@@ -412,7 +415,7 @@ async fn start(bins: &Bins, args: &ProviderArgs) -> Result<Running> {
         }
         Some(venv) => match LiteLlm::start(venv, upstream, dir.path()).await {
             Ok(litellm) => {
-                targets.push((Via::LiteLlm, Target::chat(litellm.addr, API_KEY)));
+                targets.push((Via::LiteLlm, Target::chat(litellm.addr, LITELLM_KEY)));
                 Some(litellm)
             }
             Err(error) => {
@@ -644,9 +647,7 @@ fn verdicts(
 ) {
     println!(
         "\nTargets (issue 16): through drawbridge ≥ {THROUGHPUT_RATIO_TARGET}× direct at {} clients; added p50 ≤ {ADDED_P50_TARGET_MS} ms and p99 ≤ {ADDED_P99_TARGET_MS} ms at {} clients; drawbridge's RSS under {} MB under load",
-        args.concurrency,
-        args.latency_concurrency,
-        RSS_TARGET_KIB * 1024 / 1000 / 1000
+        args.concurrency, args.latency_concurrency, RSS_TARGET_MB
     );
     let met = |yes: bool| if yes { "MET" } else { "NOT MET" };
     let mut rss_peak = 0u64;
@@ -782,6 +783,7 @@ impl LiteLlm {
             // No fetch of the price list from the network at start, and quiet logs.
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .env("LITELLM_LOG", "ERROR")
+            .env("LITELLM_MASTER_KEY", LITELLM_KEY)
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("LiteLLM's log")?)
             .stderr(log)
@@ -794,9 +796,11 @@ impl LiteLlm {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Conn::open(addr).await.is_err() {
             if let Ok(Some(status)) = litellm.child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
                 bail!(
-                    "litellm exited ({status}); its log:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                    "litellm exited ({status}); the end of its log:\n{}",
+                    lines[lines.len().saturating_sub(20)..].join("\n")
                 );
             }
             if Instant::now() >= deadline {
