@@ -1,8 +1,9 @@
 //! `/health` of an engine serving HTTP provider accounts, through its router with `oneshot`:
 //! each provider account listed with its kind, whether it can take a request, and the median
 //! time to its first event once it has served one; an account the upstream rate-limited
-//! shows as unavailable while it rests. The upstream is a small OpenAI-compatible server in
-//! this process, on a loopback socket (the engine's provider client speaks real HTTP).
+//! shows as unavailable while it rests. And the prompt tokens the upstream read from its cache
+//! reach the client's usage. The upstream is a small OpenAI-compatible server in this process,
+//! on a loopback socket (the engine's provider client speaks real HTTP).
 
 #![expect(
     clippy::unwrap_used,
@@ -40,9 +41,13 @@ async fn upstream(body: Bytes) -> Response {
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         )
     };
+    let usage = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-test",
+        "choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21,
+        "prompt_tokens_details": {"cached_tokens": 16}}});
     let sse = [
         chunk(json!({"role": "assistant", "content": "hi"}), Value::Null),
         chunk(json!({}), json!("stop")),
+        format!("data: {usage}\n\n"),
         "data: [DONE]\n\n".to_owned(),
     ]
     .concat();
@@ -101,6 +106,11 @@ async fn health(h: &Harness) -> (StatusCode, Value) {
 }
 
 async fn ask(h: &Harness, text: &str) -> StatusCode {
+    answer(h, text).await.0
+}
+
+/// A whole answer to `text`: its status and body.
+async fn answer(h: &Harness, text: &str) -> (StatusCode, Value) {
     let request = Request::post("/v1/chat/completions")
         .header("content-type", "application/json")
         .body(Body::from(
@@ -110,8 +120,8 @@ async fn ask(h: &Harness, text: &str) -> StatusCode {
         .unwrap();
     let response = h.router.clone().oneshot(request).await.unwrap();
     let status = response.status();
-    let _ = response.into_body().collect().await;
-    status
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or_default())
 }
 
 fn provider<'a>(health: &'a Value, id: &str) -> &'a Value {
@@ -155,6 +165,19 @@ async fn health_lists_each_provider_account_with_its_availability_and_latency() 
     let (_, resting) = health(&h).await;
     assert_eq!(provider(&resting, "oa")["available"], false, "{resting}");
     assert_eq!(provider(&resting, "claude")["available"], true, "{resting}");
+}
+
+#[tokio::test]
+async fn cached_prompt_tokens_reach_the_clients_usage() {
+    let h = harness().await;
+    let (status, body) = answer(&h, "hello").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["usage"]["prompt_tokens"], 20, "{body}");
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"],
+        json!({"cached_tokens": 16}),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,10 @@ pub mod worker;
 
 pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};
 pub use health::{AccountView, CreditChange, HealthReport, HealthStatus, ProviderHealth};
-pub use openai::{ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, Role, Usage};
+pub use openai::{
+    ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, PromptTokensDetails, Role,
+    Usage,
+};
 pub use stream::{
     ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, Metering,
     unix_now,
