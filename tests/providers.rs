@@ -144,6 +144,16 @@ async fn a_rate_limited_provider_account_rests_while_the_other_serves() {
     // A rate limit is not a failure of the account: its breaker stays closed.
     let view = account_with_error(&stack, "p-1", "rate limited").await;
     assert_eq!(view["breaker"], "closed", "{view}");
+    // /health shows it unavailable while it rests, the other available.
+    let health = client.get("/health").await.json();
+    let available = |id: &str| {
+        health["providers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["id"] == id))
+            .map(|p| p["available"].clone())
+    };
+    assert_eq!(available("p-1"), Some(json!(false)), "{health}");
+    assert_eq!(available("p-2"), Some(json!(true)), "{health}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +327,21 @@ async fn the_engine_serves_provider_accounts_beside_a_workers_pools() {
     let view = account(&stack, "p-1").await;
     assert_eq!(view["worker"], "providers", "{view}");
     assert_eq!(account(&stack, "acct-1").await["slots"], 1);
+    // The gateway's /health passes on the engine's view of the provider account (the ACP
+    // account is counted in the fields before, not listed).
+    let health = client.get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    let health = health.json();
+    assert_eq!(health["accounts"], 2, "{health}");
+    let providers = health["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 1, "{health}");
+    assert_eq!(providers[0]["id"], "p-1");
+    assert_eq!(providers[0]["kind"], "openai");
+    assert_eq!(providers[0]["available"], true);
+    assert!(
+        providers[0]["latency_p50_ms"].as_f64().is_some(),
+        "{health}"
+    );
 }
 
 /// A provider's stream that breaks off after its first byte is finished by the other account:

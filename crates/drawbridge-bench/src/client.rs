@@ -209,8 +209,10 @@ impl Expect {
             && match self {
                 Expect::Json(content) => contains(body, content),
                 Expect::Stream => {
+                    // Compact JSON or not (a Python peer writes `"finish_reason": "stop"`).
                     body.ends_with(b"data: [DONE]\n\n")
-                        && contains(body, br#""finish_reason":"stop""#)
+                        && (contains(body, br#""finish_reason":"stop""#)
+                            || contains(body, br#""finish_reason": "stop""#))
                 }
             };
         if good {

@@ -28,6 +28,11 @@
 //!    saturated with distinct streamed prompts through the gateway; every process's RSS and
 //!    the server's key count sampled at intervals, and whether each stays flat after warm-up.
 //!
+//! 7. **Provider accounts** (`providers`): an instant OpenAI-compatible upstream
+//!    (`mock-provider`) directly, through `drawbridge` with one `kind: openai` account, through
+//!    gateway → engine, and through LiteLLM's proxy (from a virtualenv the bench makes), in
+//!    turn: throughput at 32 clients, latency at 4, what each path adds, and memory.
+//!
 //! It prints tables and `bench name=... value=... unit=...` lines, says whether the targets
 //! (≥ 1,000 prompts/s; warm pool ≥ 10× faster to first byte; the gateway adds ≤ 1 ms at p50
 //! and ≤ 5 ms at p99) were met without failing on them, and exits non-zero if any request
@@ -41,6 +46,7 @@
 mod acp;
 mod client;
 mod procfs;
+mod providers;
 mod resp;
 mod stack;
 mod stats;
@@ -72,8 +78,14 @@ const FIRST_BYTE_TARGET: f64 = 10.0;
 struct Args {
     /// What to measure: `worker` (throughput, first byte, calibration), `stack` (the full
     /// stack against the worker alone), `warm` (warm sessions against full render) and/or
-    /// `soak` (memory and ValKey keys under sustained load; not by default, it is long).
-    #[arg(long, value_delimiter = ',', default_value = "worker,stack,warm")]
+    /// `soak` (memory and ValKey keys under sustained load; not by default, it is long) and/or
+    /// `providers` (an OpenAI-compatible upstream directly, through drawbridge, the stack and
+    /// LiteLLM).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "worker,stack,warm,providers"
+    )]
     sections: Vec<Section>,
     /// Seconds each throughput run lasts.
     #[arg(long, default_value_t = 5.0)]
@@ -148,6 +160,29 @@ struct Args {
     /// Soak: leave out the single-process `drawbridge` (then only the gateway is loaded).
     #[arg(long)]
     soak_no_single: bool,
+    /// Providers: clients of the throughput measurements.
+    #[arg(long, default_value_t = 32)]
+    providers_concurrency: usize,
+    /// Providers: clients of the latency measurements.
+    #[arg(long, default_value_t = 4)]
+    providers_latency_concurrency: usize,
+    /// Providers: seconds per target and measurement, all rounds together (default
+    /// --duration).
+    #[arg(long)]
+    providers_duration: Option<f64>,
+    /// Providers: the targets take turns this many times per measurement.
+    #[arg(long, default_value_t = 4)]
+    providers_rounds: usize,
+    /// Providers: warm-up requests per target (LiteLLM gets an eighth).
+    #[arg(long, default_value_t = 400)]
+    providers_warmup: usize,
+    /// Providers: LiteLLM's virtualenv, made with `pip install 'litellm[proxy]'` when it has
+    /// no `litellm` (default: `litellm-venv` beside the binaries' directory, i.e. in `target/`).
+    #[arg(long)]
+    litellm_venv: Option<std::path::PathBuf>,
+    /// Providers: leave LiteLLM out.
+    #[arg(long)]
+    no_litellm: bool,
     /// Warm sessions: conversations per mode (the modes alternate).
     #[arg(long, default_value_t = 5)]
     warm_conversations: usize,
@@ -175,6 +210,7 @@ enum Section {
     Stack,
     Warm,
     Soak,
+    Providers,
 }
 
 #[tokio::main]
@@ -287,6 +323,32 @@ async fn run(args: &Args) -> Result<u64> {
         .await?;
         report.failures += soak.failures;
         report.metrics.extend(soak.metrics);
+    }
+    if args.sections.contains(&Section::Providers) {
+        let venv = args
+            .litellm_venv
+            .clone()
+            .unwrap_or_else(|| bins.dir.parent().unwrap_or(&bins.dir).join("litellm-venv"));
+        let providers = providers::run(
+            &bins,
+            &providers::ProviderArgs {
+                concurrency: args.providers_concurrency.max(1),
+                latency_concurrency: args.providers_latency_concurrency.max(1),
+                duration: seconds(
+                    "--providers-duration",
+                    args.providers_duration.unwrap_or(args.duration).max(0.1),
+                )?,
+                rounds: args.providers_rounds,
+                warmup: args.providers_warmup,
+                litellm_venv: (!args.no_litellm).then_some(venv),
+                log_level: args.stack_log.clone(),
+                env: args.stack_env.clone(),
+            },
+            PROMPT,
+        )
+        .await?;
+        report.failures += providers.failures;
+        report.metrics.extend(providers.metrics);
     }
     println!(
         "\nload average at the end: {}",

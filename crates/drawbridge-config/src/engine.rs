@@ -138,13 +138,19 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// The engine binary's own endpoint: its channel keys and where it finds workers
-    /// (`has_redis`: whether `redis.url` is set, to discover them).
-    pub(crate) fn validate_endpoint(&self, has_redis: bool) -> Result<(), ConfigError> {
+    /// (`has_redis`: whether `redis.url` is set, to discover them; `has_providers`: whether
+    /// the config lists provider accounts, which the engine serves itself, so that it may run
+    /// without any worker).
+    pub(crate) fn validate_endpoint(
+        &self,
+        has_redis: bool,
+        has_providers: bool,
+    ) -> Result<(), ConfigError> {
         crate::keys::validate(crate::keys::KeyList::EngineChannel, &self.channel_keys)?;
-        if self.workers.is_empty() && !has_redis {
+        if self.workers.is_empty() && !has_redis && !has_providers {
             return Err(ConfigError::invalid(
                 "engine.workers",
-                "list at least one worker gRPC address (or set redis.url to discover them)",
+                "list at least one worker gRPC address (or set redis.url to discover them, or list a provider account)",
             ));
         }
         for (i, url) in self.workers.iter().enumerate() {

@@ -151,7 +151,8 @@ impl Config {
             self.gateway.validate(role, has_redis)?;
         }
         if role == Role::Engine {
-            self.engine.validate_endpoint(has_redis)?;
+            self.engine
+                .validate_endpoint(has_redis, self.accounts.iter().any(|a| !a.is_acp()))?;
         }
         if serves_worker {
             self.worker.validate()?;

@@ -303,6 +303,13 @@ fn an_engine_with_redis_needs_no_static_workers() {
 }
 
 #[test]
+fn an_engine_with_provider_accounts_needs_no_worker() {
+    let providers_only = "node: { id: n }\nengine: { workers: [] }\naccounts:\n  - id: up\n    kind: openai\n    models: [gpt-test]\n    provider: { base_url: \"http://127.0.0.1:9/v1\" }\n";
+    let config = Config::from_yaml(providers_only).unwrap();
+    config.validate(Role::Engine).unwrap();
+}
+
+#[test]
 fn model_aliases_resolve_in_one_step() {
     let config = Config::from_yaml(&format!(
         "{GOOD}model_aliases: {{ gpt-4o: claude-sonnet-4.6, claude-sonnet: claude-sonnet-4.6 }}\n"

@@ -181,6 +181,7 @@ impl Answer {
                     return Some(Ok(CompletionEvent::Finish(Finish {
                         finish_reason: summary.finish_reason,
                         usage: Usage::new(summary.prompt_tokens, completion_tokens)
+                            .with_cached(summary.cached_prompt_tokens)
                             .with_details(details),
                         metering: Metering {
                             accounts: std::mem::take(&mut self.served),

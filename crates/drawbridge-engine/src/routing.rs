@@ -17,7 +17,7 @@ use drawbridge_core::breaker::Breaker;
 use drawbridge_core::route::{self, Strategy};
 use drawbridge_core::schedule::{self, Shortage};
 use drawbridge_types::worker::{AccountSlots, AccountStatus};
-use drawbridge_types::{AccountView, HealthReport};
+use drawbridge_types::{AccountView, HealthReport, ProviderHealth};
 use tokio::time::Instant;
 
 use crate::breakers::Breakers;
@@ -410,7 +410,28 @@ impl Routing {
                 slots
             })
             .collect();
-        HealthReport::from_accounts(&accounts, draining)
+        let mut report = HealthReport::from_accounts(&accounts, draining);
+        report.providers = view
+            .entries
+            .iter()
+            .filter_map(|entry| {
+                let conn = entry.conn.as_ref()?;
+                let slots = &entry.route.slots;
+                let kind = conn.provider_kind(&slots.account)?;
+                let busy = slots.busy.max(entry.inflight.load(Ordering::SeqCst));
+                Some(ProviderHealth {
+                    id: slots.account.clone(),
+                    kind: kind.to_owned(),
+                    available: conn.reachable()
+                        && slots.status != AccountStatus::Unhealthy
+                        && !self.breaker_open(entry)
+                        && cooldowns::left(entry.rests_until).is_none()
+                        && busy < slots.size,
+                    latency_p50_ms: self.latency_p50(&slots.account),
+                })
+            })
+            .collect();
+        report
     }
 
     /// Every account as the engine sees it, for `/admin/accounts` and the per-account metrics.

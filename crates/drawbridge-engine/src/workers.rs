@@ -35,8 +35,8 @@ pub trait WorkerConn: Send + Sync + 'static {
 
     /// Whether `account` takes images in a chat (`image_url` parts): a provider account does;
     /// an ACP agent takes text.
-    fn takes_images(&self, _account: &str) -> bool {
-        false
+    fn takes_images(&self, account: &str) -> bool {
+        self.provider_kind(account).is_some()
     }
 
     /// Whether `account` answers `endpoint` (embeddings, images): only a provider account of
@@ -54,6 +54,12 @@ pub trait WorkerConn: Send + Sync + 'static {
         request: &drawbridge_http::Forward,
     ) -> BoxFuture<'static, Result<bytes::Bytes, ApiError>> {
         futures::future::ready(Err(request.endpoint.not_served(&request.model))).boxed()
+    }
+
+    /// The kind of an HTTP provider account this connection serves itself (`openai`,
+    /// `anthropic`, `gemini`), for `/health`; `None` for a worker's ACP accounts.
+    fn provider_kind(&self, _account: &str) -> Option<&'static str> {
+        None
     }
 }
 

@@ -293,3 +293,19 @@ fn anthropic_errors_map_to_their_class() {
     let refused = error_from_status(400, None, error("invalid_request_error", "bad").as_bytes());
     assert_eq!(refused.kind, ErrorKind::InvalidRequest);
 }
+
+/// `cache_read_input_tokens` reaches the turn's summary as its cached prompt tokens (the
+/// prompt tokens count them, as OpenAI's do).
+#[test]
+fn cache_reads_reach_the_summary() {
+    let sse = std::fs::read(dir().join("text_with_usage.sse")).unwrap();
+    match read(&claude(PromptBody::Text("x".into())), &sse).last() {
+        Some(WorkerEvent::Finished(summary)) => {
+            assert_eq!(
+                (summary.prompt_tokens, summary.cached_prompt_tokens),
+                (42, Some(30))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -268,3 +268,25 @@ fn gemini_errors_map_to_their_class() {
         Some(std::time::Duration::from_millis(2500))
     );
 }
+
+/// `cachedContentTokenCount` reaches the turn's summary as its cached prompt tokens.
+#[test]
+fn cached_content_reaches_the_summary() {
+    let plain = gemini(PromptBody::Text("x".into()));
+    let sse = std::fs::read(dir().join("text_with_usage.sse")).unwrap();
+    match read(&plain, &sse).last() {
+        Some(WorkerEvent::Finished(summary)) => {
+            assert_eq!(
+                (summary.prompt_tokens, summary.cached_prompt_tokens),
+                (12, Some(8))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A usage without it says nothing.
+    let sse = std::fs::read(dir().join("function_calls.sse")).unwrap();
+    match read(&plain, &sse).last() {
+        Some(WorkerEvent::Finished(summary)) => assert_eq!(summary.cached_prompt_tokens, None),
+        other => panic!("{other:?}"),
+    }
+}

@@ -236,3 +236,39 @@ fn upstream_errors_map_to_their_class() {
     ms.insert("retry-after-ms", "250".parse().unwrap());
     assert_eq!(retry_after(&ms), Some(Duration::from_millis(250)));
 }
+
+/// Cached prompt tokens (`usage.prompt_tokens_details.cached_tokens`) reach the turn's
+/// summary, a reported 0 as 0; a usage without the breakdown says nothing.
+#[test]
+fn cached_prompt_tokens_reach_the_summary() {
+    let plain = input(PromptBody::Text("x".into()));
+    let cached = |case: &str| {
+        let sse = std::fs::read(dir().join(format!("{case}.sse"))).unwrap();
+        let events = read(&plain, &sse);
+        match events.last() {
+            Some(WorkerEvent::Finished(summary)) => {
+                (summary.prompt_tokens, summary.cached_prompt_tokens)
+            }
+            other => panic!("{case}: {other:?}"),
+        }
+    };
+    assert_eq!(cached("text_cached"), (12, Some(8)));
+    assert_eq!(cached("text_with_usage"), (12, Some(0)));
+    check(
+        "text_cached.events.txt",
+        &render(&read(
+            &plain,
+            &std::fs::read(dir().join("text_cached.sse")).unwrap(),
+        )),
+    );
+    let with_usage = std::fs::read_to_string(dir().join("text_with_usage.sse")).unwrap();
+    let without = with_usage.replace(r#","prompt_tokens_details":{"cached_tokens":0}"#, "");
+    assert_ne!(without, with_usage);
+    match read(&plain, without.as_bytes()).last() {
+        Some(WorkerEvent::Finished(summary)) => assert_eq!(
+            (summary.prompt_tokens, summary.cached_prompt_tokens),
+            (12, None)
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -55,6 +55,7 @@ impl ChatBackend for Forwarding {
             accounts: 1,
             total_slots: 1,
             available_slots: 1,
+            providers: Vec::new(),
         })
         .boxed()
     }

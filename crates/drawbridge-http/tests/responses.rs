@@ -92,6 +92,7 @@ impl ChatBackend for Backend {
             accounts: 1,
             total_slots: 1,
             available_slots: 1,
+            providers: Vec::new(),
         })
         .boxed()
     }

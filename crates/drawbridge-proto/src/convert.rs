@@ -141,6 +141,7 @@ pub fn worker_event(event: pb::PromptEvent) -> WorkerEvent {
             finish_reason: FinishReason::parse(&f.finish_reason).unwrap_or(FinishReason::Stop),
             prompt_tokens: f.prompt_tokens,
             completion_tokens: f.completion_tokens,
+            cached_prompt_tokens: None,
             tokens_estimated: f.tokens_estimated,
             credits: f.credits,
             context_usage_percent: (f.context_usage_percent >= 0.0)
@@ -279,6 +280,7 @@ mod tests {
                 finish_reason: FinishReason::Length,
                 prompt_tokens: 3,
                 completion_tokens: 4,
+                cached_prompt_tokens: None,
                 tokens_estimated: true,
                 credits: 0.25,
                 context_usage_percent: Some(12.5),

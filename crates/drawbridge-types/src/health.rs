@@ -1,4 +1,6 @@
-//! `GET /health` as the product documents it: `{"status","accounts","total_slots","available_slots"}`.
+//! `GET /health` as the product documents it: `{"status","accounts","total_slots","available_slots"}`,
+//! plus `providers` (each HTTP provider account's availability and recent latency) when the
+//! engine serves any.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +42,26 @@ pub struct HealthReport {
     pub accounts: u32,
     pub total_slots: u32,
     pub available_slots: u32,
+    /// Each HTTP provider account the engine serves (left out when there is none, so that a
+    /// deployment of ACP accounts only answers as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderHealth>,
+}
+
+/// One HTTP provider account in `GET /health`: whether a request could go to it now, and how
+/// fast it has been answering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderHealth {
+    /// The account's id.
+    pub id: String,
+    /// Its kind: `openai`, `anthropic` or `gemini`.
+    pub kind: String,
+    /// Its circuit breaker is closed, it is not resting after a rate limit, and it has a free
+    /// slot (`provider.max_concurrency`).
+    pub available: bool,
+    /// The median time to the first event of its recent turns, in milliseconds (`None` until
+    /// it has served one since the engine started).
+    pub latency_p50_ms: Option<f64>,
 }
 
 impl HealthReport {
@@ -70,6 +92,7 @@ impl HealthReport {
                 .filter(|a| a.status != AccountStatus::Unhealthy)
                 .map(|a| a.idle)
                 .sum(),
+            providers: Vec::new(),
         }
     }
 }
@@ -127,6 +150,7 @@ mod tests {
         let h = HealthReport::from_accounts(&[account(AccountStatus::Healthy, 1, 1)], true);
         assert_eq!(h.status, HealthStatus::Draining);
         assert!(!h.status.is_serving());
+        assert!(h.providers.is_empty());
         for status in [
             HealthStatus::Healthy,
             HealthStatus::Degraded,
@@ -135,6 +159,31 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
+    }
+
+    #[test]
+    fn providers_are_left_out_when_there_are_none_and_read_back_when_present() {
+        let mut h = HealthReport::from_accounts(&[account(AccountStatus::Healthy, 1, 1)], false);
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "healthy", "accounts": 1, "total_slots": 1, "available_slots": 1})
+        );
+        // An engine without the field (an older one) reads as no providers.
+        let back: HealthReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, h);
+        h.providers = vec![ProviderHealth {
+            id: "oa".into(),
+            kind: "openai".into(),
+            available: true,
+            latency_p50_ms: None,
+        }];
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(
+            json["providers"],
+            serde_json::json!([{"id": "oa", "kind": "openai", "available": true, "latency_p50_ms": null}])
+        );
+        assert_eq!(serde_json::from_value::<HealthReport>(json).unwrap(), h);
     }
 }
 

@@ -13,8 +13,11 @@ mod validate;
 pub mod worker;
 
 pub use error::{ApiError, ErrorBody, ErrorKind, ErrorObject};
-pub use health::{AccountView, CreditChange, HealthReport, HealthStatus};
-pub use openai::{ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, Role, Usage};
+pub use health::{AccountView, CreditChange, HealthReport, HealthStatus, ProviderHealth};
+pub use openai::{
+    ChatCompletionRequest, ChatMessage, FinishReason, MessageContent, PromptTokensDetails, Role,
+    Usage,
+};
 pub use stream::{
     ChunkEncoder, ChunkReader, Collector, CompletionEvent, CompletionMeta, Finish, Metering,
     unix_now,

@@ -332,6 +332,10 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// OpenAI's breakdown of the prompt tokens: how many the upstream read from its prompt
+    /// cache. Only when the upstream said (an HTTP provider account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
     /// Drawbridge's extension: where the token counts come from and what the provider
     /// reported (Kiro's credits and context use). Clients that do not know it ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,14 +348,30 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
             drawbridge: None,
         }
+    }
+
+    /// With `cached` of the prompt tokens read from the upstream's cache (`None`: not said).
+    pub fn with_cached(mut self, cached: Option<u64>) -> Self {
+        self.prompt_tokens_details =
+            cached.map(|cached_tokens| PromptTokensDetails { cached_tokens });
+        self
     }
 
     pub fn with_details(mut self, details: UsageDetails) -> Self {
         self.drawbridge = Some(details);
         self
     }
+}
+
+/// `usage.prompt_tokens_details`, as OpenAI sends it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens read from the upstream's prompt cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// `usage.drawbridge`: how the answer was counted and what the provider reported.

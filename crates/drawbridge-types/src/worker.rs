@@ -104,6 +104,9 @@ pub struct TurnSummary {
     pub finish_reason: FinishReason,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those the upstream read from its prompt cache, when it said
+    /// (HTTP provider accounts; an ACP agent reports none).
+    pub cached_prompt_tokens: Option<u64>,
     /// False when the agent reported the token counts (ACP `usage_update`, a prompt result's
     /// `usage`); true when they are Drawbridge's estimate (Kiro reports none).
     pub tokens_estimated: bool,

@@ -129,6 +129,9 @@ enum Event {
         reason: String,
         prompt_tokens: u64,
         completion_tokens: u64,
+        /// Of the prompt tokens, those the upstream read from its cache.
+        #[serde(default)]
+        cached_tokens: Option<u64>,
     },
     Error {
         kind: String,
@@ -158,9 +161,10 @@ fn event(event: Event) -> Result<CompletionEvent, ApiError> {
             reason,
             prompt_tokens,
             completion_tokens,
+            cached_tokens,
         } => CompletionEvent::Finish(Finish {
             finish_reason: FinishReason::parse(&reason).unwrap(),
-            usage: Usage::new(prompt_tokens, completion_tokens),
+            usage: Usage::new(prompt_tokens, completion_tokens).with_cached(cached_tokens),
             metering: Default::default(),
         }),
         Event::Error { kind, message } => {

@@ -95,6 +95,19 @@ fn answers() -> Vec<(&'static str, Vec<Result<CompletionEvent, ApiError>>)> {
             ],
         ),
         (
+            "cached_prompt",
+            vec![
+                Ok(text("Hello again.")),
+                Ok(match finish(FinishReason::Stop, 1200, 3) {
+                    CompletionEvent::Finish(mut done) => {
+                        done.usage = done.usage.with_cached(Some(1024));
+                        CompletionEvent::Finish(done)
+                    }
+                    other => other,
+                }),
+            ],
+        ),
+        (
             "broken_mid_way",
             vec![
                 Ok(text("partial")),

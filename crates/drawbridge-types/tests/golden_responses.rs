@@ -6,7 +6,7 @@
 //! - `events/NAME.json`: `{"request": <a Responses body>, "events": [...]}` →
 //!   `events/NAME.sse`: the stream exactly as sent. Events are `{"delta": text}`,
 //!   `{"reasoning": text}`, `{"keep_alive": true}`, `{"tool_call": {"index", "id", "name",
-//!   "arguments"}}`, `{"finish": {"reason", "prompt_tokens", "completion_tokens"}}` and
+//!   "arguments"}}`, `{"finish": {"reason", "prompt_tokens", "completion_tokens", "cached_tokens"?}}` and
 //!   `{"error": {"code", "message"}}`; a list without a finish or an error is a stream that
 //!   broke off.
 //!
@@ -128,7 +128,8 @@ fn event(value: &Value) -> Result<CompletionEvent, ApiError> {
             usage: Usage::new(
                 body["prompt_tokens"].as_u64().unwrap(),
                 body["completion_tokens"].as_u64().unwrap(),
-            ),
+            )
+            .with_cached(body["cached_tokens"].as_u64()),
             metering: Metering {
                 accounts: vec!["acct-secret".into()],
                 credits: 0.5,

@@ -398,6 +398,7 @@ async fn serve(
             finish_reason,
             prompt_tokens,
             completion_tokens,
+            cached_prompt_tokens: None,
             tokens_estimated,
             credits,
             context_usage_percent: context,

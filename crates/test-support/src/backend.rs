@@ -163,6 +163,7 @@ impl ChatBackend for ScriptedBackend {
             accounts: 1,
             total_slots: 2,
             available_slots: 2,
+            providers: Vec::new(),
         })
         .boxed()
     }

@@ -325,6 +325,8 @@ pub struct EventReader {
     blocks: BTreeMap<u64, Block>,
     splicer: Option<Splicer>,
     prompt_tokens: u64,
+    /// `cache_read_input_tokens`, when the upstream reported it.
+    cached_prompt_tokens: Option<u64>,
     completion_tokens: u64,
     stop_reason: Option<FinishReason>,
     finished: bool,
@@ -342,6 +344,7 @@ impl EventReader {
             blocks: BTreeMap::new(),
             splicer,
             prompt_tokens: 0,
+            cached_prompt_tokens: None,
             completion_tokens: 0,
             stop_reason: None,
             finished: false,
@@ -554,6 +557,9 @@ impl EventReader {
         if let Some(output) = count("output_tokens") {
             self.completion_tokens = output;
         }
+        if let Some(cached) = count("cache_read_input_tokens") {
+            self.cached_prompt_tokens = Some(cached);
+        }
     }
 
     fn finish(&mut self, out: &mut Vec<WorkerEvent>) {
@@ -567,6 +573,7 @@ impl EventReader {
             finish_reason: self.stop_reason.unwrap_or(FinishReason::Stop),
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
+            cached_prompt_tokens: self.cached_prompt_tokens,
             tokens_estimated: false,
             credits: 0.0,
             context_usage_percent: None,

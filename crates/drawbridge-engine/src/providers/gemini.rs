@@ -281,6 +281,8 @@ pub struct EventReader {
     request_id: String,
     calls: usize,
     prompt_tokens: u64,
+    /// `cachedContentTokenCount`, when the upstream reported it.
+    cached_prompt_tokens: Option<u64>,
     completion_tokens: u64,
     finish_reason: Option<FinishReason>,
     finished: bool,
@@ -310,6 +312,7 @@ impl EventReader {
                 .collect(),
             calls: 0,
             prompt_tokens: 0,
+            cached_prompt_tokens: None,
             completion_tokens: 0,
             finish_reason: None,
             finished: false,
@@ -363,6 +366,7 @@ impl EventReader {
                     finish_reason: reason,
                     prompt_tokens: self.prompt_tokens,
                     completion_tokens: self.completion_tokens,
+                    cached_prompt_tokens: self.cached_prompt_tokens,
                     tokens_estimated: false,
                     credits: 0.0,
                     context_usage_percent: None,
@@ -401,6 +405,8 @@ impl EventReader {
             self.prompt_tokens = count("promptTokenCount");
             self.completion_tokens =
                 count("candidatesTokenCount").saturating_add(count("thoughtsTokenCount"));
+            self.cached_prompt_tokens =
+                usage.get("cachedContentTokenCount").and_then(Value::as_u64);
         }
         let candidate = response.pointer("/candidates/0");
         let parts = candidate

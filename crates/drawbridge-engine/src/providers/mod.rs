@@ -87,6 +87,15 @@ impl Wire {
         }
     }
 
+    /// The account kind this adapter serves, as the config names it.
+    fn kind(self) -> &'static str {
+        match self {
+            Wire::Openai => AccountKind::Openai.as_str(),
+            Wire::Anthropic => AccountKind::Anthropic.as_str(),
+            Wire::Gemini => AccountKind::Gemini.as_str(),
+        }
+    }
+
     /// The call's URL under `base`, and its JSON body.
     fn request(self, base: &str, input: &PromptInput) -> (String, serde_json::Value) {
         match self {
@@ -417,6 +426,14 @@ impl WorkerConn for ProviderConn {
             .boxed()
     }
 
+    fn provider_kind(&self, account: &str) -> Option<&'static str> {
+        self.accounts
+            .load()
+            .iter()
+            .find(|a| a.id == account)
+            .map(|a| a.wire.kind())
+    }
+
     fn reconfigure(&self, config: &Config) {
         if self.apply(config) {
             tracing::info!(
@@ -424,10 +441,6 @@ impl WorkerConn for ProviderConn {
                 "provider accounts reloaded"
             );
         }
-    }
-
-    fn takes_images(&self, account: &str) -> bool {
-        self.accounts.load().iter().any(|a| a.id == account)
     }
 
     fn serves_endpoint(&self, account: &str, _endpoint: Endpoint) -> bool {

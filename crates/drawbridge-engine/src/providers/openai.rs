@@ -177,6 +177,10 @@ impl EventReader {
                     finish_reason: finish.finish_reason,
                     prompt_tokens: finish.usage.prompt_tokens,
                     completion_tokens: finish.usage.completion_tokens,
+                    cached_prompt_tokens: finish
+                        .usage
+                        .prompt_tokens_details
+                        .map(|details| details.cached_tokens),
                     tokens_estimated: false,
                     credits: 0.0,
                     context_usage_percent: None,

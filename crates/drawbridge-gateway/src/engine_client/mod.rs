@@ -484,6 +484,7 @@ impl ChatBackend for HttpEngine {
                 accounts: 0,
                 total_slots: 0,
                 available_slots: 0,
+                providers: Vec::new(),
             };
             // The first serving report, in the order calls take; else the first report of an
             // engine that answered; all within one HEALTH_TIMEOUT.

@@ -650,13 +650,21 @@ fn frame(out: &mut BytesMut, event: &str, data: &Value) {
     out.put_slice(b"\n\n");
 }
 
-fn usage(input_tokens: u64, output_tokens: u64) -> Value {
+/// Anthropic's usage object. `input_tokens` counts the prompt as OpenAI does (cache reads
+/// included); Anthropic counts `cache_read_input_tokens` apart from `input_tokens`, so the
+/// `cached` part moves there.
+fn usage(input_tokens: u64, output_tokens: u64, cached: u64) -> Value {
     json!({
-        "input_tokens": input_tokens,
+        "input_tokens": input_tokens.saturating_sub(cached),
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": cached,
     })
+}
+
+/// Of `usage`'s prompt tokens, those read from the upstream's cache (0: none said).
+fn cached(usage: &crate::openai::Usage) -> u64 {
+    usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
 }
 
 /// A tool call's arguments as the `input` object of a `tool_use` block (`{}` when they are
@@ -712,7 +720,7 @@ impl StreamEncoder {
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": usage(self.meta.input_tokens, 0),
+            "usage": usage(self.meta.input_tokens, 0, 0),
         });
         frame(
             &mut out,
@@ -811,16 +819,26 @@ impl StreamEncoder {
 
     fn finish(&mut self, out: &mut BytesMut, finish: &Finish) {
         self.close(out);
+        let mut usage = json!({
+            "input_tokens": finish.usage.prompt_tokens,
+            "output_tokens": finish.usage.completion_tokens,
+        });
+        if let Some(details) = finish.usage.prompt_tokens_details {
+            usage["input_tokens"] = json!(
+                finish
+                    .usage
+                    .prompt_tokens
+                    .saturating_sub(details.cached_tokens)
+            );
+            usage["cache_read_input_tokens"] = json!(details.cached_tokens);
+        }
         frame(
             out,
             "message_delta",
             &json!({
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason(finish.finish_reason), "stop_sequence": null},
-                "usage": {
-                    "input_tokens": finish.usage.prompt_tokens,
-                    "output_tokens": finish.usage.completion_tokens,
-                },
+                "usage": usage,
             }),
         );
         frame(out, "message_stop", &json!({"type": "message_stop"}));
@@ -904,7 +922,11 @@ impl MessageCollector {
             "content": content,
             "stop_reason": stop_reason(finish.finish_reason),
             "stop_sequence": null,
-            "usage": usage(finish.usage.prompt_tokens, finish.usage.completion_tokens),
+            "usage": usage(
+                finish.usage.prompt_tokens,
+                finish.usage.completion_tokens,
+                cached(&finish.usage),
+            ),
         })
     }
 }

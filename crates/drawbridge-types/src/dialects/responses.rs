@@ -996,7 +996,9 @@ impl ResponseEncoder {
             "usage".to_owned(),
             json!({
                 "input_tokens": usage.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {
+                    "cached_tokens": usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+                },
                 "output_tokens": usage.completion_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": usage.total_tokens,

@@ -128,6 +128,7 @@ pub(super) async fn park(
         finish_reason: FinishReason::ToolCalls,
         prompt_tokens: 0,
         completion_tokens: output.answer_tokens(),
+        cached_prompt_tokens: None,
         tokens_estimated: true,
         credits: 0.0,
         context_usage_percent: None,
