@@ -489,3 +489,62 @@ async fn a_request_with_an_image_goes_to_a_provider_account_never_to_an_agent() 
         "{error}"
     );
 }
+
+/// Prompt tokens the upstream read from its cache reach the client: OpenAI's
+/// `prompt_tokens_details.cached_tokens`, whole and streamed, and Anthropic's
+/// `cache_read_input_tokens` on `/v1/messages` (taken out of `input_tokens`, as Anthropic
+/// counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_prompt_tokens_reach_the_client_in_each_dialect() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(dir.path(), "sk-one-0123456789", &[]).await;
+    let stack = Stack::single(StackOptions {
+        accounts: Vec::new(),
+        extra_accounts_yaml: provider_account("p-1", "gpt-test", &upstream, "sk-one-0123456789"),
+        ..StackOptions::default()
+    })
+    .await;
+    let client = stack.client();
+    let prompt = "four words said here [[provider:cached n=3]]";
+    // Without the directive, no cached tokens are shown.
+    let plain = client.chat(&ask("four words said here")).await;
+    assert!(
+        plain.json()["usage"].get("prompt_tokens_details").is_none(),
+        "{}",
+        plain.text()
+    );
+    let whole = client.chat(&ask(prompt)).await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let usage = &whole.json()["usage"];
+    // The mock counts the words of the whole message, the directive's included.
+    let prompt_tokens = usage["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 3, "{usage}");
+    assert_eq!(
+        usage["prompt_tokens_details"]["cached_tokens"], 3,
+        "{usage}"
+    );
+
+    let mut streamed = ask(prompt);
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let reply = client.chat(&streamed).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let chunks = reply.sse_chunks();
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(
+        usage["prompt_tokens_details"]["cached_tokens"], 3,
+        "{usage}"
+    );
+
+    let messages = client
+        .post_json(
+            "/v1/messages",
+            &json!({"model": "gpt-test", "max_tokens": 64,
+                    "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await;
+    assert_eq!(messages.status, 200, "{}", messages.text());
+    let usage = &messages.json()["usage"];
+    assert_eq!(usage["cache_read_input_tokens"], 3, "{usage}");
+    assert_eq!(usage["input_tokens"], prompt_tokens - 3, "{usage}");
+}

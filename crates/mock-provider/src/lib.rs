@@ -23,7 +23,9 @@
 //!   with the arguments JSON (default `{}`; no spaces), finishing with `tool_calls`;
 //! - `reason`: stream a reasoning chunk (`reasoning_content`) before the text;
 //! - `echo_request`: answer with the request body minus `messages`, as JSON text (one
-//!   chunk), for tests of what an adapter sends.
+//!   chunk), for tests of what an adapter sends;
+//! - `cached n=N`: report N of the prompt tokens as read from the provider's cache
+//!   (OpenAI's `usage.prompt_tokens_details.cached_tokens`).
 //!
 //! Per process (flags of the binary): `--fail-with N [--retry-after S]` answers every request
 //! with status N (in the route's error shape), and `--api-key K` refuses a request without
@@ -110,6 +112,8 @@ pub struct Script {
     pub tool_args: Option<String>,
     pub reason: bool,
     pub echo_request: bool,
+    /// Prompt tokens reported as cached.
+    pub cached: Option<u64>,
 }
 
 /// A directive the mock does not understand.
@@ -184,6 +188,10 @@ fn apply(script: &mut Script, directive: &str) -> Result<(), DirectiveError> {
         }
         "reason" => script.reason = true,
         "echo_request" => script.echo_request = true,
+        "cached" => {
+            script.cached =
+                Some(number("n")?.ok_or_else(|| DirectiveError("cached needs n=N".into()))?);
+        }
         other => return Err(DirectiveError(format!("unknown directive '{other}'"))),
     }
     Ok(())
@@ -221,6 +229,8 @@ pub struct Answer {
     pub tool_call: Option<(String, String)>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Prompt tokens reported as read from the cache.
+    pub cached_tokens: Option<u64>,
 }
 
 impl Answer {
@@ -295,6 +305,7 @@ impl Answer {
             tool_call,
             prompt_tokens,
             completion_tokens,
+            cached_tokens: script.cached,
         })
     }
 
@@ -307,11 +318,15 @@ impl Answer {
     }
 
     fn usage(&self) -> Value {
-        json!({
+        let mut usage = json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-        })
+        });
+        if let Some(cached) = self.cached_tokens {
+            usage["prompt_tokens_details"] = json!({ "cached_tokens": cached });
+        }
+        usage
     }
 
     /// The whole answer (`stream: false`).
@@ -467,6 +482,7 @@ mod tests {
             parse("[[provider:tool]] [[provider:reason]] [[provider:echo_request]]").unwrap();
         assert_eq!(script.tool, Some(None));
         assert!(script.reason && script.echo_request);
+        assert_eq!(parse("[[provider:cached n=5]]").unwrap().0.cached, Some(5));
         assert_eq!(
             parse("plain").unwrap(),
             (Script::default(), "plain".to_owned())
@@ -480,6 +496,7 @@ mod tests {
             "[[provider:status code=abc]]",
             "[[provider:status code=99]]",
             "[[provider:cut after]]",
+            "[[provider:cached]]",
             "[[provider:explode]]",
             "[[provider:cut after=1",
         ] {
@@ -498,6 +515,14 @@ mod tests {
         let usage: Value = serde_json::from_str(&frames[frames.len() - 2]).unwrap();
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["total_tokens"], 6);
+        assert!(usage["usage"].get("prompt_tokens_details").is_none());
+        let cached = Script {
+            cached: Some(1),
+            ..Script::default()
+        };
+        let answer_cached = Answer::plan(&body, &cached, "hi there").unwrap();
+        let whole = answer_cached.completion("c1", 7);
+        assert_eq!(whole["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
         let first: Value = serde_json::from_str(&frames[0]).unwrap();
         assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
         let cut = answer.stream("c1", 7, true, Some(2));
