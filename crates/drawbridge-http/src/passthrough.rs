@@ -26,10 +26,7 @@ use tracing::Instrument as _;
 
 use crate::dialect::{MAX_MODEL_LABEL, log_refusal, tenant};
 use crate::gate::{Ended, Gate, Outcome, Refusal};
-use crate::{
-    ApiState, ChatContext, MAX_SESSION_KEY, meter, read_body, request_id, with_headers,
-    with_request_id,
-};
+use crate::{ApiState, ChatContext, meter, read_body, request_id, with_headers, with_request_id};
 
 /// The header in which the engine's internal API names the account that answered a
 /// forwarded request (only with [`ApiState::expose_metering`]): what the gateway's ledger
@@ -355,14 +352,7 @@ async fn start<G: Gate>(
     started: tokio::time::Instant,
 ) -> Result<(Response, HeaderMap), Refusal> {
     let entry = state.gate.enter(request.headers()).await?;
-    let session = state
-        .session_header
-        .as_ref()
-        .and_then(|name| request.headers().get(name))
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|key| !key.is_empty() && key.len() <= MAX_SESSION_KEY)
-        .map(str::to_owned);
+    let session = crate::dialect::session_key(state, request.headers());
     let tenant = tenant(state.gate.as_ref(), &entry, request.headers());
     let headers = entry.headers.clone();
     let refuse = |error: ApiError| Refusal {
@@ -370,10 +360,7 @@ async fn start<G: Gate>(
         headers: headers.clone(),
     };
     if state.draining.is_cancelled() {
-        return Err(refuse(
-            ApiError::unavailable("This node is shutting down; send the request to another one.")
-                .with_retry_after(std::time::Duration::from_secs(1)),
-        ));
+        return Err(refuse(crate::dialect::shutting_down()));
     }
     let body = read_body(request.into_body(), state.max_body_bytes)
         .await

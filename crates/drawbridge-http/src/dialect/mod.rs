@@ -157,6 +157,25 @@ pub(crate) fn tenant<G: Gate>(gate: &G, entry: &Entry<G::Context>, headers: &Hea
         .map_or_else(|| entry.caller.key_id.clone(), str::to_owned)
 }
 
+/// The conversation key the client sent in [`ApiState::session_header`], if any (trimmed; an
+/// empty or overlong one is ignored).
+pub(crate) fn session_key<G: Gate>(state: &ApiState<G>, headers: &HeaderMap) -> Option<String> {
+    state
+        .session_header
+        .as_ref()
+        .and_then(|name| headers.get(name))
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.len() <= MAX_SESSION_KEY)
+        .map(str::to_owned)
+}
+
+/// The refusal of a request that arrives while this node drains.
+pub(crate) fn shutting_down() -> ApiError {
+    ApiError::unavailable("This node is shutting down; send the request to another one.")
+        .with_retry_after(Duration::from_secs(1))
+}
+
 /// The longest model name used as a metrics label; longer ones count as unknown.
 pub(crate) const MAX_MODEL_LABEL: usize = 64;
 
@@ -171,14 +190,7 @@ async fn start<G: Gate, D: Dialect>(
     started: tokio::time::Instant,
 ) -> Result<(Response, HeaderMap), Refusal> {
     let entry = state.gate.enter(request.headers()).await?;
-    let session = state
-        .session_header
-        .as_ref()
-        .and_then(|name| request.headers().get(name))
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|key| !key.is_empty() && key.len() <= MAX_SESSION_KEY)
-        .map(str::to_owned);
+    let session = session_key(state, request.headers());
     // Only a caller whose key is trusted to (Drawbridge's own gateway, calling the internal
     // API with a `trust_tenant` channel key) may say whose request this is.
     let tenant = tenant(state.gate.as_ref(), &entry, request.headers());
@@ -190,10 +202,7 @@ async fn start<G: Gate, D: Dialect>(
         headers: headers.clone(),
     };
     if state.draining.is_cancelled() {
-        return Err(refuse(
-            ApiError::unavailable("This node is shutting down; send the request to another one.")
-                .with_retry_after(Duration::from_secs(1)),
-        ));
+        return Err(refuse(shutting_down()));
     }
     let (parts, body) = request.into_parts();
     let body = read_body(body, state.max_body_bytes)
