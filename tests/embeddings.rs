@@ -332,33 +332,11 @@ async fn a_failing_upstream_is_passed_over_and_a_rate_limited_one_rests() {
 /// `tests/sdk_embeddings`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_creates_embeddings_and_images() {
-    let python = std::env::var("SDK_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SDK_PYTHON is not set: run `make test`, which creates the venv with the openai package"
-        )
-    });
     let dir = tempfile::tempdir().unwrap();
     let upstream = Upstream::start(dir.path(), KEY_ONE, &[]).await;
     let stack = stack_with(false, &[&upstream]).await;
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk_embeddings");
-    let run = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(&suite)
-        .env("DRAWBRIDGE_BASE_URL", &stack.base_url)
-        .env("DRAWBRIDGE_API_KEY", test_support::stack::API_KEY)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the SDK suite finishes")
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the OpenAI SDK suite failed");
-    assert!(
-        stdout.contains("5 passed") && !stdout.contains("skipped"),
-        "{stdout}"
-    );
+    test_support::sdk::run_python_suite(&suite, &stack.base_url, &[], 5).await;
     assert!(forwarded(&upstream).await >= 4);
 }
 

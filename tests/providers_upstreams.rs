@@ -9,7 +9,6 @@
 mod provider_mocks;
 
 use std::path::Path;
-use std::time::Duration;
 
 use provider_mocks::{Upstream, account, account_with_error, content, provider_account_of};
 use serde_json::{Value, json};
@@ -346,33 +345,11 @@ async fn a_stream_cut_on_one_kind_is_finished_on_the_other() {
 /// and a Gemini account: `tests/sdk_upstreams`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_through_anthropic_and_gemini_accounts() {
-    let python = std::env::var("SDK_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SDK_PYTHON is not set: run `make test`, which creates the venv with the openai package"
-        )
-    });
     let dir = tempfile::tempdir().unwrap();
     let (stack, claude, gemini) =
         claude_and_gemini(dir.path(), ("claude-test", &[]), ("gemini-test", &[])).await;
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk_upstreams");
-    let run = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(&suite)
-        .env("DRAWBRIDGE_BASE_URL", &stack.base_url)
-        .env("DRAWBRIDGE_API_KEY", test_support::stack::API_KEY)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the SDK suite finishes")
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the OpenAI SDK suite failed");
-    assert!(
-        stdout.contains("6 passed") && !stdout.contains("skipped"),
-        "{stdout}"
-    );
+    test_support::sdk::run_python_suite(&suite, &stack.base_url, &[], 6).await;
     assert!(claude.requests().await >= 3);
     assert!(gemini.requests().await >= 3);
 }

@@ -18,6 +18,7 @@ pub use ::http::Method;
 pub mod process;
 pub mod provider;
 pub mod redis;
+pub mod sdk;
 pub mod stack;
 pub mod state;
 pub mod wait;
