@@ -47,8 +47,8 @@ pub use log::{LogConfig, LogFormat};
 pub use node::NodeConfig;
 pub use redis::RedisConfig;
 pub use routes::{
-    BreakerOverride, PriceConfig, RetryConfig, RouteConfig, RouteStrategy, TargetConfig, WhenConfig,
-    breaker_overrides,
+    BreakerOverride, PriceConfig, RetryConfig, RouteConfig, RouteStrategy, TargetConfig,
+    WhenConfig, breaker_overrides,
 };
 pub use sanitize::{SanitizeConfig, SanitizeModeConfig};
 pub use secret::Secret;

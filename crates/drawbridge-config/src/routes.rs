@@ -597,11 +597,10 @@ routes:
         assert_eq!(overrides["kiro-2"], over);
         assert!(!overrides.contains_key("openai-main"));
         // It serialises back to what was written.
-        let again: crate::TargetConfig = figment::Figment::from(
-            figment::providers::Serialized::defaults(&targets[0]),
-        )
-        .extract()
-        .unwrap();
+        let again: crate::TargetConfig =
+            figment::Figment::from(figment::providers::Serialized::defaults(&targets[0]))
+                .extract()
+                .unwrap();
         assert_eq!(again, targets[0]);
     }
 
