@@ -649,3 +649,39 @@ routes:
     .await;
     assert_eq!(breaker(&h, "kiro-2"), "open");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_changes_a_targets_breaker() {
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    // health.circuit_breaker: five failures open a breaker.
+    let route = |breaker: &str| {
+        format!(
+            "health: {{ circuit_breaker: {{ failure_threshold: 5 }} }}\nroutes: {{ kiro: {{ targets: [{{ accounts: [kiro-1]{breaker} }}] }} }}"
+        )
+    };
+    let h = harness(&route(""), &[&kiro_1]).await;
+    for _ in 0..2 {
+        assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(
+        h.engine.settings().breaker_for("kiro-1"),
+        h.engine.settings().breaker
+    );
+    // The window holds two failures; under the reloaded override the third opens it.
+    h.engine
+        .apply_settings(EngineSettings::from_config(&config(&route(
+            ", circuit_breaker: { failure_threshold: 3 }",
+        ))));
+    assert_eq!(
+        h.engine.settings().breaker_for("kiro-1").failure_threshold,
+        3
+    );
+    assert!(h.engine.breaker_transitions().is_empty());
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
+    eventually(
+        "kiro-1's breaker opens under the reloaded settings",
+        || async { h.engine.breaker_transitions() == [("kiro-1".to_owned(), "open", 1)] },
+    )
+    .await;
+    assert_eq!(kiro_1.prompts().len(), 3);
+}

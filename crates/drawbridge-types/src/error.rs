@@ -393,6 +393,20 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_has_the_upstreams_status_else_its_kinds() {
+        let error = ApiError::upstream("The provider answered with status 503.");
+        assert_eq!(error.failure_status(), 502);
+        let error = error.with_upstream_status(503);
+        assert_eq!(error.failure_status(), 503);
+        // The client still sees the kind's status and body.
+        assert_eq!(error.status(), 502);
+        let body = serde_json::to_value(error.to_body()).unwrap();
+        let fields: Vec<&String> = body["error"].as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["code", "message", "param", "type"], "{body}");
+        assert_eq!(body["error"]["code"], "upstream_error");
+    }
+
+    #[test]
     fn only_server_side_failures_are_retryable() {
         assert!(ErrorKind::Upstream.retryable());
         assert!(ErrorKind::NoCapacity.retryable());
