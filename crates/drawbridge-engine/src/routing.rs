@@ -43,6 +43,18 @@ pub(crate) struct Plan {
     pub prices: Arc<BTreeMap<String, f64>>,
 }
 
+impl Plan {
+    /// Whether the strategy may choose target `index` for this request at all (a
+    /// `conditional` route: its rule matches; a `single` one: its first target).
+    pub fn may_use(&self, index: usize) -> bool {
+        match self.strategy {
+            Strategy::Conditional => self.targets.get(index).is_some_and(|t| t.applies),
+            Strategy::Single => index == 0,
+            _ => index < self.targets.len(),
+        }
+    }
+}
+
 /// One target of a [`Plan`].
 #[derive(Debug, Clone)]
 pub(crate) struct PlanTarget {

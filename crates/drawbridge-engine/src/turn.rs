@@ -32,7 +32,7 @@ use crate::breakers::{Breakers, Ticket};
 use crate::cooldowns::Cooldowns;
 use crate::credits::Credits;
 use crate::errors;
-use crate::routing::{InflightGuard, Picked, RouteKey, Routing};
+use crate::routing::{InflightGuard, Picked, PlanTarget, RouteKey, Routing};
 use crate::settings::{EngineSettings, Settings};
 use crate::workers::WorkerConn;
 
@@ -244,7 +244,10 @@ impl Turns {
                         target.accounts.clear();
                     }
                 }
-                if plan.targets.iter().all(|t| t.accounts.is_empty()) {
+                let usable =
+                    |(i, t): (usize, &PlanTarget)| plan.may_use(i) && !t.accounts.is_empty();
+                if !plan.targets.iter().enumerate().any(usable) {
+                    // Done with every target it may use: the last failure is the answer.
                     break;
                 }
             }

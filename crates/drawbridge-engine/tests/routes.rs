@@ -685,3 +685,30 @@ async fn a_reload_changes_a_targets_breaker() {
     .await;
     assert_eq!(kiro_1.prompts().len(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_done_with_every_target_it_may_use_gets_the_last_failure() {
+    // The only target whose rule matches moves on after a rate limit (not in its
+    // `on_status`): the client gets that rate limit, not a missing model.
+    let limited = ApiError::new(ErrorKind::AccountRateLimited, "slow down")
+        .with_retry_after(Duration::from_secs(30));
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(limited)));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(
+        "
+model_aliases: { cheap: kiro }
+routes:
+  kiro:
+    strategy: conditional
+    targets:
+      - { accounts: [kiro-1], when: { model_prefix: ki }, retry: { attempts: 3, on_status: [503] } }
+      - { accounts: [openai], when: { model: cheap } }
+",
+        &[&kiro_1, &openai],
+    )
+    .await;
+    let (status, answer) = ask(&h, "kiro").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(answer["error"]["code"], "rate_limit_exceeded", "{answer}");
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 0));
+}
