@@ -712,3 +712,27 @@ routes:
     assert_eq!(answer["error"]["code"], "rate_limit_exceeded", "{answer}");
     assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_within_the_backoff_is_waited_a_longer_one_rests_the_account() {
+    let limited = |after_ms: u64| {
+        ApiError::new(ErrorKind::AccountRateLimited, "slow down")
+            .with_retry_after(Duration::from_millis(after_ms))
+    };
+    let retry = "{ attempts: 2, on_status: [429], backoff: 200ms }";
+    // Back after 100 ms: the backoff of 200 ms covers it, the same account answers.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").then(Script::Fails(limited(100))));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(&retrying(retry), &[&kiro_1, &openai]).await;
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (2, 0));
+    assert_eq!(gaps_ms(&kiro_1), [200]);
+    // Back after a second: not awaited; the account rests and the next target answers.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").then(Script::Fails(limited(1000))));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(&retrying(retry), &[&kiro_1, &openai]).await;
+    let began = tokio::time::Instant::now();
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 1));
+    assert!(began.elapsed() < Duration::from_secs(1));
+}
