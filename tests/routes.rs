@@ -4,7 +4,10 @@
 //! better), and the provider takes over once they are spent. Who answered shows in the text
 //! (the agent echoes the prompt, the provider prefixes it with "You said: "), in the mock's
 //! own request counter, and in the admin API's accounts view and the metrics. And a route
-//! changed in the file takes effect on SIGHUP, without a restart.
+//! changed in the file takes effect on SIGHUP, without a restart. And a target's `retry`
+//! policy: an upstream that answers 503 twice, then recovers, keeps serving under
+//! `on_status: [503]`, while under `on_status: [429]` its 503 sends the request on to the next
+//! target.
 
 use std::path::Path;
 
@@ -23,6 +26,24 @@ async fn upstream(dir: &Path, key: &str) -> Process {
         "mock-provider",
         &config,
         &[("MOCK_PROVIDER_API_KEY", key)],
+        &["http"],
+    )
+    .await
+}
+
+/// A running mock provider that wants `key` and answers its first `times` requests with
+/// `status`.
+async fn failing_upstream(dir: &Path, key: &str, status: u16, times: u64) -> Process {
+    let config = dir.join("mock-provider-failing.yaml");
+    std::fs::write(&config, "").unwrap();
+    Process::start(
+        "mock-provider",
+        &config,
+        &[
+            ("MOCK_PROVIDER_API_KEY", key),
+            ("MOCK_PROVIDER_FAIL_WITH", &status.to_string()),
+            ("MOCK_PROVIDER_FAIL_TIMES", &times.to_string()),
+        ],
         &["http"],
     )
     .await
@@ -187,4 +208,60 @@ async fn a_route_changed_in_the_file_applies_without_a_restart() {
     }
     assert_eq!(upstream_requests(&mock).await, 2);
     stack.stop().await;
+}
+
+/// `drawbridge` with one mock-agent account and the provider accounts `flaky` (on `first`)
+/// and `steady` (on `second`), under a fallback route whose first target, `flaky`, has
+/// `retry`.
+async fn retry_stack(first: &Process, second: &Process, key: &str, retry: &str) -> Stack {
+    let provider = |id: &str, mock: &Process| {
+        format!(
+            "  - id: {id}\n    kind: openai\n    models: [kiro]\n    provider:\n      base_url: http://{}/v1\n      api_key: {key}\n",
+            mock.addr("http")
+        )
+    };
+    Stack::single(StackOptions {
+        accounts: vec![AccountSpec::new(1)],
+        extra_accounts_yaml: format!("{}{}", provider("flaky", first), provider("steady", second)),
+        engine_yaml: format!(
+            "routes:\n  kiro:\n    strategy: fallback\n    targets:\n      - {{ accounts: [flaky], retry: {retry} }}\n      - {{ accounts: [steady] }}\n"
+        ),
+        ..StackOptions::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_retried_on_its_status_serves_once_its_upstream_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "sk-route-0123456789";
+    let flaky = failing_upstream(dir.path(), key, 503, 2).await;
+    let steady = upstream(dir.path(), key).await;
+    let stack = retry_stack(
+        &flaky,
+        &steady,
+        key,
+        "{ attempts: 3, on_status: [503], backoff: 50ms }",
+    )
+    .await;
+    let reply = stack.client().chat(&ask("third time lucky")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(content(&reply), "You said: third time lucky");
+    // Two 503s, then the answer, all from the first target's upstream.
+    assert_eq!(upstream_requests(&flaky).await, 3);
+    assert_eq!(upstream_requests(&steady).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_the_target_does_not_retry_goes_to_the_next_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "sk-route-0123456789";
+    let flaky = failing_upstream(dir.path(), key, 503, 2).await;
+    let steady = upstream(dir.path(), key).await;
+    let stack = retry_stack(&flaky, &steady, key, "{ attempts: 3, on_status: [429] }").await;
+    let reply = stack.client().chat(&ask("next please")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(content(&reply), "You said: next please");
+    assert_eq!(upstream_requests(&flaky).await, 1, "one 503, not retried");
+    assert_eq!(upstream_requests(&steady).await, 1);
 }

@@ -38,17 +38,29 @@ impl Default for CircuitBreakerConfig {
 
 impl HealthConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let cb = &self.circuit_breaker;
-        if cb.window_size == 0 || cb.failure_threshold == 0 || cb.failure_threshold > cb.window_size
+        self.circuit_breaker.validate("health.circuit_breaker")
+    }
+}
+
+impl CircuitBreakerConfig {
+    /// Check the settings given under `key` (`health.circuit_breaker`, or a route target's
+    /// override once applied over it).
+    pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.window_size == 0
+            || self.failure_threshold == 0
+            || self.failure_threshold > self.window_size
         {
             return Err(ConfigError::invalid(
-                "health.circuit_breaker.failure_threshold",
-                "must be between 1 and health.circuit_breaker.window_size",
+                format!("{key}.failure_threshold"),
+                format!(
+                    "must be between 1 and the window size (`window_size`: {})",
+                    self.window_size
+                ),
             ));
         }
-        if cb.half_open_probes == 0 {
+        if self.half_open_probes == 0 {
             return Err(ConfigError::invalid(
-                "health.circuit_breaker.half_open_probes",
+                format!("{key}.half_open_probes"),
                 "must be at least 1",
             ));
         }

@@ -46,7 +46,10 @@ pub use keys::StaticKey;
 pub use log::{LogConfig, LogFormat};
 pub use node::NodeConfig;
 pub use redis::RedisConfig;
-pub use routes::{PriceConfig, RouteConfig, RouteStrategy, TargetConfig, WhenConfig};
+pub use routes::{
+    BreakerOverride, PriceConfig, RetryConfig, RouteConfig, RouteStrategy, TargetConfig,
+    WhenConfig, breaker_overrides,
+};
 pub use sanitize::{SanitizeConfig, SanitizeModeConfig};
 pub use secret::Secret;
 pub use worker::WorkerConfig;
@@ -165,7 +168,12 @@ impl Config {
         self.engine.validate()?;
         self.continuation.validate()?;
         validate_aliases(&self.model_aliases)?;
-        routes::validate(&self.routes, &self.prices, &ids)?;
+        routes::validate(
+            &self.routes,
+            &self.prices,
+            &ids,
+            &self.health.circuit_breaker,
+        )?;
         self.admin.validate()
     }
 

@@ -2,10 +2,11 @@
 //! them; and what each account costs, for the `cost-optimized` strategy.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigError;
+use crate::{CircuitBreakerConfig, ConfigError};
 
 /// `routes.<model>`: the targets that serve the model (the name the accounts serve, or an
 /// alias of it; a route under an alias's name applies to that alias only) and the strategy
@@ -53,6 +54,109 @@ pub struct TargetConfig {
     /// When the target applies (`conditional` only); absent: always.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<WhenConfig>,
+    /// How often the target is tried for one request, after which failures, and how long
+    /// it waits between tries; absent: as the engine's budgets allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// The circuit-breaker settings of the target's accounts, over `health.circuit_breaker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<BreakerOverride>,
+}
+
+/// `routes.<model>.targets[].retry`: the target's tries for one request. Once they are
+/// spent, or after a failure whose status is not in `on_status`, the route moves on to its
+/// next target. The request's `engine.max_attempts` and deadline bound everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Tries of the target for one request, over its accounts (tries again on the same
+    /// account included); absent: no limit of the target's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// The failure statuses after which the target is tried again (the upstream's status
+    /// for a provider account, else the status the failure has for clients); absent: the
+    /// failures another try could get past (5xx, an account's 429). A client error (400) is
+    /// never tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_status: Option<Vec<u16>>,
+    /// The wait before the target's second try, doubled before each one after (at most
+    /// [`RetryConfig::MAX_BACKOFF_FACTOR`] times it); default 0.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+impl RetryConfig {
+    /// The longest wait between two tries, as a multiple of `backoff`.
+    pub const MAX_BACKOFF_FACTOR: u32 = 10;
+
+    /// The wait before the target's try number `try_number` (1: its first, no wait):
+    /// `backoff`, doubled for each try after the second, capped at
+    /// [`RetryConfig::MAX_BACKOFF_FACTOR`] times `backoff`.
+    pub fn wait_before(&self, try_number: u32) -> Duration {
+        if try_number < 2 {
+            return Duration::ZERO;
+        }
+        let doublings = (try_number - 2).min(8);
+        let factor = (1_u32 << doublings).min(Self::MAX_BACKOFF_FACTOR);
+        self.backoff.saturating_mul(factor)
+    }
+}
+
+/// `routes.<model>.targets[].circuit_breaker`: any of `health.circuit_breaker`'s settings,
+/// for the breakers of the target's accounts. A breaker is the account's (one per account,
+/// whichever route sends it traffic), so two targets may not give one account different
+/// settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_size: Option<u32>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reset_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_probes: Option<u32>,
+}
+
+impl BreakerOverride {
+    /// `base` with the settings this override gives.
+    pub fn over(&self, base: &CircuitBreakerConfig) -> CircuitBreakerConfig {
+        CircuitBreakerConfig {
+            failure_threshold: self.failure_threshold.unwrap_or(base.failure_threshold),
+            window_size: self.window_size.unwrap_or(base.window_size),
+            reset_timeout: self.reset_timeout.unwrap_or(base.reset_timeout),
+            half_open_probes: self.half_open_probes.unwrap_or(base.half_open_probes),
+        }
+    }
+}
+
+/// The breaker settings of every account a route target overrides them for (`base`:
+/// `health.circuit_breaker`); the other accounts keep `base`. Validation has refused two
+/// targets giving one account different settings; were they given, the first (by model name,
+/// then target) would count.
+pub fn breaker_overrides(
+    routes: &BTreeMap<String, RouteConfig>,
+    base: &CircuitBreakerConfig,
+) -> BTreeMap<String, CircuitBreakerConfig> {
+    let mut overrides = BTreeMap::new();
+    for route in routes.values() {
+        for target in &route.targets {
+            let Some(over) = &target.circuit_breaker else {
+                continue;
+            };
+            for account in &target.accounts {
+                overrides
+                    .entry(account.clone())
+                    .or_insert_with(|| over.over(base));
+            }
+        }
+    }
+    overrides
 }
 
 /// `routes.<model>.targets[].when`: a `conditional` target's rule. Every field given must
@@ -107,11 +211,33 @@ impl PriceConfig {
     }
 }
 
-/// Check `routes` and `prices` against the account ids.
+impl RetryConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.attempts == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{key}.attempts"),
+                "must be at least 1 (the target's first try counts)",
+            ));
+        }
+        for (i, status) in self.on_status.iter().flatten().enumerate() {
+            if !(400..=599).contains(status) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.on_status[{i}]"),
+                    format!("{status} is not an error status (400 to 599)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check `routes` and `prices` against the account ids, and the targets' breaker settings
+/// against `breaker` (`health.circuit_breaker`) and each other.
 pub(crate) fn validate(
     routes: &BTreeMap<String, RouteConfig>,
     prices: &BTreeMap<String, PriceConfig>,
     ids: &BTreeSet<&str>,
+    breaker: &CircuitBreakerConfig,
 ) -> Result<(), ConfigError> {
     for (account, price) in prices {
         let key = format!("prices.{account}");
@@ -137,7 +263,35 @@ pub(crate) fn validate(
                 "a route's model name is empty",
             ));
         }
-        route.validate(&format!("routes.{model}"), prices, ids)?;
+        route.validate(&format!("routes.{model}"), prices, ids, breaker)?;
+    }
+    // One breaker per account: every target that sets an account's breaker agrees.
+    let mut set_by: BTreeMap<&str, (String, CircuitBreakerConfig)> = BTreeMap::new();
+    for (model, route) in routes {
+        for (t, target) in route.targets.iter().enumerate() {
+            let Some(over) = &target.circuit_breaker else {
+                continue;
+            };
+            let key = format!("routes.{model}.targets[{t}].circuit_breaker");
+            let config = over.over(breaker);
+            for account in &target.accounts {
+                match set_by.get(account.as_str()) {
+                    Some((first, theirs)) if theirs != &config => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            format!(
+                                "gives account '{account}' other breaker settings than \
+                                 {first} (an account has one breaker, whichever route uses it)"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        set_by.insert(account, (key.clone(), config.clone()));
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -148,6 +302,7 @@ impl RouteConfig {
         key: &str,
         prices: &BTreeMap<String, PriceConfig>,
         ids: &BTreeSet<&str>,
+        breaker: &CircuitBreakerConfig,
     ) -> Result<(), ConfigError> {
         if self.targets.is_empty() {
             return Err(ConfigError::invalid(
@@ -204,6 +359,21 @@ impl RouteConfig {
                     ));
                 }
             }
+            if let Some(retry) = &target.retry {
+                retry.validate(&format!("{key}.retry"))?;
+            }
+            if let Some(over) = &target.circuit_breaker {
+                let key = format!("{key}.circuit_breaker");
+                if over == &BreakerOverride::default() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "name at least one of `failure_threshold`, `window_size`, \
+                         `reset_timeout`, `half_open_probes` (leave `circuit_breaker` out for \
+                         health.circuit_breaker's settings)",
+                    ));
+                }
+                over.over(breaker).validate(&key)?;
+            }
         }
         if self.strategy == RouteStrategy::Loadbalance
             && self.targets.iter().all(|t| t.weight == Some(0))
@@ -219,7 +389,12 @@ impl RouteConfig {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Config, PriceConfig, Role, RouteStrategy, WhenConfig};
+    use std::time::Duration;
+
+    use crate::{
+        BreakerOverride, CircuitBreakerConfig, Config, PriceConfig, RetryConfig, Role,
+        RouteStrategy, WhenConfig, breaker_overrides,
+    };
 
     const ACCOUNTS: &str = "
 accounts:
@@ -368,9 +543,163 @@ prices:
         for yaml in [
             "routes: { m: { strategy: random, targets: [{ accounts: [kiro-1] }] } }",
             "routes: { m: { targets: [{ accounts: [kiro-1], retry: 3 }] } }",
+            "routes: { m: { targets: [{ accounts: [kiro-1], retry: { tries: 3 } }] } }",
+            "routes: { m: { targets: [{ accounts: [kiro-1], retry: { attempts: -1 } }] } }",
+            "routes: { m: { targets: [{ accounts: [kiro-1], retry: { backoff: soon } }] } }",
+            "routes: { m: { targets: [{ accounts: [kiro-1], circuit_breaker: { threshold: 2 } }] } }",
             "routes: { m: { targets: [{ accounts: [kiro-1], when: { header: x } }] } }",
         ] {
             assert!(config(yaml).is_err(), "{yaml}");
         }
+    }
+
+    #[test]
+    fn target_overrides_parse_with_their_defaults() {
+        let config = config(
+            "
+health: { circuit_breaker: { failure_threshold: 4, window_size: 8 } }
+routes:
+  m:
+    strategy: fallback
+    targets:
+      - accounts: [kiro-1, kiro-2]
+        retry: { attempts: 3, on_status: [429, 503], backoff: 200ms }
+        circuit_breaker: { failure_threshold: 2, reset_timeout: 5s }
+      - { accounts: [openai-main], retry: { backoff: 1s } }
+      - { accounts: [kiro-1] }
+",
+        )
+        .unwrap();
+        let targets = &config.routes["m"].targets;
+        assert_eq!(
+            targets[0].retry,
+            Some(RetryConfig {
+                attempts: Some(3),
+                on_status: Some(vec![429, 503]),
+                backoff: Duration::from_millis(200),
+            })
+        );
+        // Unset: no limit of the target's own, the retryable failures, no wait.
+        let plain = targets[1].retry.clone().unwrap();
+        assert_eq!((plain.attempts, plain.on_status), (None, None));
+        assert_eq!(targets[2].retry, None);
+        assert_eq!(targets[2].circuit_breaker, None);
+        // The override applies over health.circuit_breaker, field by field.
+        let overrides = breaker_overrides(&config.routes, &config.health.circuit_breaker);
+        let over = CircuitBreakerConfig {
+            failure_threshold: 2,
+            window_size: 8,
+            reset_timeout: Duration::from_secs(5),
+            half_open_probes: 1,
+        };
+        assert_eq!(overrides.len(), 2, "{overrides:?}");
+        assert_eq!(overrides["kiro-1"], over);
+        assert_eq!(overrides["kiro-2"], over);
+        assert!(!overrides.contains_key("openai-main"));
+        // It serialises back to what was written.
+        let again: crate::TargetConfig =
+            figment::Figment::from(figment::providers::Serialized::defaults(&targets[0]))
+                .extract()
+                .unwrap();
+        assert_eq!(again, targets[0]);
+    }
+
+    #[test]
+    fn the_backoff_doubles_from_the_second_try_up_to_its_cap() {
+        let retry = RetryConfig {
+            backoff: Duration::from_millis(100),
+            ..RetryConfig::default()
+        };
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| u64::try_from(retry.wait_before(n).as_millis()).unwrap())
+            .collect();
+        assert_eq!(waits, [0, 100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(RetryConfig::default().wait_before(5), Duration::ZERO);
+        assert_eq!(retry.wait_before(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_target_overrides_are_errors_naming_the_field() {
+        let table = [
+            (
+                "routes: { m: { targets: [{ accounts: [kiro-1] }, { accounts: [kiro-2], retry: { attempts: 0 } }] } }",
+                "`routes.m.targets[1].retry.attempts`",
+                "at least 1",
+            ),
+            (
+                "routes: { m: { targets: [{ accounts: [kiro-1], retry: { on_status: [503, 200] } }] } }",
+                "`routes.m.targets[0].retry.on_status[1]`",
+                "400 to 599",
+            ),
+            (
+                "routes: { m: { targets: [{ accounts: [kiro-1], circuit_breaker: {} }] } }",
+                "`routes.m.targets[0].circuit_breaker`",
+                "at least one of",
+            ),
+            (
+                "routes: { m: { targets: [{ accounts: [kiro-1], circuit_breaker: { failure_threshold: 11 } }] } }",
+                "`routes.m.targets[0].circuit_breaker.failure_threshold`",
+                "between 1 and the window size (`window_size`: 10)",
+            ),
+            (
+                "routes: { m: { targets: [{ accounts: [kiro-1], circuit_breaker: { window_size: 0 } }] } }",
+                "`routes.m.targets[0].circuit_breaker.failure_threshold`",
+                "between 1 and",
+            ),
+            (
+                "routes: { m: { targets: [{ accounts: [kiro-1], circuit_breaker: { half_open_probes: 0 } }] } }",
+                "`routes.m.targets[0].circuit_breaker.half_open_probes`",
+                "at least 1",
+            ),
+            (
+                "health: { circuit_breaker: { failure_threshold: 0 } }",
+                "`health.circuit_breaker.failure_threshold`",
+                "between 1 and",
+            ),
+        ];
+        for (yaml, key, words) in table {
+            let err = config(yaml).unwrap_err();
+            assert!(err.contains(key), "{yaml}: {err}");
+            assert!(err.contains(words), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn two_targets_giving_an_account_different_breakers_is_an_error_naming_both() {
+        let err = config(
+            "
+routes:
+  a: { targets: [{ accounts: [kiro-1], circuit_breaker: { failure_threshold: 2 } }] }
+  b:
+    strategy: fallback
+    targets:
+      - { accounts: [kiro-2] }
+      - { accounts: [openai-main, kiro-1], circuit_breaker: { failure_threshold: 5 } }
+",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`routes.b.targets[1].circuit_breaker`")
+                && err.contains("routes.a.targets[0].circuit_breaker")
+                && err.contains("'kiro-1'"),
+            "{err}"
+        );
+        // The same settings, however written, agree; a target without an override leaves
+        // the account's breaker to the one that has it.
+        let config = config(
+            "
+routes:
+  a: { targets: [{ accounts: [kiro-1], circuit_breaker: { failure_threshold: 2, window_size: 10 } }] }
+  b: { targets: [{ accounts: [kiro-1], circuit_breaker: { failure_threshold: 2 } }] }
+  c: { targets: [{ accounts: [kiro-1] }] }
+",
+        )
+        .unwrap();
+        let overrides = breaker_overrides(&config.routes, &config.health.circuit_breaker);
+        assert_eq!(overrides["kiro-1"].failure_threshold, 2);
+        assert_eq!(
+            BreakerOverride::default().over(&config.health.circuit_breaker),
+            config.health.circuit_breaker
+        );
     }
 }

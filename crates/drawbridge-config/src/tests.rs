@@ -276,6 +276,10 @@ fn the_shipped_configs_are_valid() {
     strategies.sort();
     strategies.dedup();
     assert_eq!(strategies.len(), 7, "{strategies:?}");
+    // And one example of each per-target override.
+    let targets = || providers.routes.values().flat_map(|r| &r.targets);
+    assert!(targets().any(|t| t.retry.is_some()));
+    assert!(targets().any(|t| t.circuit_breaker.is_some()));
 }
 
 #[test]

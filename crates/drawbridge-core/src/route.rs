@@ -62,46 +62,93 @@ pub fn pick<K: Clone>(
     measure: impl Fn(usize) -> Option<f64>,
     rotation: usize,
 ) -> Result<usize, Shortage> {
-    let targets: Vec<&Target> = match strategy {
-        Strategy::Conditional => targets.iter().filter(|t| t.applies).collect(),
-        Strategy::Single => targets.iter().take(1).collect(),
-        _ => targets.iter().collect(),
+    pick_in_target(strategy, accounts, targets, measure, rotation).map(|c| c.account)
+}
+
+/// What [`pick_in_target`] chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// The account's index.
+    pub account: usize,
+    /// The index (in the targets given) of the target it was chosen in; under
+    /// [`Strategy::CreditAware`], which does not choose a target, the first open one that
+    /// holds the account.
+    pub target: usize,
+}
+
+/// [`pick`], saying which target the account was chosen in (a target's own retry policy
+/// counts the tries made in it).
+pub fn pick_in_target<K: Clone>(
+    strategy: Strategy,
+    accounts: &[Account<K>],
+    targets: &[Target],
+    measure: impl Fn(usize) -> Option<f64>,
+    rotation: usize,
+) -> Result<Choice, Shortage> {
+    let targets: Vec<(usize, &Target)> = match strategy {
+        Strategy::Conditional => targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.applies)
+            .collect(),
+        Strategy::Single => targets.iter().enumerate().take(1).collect(),
+        _ => targets.iter().enumerate().collect(),
     };
     // The targets with an account left, in the route's order.
-    let open: Vec<&Target> = targets
+    let open: Vec<(usize, &Target)> = targets
         .iter()
         .copied()
-        .filter(|t| {
+        .filter(|(_, t)| {
             t.accounts
                 .iter()
                 .any(|&i| accounts.get(i).is_some_and(|a| a.exclusion().is_none()))
         })
         .collect();
+    let open_targets: Vec<&Target> = open.iter().map(|(_, t)| *t).collect();
     let chosen = match strategy {
         _ if open.is_empty() => None,
         Strategy::CreditAware => {
-            let every: Vec<usize> = open.iter().flat_map(|t| t.accounts.clone()).collect();
-            return within(accounts, &every, rotation);
+            let every: Vec<usize> = open.iter().flat_map(|(_, t)| t.accounts.clone()).collect();
+            let account = within(accounts, &every, rotation)?;
+            let target = open
+                .iter()
+                .find(|(_, t)| t.accounts.contains(&account))
+                .map_or(0, |(n, _)| *n);
+            return Ok(Choice { account, target });
         }
-        Strategy::Single | Strategy::Fallback | Strategy::Conditional => open.first().copied(),
-        Strategy::Loadbalance => weighted(&open, rotation),
+        Strategy::Single | Strategy::Fallback | Strategy::Conditional => {
+            open_targets.first().copied()
+        }
+        Strategy::Loadbalance => weighted(&open_targets, rotation),
         Strategy::LeastLatency => {
             // Unmeasured: 0 ms, the fastest.
             lowest(
-                &open,
+                &open_targets,
                 accounts,
                 |i| Some(measure(i).unwrap_or(0.0)),
                 rotation,
             )
         }
-        Strategy::CostOptimized => lowest(&open, accounts, &measure, rotation),
+        Strategy::CostOptimized => lowest(&open_targets, accounts, &measure, rotation),
     };
     match chosen {
-        Some(target) => within(accounts, &target.accounts, rotation),
+        Some(target) => {
+            let index = open
+                .iter()
+                .find(|(_, t)| std::ptr::eq(*t, target))
+                .map_or(0, |(n, _)| *n);
+            within(accounts, &target.accounts, rotation).map(|account| Choice {
+                account,
+                target: index,
+            })
+        }
         None => {
             // Why nobody is left, over every account of the route's targets.
-            let every: Vec<usize> = targets.iter().flat_map(|t| t.accounts.clone()).collect();
-            within(accounts, &every, rotation)
+            let every: Vec<usize> = targets
+                .iter()
+                .flat_map(|(_, t)| t.accounts.clone())
+                .collect();
+            within(accounts, &every, rotation).map(|account| Choice { account, target: 0 })
         }
     }
 }
@@ -521,6 +568,58 @@ mod tests {
             .map(|r| pick(Strategy::Fallback, &accounts, &group, no_measure, r).unwrap())
             .collect();
         assert_eq!(chosen, [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn the_choice_names_the_target_it_was_made_in() {
+        // kiro-1 is in targets 0 and 2; openai in target 1.
+        let accounts = [a("kiro-1", Some(10.0)), a("openai", None)];
+        let targets = [t(&[0]), t(&[1]), t(&[0])];
+        let choose = |strategy, accounts: &[Account<&'static str>], targets: &[Target]| {
+            pick_in_target(strategy, accounts, targets, no_measure, 0).unwrap()
+        };
+        assert_eq!(
+            choose(Strategy::Fallback, &accounts, &targets),
+            Choice {
+                account: 0,
+                target: 0
+            }
+        );
+        // A target left out (its accounts taken away): the next one, by its own index.
+        let without_first = [t(&[]), t(&[1]), t(&[0])];
+        assert_eq!(
+            choose(Strategy::Fallback, &accounts, &without_first),
+            Choice {
+                account: 1,
+                target: 1
+            }
+        );
+        // Rules keep the route's indices.
+        let mut rules = targets.clone();
+        rules[0].applies = false;
+        rules[1].applies = false;
+        assert_eq!(
+            choose(Strategy::Conditional, &accounts, &rules),
+            Choice {
+                account: 0,
+                target: 2
+            }
+        );
+        // Credit-aware chooses no target: the first open one holding the account.
+        let only_openai = [t(&[1]), t(&[0, 1])];
+        let mut spent = accounts.clone();
+        spent[0].credits = Some(0.0);
+        assert_eq!(
+            choose(Strategy::CreditAware, &spent, &only_openai),
+            Choice {
+                account: 1,
+                target: 0
+            }
+        );
+        assert_eq!(
+            pick(Strategy::Fallback, &accounts, &without_first, no_measure, 0),
+            Ok(1)
+        );
     }
 
     #[test]

@@ -63,7 +63,8 @@ impl Cached {
 }
 
 pub struct Breakers {
-    /// `breaker`: follows the configuration (a reload changes it for the next admission).
+    /// `breaker` and `breakers` (per account): follow the configuration (a reload changes
+    /// them for the next admission).
     settings: Settings,
     store: Arc<dyn BreakerStore>,
     /// A read that began before this engine's own write or decision does not undo it.
@@ -102,8 +103,9 @@ impl Breakers {
         })
     }
 
-    pub(crate) fn config(&self) -> BreakerConfig {
-        self.settings.get().breaker
+    /// The breaker settings of `account` (a route target's for it, else the default).
+    pub(crate) fn config(&self, account: &str) -> BreakerConfig {
+        self.settings.get().breaker_for(account)
     }
 
     fn local_ms(&self) -> u64 {
@@ -164,7 +166,7 @@ impl Breakers {
         let now = self.now_ms();
         self.cache
             .get(account)
-            .is_some_and(|c| c.breaker.retry_after_ms(&self.config(), now) > 0)
+            .is_some_and(|c| c.breaker.retry_after_ms(&self.config(account), now) > 0)
     }
 
     /// The breaker's state as `closed`, `open` or `half_open` (an account never seen is closed).
@@ -293,7 +295,7 @@ impl Breakers {
         let admission = if closed {
             Admission::Allowed
         } else {
-            let config = self.config();
+            let config = self.config(account);
             self.update(account, |b, now| b.admit(&config, now)).await
         };
         match admission {
@@ -343,7 +345,7 @@ impl Ticket {
         if nothing_to_say {
             return;
         }
-        let (config, probe) = (breakers.config(), self.probe);
+        let (config, probe) = (breakers.config(&self.account), self.probe);
         breakers
             .update(&self.account, |b, now| {
                 ((), b.record(&config, now, outcome, probe))

@@ -43,12 +43,26 @@ pub(crate) struct Plan {
     pub prices: Arc<BTreeMap<String, f64>>,
 }
 
+impl Plan {
+    /// Whether the strategy may choose target `index` for this request at all (a
+    /// `conditional` route: its rule matches; a `single` one: its first target).
+    pub fn may_use(&self, index: usize) -> bool {
+        match self.strategy {
+            Strategy::Conditional => self.targets.get(index).is_some_and(|t| t.applies),
+            Strategy::Single => index == 0,
+            _ => index < self.targets.len(),
+        }
+    }
+}
+
 /// One target of a [`Plan`].
 #[derive(Debug, Clone)]
 pub(crate) struct PlanTarget {
     pub accounts: Vec<String>,
     pub weight: u32,
     pub applies: bool,
+    /// Its retry policy (`retry`), if it has one.
+    pub retry: Option<drawbridge_config::RetryConfig>,
 }
 
 /// One account on one worker, as last reported.
@@ -85,6 +99,8 @@ pub(crate) struct View {
 /// A route chosen by [`Routing::pick`].
 pub(crate) struct Picked {
     pub route: Route,
+    /// The index of the plan's target it was chosen in (`None` without a plan).
+    pub target: Option<usize>,
     inflight: Arc<AtomicU32>,
 }
 
@@ -236,12 +252,12 @@ impl Routing {
         view
     }
 
-    /// Whether the breaker of `entry` refuses traffic now.
+    /// Whether the breaker of `entry` refuses traffic now (under its account's settings).
     fn breaker_open(&self, entry: &Entry) -> bool {
-        entry
-            .breaker
-            .retry_after_ms(&self.breakers.config(), self.breakers.now_ms())
-            > 0
+        entry.breaker.retry_after_ms(
+            &self.breakers.config(&entry.route.slots.account),
+            self.breakers.now_ms(),
+        ) > 0
     }
 
     /// Note how long `account` took to send a turn's first event (`least-latency` routes).
@@ -308,16 +324,20 @@ impl Routing {
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let account_of = |i: usize| view.entries[i].route.slots.account.as_str();
         let chosen = match (plan, bound) {
-            (Some(plan), bound) => self.pick_routed(plan, &accounts, &account_of, bound, rotation),
+            (Some(plan), bound) => self
+                .pick_routed(plan, &accounts, &account_of, bound, rotation)
+                .map(|c| (c.account, Some(c.target))),
             (None, Some(bound)) => {
                 schedule::pick_bound(&accounts, rotation, |i| account_of(*i) == bound)
+                    .map(|i| (i, None))
             }
-            (None, None) => schedule::pick(&accounts, rotation),
+            (None, None) => schedule::pick(&accounts, rotation).map(|i| (i, None)),
         };
-        chosen.map(|i| {
+        chosen.map(|(i, target)| {
             let entry = &view.entries[accounts[i].key];
             Picked {
                 route: entry.route.clone(),
+                target,
                 inflight: Arc::clone(&entry.inflight),
             }
         })
@@ -332,7 +352,7 @@ impl Routing {
         account_of: &impl Fn(usize) -> &'v str,
         bound: Option<&str>,
         rotation: usize,
-    ) -> Result<usize, Shortage> {
+    ) -> Result<route::Choice, Shortage> {
         let targets: Vec<route::Target> = plan
             .targets
             .iter()
@@ -347,16 +367,17 @@ impl Routing {
         if let Some(bound) = bound {
             let usable = targets
                 .iter()
+                .enumerate()
                 .take(if plan.strategy == Strategy::Single {
                     1
                 } else {
                     usize::MAX
                 })
-                .filter(|t| t.applies || plan.strategy != Strategy::Conditional)
-                .flat_map(|t| t.accounts.iter().copied())
-                .find(|&i| account_of(i) == bound && accounts[i].exclusion().is_none());
-            if let Some(i) = usable {
-                return Ok(i);
+                .filter(|(_, t)| t.applies || plan.strategy != Strategy::Conditional)
+                .flat_map(|(n, t)| t.accounts.iter().map(move |&i| (n, i)))
+                .find(|&(_, i)| account_of(i) == bound && accounts[i].exclusion().is_none());
+            if let Some((target, account)) = usable {
+                return Ok(route::Choice { account, target });
             }
         }
         let measure = |i: usize| match plan.strategy {
@@ -364,7 +385,7 @@ impl Routing {
             Strategy::CostOptimized => plan.prices.get(account_of(i)).copied(),
             _ => None,
         };
-        route::pick(plan.strategy, accounts, &targets, measure, rotation)
+        route::pick_in_target(plan.strategy, accounts, &targets, measure, rotation)
     }
 
     /// Every model some account serves, sorted.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use drawbridge_config::{RouteConfig, RouteStrategy};
+use drawbridge_core::breaker::BreakerConfig;
 use drawbridge_core::route::Strategy;
 
 use crate::affinity::AffinitySettings;
@@ -24,7 +25,11 @@ pub struct EngineSettings {
     pub max_attempts: usize,
     /// Resume an answer that broke off after its first byte on another account.
     pub resume_after_first_byte: bool,
-    pub breaker: drawbridge_core::breaker::BreakerConfig,
+    /// The circuit breaker of an account without settings of its own (`health.circuit_breaker`).
+    pub breaker: BreakerConfig,
+    /// Per account: the circuit breaker a route target gives it (`routes.*.targets[].
+    /// circuit_breaker` over `health.circuit_breaker`); see [`EngineSettings::breaker_for`].
+    pub breakers: Arc<BTreeMap<String, BreakerConfig>>,
     /// Credits charged for a finished turn that reported no cost.
     pub request_cost: f64,
     /// How long an account rests after a rate limit that did not say for how long.
@@ -55,7 +60,12 @@ pub struct EngineSettings {
 
 impl EngineSettings {
     pub fn from_config(config: &drawbridge_config::Config) -> Self {
-        let cb = &config.health.circuit_breaker;
+        let breaker = |cb: &drawbridge_config::CircuitBreakerConfig| BreakerConfig {
+            failure_threshold: cb.failure_threshold,
+            window_size: cb.window_size,
+            reset_timeout: cb.reset_timeout,
+            half_open_probes: cb.half_open_probes,
+        };
         EngineSettings {
             max_attempts: config.engine.max_attempts as usize,
             resume_after_first_byte: config.engine.resume_after_first_byte,
@@ -82,12 +92,16 @@ impl EngineSettings {
                     .map(|(account, price)| (account.clone(), price.blended()))
                     .collect(),
             ),
-            breaker: drawbridge_core::breaker::BreakerConfig {
-                failure_threshold: cb.failure_threshold,
-                window_size: cb.window_size,
-                reset_timeout: cb.reset_timeout,
-                half_open_probes: cb.half_open_probes,
-            },
+            breaker: breaker(&config.health.circuit_breaker),
+            breakers: Arc::new(
+                drawbridge_config::breaker_overrides(
+                    &config.routes,
+                    &config.health.circuit_breaker,
+                )
+                .iter()
+                .map(|(account, cb)| (account.clone(), breaker(cb)))
+                .collect(),
+            ),
         }
     }
 }
@@ -97,7 +111,8 @@ impl Default for EngineSettings {
         EngineSettings {
             max_attempts: 3,
             resume_after_first_byte: true,
-            breaker: drawbridge_core::breaker::BreakerConfig::default(),
+            breaker: BreakerConfig::default(),
+            breakers: Arc::default(),
             request_cost: 1.0,
             rate_limit_cooldown: Duration::from_secs(60),
             retries_per_account: 0,
@@ -115,6 +130,12 @@ impl Default for EngineSettings {
 }
 
 impl EngineSettings {
+    /// The circuit-breaker settings of `account`: a route target's for it, else
+    /// `health.circuit_breaker`'s.
+    pub fn breaker_for(&self, account: &str) -> BreakerConfig {
+        self.breakers.get(account).copied().unwrap_or(self.breaker)
+    }
+
     /// The model the accounts serve for the client's `model`: an alias's target, else the
     /// name itself (an alias wins over an account model of the same name).
     pub fn target<'a>(&'a self, model: &'a str) -> &'a str {
@@ -138,6 +159,7 @@ impl EngineSettings {
                     accounts: t.accounts.clone(),
                     weight: t.weight.unwrap_or(1),
                     applies: t.when.as_ref().is_none_or(|w| w.matches(model, key_id)),
+                    retry: t.retry.clone(),
                 })
                 .collect(),
             prices: Arc::clone(&self.prices),

@@ -6,10 +6,17 @@
 //! went silent is first tried again on the same account (the retry budget,
 //! `retries_per_account`). Each wait for a first event is bounded by `first_byte_timeout`, and
 //! everything by the request's deadline.
+//!
+//! Under a route, a target with a `retry` policy counts the tries made in it: after a failure
+//! whose status its `on_status` covers it is tried again (the same account again after an
+//! upstream failure or a timeout, another of its accounts after an account's own limit),
+//! waiting its backoff (doubled each try) first, until its `attempts` are spent; after any
+//! other failure, or once they are, the route goes on without it. See [`TargetTry`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use drawbridge_config::RetryConfig;
 use drawbridge_core::breaker::{Outcome, classify};
 use drawbridge_core::conversation;
 use drawbridge_http::{ChatContext, events};
@@ -25,7 +32,7 @@ use crate::breakers::{Breakers, Ticket};
 use crate::cooldowns::Cooldowns;
 use crate::credits::Credits;
 use crate::errors;
-use crate::routing::{InflightGuard, Picked, RouteKey, Routing};
+use crate::routing::{InflightGuard, Picked, PlanTarget, RouteKey, Routing};
 use crate::settings::{EngineSettings, Settings};
 use crate::workers::WorkerConn;
 
@@ -44,6 +51,16 @@ pub(crate) struct Attempts {
     pub live: Option<String>,
     /// The key of the request's conversation, under which a worker may keep the session warm.
     pub conversation_key: Option<String>,
+    /// Per target of the request's route (by index): the tries made in it, and whether the
+    /// route is done with it.
+    targets: HashMap<usize, TargetTries>,
+}
+
+/// The tries one request made in one route target.
+#[derive(Debug, Clone, Copy, Default)]
+struct TargetTries {
+    made: u32,
+    done: bool,
 }
 
 impl Attempts {
@@ -56,7 +73,18 @@ impl Attempts {
             bound: None,
             live: None,
             conversation_key: None,
+            targets: HashMap::new(),
         }
+    }
+
+    /// Whether the route is done with its target `target` for this request.
+    fn target_done(&self, target: usize) -> bool {
+        self.targets.get(&target).is_some_and(|t| t.done)
+    }
+
+    /// The tries made in route target `target`.
+    fn tries_in(&self, target: usize) -> u32 {
+        self.targets.get(&target).map_or(0, |t| t.made)
     }
 
     /// Whether another account may be tried: the rotation budget is not spent and the
@@ -82,6 +110,33 @@ pub(crate) struct Turn {
     /// The account's circuit-breaker ticket, resolved when the turn ends.
     pub ticket: Option<Ticket>,
     pub _guard: InflightGuard,
+}
+
+/// A try under a route target's `retry` policy: the target's index in the route and its
+/// policy.
+struct TargetTry<'a> {
+    index: usize,
+    retry: &'a RetryConfig,
+}
+
+impl TargetTry<'_> {
+    /// Whether the policy has the failure `error` tried again: its status is in
+    /// `on_status` (by default: it is a failure another try may get past), and it is not the
+    /// client's error.
+    fn covers(&self, error: &ApiError) -> bool {
+        if error.kind == ErrorKind::InvalidRequest {
+            return false;
+        }
+        match &self.retry.on_status {
+            Some(statuses) => statuses.contains(&error.failure_status()),
+            None => error.retryable(),
+        }
+    }
+
+    /// Whether the target's tries are spent after `made` of them.
+    fn spent(&self, made: u32) -> bool {
+        self.retry.attempts.is_some_and(|max| made >= max)
+    }
 }
 
 /// How one account's tries ended.
@@ -175,13 +230,27 @@ impl Turns {
         let model = request.model.as_str();
         let settings = self.settings();
         let target = settings.target(model);
-        let plan = settings.plan(model, &ctx.tenant);
+        let mut plan = settings.plan(model, &ctx.tenant);
         let mut last_error: Option<ApiError> = None;
         // With images, the accounts that cannot take them are passed over without counting
         // as tried.
         let images = request.has_images();
         let mut passed_over: HashSet<RouteKey> = HashSet::new();
         while attempts.left() {
+            if let Some(plan) = &mut plan {
+                // The targets the route is done with have nothing left to give.
+                for (i, target) in plan.targets.iter_mut().enumerate() {
+                    if attempts.target_done(i) {
+                        target.accounts.clear();
+                    }
+                }
+                let usable =
+                    |(i, t): (usize, &PlanTarget)| plan.may_use(i) && !t.accounts.is_empty();
+                if !plan.targets.iter().enumerate().any(usable) {
+                    // Done with every target it may use: the last failure is the answer.
+                    break;
+                }
+            }
             let excluded: HashSet<RouteKey>;
             let tried = if passed_over.is_empty() {
                 &attempts.tried
@@ -212,6 +281,10 @@ impl Turns {
             if last_error.is_some() {
                 self.metrics.record_failover("retry");
             }
+            let policy = plan.as_ref().zip(picked.target).and_then(|(plan, index)| {
+                let retry = plan.targets.get(index)?.retry.as_ref()?;
+                Some(TargetTry { index, retry })
+            });
             let on_account = self
                 .on_account(
                     request,
@@ -221,6 +294,7 @@ impl Turns {
                     &body,
                     &picked,
                     worker.as_ref(),
+                    policy,
                 )
                 .await;
             match on_account {
@@ -260,7 +334,8 @@ impl Turns {
         }
     }
 
-    /// Try the turn on `picked`'s account, again while the retry budget allows.
+    /// Try the turn on `picked`'s account, again while the retry budget (or the route
+    /// target's `policy`) allows.
     #[expect(
         clippy::too_many_arguments,
         reason = "one turn's inputs, each used once"
@@ -274,15 +349,38 @@ impl Turns {
         body: &PromptBody,
         picked: &Picked,
         worker: &dyn WorkerConn,
+        policy: Option<TargetTry<'_>>,
     ) -> OnAccount {
         let account = picked.route.slots.account.clone();
         let mut last_error = None;
         let mut tries = 0;
         loop {
+            if let Some(policy) = &policy {
+                // The target's backoff before its second try and after (never past the
+                // request's deadline).
+                let wait = policy
+                    .retry
+                    .wait_before(attempts.tries_in(policy.index) + 1);
+                if !wait.is_zero() {
+                    tracing::debug!(
+                        request_id = ctx.request_id,
+                        account,
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "waiting the route target's backoff"
+                    );
+                    tokio::time::sleep_until((Instant::now() + wait).min(attempts.deadline)).await;
+                    if attempts.expired() {
+                        return OnAccount::MoveOn(last_error);
+                    }
+                }
+            }
             let Some(ticket) = self.breakers.admit(&account).await else {
                 // Its breaker has no probe slot left: the next account.
                 return OnAccount::MoveOn(last_error);
             };
+            if let Some(policy) = &policy {
+                attempts.targets.entry(policy.index).or_default().made += 1;
+            }
             let guard = picked.inflight();
             let input = PromptInput {
                 request_id: ctx.request_id.clone(),
@@ -328,14 +426,49 @@ impl Turns {
                 "turn failed before its first byte"
             );
             self.settle(ticket, &account, &error, attempts.expired());
-            if !error.retryable() {
+            let covered = policy.as_ref().is_some_and(|p| p.covers(&error));
+            if !error.retryable() && !covered {
                 return OnAccount::Fatal(error);
             }
-            // A crash or a silence may not happen again on a fresh agent of the same
-            // account; an account's limit or a busy pool would.
-            let again = tries < self.settings().retries_per_account
-                && matches!(error.kind, ErrorKind::Upstream | ErrorKind::Timeout)
-                && !attempts.expired();
+            let again = match &policy {
+                // A crash or a silence may not happen again on a fresh agent of the same
+                // account; an account's limit or a busy pool would.
+                None => {
+                    tries < self.settings().retries_per_account
+                        && matches!(error.kind, ErrorKind::Upstream | ErrorKind::Timeout)
+                }
+                Some(policy) => {
+                    let made = attempts.tries_in(policy.index);
+                    if !covered || policy.spent(made) {
+                        tracing::info!(
+                            request_id = ctx.request_id,
+                            account,
+                            status = error.failure_status(),
+                            tries = made,
+                            "the route moves on from this target"
+                        );
+                        attempts.targets.entry(policy.index).or_default().done = true;
+                        return OnAccount::MoveOn(Some(error));
+                    }
+                    match policy.retry.attempts {
+                        // The target's own count bounds tries again on this account, unless
+                        // the failure was the account's own limit.
+                        Some(_) => match error.kind {
+                            ErrorKind::AccountQuotaExhausted => false,
+                            // A rest longer than the wait: the account rests, another one
+                            // of the target (if any) takes the next try.
+                            ErrorKind::AccountRateLimited => error
+                                .retry_after
+                                .is_some_and(|r| r <= policy.retry.wait_before(made + 1)),
+                            _ => true,
+                        },
+                        None => {
+                            tries < self.settings().retries_per_account
+                                && matches!(error.kind, ErrorKind::Upstream | ErrorKind::Timeout)
+                        }
+                    }
+                }
+            } && !attempts.expired();
             last_error = Some(error);
             if !again {
                 return OnAccount::MoveOn(last_error);

@@ -396,3 +396,343 @@ routes:
     // The batch key's request on its own target; the others on the default one.
     assert_eq!((openai.prompts().len(), kiro_1.prompts().len()), (1, 2));
 }
+
+/// A fallback route whose first target (kiro-1) has `retry` (a YAML flow mapping), the second
+/// `openai`.
+fn retrying(retry: &str) -> String {
+    format!(
+        "
+engine: {{ max_attempts: 3 }}
+routes:
+  kiro:
+    strategy: fallback
+    targets:
+      - {{ accounts: [kiro-1], retry: {retry} }}
+      - {{ accounts: [openai] }}
+"
+    )
+}
+
+/// The times between successive turns a worker was sent, in milliseconds.
+fn gaps_ms(worker: &FakeWorker) -> Vec<u128> {
+    worker
+        .sent_at()
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_is_tried_its_attempts_then_the_route_moves_on() {
+    // Failing every turn: three tries of the first target (the same account again), then the
+    // next target.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(&retrying("{ attempts: 3 }"), &[&kiro_1, &openai]).await;
+    let (status, answer) = ask(&h, "kiro").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (3, 1));
+    // Failing twice: the third try serves, the next target is never asked.
+    let kiro_1 = Arc::new(
+        FakeWorker::new("kiro-1")
+            .then(Script::Fails(upstream()))
+            .then(Script::Fails(upstream())),
+    );
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(&retrying("{ attempts: 3 }"), &[&kiro_1, &openai]).await;
+    let (status, answer) = ask(&h, "kiro").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (3, 0));
+    // Without `retry`, one try (`retries_per_account` is 0) and the next target.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(FALLBACK, &[&kiro_1, &openai]).await;
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_with_several_accounts_counts_its_tries_over_them() {
+    // Both kiro accounts rate limited for a minute: each rests after its try, and the target's
+    // third try has no account left, so the route moves on after two.
+    let limited = || {
+        ApiError::new(ErrorKind::AccountRateLimited, "slow down")
+            .with_retry_after(Duration::from_secs(60))
+    };
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(limited())));
+    let kiro_2 = Arc::new(FakeWorker::new("kiro-2").otherwise(Script::Fails(limited())));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(
+        &FALLBACK.replace(
+            "{ accounts: [kiro-1, kiro-2] }",
+            "{ accounts: [kiro-1, kiro-2], retry: { attempts: 2, on_status: [429] } }",
+        ),
+        &[&kiro_1, &kiro_2, &openai],
+    )
+    .await;
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!(
+        (
+            kiro_1.prompts().len(),
+            kiro_2.prompts().len(),
+            openai.prompts().len()
+        ),
+        (1, 1, 1)
+    );
+    // An upstream failure tries the same account again, up to the target's attempts.
+    let kiro_1 = Arc::new(
+        FakeWorker::new("kiro-1")
+            .slots(8)
+            .otherwise(Script::Fails(upstream())),
+    );
+    let kiro_2 = Arc::new(FakeWorker::new("kiro-2").slots(1));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(
+        &FALLBACK.replace(
+            "{ accounts: [kiro-1, kiro-2] }",
+            "{ accounts: [kiro-1, kiro-2], retry: { attempts: 2 } }",
+        ),
+        &[&kiro_1, &kiro_2, &openai],
+    )
+    .await;
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!(
+        (
+            kiro_1.prompts().len(),
+            kiro_2.prompts().len(),
+            openai.prompts().len()
+        ),
+        (2, 0, 1),
+        "the better-scored account twice, then the next target"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_outside_on_status_moves_to_the_next_target_at_once() {
+    // The provider's own status is what `on_status` matches (503 here, though the client
+    // would see the kind's 502).
+    let unavailable = || upstream().with_upstream_status(503);
+    for (retry, first_target_tries) in [
+        ("{ attempts: 3, on_status: [429] }", 1),
+        ("{ attempts: 3, on_status: [502] }", 1),
+        ("{ attempts: 3, on_status: [503] }", 3),
+        // By default: what another try may get past (an upstream failure is).
+        ("{ attempts: 3 }", 3),
+    ] {
+        let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(unavailable())));
+        let openai = Arc::new(FakeWorker::new("openai"));
+        let h = harness(&retrying(retry), &[&kiro_1, &openai]).await;
+        let (status, answer) = ask(&h, "kiro").await;
+        assert_eq!(status, StatusCode::OK, "{retry}: {answer}");
+        assert_eq!(
+            (kiro_1.prompts().len(), openai.prompts().len()),
+            (first_target_tries, 1),
+            "{retry}"
+        );
+    }
+    // An account without an upstream status fails with its kind's: 502 for an upstream
+    // failure.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(
+        &retrying("{ attempts: 2, on_status: [502] }"),
+        &[&kiro_1, &openai],
+    )
+    .await;
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (2, 1));
+    // A client error is the client's, whatever the list says: no retry, no next target.
+    let refused = ApiError::invalid_request("bad temperature").with_upstream_status(400);
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(refused)));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(
+        &retrying("{ attempts: 3, on_status: [400, 502] }"),
+        &[&kiro_1, &openai],
+    )
+    .await;
+    let (status, answer) = ask(&h, "kiro").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backoff_doubles_between_a_targets_tries() {
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    // Four failures in a row: health.circuit_breaker must not open at the third.
+    let h = harness(
+        &format!(
+            "health: {{ circuit_breaker: {{ failure_threshold: 5 }} }}{}",
+            retrying("{ attempts: 4, backoff: 100ms }")
+        ),
+        &[&kiro_1, &openai],
+    )
+    .await;
+    let began = tokio::time::Instant::now();
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!(gaps_ms(&kiro_1), [100, 200, 400]);
+    // The next target is a new one: no wait before its first try.
+    let to_openai = openai.sent_at()[0] - *kiro_1.sent_at().last().unwrap();
+    assert_eq!(to_openai.as_millis(), 0);
+    assert_eq!(began.elapsed().as_millis(), 700);
+    // No backoff: no wait.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    let h = harness(&retrying("{ attempts: 3 }"), &[&kiro_1, &openai]).await;
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!(gaps_ms(&kiro_1), [0, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cuts_a_backoff_short() {
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(
+        &retrying("{ attempts: 3, backoff: 800ms }")
+            .replace("max_attempts: 3", "max_attempts: 3, request_timeout: 1s"),
+        &[&kiro_1, &openai],
+    )
+    .await;
+    let began = tokio::time::Instant::now();
+    let (status, answer) = ask(&h, "kiro").await;
+    // Tries at 0 and 800 ms; the next wait (1600 ms) ends at the deadline, with no try.
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{answer}");
+    assert_eq!(gaps_ms(&kiro_1), [800]);
+    assert_eq!(began.elapsed().as_millis(), 1000);
+    assert!(openai.prompts().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_targets_breaker_opens_after_its_own_threshold_while_others_keep_the_default() {
+    // health.circuit_breaker: 3 failures open a breaker; kiro-1's target says 1.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    let kiro_2 = Arc::new(FakeWorker::new("kiro-2").otherwise(Script::Fails(upstream())));
+    let h = harness(
+        "
+engine: { max_attempts: 3 }
+health: { circuit_breaker: { failure_threshold: 3, window_size: 10, reset_timeout: 60s } }
+routes:
+  kiro:
+    strategy: fallback
+    targets:
+      - { accounts: [kiro-1], circuit_breaker: { failure_threshold: 1 } }
+      - { accounts: [kiro-2] }
+",
+        &[&kiro_1, &kiro_2],
+    )
+    .await;
+    let breaker = |h: &Harness, account: &str| {
+        h.engine
+            .account_views()
+            .into_iter()
+            .find(|v| v.account == account)
+            .map(|v| v.breaker)
+            .unwrap()
+    };
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!((kiro_1.prompts().len(), kiro_2.prompts().len()), (1, 1));
+    eventually("kiro-1's breaker opens after one failure", || async {
+        h.engine.breaker_transitions() == [("kiro-1".to_owned(), "open", 1)]
+    })
+    .await;
+    assert_eq!(breaker(&h, "kiro-1"), "open");
+    assert_eq!(breaker(&h, "kiro-2"), "closed");
+    // kiro-1 is skipped now; kiro-2 opens at its third failure, as health.circuit_breaker says.
+    for _ in 0..2 {
+        assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!((kiro_1.prompts().len(), kiro_2.prompts().len()), (1, 3));
+    eventually("kiro-2's breaker opens after three failures", || async {
+        h.engine
+            .breaker_transitions()
+            .contains(&("kiro-2".to_owned(), "open", 1))
+    })
+    .await;
+    assert_eq!(breaker(&h, "kiro-2"), "open");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_changes_a_targets_breaker() {
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
+    // health.circuit_breaker: five failures open a breaker.
+    let route = |breaker: &str| {
+        format!(
+            "health: {{ circuit_breaker: {{ failure_threshold: 5 }} }}\nroutes: {{ kiro: {{ targets: [{{ accounts: [kiro-1]{breaker} }}] }} }}"
+        )
+    };
+    let h = harness(&route(""), &[&kiro_1]).await;
+    for _ in 0..2 {
+        assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(
+        h.engine.settings().breaker_for("kiro-1"),
+        h.engine.settings().breaker
+    );
+    // The window holds two failures; under the reloaded override the third opens it.
+    h.engine
+        .apply_settings(EngineSettings::from_config(&config(&route(
+            ", circuit_breaker: { failure_threshold: 3 }",
+        ))));
+    assert_eq!(
+        h.engine.settings().breaker_for("kiro-1").failure_threshold,
+        3
+    );
+    assert!(h.engine.breaker_transitions().is_empty());
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
+    eventually(
+        "kiro-1's breaker opens under the reloaded settings",
+        || async { h.engine.breaker_transitions() == [("kiro-1".to_owned(), "open", 1)] },
+    )
+    .await;
+    assert_eq!(kiro_1.prompts().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_done_with_every_target_it_may_use_gets_the_last_failure() {
+    // The only target whose rule matches moves on after a rate limit (not in its
+    // `on_status`): the client gets that rate limit, not a missing model.
+    let limited = ApiError::new(ErrorKind::AccountRateLimited, "slow down")
+        .with_retry_after(Duration::from_secs(30));
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(limited)));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(
+        "
+model_aliases: { cheap: kiro }
+routes:
+  kiro:
+    strategy: conditional
+    targets:
+      - { accounts: [kiro-1], when: { model_prefix: ki }, retry: { attempts: 3, on_status: [503] } }
+      - { accounts: [openai], when: { model: cheap } }
+",
+        &[&kiro_1, &openai],
+    )
+    .await;
+    let (status, answer) = ask(&h, "kiro").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(answer["error"]["code"], "rate_limit_exceeded", "{answer}");
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_within_the_backoff_is_waited_a_longer_one_rests_the_account() {
+    let limited = |after_ms: u64| {
+        ApiError::new(ErrorKind::AccountRateLimited, "slow down")
+            .with_retry_after(Duration::from_millis(after_ms))
+    };
+    let retry = "{ attempts: 2, on_status: [429], backoff: 200ms }";
+    // Back after 100 ms: the backoff of 200 ms covers it, the same account answers.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").then(Script::Fails(limited(100))));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(&retrying(retry), &[&kiro_1, &openai]).await;
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (2, 0));
+    assert_eq!(gaps_ms(&kiro_1), [200]);
+    // Back after a second: not awaited; the account rests and the next target answers.
+    let kiro_1 = Arc::new(FakeWorker::new("kiro-1").then(Script::Fails(limited(1000))));
+    let openai = Arc::new(FakeWorker::new("openai"));
+    let h = harness(&retrying(retry), &[&kiro_1, &openai]).await;
+    let began = tokio::time::Instant::now();
+    assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
+    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 1));
+    assert!(began.elapsed() < Duration::from_secs(1));
+}

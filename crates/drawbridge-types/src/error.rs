@@ -164,6 +164,10 @@ pub struct ApiError {
     pub param: Option<String>,
     /// How long the caller should wait before trying again (sent as `Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The HTTP status a provider account's upstream answered with, when the error stands
+    /// for one (what a route's `retry.on_status` matches). Never sent to clients: the
+    /// client's status is the kind's.
+    pub upstream_status: Option<u16>,
 }
 
 impl ApiError {
@@ -173,6 +177,7 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after: None,
+            upstream_status: None,
         }
     }
 
@@ -184,6 +189,18 @@ impl ApiError {
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    /// The error as one that stands for the upstream's HTTP `status`.
+    pub fn with_upstream_status(mut self, status: u16) -> Self {
+        self.upstream_status = Some(status);
+        self
+    }
+
+    /// The status of the failure: the upstream's when a provider answered with one, else
+    /// the one this error's kind has for clients.
+    pub fn failure_status(&self) -> u16 {
+        self.upstream_status.unwrap_or_else(|| self.status())
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
@@ -266,6 +283,7 @@ impl ApiError {
             message: object.message,
             param: object.param,
             retry_after: None,
+            upstream_status: None,
         }
     }
 }
@@ -372,6 +390,20 @@ mod tests {
             ApiError::from_object(599, foreign).kind,
             ErrorKind::Upstream
         );
+    }
+
+    #[test]
+    fn a_failure_has_the_upstreams_status_else_its_kinds() {
+        let error = ApiError::upstream("The provider answered with status 503.");
+        assert_eq!(error.failure_status(), 502);
+        let error = error.with_upstream_status(503);
+        assert_eq!(error.failure_status(), 503);
+        // The client still sees the kind's status and body.
+        assert_eq!(error.status(), 502);
+        let body = serde_json::to_value(error.to_body()).unwrap();
+        let fields: Vec<&String> = body["error"].as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["code", "message", "param", "type"], "{body}");
+        assert_eq!(body["error"]["code"], "upstream_error");
     }
 
     #[test]

@@ -28,7 +28,8 @@
 //!   (OpenAI's `usage.prompt_tokens_details.cached_tokens`).
 //!
 //! Per process (flags of the binary): `--fail-with N [--retry-after S]` answers every request
-//! with status N (in the route's error shape), and `--api-key K` refuses a request without
+//! with status N (in the route's error shape; with `--fail-times K` only the first K
+//! requests, as an upstream that recovers), and `--api-key K` refuses a request without
 //! the key in its provider's header: `Authorization: Bearer K` (401), `x-api-key: K` (401),
 //! `x-goog-api-key: K` (400 `API_KEY_INVALID`, as Gemini answers).
 

@@ -40,6 +40,10 @@ struct Args {
     /// With `--fail-with`: the `Retry-After` seconds.
     #[arg(long, env = "MOCK_PROVIDER_RETRY_AFTER")]
     retry_after: Option<u64>,
+    /// With `--fail-with`: fail only the first N requests, then answer as usual (an upstream
+    /// that recovers).
+    #[arg(long, env = "MOCK_PROVIDER_FAIL_TIMES")]
+    fail_times: Option<u64>,
     /// Refuse (401) a request without `Authorization: Bearer <KEY>`.
     #[arg(long, env = "MOCK_PROVIDER_API_KEY")]
     api_key: Option<String>,
@@ -102,6 +106,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
     let mock = Arc::new(Mock {
         args,
         requests: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),
         http1: AtomicU64::new(0),
         http2: AtomicU64::new(0),
@@ -174,6 +179,8 @@ fn tls_acceptor(
 struct Mock {
     args: Args,
     requests: AtomicU64,
+    /// Requests `--fail-with` has failed (for `--fail-times`).
+    failed: AtomicU64,
     /// Embeddings and image requests.
     forwarded: AtomicU64,
     /// Chat requests that came in HTTP/1.x, and in HTTP/2.
@@ -188,10 +195,21 @@ impl Mock {
     /// The per-process settings, as the Anthropic and Gemini routes take them.
     fn settings(&self) -> Settings {
         Settings {
-            fail_with: self.args.fail_with,
+            fail_with: self.fail_with(),
             retry_after: self.args.retry_after,
             api_key: self.args.api_key.clone(),
         }
+    }
+
+    /// The status to fail this request with (`--fail-with`), while `--fail-times` allows.
+    fn fail_with(&self) -> Option<u16> {
+        let status = self.args.fail_with?;
+        if let Some(times) = self.args.fail_times
+            && self.failed.fetch_add(1, Ordering::Relaxed) >= times
+        {
+            return None;
+        }
+        Some(status)
     }
 
     /// Count a chat request on any route, and the HTTP version it came in.
@@ -291,7 +309,7 @@ async fn chat(
             );
         }
     }
-    if let Some(status) = args.fail_with {
+    if let Some(status) = mock.fail_with() {
         return error(
             status,
             "The mock provider fails every request.",

@@ -112,6 +112,8 @@ pub struct FakeWorker {
     script: Mutex<VecDeque<Script>>,
     otherwise: Script,
     prompts: Mutex<Vec<PromptInput>>,
+    /// When each turn was sent (tokio's clock: paused time in the tests).
+    sent_at: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl FakeWorker {
@@ -125,6 +127,7 @@ impl FakeWorker {
             script: Mutex::new(VecDeque::new()),
             otherwise: Script::answer(&["hello"]),
             prompts: Mutex::new(Vec::new()),
+            sent_at: Mutex::new(Vec::new()),
         }
     }
 
@@ -169,6 +172,14 @@ impl FakeWorker {
     /// Every turn this worker was sent, in order.
     pub fn prompts(&self) -> Vec<PromptInput> {
         self.prompts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// When each turn was sent, in order (tokio's clock).
+    pub fn sent_at(&self) -> Vec<tokio::time::Instant> {
+        self.sent_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -253,6 +264,10 @@ impl WorkerConn for FakeWorker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(input);
+        self.sent_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tokio::time::Instant::now());
         let texts = |chunks: Vec<String>| chunks.into_iter().map(WorkerEvent::Text);
         let events: Vec<WorkerEvent> = match self.next_script() {
             Script::Answer(chunks) => std::iter::once(started)

@@ -658,7 +658,10 @@ impl Account {
         let status = response.status().as_u16();
         let retry_after = openai::retry_after(response.headers());
         let body = read_error_body(response, self.timeouts.idle).await;
-        let error = self.wire.error(status, retry_after, &body);
+        let error = self
+            .wire
+            .error(status, retry_after, &body)
+            .with_upstream_status(status);
         tracing::warn!(account = self.id, status, kind = %error.kind, "provider refused the turn");
         Err(error)
     }
