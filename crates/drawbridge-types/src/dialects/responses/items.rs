@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::openai::{ChatMessage, ContentPart, FunctionCall, MessageContent, Role, ToolCall};
 
-use super::request::{invalid, missing, required_str};
+use super::request::{invalid, missing, required_str, unsupported};
 
 /// The function calls seen so far, for checking that each output answers one.
 #[derive(Debug, Default)]
@@ -45,12 +45,10 @@ pub(super) fn read_item(
                 "system" => Role::System,
                 "developer" => Role::Developer,
                 other => {
-                    return Err(invalid(
+                    return Err(unsupported(
                         format!("{path}.role"),
-                        format!(
-                            "Invalid value: '{other}'. Supported values are: 'user', \
-                             'assistant', 'system' and 'developer'."
-                        ),
+                        other,
+                        "'user', 'assistant', 'system' and 'developer'",
                     ));
                 }
             };
@@ -128,12 +126,10 @@ pub(super) fn read_item(
         // The model's reasoning is the client's transcript, not something to send back.
         "reasoning" => {}
         other => {
-            return Err(invalid(
+            return Err(unsupported(
                 format!("{path}.type"),
-                format!(
-                    "Invalid value: '{other}'. Supported values are: 'message', \
-                     'function_call', 'function_call_output' and 'reasoning'."
-                ),
+                other,
+                "'message', 'function_call', 'function_call_output' and 'reasoning'",
             ));
         }
     }

@@ -71,6 +71,14 @@ pub(super) fn invalid(param: impl Into<String>, message: impl Into<String>) -> A
     ApiError::invalid_request(message).with_param(param)
 }
 
+/// The error for `value`, which is not one of the field's `supported` values.
+pub(super) fn unsupported(param: impl Into<String>, value: &str, supported: &str) -> ApiError {
+    invalid(
+        param,
+        format!("Invalid value: '{value}'. Supported values are: {supported}."),
+    )
+}
+
 pub(super) fn missing(param: &str) -> ApiError {
     invalid(param, format!("Missing required parameter: '{param}'."))
 }
@@ -298,12 +306,10 @@ impl ResponsesRequest {
                 "none" => ToolChoice::None,
                 "required" => ToolChoice::Required,
                 other => {
-                    return Err(invalid(
+                    return Err(unsupported(
                         "tool_choice",
-                        format!(
-                            "Invalid value: '{other}'. Supported values are: 'none', 'auto' and \
-                             'required'."
-                        ),
+                        other,
+                        "'none', 'auto' and 'required'",
                     ));
                 }
             },
@@ -370,12 +376,10 @@ impl ResponsesRequest {
                 }
                 Ok(Some(json!({"type": "json_schema", "json_schema": schema})))
             }
-            other => Err(invalid(
+            other => Err(unsupported(
                 "text.format.type",
-                format!(
-                    "Invalid value: '{other}'. Supported values are: 'text', 'json_object', and \
-                     'json_schema'."
-                ),
+                other,
+                "'text', 'json_object', and 'json_schema'",
             )),
         }
     }
