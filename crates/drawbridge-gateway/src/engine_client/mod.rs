@@ -2,8 +2,9 @@
 //! OpenAI API as the gateway; the gateway always asks it for a stream with usage and reads the
 //! chunks back into events, so it can answer its own client in either form. The engine's SSE
 //! comments (its keep-alives while an answer shows nothing) become
-//! [`CompletionEvent::KeepAlive`]: a streamed answer at the gateway commits and stays alive
-//! with its engine's, a JSON answer ignores them. `usage.drawbridge` passes through as read.
+//! [`CompletionEvent::KeepAlive`](drawbridge_types::CompletionEvent::KeepAlive): a streamed
+//! answer at the gateway commits and stays alive with its engine's, a JSON answer ignores
+//! them. `usage.drawbridge` passes through as read.
 //!
 //! A gateway may know several engines (`gateway.engine_urls`), in order of preference: every
 //! call (chat, models, health, the admin API's accounts) goes to the first engine that is not
