@@ -8,14 +8,15 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use common::{image_message, input, params, render, tool_conversation, tools};
+use common::{
+    check_errors, check_resumed_overlap, check_streams, image_message, input, pangram_resume,
+    params, sse, tool_conversation, tools,
+};
 use drawbridge_engine::providers::anthropic::{
     DEFAULT_MAX_TOKENS, EventReader, error_from_status, request_body, thinking,
 };
-use drawbridge_engine::providers::openai::retry_after;
 use drawbridge_types::ErrorKind;
 use drawbridge_types::openai::{ChatMessage, FinishReason, Role};
 use drawbridge_types::tools::ToolChoice;
@@ -156,10 +157,7 @@ fn requests_map_to_the_messages_body() {
     assert_eq!(body["messages"][1]["content"][1]["id"], "fc_1_a");
     assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], "fc_1_a");
 
-    let resume = claude(PromptBody::Resume {
-        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
-        partial: "The quick brown fox jumps".into(),
-    });
+    let resume = claude(pangram_resume());
     check("resume.request.json", &pretty(&request_body(&resume)));
 }
 
@@ -170,20 +168,20 @@ fn read(input: &PromptInput, sse: &[u8]) -> Vec<WorkerEvent> {
 #[test]
 fn messages_streams_map_to_worker_events() {
     let plain = claude(PromptBody::Text("x".into()));
-    for case in [
-        "text_with_usage",
-        "tool_use",
-        "reasoning_crlf_length",
-        "error_mid_stream",
-        "broken_off",
-        "no_message_stop",
-    ] {
-        let sse = std::fs::read(dir().join(format!("{case}.sse"))).unwrap();
-        check(&format!("{case}.events.txt"), &render(&read(&plain, &sse)));
-    }
+    check_streams::<EventReader>(
+        &dir(),
+        &plain,
+        &[
+            "text_with_usage",
+            "tool_use",
+            "reasoning_crlf_length",
+            "error_mid_stream",
+            "broken_off",
+            "no_message_stop",
+        ],
+    );
     // The classes the engine acts on, beyond the files' wording.
-    let sse = std::fs::read(dir().join("tool_use.sse")).unwrap();
-    let events = read(&plain, &sse);
+    let events = read(&plain, &sse(&dir(), "tool_use"));
     let calls: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -199,27 +197,12 @@ fn messages_streams_map_to_worker_events() {
         Some(WorkerEvent::Finished(s)) if s.finish_reason == FinishReason::ToolCalls
             && s.prompt_tokens == 80 && s.completion_tokens == 41
     ));
-    let sse = std::fs::read(dir().join("error_mid_stream.sse")).unwrap();
     assert!(matches!(
-        read(&plain, &sse).last(),
+        read(&plain, &sse(&dir(), "error_mid_stream")).last(),
         Some(WorkerEvent::Error(e)) if e.kind == ErrorKind::Upstream && e.retryable()
     ));
 
-    let resume = claude(PromptBody::Resume {
-        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
-        partial: "The quick brown fox jumps".into(),
-    });
-    let sse = std::fs::read(dir().join("resumed_overlap.sse")).unwrap();
-    let events = read(&resume, &sse);
-    let text: String = events
-        .iter()
-        .filter_map(|e| match e {
-            WorkerEvent::Text(t) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(text, " over the lazy dog.");
-    check("resumed_overlap.events.txt", &render(&events));
+    check_resumed_overlap::<EventReader>(&dir(), &claude(pangram_resume()));
 }
 
 #[test]
@@ -227,8 +210,7 @@ fn anthropic_errors_map_to_their_class() {
     let error = |kind: &str, message: &str| {
         json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
     };
-    type Case = (u16, Vec<(&'static str, &'static str)>, String);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<common::ErrorCase> = vec![
         (
             429,
             vec![("retry-after", "12")],
@@ -262,29 +244,12 @@ fn anthropic_errors_map_to_their_class() {
         (500, vec![], error("api_error", "Internal server error")),
         (529, vec![], error("overloaded_error", "Overloaded")),
     ];
-    let mut out = String::new();
-    for (status, headers, body) in cases {
-        let mut map = http::HeaderMap::new();
-        for (name, value) in &headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        let error = error_from_status(status, retry_after(&map), body.as_bytes());
+    for error in check_errors(&dir(), cases, error_from_status, false) {
         assert!(
             !error.message.contains("sk-ant"),
             "a key never reaches an error"
         );
-        writeln!(
-            out,
-            "{status} {headers:?} -> kind={} status={} retryable={} retry_after={:?} message={:?}",
-            error.kind,
-            error.status(),
-            error.retryable(),
-            error.retry_after,
-            error.message
-        )
-        .unwrap();
     }
-    check("errors.txt", &out);
     let overloaded = error_from_status(529, None, b"");
     assert_eq!(overloaded.kind, ErrorKind::Upstream);
     assert!(overloaded.retryable());
@@ -298,8 +263,8 @@ fn anthropic_errors_map_to_their_class() {
 /// prompt tokens count them, as OpenAI's do).
 #[test]
 fn cache_reads_reach_the_summary() {
-    let sse = std::fs::read(dir().join("text_with_usage.sse")).unwrap();
-    match read(&claude(PromptBody::Text("x".into())), &sse).last() {
+    let plain = claude(PromptBody::Text("x".into()));
+    match read(&plain, &sse(&dir(), "text_with_usage")).last() {
         Some(WorkerEvent::Finished(summary)) => {
             assert_eq!(
                 (summary.prompt_tokens, summary.cached_prompt_tokens),

@@ -8,12 +8,13 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use common::{image_message, input, params, render, tool_conversation, tools};
+use common::{
+    check_errors, check_resumed_overlap, check_streams, image_message, input, pangram_resume,
+    params, sse, tool_conversation, tools,
+};
 use drawbridge_engine::providers::gemini::{EventReader, error_from_status, path, request_body};
-use drawbridge_engine::providers::openai::retry_after;
 use drawbridge_types::ErrorKind;
 use drawbridge_types::openai::{ChatMessage, FinishReason, Role};
 use drawbridge_types::tools::ToolChoice;
@@ -92,10 +93,7 @@ fn requests_map_to_the_generate_content_body() {
         );
     }
 
-    let resume = gemini(PromptBody::Resume {
-        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
-        partial: "The quick brown fox jumps".into(),
-    });
+    let resume = gemini(pangram_resume());
     check("resume.request.json", &pretty(&request_body(&resume)));
 }
 
@@ -106,19 +104,19 @@ fn read(input: &PromptInput, sse: &[u8]) -> Vec<WorkerEvent> {
 #[test]
 fn gemini_streams_map_to_worker_events() {
     let plain = gemini(PromptBody::Text("x".into()));
-    for case in [
-        "text_with_usage",
-        "function_calls",
-        "reasoning_crlf_length",
-        "safety",
-        "error_mid_stream",
-        "broken_off",
-    ] {
-        let sse = std::fs::read(dir().join(format!("{case}.sse"))).unwrap();
-        check(&format!("{case}.events.txt"), &render(&read(&plain, &sse)));
-    }
-    let sse = std::fs::read(dir().join("function_calls.sse")).unwrap();
-    let events = read(&plain, &sse);
+    check_streams::<EventReader>(
+        &dir(),
+        &plain,
+        &[
+            "text_with_usage",
+            "function_calls",
+            "reasoning_crlf_length",
+            "safety",
+            "error_mid_stream",
+            "broken_off",
+        ],
+    );
+    let events = read(&plain, &sse(&dir(), "function_calls"));
     let ids: Vec<&str> = events
         .iter()
         .filter_map(|e| match e {
@@ -137,21 +135,7 @@ fn gemini_streams_map_to_worker_events() {
         Some(WorkerEvent::Finished(s)) if s.finish_reason == FinishReason::ToolCalls
     ));
 
-    let resume = gemini(PromptBody::Resume {
-        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
-        partial: "The quick brown fox jumps".into(),
-    });
-    let sse = std::fs::read(dir().join("resumed_overlap.sse")).unwrap();
-    let events = read(&resume, &sse);
-    let text: String = events
-        .iter()
-        .filter_map(|e| match e {
-            WorkerEvent::Text(t) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(text, " over the lazy dog.");
-    check("resumed_overlap.events.txt", &render(&events));
+    check_resumed_overlap::<EventReader>(&dir(), &gemini(pangram_resume()));
 }
 
 #[test]
@@ -160,8 +144,7 @@ fn gemini_errors_map_to_their_class() {
         json!({"error": {"code": code, "message": message, "status": status, "details": details}})
             .to_string()
     };
-    type Case = (u16, Vec<(&'static str, &'static str)>, String);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<common::ErrorCase> = vec![
         (
             429,
             vec![],
@@ -222,25 +205,7 @@ fn gemini_errors_map_to_their_class() {
             error(503, "UNAVAILABLE", "The model is overloaded.", json!([])),
         ),
     ];
-    let mut out = String::new();
-    for (status, headers, body) in cases {
-        let mut map = http::HeaderMap::new();
-        for (name, value) in &headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        let error = error_from_status(status, retry_after(&map), body.as_bytes());
-        writeln!(
-            out,
-            "{status} {headers:?} -> kind={} status={} retryable={} retry_after={:?} message={:?}",
-            error.kind,
-            error.status(),
-            error.retryable(),
-            error.retry_after,
-            error.message
-        )
-        .unwrap();
-    }
-    check("errors.txt", &out);
+    check_errors(&dir(), cases, error_from_status, false);
     let bad_key = error(
         400,
         "INVALID_ARGUMENT",
@@ -273,8 +238,7 @@ fn gemini_errors_map_to_their_class() {
 #[test]
 fn cached_content_reaches_the_summary() {
     let plain = gemini(PromptBody::Text("x".into()));
-    let sse = std::fs::read(dir().join("text_with_usage.sse")).unwrap();
-    match read(&plain, &sse).last() {
+    match read(&plain, &sse(&dir(), "text_with_usage")).last() {
         Some(WorkerEvent::Finished(summary)) => {
             assert_eq!(
                 (summary.prompt_tokens, summary.cached_prompt_tokens),
@@ -284,8 +248,7 @@ fn cached_content_reaches_the_summary() {
         other => panic!("{other:?}"),
     }
     // A usage without it says nothing.
-    let sse = std::fs::read(dir().join("function_calls.sse")).unwrap();
-    match read(&plain, &sse).last() {
+    match read(&plain, &sse(&dir(), "function_calls")).last() {
         Some(WorkerEvent::Finished(summary)) => assert_eq!(summary.cached_prompt_tokens, None),
         other => panic!("{other:?}"),
     }

@@ -6,10 +6,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "tests")]
 
-use std::fmt::Write as _;
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::{check_errors, check_resumed_overlap, check_streams, pangram_resume, params, sse};
 use drawbridge_engine::providers::openai::{
     EventReader, error_from_status, request_body, retry_after,
 };
@@ -17,8 +19,7 @@ use drawbridge_types::openai::{ChatMessage, FunctionCall, Role, ToolCall};
 use drawbridge_types::tools::{Tool, ToolChoice};
 use drawbridge_types::worker::{PromptBody, PromptInput, TurnTools, WorkerEvent};
 use serde_json::{Value, json};
-
-mod common;
+use test_support::golden::pretty;
 
 fn dir() -> PathBuf {
     common::dir("openai_upstream")
@@ -30,24 +31,8 @@ fn check(name: &str, actual: &str) {
 }
 
 fn input(body: PromptBody) -> PromptInput {
-    PromptInput {
-        request_id: "req-1".into(),
-        model: "gpt-4o-mini".into(),
-        account: Some("openai-1".into()),
-        body,
-        max_output_tokens: None,
-        tools: TurnTools::default(),
-        live_session: None,
-        conversation: None,
-        params: Default::default(),
-    }
+    common::input("gpt-4o-mini", "openai-1", body)
 }
-
-fn params(value: Value) -> serde_json::Map<String, Value> {
-    value.as_object().cloned().unwrap()
-}
-
-use test_support::golden::pretty;
 
 #[test]
 fn requests_map_to_the_upstream_body() {
@@ -103,14 +88,9 @@ fn requests_map_to_the_upstream_body() {
     let text = input(PromptBody::Text("Say hi.".into()));
     check("text.request.json", &pretty(&request_body(&text)));
 
-    let resume = input(PromptBody::Resume {
-        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
-        partial: "The quick brown fox jumps".into(),
-    });
+    let resume = input(pangram_resume());
     check("resume.request.json", &pretty(&request_body(&resume)));
 }
-
-use common::render;
 
 /// Read `sse` whole, and again one byte at a time: both give the same events.
 fn read(input: &PromptInput, sse: &[u8]) -> Vec<WorkerEvent> {
@@ -120,33 +100,20 @@ fn read(input: &PromptInput, sse: &[u8]) -> Vec<WorkerEvent> {
 #[test]
 fn upstream_streams_map_to_worker_events() {
     let plain = input(PromptBody::Text("x".into()));
-    for case in [
-        "text_with_usage",
-        "reasoning_crlf_length",
-        "tool_calls",
-        "error_mid_stream",
-        "broken_off",
-        "no_done",
-    ] {
-        let sse = std::fs::read(dir().join(format!("{case}.sse"))).unwrap();
-        check(&format!("{case}.events.txt"), &render(&read(&plain, &sse)));
-    }
+    check_streams::<EventReader>(
+        &dir(),
+        &plain,
+        &[
+            "text_with_usage",
+            "reasoning_crlf_length",
+            "tool_calls",
+            "error_mid_stream",
+            "broken_off",
+            "no_done",
+        ],
+    );
     // A resumed answer: what repeats the end of the part already sent is left out.
-    let resume = input(PromptBody::Resume {
-        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
-        partial: "The quick brown fox jumps".into(),
-    });
-    let sse = std::fs::read(dir().join("resumed_overlap.sse")).unwrap();
-    let events = read(&resume, &sse);
-    let text: String = events
-        .iter()
-        .filter_map(|e| match e {
-            WorkerEvent::Text(t) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(text, " over the lazy dog.");
-    check("resumed_overlap.events.txt", &render(&events));
+    check_resumed_overlap::<EventReader>(&dir(), &input(pangram_resume()));
 }
 
 #[test]
@@ -155,9 +122,7 @@ fn upstream_errors_map_to_their_class() {
         json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}})
             .to_string()
     };
-    // Status, headers, body.
-    type Case = (u16, Vec<(&'static str, &'static str)>, String);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<common::ErrorCase> = vec![
         (
             429,
             vec![("retry-after", "7")],
@@ -202,30 +167,12 @@ fn upstream_errors_map_to_their_class() {
             openai_error("The model 'x' does not exist", json!("model")),
         ),
     ];
-    let mut out = String::new();
-    for (status, headers, body) in cases {
-        let mut map = http::HeaderMap::new();
-        for (name, value) in &headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        let error = error_from_status(status, retry_after(&map), body.as_bytes());
+    for error in check_errors(&dir(), cases, error_from_status, true) {
         assert!(
             !error.message.contains("sk-abc"),
             "a key never reaches an error"
         );
-        writeln!(
-            out,
-            "{status} {headers:?} -> kind={} status={} retryable={} retry_after={:?} param={:?} message={:?}",
-            error.kind,
-            error.status(),
-            error.retryable(),
-            error.retry_after,
-            error.param,
-            error.message
-        )
-        .unwrap();
     }
-    check("errors.txt", &out);
     // Durations that do not fit are no rest rather than a panic.
     let mut huge = http::HeaderMap::new();
     huge.insert("retry-after", "1e300".parse().unwrap());
@@ -242,25 +189,15 @@ fn upstream_errors_map_to_their_class() {
 #[test]
 fn cached_prompt_tokens_reach_the_summary() {
     let plain = input(PromptBody::Text("x".into()));
-    let cached = |case: &str| {
-        let sse = std::fs::read(dir().join(format!("{case}.sse"))).unwrap();
-        let events = read(&plain, &sse);
-        match events.last() {
-            Some(WorkerEvent::Finished(summary)) => {
-                (summary.prompt_tokens, summary.cached_prompt_tokens)
-            }
-            other => panic!("{case}: {other:?}"),
+    let cached = |case: &str| match read(&plain, &sse(&dir(), case)).last() {
+        Some(WorkerEvent::Finished(summary)) => {
+            (summary.prompt_tokens, summary.cached_prompt_tokens)
         }
+        other => panic!("{case}: {other:?}"),
     };
     assert_eq!(cached("text_cached"), (12, Some(8)));
     assert_eq!(cached("text_with_usage"), (12, Some(0)));
-    check(
-        "text_cached.events.txt",
-        &render(&read(
-            &plain,
-            &std::fs::read(dir().join("text_cached.sse")).unwrap(),
-        )),
-    );
+    check_streams::<EventReader>(&dir(), &plain, &["text_cached"]);
     let with_usage = std::fs::read_to_string(dir().join("text_with_usage.sse")).unwrap();
     let without = with_usage.replace(r#","prompt_tokens_details":{"cached_tokens":0}"#, "");
     assert_ne!(without, with_usage);

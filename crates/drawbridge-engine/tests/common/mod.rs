@@ -1,12 +1,16 @@
 //! What the upstream adapters' golden tests share: the golden-file check, the events as the
-//! files hold them, and reading a stream whole and byte by byte.
+//! files hold them, reading a stream whole and byte by byte, the cases every adapter's files
+//! have (streams to events, a resumed answer, error answers to their class), and the turns
+//! they are read with.
 
 #![allow(dead_code, reason = "each test file uses a part")]
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use drawbridge_engine::providers::{anthropic, gemini, openai};
+use drawbridge_types::ApiError;
 use drawbridge_types::openai::{ChatMessage, FunctionCall, MessageContent, Role, ToolCall};
 use drawbridge_types::tools::{FunctionDef, Tool, ToolChoice};
 use drawbridge_types::worker::{PromptBody, PromptInput, TurnTools, WorkerEvent};
@@ -100,6 +104,85 @@ pub fn read<R: Reader>(input: &PromptInput, sse: &[u8]) -> Vec<WorkerEvent> {
         "byte-by-byte reading differs"
     );
     events
+}
+
+/// The upstream stream `dir/<case>.sse`.
+pub fn sse(dir: &Path, case: &str) -> Vec<u8> {
+    let path = dir.join(format!("{case}.sse"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Each stream `dir/<case>.sse` read with `R` for `input`: its events are `<case>.events.txt`.
+pub fn check_streams<R: Reader>(dir: &Path, input: &PromptInput, cases: &[&str]) {
+    for case in cases {
+        let events = read::<R>(input, &sse(dir, case));
+        check(dir, &format!("{case}.events.txt"), &render(&events));
+    }
+}
+
+/// The turn that resumes an answer cut off after "The quick brown fox jumps".
+pub fn pangram_resume() -> PromptBody {
+    PromptBody::Resume {
+        messages: vec![ChatMessage::new(Role::User, "Write the pangram.")],
+        partial: "The quick brown fox jumps".into(),
+    }
+}
+
+/// `dir/resumed_overlap.sse` read with `R` for `resume` (a [`pangram_resume`] turn): what
+/// repeats the end of the part already sent is left out, and the events are
+/// `resumed_overlap.events.txt`.
+pub fn check_resumed_overlap<R: Reader>(dir: &Path, resume: &PromptInput) {
+    let events = read::<R>(resume, &sse(dir, "resumed_overlap"));
+    let text: String = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(text, " over the lazy dog.");
+    check(dir, "resumed_overlap.events.txt", &render(&events));
+}
+
+/// An upstream error answer: its status, headers and body.
+pub type ErrorCase = (u16, Vec<(&'static str, &'static str)>, String);
+
+/// Each case's error as `classify` makes it from the status, the `Retry-After` the headers
+/// say and the body: one line per case, compared with `dir/errors.txt` (naming each error's
+/// `param` too when `with_param`); the errors, in order, for the caller's own checks.
+pub fn check_errors(
+    dir: &Path,
+    cases: Vec<ErrorCase>,
+    classify: fn(u16, Option<Duration>, &[u8]) -> ApiError,
+    with_param: bool,
+) -> Vec<ApiError> {
+    let mut out = String::new();
+    let mut errors = Vec::new();
+    for (status, headers, body) in cases {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in &headers {
+            map.insert(*name, value.parse().unwrap());
+        }
+        let error = classify(status, openai::retry_after(&map), body.as_bytes());
+        let param = if with_param {
+            format!(" param={:?}", error.param)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{status} {headers:?} -> kind={} status={} retryable={} retry_after={:?}{param} message={:?}",
+            error.kind,
+            error.status(),
+            error.retryable(),
+            error.retry_after,
+            error.message
+        )
+        .unwrap();
+        errors.push(error);
+    }
+    check(dir, "errors.txt", &out);
+    errors
 }
 
 /// A turn of `model` on account `account` with `body`, nothing else set.
