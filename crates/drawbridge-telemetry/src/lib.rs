@@ -36,7 +36,18 @@ pub fn init_logging(config: &LogConfig, tracer: Option<opentelemetry_sdk::trace:
             .boxed(),
         LogFormat::Text => fmt.boxed(),
     };
-    let otel = tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer));
+    // Per span, not per poll: the layer's defaults also attach the OpenTelemetry context and
+    // read the clock on every enter and exit of a span (each poll of an instrumented future
+    // or stream), for busy/idle timings and for instrumentation that reads the current
+    // context. Nothing here reads it (the trace headers come from the span itself), and the
+    // thread attributes would name the same runtime worker threads on every span.
+    let otel = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_context_activation(false)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+    });
     let _already_set = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
