@@ -7,6 +7,11 @@ use drawbridge_config::{Config, Role};
 use drawbridge_engine::EngineApp;
 use drawbridge_telemetry::{Signals, announce};
 
+/// mimalloc: glibc's malloc contends between the runtime's threads under load (BENCHMARKS.md,
+/// "Provider accounts").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     drawbridge_telemetry::run_binary(Role::Engine, run)
 }

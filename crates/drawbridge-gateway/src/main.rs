@@ -12,6 +12,11 @@ use drawbridge_telemetry::{LiveConfig, Metrics, Shutdown, Signals, announce};
 /// How often the config file is checked for changes.
 const RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// mimalloc: glibc's malloc contends between the runtime's threads under load (BENCHMARKS.md,
+/// "Provider accounts").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     drawbridge_telemetry::run_binary(Role::Gateway, run)
 }

@@ -8,6 +8,11 @@ use std::process::ExitCode;
 use drawbridge_config::{Config, Role};
 use drawbridge_telemetry::{Signals, announce};
 
+/// mimalloc: glibc's malloc contends between the runtime's threads under load (BENCHMARKS.md,
+/// "Provider accounts").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     drawbridge_telemetry::run_binary(Role::AllInOne, run)
 }
