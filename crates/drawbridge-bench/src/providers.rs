@@ -1,8 +1,9 @@
 //! Provider accounts (`--sections providers`): an instant OpenAI-compatible upstream
 //! (`mock-provider`) measured directly, through the single-process `drawbridge` with one
 //! `kind: openai` account on it, through the three-process stack (gateway → engine → the
-//! provider account; no worker), and through LiteLLM's proxy as a peer, all with the same
-//! load clients.
+//! provider account; no worker), through LiteLLM's proxy as a peer, and through
+//! `bench-floor-proxy` (a bare hyper-to-hyper forwarder: the least any gateway does, so the
+//! ceiling of a gateway's throughput on this machine), all with the same load clients.
 //!
 //! The targets take turns in every measurement (`rounds` times each), so a change in the
 //! machine's load hits them alike. Each measurement is C keep-alive clients sending back to
@@ -78,6 +79,7 @@ pub struct ProviderReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
     Direct,
+    Floor,
     Single,
     Stack,
     LiteLlm,
@@ -87,6 +89,7 @@ impl Via {
     fn name(self) -> &'static str {
         match self {
             Via::Direct => "direct",
+            Via::Floor => "floor",
             Via::Single => "drawbridge",
             Via::Stack => "stack",
             Via::LiteLlm => "litellm",
@@ -96,6 +99,7 @@ impl Via {
     fn describe(self) -> &'static str {
         match self {
             Via::Direct => "mock-provider directly",
+            Via::Floor => "bare hyper proxy (the floor)",
             Via::Single => "drawbridge (single binary)",
             Via::Stack => "gateway → engine (three-process stack)",
             Via::LiteLlm => "LiteLLM proxy",
@@ -104,13 +108,14 @@ impl Via {
 }
 
 /// The processes whose CPU and memory are counted, in the order printed.
-const PROCESSES: [&str; 6] = [
+const PROCESSES: [&str; 7] = [
     "mock-provider",
     "drawbridge",
     "gateway",
     "engine",
     "litellm",
     "bench",
+    "floor",
 ];
 
 /// One measurement: how many clients, whole or streamed.
@@ -154,6 +159,7 @@ impl Outcome {
 struct Running {
     _dir: tempfile::TempDir,
     mock: Server,
+    floor: Server,
     single: Server,
     engine: Server,
     gateway: Server,
@@ -175,6 +181,7 @@ impl Running {
                 .into_iter()
                 .collect(),
             vec![std::process::id()],
+            one(&self.floor),
         ]
     }
 }
@@ -342,6 +349,16 @@ async fn start(bins: &Bins, args: &ProviderArgs) -> Result<Running> {
     )
     .await?;
     let upstream = mock.addr("http")?;
+    let floor = Server::start(
+        &bins.dir.join("bench-floor-proxy"),
+        &config,
+        &[
+            ("FLOOR_UPSTREAM".to_owned(), upstream.to_string()),
+            ("FLOOR_UPSTREAM_KEY".to_owned(), UPSTREAM_KEY.to_owned()),
+        ],
+        &["gateway"],
+    )
+    .await?;
     std::fs::write(
         &config,
         config_yaml(upstream, &dir.path().join("worker"), &args.log_level),
@@ -405,6 +422,7 @@ async fn start(bins: &Bins, args: &ProviderArgs) -> Result<Running> {
                 authorization: Some(format!("Bearer {UPSTREAM_KEY}")),
             },
         ),
+        (Via::Floor, Target::chat(floor.addr("gateway")?, API_KEY)),
         (Via::Single, Target::chat(single.addr("gateway")?, API_KEY)),
         (Via::Stack, Target::chat(gateway.addr("gateway")?, API_KEY)),
     ];
@@ -427,6 +445,7 @@ async fn start(bins: &Bins, args: &ProviderArgs) -> Result<Running> {
     let running = Running {
         _dir: dir,
         mock,
+        floor,
         single,
         engine,
         gateway,
@@ -562,7 +581,7 @@ fn print_measure(measure: Measure, outcomes: &[(Via, Outcome)]) {
         }
     );
     println!(
-        "{:<40} {:>9} {:>7} {:>22} {:>17} {:>6} | CPU ms per request: mock / db / gw / eng / litellm / bench",
+        "{:<40} {:>9} {:>7} {:>22} {:>17} {:>6} | CPU ms per request: mock / db / gw / eng / litellm / bench / floor",
         "target", "req/s", "×direct", "latency p50/p90/p99", "added p50/p99", "errors"
     );
     let direct = outcomes
@@ -585,7 +604,7 @@ fn print_measure(measure: Measure, outcomes: &[(Via, Outcome)]) {
             _ => ("–".to_owned(), "–".to_owned()),
         };
         println!(
-            "{:<40} {:>9.0} {:>7} {:>22} {:>17} {:>6} | {:.3} / {:.3} / {:.3} / {:.3} / {:.3} / {:.3}",
+            "{:<40} {:>9.0} {:>7} {:>22} {:>17} {:>6} | {:.3} / {:.3} / {:.3} / {:.3} / {:.3} / {:.3} / {:.3}",
             via.describe(),
             outcome.rate(),
             ratio,
@@ -601,22 +620,24 @@ fn print_measure(measure: Measure, outcomes: &[(Via, Outcome)]) {
             cpu[3],
             cpu[4],
             cpu[5],
+            cpu[6],
         );
     }
     println!(
-        "{:<40} peak VmRSS during the runs, KiB: mock / db / gw / eng / litellm",
+        "{:<40} peak VmRSS during the runs, KiB: mock / db / gw / eng / litellm / floor",
         ""
     );
     for (via, outcome) in outcomes {
         let rss = outcome.rss_max;
         println!(
-            "{:<40} {} / {} / {} / {} / {}",
+            "{:<40} {} / {} / {} / {} / {} / {}",
             via.describe(),
             rss[0],
             rss[1],
             rss[2],
             rss[3],
-            rss[4]
+            rss[4],
+            rss[6]
         );
     }
 }
@@ -665,7 +686,8 @@ fn verdicts(
             rss_peak = rss_peak.max(single.rss_max[1]);
         }
         let base = direct.load.latencies.summary();
-        for via in [Via::Single, Via::Stack, Via::LiteLlm] {
+        let floor = find(Via::Floor);
+        for via in [Via::Floor, Via::Single, Via::Stack, Via::LiteLlm] {
             let Some(outcome) = find(via) else {
                 continue;
             };
@@ -692,6 +714,20 @@ fn verdicts(
                     ratio,
                     "ratio",
                 ));
+                // Against the least any gateway does on this machine.
+                if let Some(floor) = floor.filter(|f| f.rate() > 0.0 && via != Via::Floor) {
+                    let of_floor = outcome.rate() / floor.rate();
+                    println!(
+                        "  {:<8} {:<40} throughput {of_floor:.3}× the floor's",
+                        measure.key(),
+                        via.describe(),
+                    );
+                    report.metrics.push((
+                        format!("providers.{}.{}.ratio_to_floor", measure.key(), via.name()),
+                        of_floor,
+                        "ratio",
+                    ));
+                }
             }
             if measure.clients == args.latency_concurrency {
                 let latency = outcome.load.latencies.summary();
