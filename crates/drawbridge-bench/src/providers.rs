@@ -210,7 +210,7 @@ pub async fn run(bins: &Bins, args: &ProviderArgs, prompt: &str) -> Result<Provi
     let started = Instant::now();
     let running = start(bins, args).await?;
     println!(
-        "\nProvider accounts: mock-provider (OpenAI wire format, instant answers) directly, through drawbridge, through gateway → engine{}; up in {:.0} ms",
+        "\nProvider accounts: mock-provider (OpenAI wire format, instant answers) directly, through the floor proxy, through drawbridge, through gateway → engine{}; up in {:.0} ms",
         if running.litellm.is_some() {
             ", and through LiteLLM"
         } else {

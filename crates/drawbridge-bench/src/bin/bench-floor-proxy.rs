@@ -13,7 +13,10 @@
 //! announces `listening gateway=ADDR` on stderr, as the drawbridge binaries do.
 
 // A bench tool: its one line of output is how the bench finds its address.
-#![expect(clippy::print_stderr, reason = "the address announcement the bench reads")]
+#![expect(
+    clippy::print_stderr,
+    reason = "the address announcement the bench reads"
+)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
