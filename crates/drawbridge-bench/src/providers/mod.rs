@@ -15,20 +15,23 @@
 //! when missing). When it cannot be installed or started it is left out with a message, and
 //! the rest of the section still runs.
 
+mod litellm;
+mod report;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::{self, Conn, Expect, Load, Target, Until};
 use crate::procfs::Procs;
 use crate::worker::{Bins, Server};
+use litellm::LiteLlm;
+use report::{print_measure, record, verdicts};
 
 /// The client key of the gateway and of `drawbridge`.
 const API_KEY: &str = "db-bench-key-0123456789";
@@ -36,8 +39,6 @@ const API_KEY: &str = "db-bench-key-0123456789";
 const CHANNEL_KEY: &str = "db-bench-channel-key-0123";
 /// The key the upstream wants (the mock checks it, as a real provider does).
 const UPSTREAM_KEY: &str = "sk-bench-upstream-0123";
-/// LiteLLM's master key (it refuses to start without one), which its clients present.
-const LITELLM_KEY: &str = "sk-bench-litellm-0123456789";
 /// The model every target serves.
 const MODEL: &str = "gpt-bench";
 
@@ -433,7 +434,7 @@ async fn start(bins: &Bins, args: &ProviderArgs) -> Result<Running> {
         }
         Some(venv) => match LiteLlm::start(venv, upstream, dir.path()).await {
             Ok(litellm) => {
-                targets.push((Via::LiteLlm, Target::chat(litellm.addr, LITELLM_KEY)));
+                targets.push((Via::LiteLlm, Target::chat(litellm.addr, litellm::KEY)));
                 Some(litellm)
             }
             Err(error) => {
@@ -570,207 +571,6 @@ async fn run_once(
     Ok(())
 }
 
-fn print_measure(measure: Measure, outcomes: &[(Via, Outcome)]) {
-    println!(
-        "\n{} client(s), each sending back to back, {}",
-        measure.clients,
-        if measure.stream {
-            "streamed (latency = whole stream)"
-        } else {
-            "whole answers"
-        }
-    );
-    println!(
-        "{:<40} {:>9} {:>7} {:>22} {:>17} {:>6} | CPU ms per request: mock / db / gw / eng / litellm / bench / floor",
-        "target", "req/s", "×direct", "latency p50/p90/p99", "added p50/p99", "errors"
-    );
-    let direct = outcomes
-        .iter()
-        .find(|(via, _)| *via == Via::Direct)
-        .map(|(_, o)| (o.rate(), o.load.latencies.summary()));
-    for (via, outcome) in outcomes {
-        let latency = outcome.load.latencies.summary();
-        let n = outcome.load.latencies.len().max(1) as f64;
-        let cpu = outcome.cpu.map(|s| 1000.0 * s / n);
-        let (ratio, added) = match direct {
-            Some((rate, base)) if rate > 0.0 => (
-                format!("{:.3}", outcome.rate() / rate),
-                format!(
-                    "{:+.2} / {:+.2}",
-                    latency.p50 - base.p50,
-                    latency.p99 - base.p99
-                ),
-            ),
-            _ => ("–".to_owned(), "–".to_owned()),
-        };
-        println!(
-            "{:<40} {:>9.0} {:>7} {:>22} {:>17} {:>6} | {:.3} / {:.3} / {:.3} / {:.3} / {:.3} / {:.3} / {:.3}",
-            via.describe(),
-            outcome.rate(),
-            ratio,
-            format!(
-                "{:.2} / {:.2} / {:.2}",
-                latency.p50, latency.p90, latency.p99
-            ),
-            added,
-            outcome.load.errors,
-            cpu[0],
-            cpu[1],
-            cpu[2],
-            cpu[3],
-            cpu[4],
-            cpu[5],
-            cpu[6],
-        );
-    }
-    println!(
-        "{:<40} peak VmRSS during the runs, KiB: mock / db / gw / eng / litellm / floor",
-        ""
-    );
-    for (via, outcome) in outcomes {
-        let rss = outcome.rss_max;
-        println!(
-            "{:<40} {} / {} / {} / {} / {} / {}",
-            via.describe(),
-            rss[0],
-            rss[1],
-            rss[2],
-            rss[3],
-            rss[4],
-            rss[6]
-        );
-    }
-}
-
-fn record(report: &mut ProviderReport, measure: Measure, outcomes: &[(Via, Outcome)]) {
-    let key = measure.key();
-    for (via, outcome) in outcomes {
-        let name = via.name();
-        let latency = outcome.load.latencies.summary();
-        let mut metric = |what: &str, value: f64, unit: &'static str| {
-            report
-                .metrics
-                .push((format!("providers.{key}.{name}.{what}"), value, unit));
-        };
-        metric("requests_per_s", outcome.rate(), "requests/s");
-        metric("p50", latency.p50, "ms");
-        metric("p90", latency.p90, "ms");
-        metric("p99", latency.p99, "ms");
-        metric("errors", outcome.load.errors as f64, "requests");
-    }
-}
-
-/// The issue's targets, judged for `drawbridge` (and shown for the stack and LiteLLM).
-fn verdicts(
-    report: &mut ProviderReport,
-    results: &[(Measure, Vec<(Via, Outcome)>)],
-    args: &ProviderArgs,
-) {
-    println!(
-        "\nTargets (issue 16): through drawbridge ≥ {THROUGHPUT_RATIO_TARGET}× direct at {} clients; added p50 ≤ {ADDED_P50_TARGET_MS} ms and p99 ≤ {ADDED_P99_TARGET_MS} ms at {} clients; drawbridge's RSS under {} MB under load",
-        args.concurrency, args.latency_concurrency, RSS_TARGET_MB
-    );
-    let met = |yes: bool| if yes { "MET" } else { "NOT MET" };
-    let mut rss_peak = 0u64;
-    for (measure, outcomes) in results {
-        let find = |want: Via| {
-            outcomes
-                .iter()
-                .find(|(via, _)| *via == want)
-                .map(|(_, o)| o)
-        };
-        let Some(direct) = find(Via::Direct) else {
-            continue;
-        };
-        if let Some(single) = find(Via::Single) {
-            rss_peak = rss_peak.max(single.rss_max[1]);
-        }
-        let base = direct.load.latencies.summary();
-        let floor = find(Via::Floor);
-        for via in [Via::Floor, Via::Single, Via::Stack, Via::LiteLlm] {
-            let Some(outcome) = find(via) else {
-                continue;
-            };
-            let judged = via == Via::Single;
-            if measure.clients == args.concurrency {
-                let ratio = if direct.rate() > 0.0 {
-                    outcome.rate() / direct.rate()
-                } else {
-                    0.0
-                };
-                let yes = ratio >= THROUGHPUT_RATIO_TARGET;
-                println!(
-                    "  {:<8} {:<40} throughput {ratio:.3}× direct{}",
-                    measure.key(),
-                    via.describe(),
-                    if judged {
-                        format!(" → {}", met(yes))
-                    } else {
-                        String::new()
-                    }
-                );
-                report.metrics.push((
-                    format!("providers.{}.{}.ratio_to_direct", measure.key(), via.name()),
-                    ratio,
-                    "ratio",
-                ));
-                // Against the least any gateway does on this machine.
-                if let Some(floor) = floor.filter(|f| f.rate() > 0.0 && via != Via::Floor) {
-                    let of_floor = outcome.rate() / floor.rate();
-                    println!(
-                        "  {:<8} {:<40} throughput {of_floor:.3}× the floor's",
-                        measure.key(),
-                        via.describe(),
-                    );
-                    report.metrics.push((
-                        format!("providers.{}.{}.ratio_to_floor", measure.key(), via.name()),
-                        of_floor,
-                        "ratio",
-                    ));
-                }
-            }
-            if measure.clients == args.latency_concurrency {
-                let latency = outcome.load.latencies.summary();
-                let (p50, p99) = (latency.p50 - base.p50, latency.p99 - base.p99);
-                println!(
-                    "  {:<8} {:<40} added p50 {p50:+.2} ms{}; added p99 {p99:+.2} ms{}",
-                    measure.key(),
-                    via.describe(),
-                    if judged {
-                        format!(" → {}", met(p50 <= ADDED_P50_TARGET_MS))
-                    } else {
-                        String::new()
-                    },
-                    if judged {
-                        format!(" → {}", met(p99 <= ADDED_P99_TARGET_MS))
-                    } else {
-                        String::new()
-                    },
-                );
-                report.metrics.push((
-                    format!("providers.{}.{}.added_p50", measure.key(), via.name()),
-                    p50,
-                    "ms",
-                ));
-                report.metrics.push((
-                    format!("providers.{}.{}.added_p99", measure.key(), via.name()),
-                    p99,
-                    "ms",
-                ));
-            }
-        }
-    }
-    println!(
-        "  drawbridge peak RSS under load {rss_peak} KiB → {}",
-        met(rss_peak > 0 && rss_peak < RSS_TARGET_KIB)
-    );
-    report.metrics.push((
-        "providers.drawbridge.rss_peak".to_owned(),
-        rss_peak as f64,
-        "KiB",
-    ));
-}
-
 /// Show a load's failures; how many.
 fn errors(what: &str, load: &Load) -> u64 {
     if load.errors > 0 {
@@ -780,103 +580,6 @@ fn errors(what: &str, load: &Load) -> u64 {
         }
     }
     load.errors
-}
-
-/// LiteLLM's proxy, running from its virtualenv.
-struct LiteLlm {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl LiteLlm {
-    /// Make the virtualenv if it has no `litellm` yet, then start the proxy on a free
-    /// loopback port with one model on the mock at `upstream`; its output goes to
-    /// `dir/litellm.log`.
-    async fn start(venv: &Path, upstream: SocketAddr, dir: &Path) -> Result<LiteLlm> {
-        let exe = venv.join("bin").join("litellm");
-        if !exe.is_file() {
-            install(venv).await?;
-        }
-        let config = dir.join("litellm.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "model_list:\n  - model_name: {MODEL}\n    litellm_params:\n      model: openai/{MODEL}\n      api_base: http://{upstream}/v1\n      api_key: {UPSTREAM_KEY}\n"
-            ),
-        )
-        .context("write LiteLLM's config")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("find a free port")?
-            .port();
-        let log_path = dir.join("litellm.log");
-        let log = std::fs::File::create(&log_path).context("create LiteLLM's log")?;
-        let child = Command::new(&exe)
-            .arg("--config")
-            .arg(&config)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--num_workers", "1"])
-            // No fetch of the price list from the network at start, and quiet logs.
-            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            .env("LITELLM_LOG", "ERROR")
-            .env("LITELLM_MASTER_KEY", LITELLM_KEY)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("LiteLLM's log")?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {}", exe.display()))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut litellm = LiteLlm { child, addr };
-        // Up when it accepts a connection (the readiness request follows with the others).
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Conn::open(addr).await.is_err() {
-            if let Ok(Some(status)) = litellm.child.try_wait() {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                bail!(
-                    "litellm exited ({status}); the end of its log:\n{}",
-                    lines[lines.len().saturating_sub(20)..].join("\n")
-                );
-            }
-            if Instant::now() >= deadline {
-                litellm.stop().await;
-                bail!("litellm did not listen on {addr} within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok(litellm)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-/// `python3 -m venv VENV` and `VENV/bin/pip install 'litellm[proxy]'`, output to the bench's.
-async fn install(venv: &Path) -> Result<()> {
-    println!(
-        "LiteLLM: installing 'litellm[proxy]' into {} (once)",
-        venv.display()
-    );
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(venv)
-        .status()
-        .await
-        .context("run python3 -m venv (is Python 3 installed?)")?;
-    if !status.success() {
-        bail!("python3 -m venv {} failed ({status})", venv.display());
-    }
-    let status = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "litellm[proxy]"])
-        .status()
-        .await
-        .context("run pip")?;
-    if !status.success() {
-        bail!("pip install 'litellm[proxy]' failed ({status})");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
