@@ -297,7 +297,7 @@ async fn a_reload_changes_a_route() {
     for _ in 0..2 {
         assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
     }
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 2));
+    assert_eq!(served(&[&kiro_1, &openai]), [1, 2]);
     // The route removed: credit-aware over every account again (the better score wins).
     h.engine
         .apply_settings(EngineSettings::from_config(&config("")));
@@ -349,7 +349,7 @@ async fn a_bound_conversation_stays_inside_its_route_and_moves_when_the_route_le
         .await
         .unwrap();
     assert_eq!(session(&h).await, StatusCode::OK);
-    assert_eq!((kiro_1.prompts().len(), other.prompts().len()), (0, 2));
+    assert_eq!(served(&[&kiro_1, &other]), [0, 2]);
     // ... while a request without a conversation takes the first target.
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
     assert_eq!(kiro_1.prompts().len(), 1);
@@ -359,7 +359,7 @@ async fn a_bound_conversation_stays_inside_its_route_and_moves_when_the_route_le
             "{affinity}routes: {{ kiro: {{ targets: [{{ accounts: [kiro-1] }}] }} }}"
         ))));
     assert_eq!(session(&h).await, StatusCode::OK);
-    assert_eq!((kiro_1.prompts().len(), other.prompts().len()), (2, 2));
+    assert_eq!(served(&[&kiro_1, &other]), [2, 2]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -394,7 +394,7 @@ routes:
         assert_eq!(response.status(), StatusCode::OK, "{tenant}");
     }
     // The batch key's request on its own target; the others on the default one.
-    assert_eq!((openai.prompts().len(), kiro_1.prompts().len()), (1, 2));
+    assert_eq!(served(&[&openai, &kiro_1]), [1, 2]);
 }
 
 /// A fallback route whose first target (kiro-1) has `retry` (a YAML flow mapping), the second
@@ -414,6 +414,11 @@ routes:
 }
 
 /// The times between successive turns a worker was sent, in milliseconds.
+/// How many turns each worker was sent, in order.
+fn served(workers: &[&FakeWorker]) -> Vec<usize> {
+    workers.iter().map(|w| w.prompts().len()).collect()
+}
+
 fn gaps_ms(worker: &FakeWorker) -> Vec<u128> {
     worker
         .sent_at()
@@ -431,7 +436,7 @@ async fn a_target_is_tried_its_attempts_then_the_route_moves_on() {
     let h = harness(&retrying("{ attempts: 3 }"), &[&kiro_1, &openai]).await;
     let (status, answer) = ask(&h, "kiro").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (3, 1));
+    assert_eq!(served(&[&kiro_1, &openai]), [3, 1]);
     // Failing twice: the third try serves, the next target is never asked.
     let kiro_1 = Arc::new(
         FakeWorker::new("kiro-1")
@@ -442,13 +447,13 @@ async fn a_target_is_tried_its_attempts_then_the_route_moves_on() {
     let h = harness(&retrying("{ attempts: 3 }"), &[&kiro_1, &openai]).await;
     let (status, answer) = ask(&h, "kiro").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (3, 0));
+    assert_eq!(served(&[&kiro_1, &openai]), [3, 0]);
     // Without `retry`, one try (`retries_per_account` is 0) and the next target.
     let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(upstream())));
     let openai = Arc::new(FakeWorker::new("openai"));
     let h = harness(FALLBACK, &[&kiro_1, &openai]).await;
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 1));
+    assert_eq!(served(&[&kiro_1, &openai]), [1, 1]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -471,14 +476,7 @@ async fn a_target_with_several_accounts_counts_its_tries_over_them() {
     )
     .await;
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
-    assert_eq!(
-        (
-            kiro_1.prompts().len(),
-            kiro_2.prompts().len(),
-            openai.prompts().len()
-        ),
-        (1, 1, 1)
-    );
+    assert_eq!(served(&[&kiro_1, &kiro_2, &openai]), [1, 1, 1]);
     // An upstream failure tries the same account again, up to the target's attempts.
     let kiro_1 = Arc::new(
         FakeWorker::new("kiro-1")
@@ -497,12 +495,8 @@ async fn a_target_with_several_accounts_counts_its_tries_over_them() {
     .await;
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
     assert_eq!(
-        (
-            kiro_1.prompts().len(),
-            kiro_2.prompts().len(),
-            openai.prompts().len()
-        ),
-        (2, 0, 1),
+        served(&[&kiro_1, &kiro_2, &openai]),
+        [2, 0, 1],
         "the better-scored account twice, then the next target"
     );
 }
@@ -525,8 +519,8 @@ async fn a_status_outside_on_status_moves_to_the_next_target_at_once() {
         let (status, answer) = ask(&h, "kiro").await;
         assert_eq!(status, StatusCode::OK, "{retry}: {answer}");
         assert_eq!(
-            (kiro_1.prompts().len(), openai.prompts().len()),
-            (first_target_tries, 1),
+            served(&[&kiro_1, &openai]),
+            [first_target_tries, 1],
             "{retry}"
         );
     }
@@ -540,7 +534,7 @@ async fn a_status_outside_on_status_moves_to_the_next_target_at_once() {
     )
     .await;
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (2, 1));
+    assert_eq!(served(&[&kiro_1, &openai]), [2, 1]);
     // A client error is the client's, whatever the list says: no retry, no next target.
     let refused = ApiError::invalid_request("bad temperature").with_upstream_status(400);
     let kiro_1 = Arc::new(FakeWorker::new("kiro-1").otherwise(Script::Fails(refused)));
@@ -552,7 +546,7 @@ async fn a_status_outside_on_status_moves_to_the_next_target_at_once() {
     .await;
     let (status, answer) = ask(&h, "kiro").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 0));
+    assert_eq!(served(&[&kiro_1, &openai]), [1, 0]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -629,7 +623,7 @@ routes:
             .unwrap()
     };
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
-    assert_eq!((kiro_1.prompts().len(), kiro_2.prompts().len()), (1, 1));
+    assert_eq!(served(&[&kiro_1, &kiro_2]), [1, 1]);
     eventually("kiro-1's breaker opens after one failure", || async {
         h.engine.breaker_transitions() == [("kiro-1".to_owned(), "open", 1)]
     })
@@ -640,7 +634,7 @@ routes:
     for _ in 0..2 {
         assert_eq!(ask(&h, "kiro").await.0, StatusCode::BAD_GATEWAY);
     }
-    assert_eq!((kiro_1.prompts().len(), kiro_2.prompts().len()), (1, 3));
+    assert_eq!(served(&[&kiro_1, &kiro_2]), [1, 3]);
     eventually("kiro-2's breaker opens after three failures", || async {
         h.engine
             .breaker_transitions()
@@ -710,7 +704,7 @@ routes:
     let (status, answer) = ask(&h, "kiro").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
     assert_eq!(answer["error"]["code"], "rate_limit_exceeded", "{answer}");
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 0));
+    assert_eq!(served(&[&kiro_1, &openai]), [1, 0]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -725,7 +719,7 @@ async fn a_rate_limit_within_the_backoff_is_waited_a_longer_one_rests_the_accoun
     let openai = Arc::new(FakeWorker::new("openai"));
     let h = harness(&retrying(retry), &[&kiro_1, &openai]).await;
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (2, 0));
+    assert_eq!(served(&[&kiro_1, &openai]), [2, 0]);
     assert_eq!(gaps_ms(&kiro_1), [200]);
     // Back after a second: not awaited; the account rests and the next target answers.
     let kiro_1 = Arc::new(FakeWorker::new("kiro-1").then(Script::Fails(limited(1000))));
@@ -733,6 +727,6 @@ async fn a_rate_limit_within_the_backoff_is_waited_a_longer_one_rests_the_accoun
     let h = harness(&retrying(retry), &[&kiro_1, &openai]).await;
     let began = tokio::time::Instant::now();
     assert_eq!(ask(&h, "kiro").await.0, StatusCode::OK);
-    assert_eq!((kiro_1.prompts().len(), openai.prompts().len()), (1, 1));
+    assert_eq!(served(&[&kiro_1, &openai]), [1, 1]);
     assert!(began.elapsed() < Duration::from_secs(1));
 }
